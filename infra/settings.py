@@ -1,0 +1,244 @@
+"""One validated Settings object, read from the environment and `.env`.
+
+Every process builds it once at startup (`get_settings`); libraries take it as an argument so
+tests can construct their own.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import time
+from typing import Literal
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PositiveInt = Field(gt=0)
+
+
+class SettingsError(RuntimeError):
+    """Configuration that cannot run; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- environment and connections -----------------------------------------------------------
+    environment: Literal["development", "test", "production"] = "development"
+    redis_url: str | None = None
+    database_url: str | None = None
+    db_pool_min: int = Field(1, ge=0)
+    db_pool_max: int = Field(10, gt=0)
+    redis_namespace: str = "ticker"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # --- security -------------------------------------------------------------------------------
+    api_key: SecretStr | None = None
+    account_encryption_key: SecretStr | None = None  # comma-separated Fernet keys, newest first
+    secrets_backend: Literal["fernet", "aws"] = "fernet"
+    aws_region: str = "ap-south-1"
+    aws_secrets_prefix: str = "ticker/"
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
+    http_rate_limit_per_minute: int = Field(100, gt=0)
+
+    # --- web ------------------------------------------------------------------------------------
+    http_shutdown_seconds: float = Field(20.0, gt=0)  # SIGTERM: how long in-flight requests may finish
+    ws_client_queue_max: int = Field(1000, gt=0)  # ticks buffered per WebSocket client before drops
+    ws_max_clients: int = Field(2000, gt=0)
+    ws_max_tokens_per_client: int = Field(3000, gt=0)
+
+    # --- Kite -----------------------------------------------------------------------------------
+    kite_api_key: str | None = None
+    kite_api_secret: SecretStr | None = None
+    kite_access_token: SecretStr | None = None
+    kite_account_id: str = "primary"
+    kite_root: str = "https://api.kite.trade"
+    kite_ws_root: str = "wss://ws.kite.trade"
+    kite_login_root: str = "https://kite.zerodha.com"
+    kite_redirect_url: str | None = None
+    kite_request_timeout: float = Field(7.0, gt=0)
+
+    # --- streamer -------------------------------------------------------------------------------
+    publish_channel_prefix: str = "ticker:nifty"
+    ticker_mode: Literal["full", "quote", "ltp"] = "full"
+    tick_batch_window_ms: int = Field(100, gt=0)
+    tick_batch_max_size: int = Field(1000, gt=0)
+    tick_buffer_max: int = Field(100_000, gt=0)
+    max_ws_connections: int = Field(3, gt=0, le=3)
+    max_instruments_per_ws: int = Field(3000, gt=0, le=3000)
+    stall_seconds: float = Field(5.0, gt=0)
+    reconnect_max_seconds: float = Field(30.0, gt=0)
+    streamer_port: int = 8081
+    streamer_lease_ms: int = Field(10_000, gt=0)
+    bar_interval_seconds: int = Field(60, gt=0)
+    redis_breaker_reset_seconds: float = Field(2.0, gt=0)
+    reconnect_base_seconds: float = Field(0.25, gt=0)  # first reconnect delay, doubled per failure
+    ws_subscribe_batch: int = Field(500, gt=0, le=3000)  # tokens per subscribe/mode message
+    streamer_underlyings: bool = True  # also stream the index/stock under every subscribed derivative
+    streamer_reconcile_seconds: float = Field(30.0, gt=0)  # full reload even without a control message
+    streamer_publish_timeout: float = Field(2.0, gt=0)  # a Redis flush slower than this counts as failed
+
+    # --- Greeks ---------------------------------------------------------------------------------
+    greeks_model: Literal["black76", "bsm"] = "black76"
+    option_greeks_interest_rate: float = Field(0.10, ge=-0.5, le=1.0)
+    option_greeks_dividend_yield: float = Field(0.0, ge=-0.5, le=1.0)
+
+    # --- market ---------------------------------------------------------------------------------
+    market_timezone: str = "Asia/Kolkata"
+    market_open: time = time(9, 15)
+    market_close: time = time(15, 30)
+
+    # --- jobs -----------------------------------------------------------------------------------
+    order_max_tries: int = Field(5, gt=0)
+    order_retry_base_seconds: float = Field(0.2, gt=0)
+    orders_poll_delay: float = Field(0.005, gt=0)
+    default_poll_delay: float = Field(0.1, gt=0)
+    worker_concurrency: int = Field(50, gt=0)
+    order_rate_per_second: int = Field(10, gt=0)
+    order_rate_per_minute: int = Field(400, gt=0)
+    order_rate_per_day: int = Field(5000, gt=0)
+    historical_rate_per_second: int = Field(3, gt=0)
+    quote_rate_per_second: int = Field(1, gt=0)
+    api_rate_per_second: int = Field(10, gt=0)
+    breaker_failure_threshold: int = Field(5, gt=0)
+    breaker_open_seconds: float = Field(10.0, gt=0)
+    job_result_ttl_seconds: int = Field(86_400, gt=0)
+    order_retry_max_seconds: float = Field(30.0, gt=0)  # cap of the exponential backoff
+    order_request_timeout: float = Field(5.0, gt=0)  # one place/modify/cancel call to Kite
+    order_job_timeout_seconds: float = Field(30.0, gt=0)
+    order_rate_guard_ms: float = Field(0.0, ge=0, le=1000)  # extra per-second window slack (clock skew)
+    rate_wait_max_seconds: float = Field(2.0, ge=0)  # longer waits hand the job back instead of holding a slot
+    default_job_timeout_seconds: float = Field(900.0, gt=0)
+    worker_health_check_seconds: float = Field(5.0, gt=0)
+    worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
+    order_token_refresh_wait_seconds: float = Field(10.0, ge=0)  # after a 403, before retrying the order
+    portfolio_cache_seconds: float = Field(2.0, ge=0)
+
+    # --- scheduler ------------------------------------------------------------------------------
+    token_refresh_time: time = time(7, 35)
+    instrument_refresh_time: time = time(8, 15)
+    order_sync_seconds: int = Field(30, gt=0)
+    cleanup_days: int = Field(30, gt=0)
+    cleanup_time: time = time(2, 0)
+    schedule_token_refresh: bool = True
+    schedule_instrument_refresh: bool = True
+    schedule_order_sync: bool = True
+    schedule_cleanup: bool = True
+    rebalance_enabled: bool = True
+    rebalance_underlyings: str = "NIFTY,BANKNIFTY"
+    otm_levels: int = Field(10, ge=0)
+    option_expiry_window: int = Field(2, gt=0)
+
+    # --- processes ------------------------------------------------------------------------------
+    port: int = 8080
+    host: str = "0.0.0.0"
+    sim_port: int = 8780
+
+    @field_validator("port", "streamer_port", "sim_port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 0 < v < 65536:
+            raise ValueError("must be a TCP port between 1 and 65535")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        return _url(v, ("redis", "rediss", "unix"))
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        return _url(v, ("postgres", "postgresql"))
+
+    @field_validator("kite_root", "kite_ws_root", "kite_login_root")
+    @classmethod
+    def _kite_url(cls, v: str) -> str:
+        return _url(v, ("http", "https", "ws", "wss")).rstrip("/")
+
+    @field_validator("market_timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {v!r}") from exc
+        return v
+
+    @field_validator("account_encryption_key")
+    @classmethod
+    def _fernet(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        for key in v.get_secret_value().split(","):
+            try:
+                Fernet(key.strip())
+            except Exception as exc:
+                raise ValueError("ACCOUNT_ENCRYPTION_KEY must be comma-separated Fernet keys") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.api_key is None or len(self.api_key.get_secret_value()) < 32:
+            problems.append("API_KEY of at least 32 characters is required in production")
+        if self.account_encryption_key is None:
+            problems.append("ACCOUNT_ENCRYPTION_KEY (a Fernet key) is required in production")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- derived --------------------------------------------------------------------------------
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.market_timezone)
+
+    @property
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+    @property
+    def kite_configured(self) -> bool:
+        return bool(self.kite_api_key and self.kite_api_secret)
+
+    def require(self, *names: str) -> None:
+        """Fail with a clear message when a process needs a setting that is unset."""
+        missing = [n.upper() for n in names if getattr(self, n) in (None, "")]
+        if missing:
+            raise SettingsError(f"set {', '.join(missing)} (environment or .env)")
+
+
+def _url(v: str | None, schemes: tuple[str, ...]) -> str | None:
+    if v is None or v == "":
+        return None
+    scheme = urlparse(v).scheme
+    if scheme not in schemes:
+        raise ValueError(f"URL scheme must be one of {', '.join(schemes)}, got {scheme or 'none'!r}")
+    return v
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning validation errors into one readable SettingsError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            lines.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

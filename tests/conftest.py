@@ -1,0 +1,113 @@
+"""Real servers for the test session.
+
+Redis and PostgreSQL are the ones named by TEST_REDIS_URL / TEST_DATABASE_URL when set, otherwise
+embedded ones started here. Each session gets its own freshly created database and its own Redis
+db index, key namespace and channel prefix, so concurrent runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from tests.databases import create_database, drop_database
+from ticker.core.contracts import Names
+from ticker.infra.crypto import new_key
+from ticker.infra.db import create_pool
+from ticker.infra.embedded import servers
+from ticker.infra.redis import connect
+from ticker.infra.settings import Settings, load_settings
+
+pytest_plugins = ["tests.sim_fixtures"]
+
+SESSION_ID = uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def _server_urls() -> Iterator[tuple[str, str]]:
+    """(redis base url, postgres admin url) of real servers, embedded when not given."""
+    folder = Path(tempfile.mkdtemp(prefix="ticker-test-"))
+    try:
+        with servers(folder, os.environ.get("TEST_REDIS_URL"), os.environ.get("TEST_DATABASE_URL")) as urls:
+            yield urls
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _with_db_index(url: str, index: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{index}"))
+
+
+@pytest.fixture(scope="session")
+def database_url(_server_urls: tuple[str, str]) -> Iterator[str]:
+    """A fresh, migrated database for this session, dropped at the end."""
+    admin_url = _server_urls[1]
+    name = f"ticker_test_{SESSION_ID}"
+    url = asyncio.run(create_database(admin_url, name))
+    yield url
+    asyncio.run(drop_database(admin_url, name))
+
+
+@pytest.fixture(scope="session")
+def redis_url(_server_urls: tuple[str, str]) -> str:
+    """A Redis db index (1–15) claimed for this session and flushed before use."""
+    base = _server_urls[0]
+
+    async def claim() -> int:
+        client = connect(_with_db_index(base, 0))
+        try:
+            n = await client.incr("ticker-test:db-counter")
+            index = 1 + (n % 15)
+            scoped = connect(_with_db_index(base, index))
+            await scoped.flushdb()
+            await scoped.aclose()
+            return index
+        finally:
+            await client.aclose()
+
+    return _with_db_index(base, asyncio.run(claim()))
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str, database_url: str) -> Settings:
+    return load_settings(
+        environment="test",
+        redis_url=redis_url,
+        database_url=database_url,
+        redis_namespace=f"tt{SESSION_ID}",
+        publish_channel_prefix=f"ticker:t{SESSION_ID}",
+        log_format="text",
+        api_key=None,
+        account_encryption_key=new_key(),
+    )
+
+
+@pytest.fixture(scope="session")
+def names(settings: Settings) -> Names:
+    return Names(settings.publish_channel_prefix, settings.redis_namespace)
+
+
+@pytest_asyncio.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = connect(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, min_size=1, max_size=10)
+    yield pool
+    await pool.close()

@@ -1,0 +1,221 @@
+"""The foundation: packaging, settings, migrations, logging redaction, the CLI, the house rules."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import io
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+import uuid
+
+import asyncpg
+import pytest
+
+from tests.databases import drop_database, with_database
+from ticker.infra.crypto import SecretBox, SecretBoxError, new_key
+from ticker.infra.logs import RedactingFilter, TextFormatter, register_secret
+from ticker.infra.migrate import available, migrate
+from ticker.infra.settings import SettingsError, load_settings
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TICKER = str(pathlib.Path(sys.executable).with_name("ticker"))
+
+
+def run(args: list[str], env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("API_KEY", "ENVIRONMENT"))}
+    full_env.update(env or {})
+    return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120, **kw)
+
+
+# --- packaging ---------------------------------------------------------------------------------
+def test_stdlib_http_is_not_shadowed_and_ticker_http_imports() -> None:
+    assert not (ROOT / "http" / "__init__.py").exists()
+    proc = run([sys.executable, "-c", "import aiohttp, http; assert http.HTTPStatus; import ticker.http; print('ok')"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+ROOMS = {"streamer", "jobs", "http"}
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("folder", ["core", "infra", "streamer", "jobs", "http"])
+def test_layering_rules(folder: str) -> None:
+    """core is pure; infra sees only core; the three process rooms never import each other."""
+    allowed_rooms = {folder} if folder in ROOMS else set()
+    for path in (ROOT / folder).rglob("*.py"):
+        for mod in _imports(path):
+            parts = mod.split(".")
+            if parts[0] != "ticker" or len(parts) < 2:
+                continue
+            if parts[1] in ROOMS:
+                assert parts[1] in allowed_rooms, f"{path.relative_to(ROOT)} imports {mod}"
+            if folder == "core":
+                assert parts[1] == "core", f"{path.relative_to(ROOT)} imports {mod}"
+        if folder == "core":
+            io_libs = {"aiohttp", "redis", "asyncpg", "asyncio", "socket", "requests", "arq", "boto3"}
+            bad = {m.split(".")[0] for m in _imports(path)} & io_libs
+            assert not bad, f"{path.relative_to(ROOT)} does I/O via {bad}"
+
+
+# --- settings ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"port": 70000}, "PORT"),
+        ({"redis_url": "http://x"}, "REDIS_URL"),
+        ({"database_url": "mysql://x"}, "DATABASE_URL"),
+        ({"market_timezone": "Mars/Olympus"}, "MARKET_TIMEZONE"),
+        ({"tick_batch_max_size": 0}, "TICK_BATCH_MAX_SIZE"),
+        ({"account_encryption_key": "not-a-key"}, "ACCOUNT_ENCRYPTION_KEY"),
+    ],
+)
+def test_invalid_settings_name_the_field(override: dict, field: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(**override)
+    assert field in str(err.value)
+
+
+def test_defaults_match_the_documented_knobs() -> None:
+    s = load_settings()
+    assert (s.publish_channel_prefix, s.tick_batch_window_ms, s.tick_batch_max_size) == ("ticker:nifty", 100, 1000)
+    assert (s.max_ws_connections, s.max_instruments_per_ws, s.market_timezone) == (3, 3000, "Asia/Kolkata")
+
+
+def test_production_refuses_without_keys() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(environment="production", api_key="short", account_encryption_key=new_key())
+    assert "API_KEY" in str(err.value)
+    with pytest.raises(SettingsError) as err:
+        load_settings(environment="production", api_key="k" * 32)
+    assert "ACCOUNT_ENCRYPTION_KEY" in str(err.value)
+    ok = load_settings(environment="production", api_key="k" * 32, account_encryption_key=new_key())
+    assert ok.environment == "production"
+
+
+def test_production_process_refuses_to_start_with_a_clear_message() -> None:
+    proc = run([TICKER, "migrate"], env={"ENVIRONMENT": "production"})
+    assert proc.returncode == 2
+    assert "API_KEY" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_env_example_documents_every_setting() -> None:
+    from ticker.infra.settings import Settings
+
+    documented = {
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and line.lstrip("# ")[:1].isupper()
+    }
+    missing = {name.upper() for name in Settings.model_fields} - documented
+    assert not missing, f".env.example lacks {sorted(missing)}"
+
+
+# --- logging and secrets -----------------------------------------------------------------------
+def test_secrets_and_pii_are_redacted_from_logs() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    secret = "s3cr3tAccessTokenValue0123456789"
+    register_secret(secret)
+    try:
+        logger.warning("login ok token=%s for trader@example.com phone +91 9876543210", secret)
+        logger.warning("header Authorization: token kitekey:abcdef0123456789", extra={"password": "hunter22"})
+        logger.warning("request_token=zzz111 api_secret=qqq222 totp_secret=JBSWY3DPEHPK3PXP")
+        try:
+            raise RuntimeError(f"failed with {secret}")
+        except RuntimeError:
+            logger.exception("boom")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    for leaked in (secret, "trader@example.com", "9876543210", "abcdef0123456789", "hunter22",
+                   "zzz111", "qqq222", "JBSWY3DPEHPK3PXP"):
+        assert leaked not in out, f"{leaked} leaked: {out}"
+    assert out.count("***") >= 8
+
+
+def test_secret_box_round_trip_and_rotation() -> None:
+    old, new = new_key(), new_key()
+    token = SecretBox(old).encrypt("access-token-1")
+    rotated_box = SecretBox(f"{new},{old}")
+    assert rotated_box.decrypt(token) == "access-token-1"
+    rotated = rotated_box.rotate(token)
+    assert SecretBox(new).decrypt(rotated) == "access-token-1"
+    with pytest.raises(SecretBoxError):
+        SecretBox(new_key()).decrypt(token)
+
+
+# --- migrations --------------------------------------------------------------------------------
+async def _empty_database(admin_url: str, name: str) -> str:
+    """A database with no schema at all (the shared helper would migrate it)."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(admin_url, name)
+
+
+async def test_migrations_are_idempotent_and_safe_concurrently(database_url: str) -> None:
+    name = f"ticker_mig_{uuid.uuid4().hex[:8]}"
+    url = await _empty_database(database_url, name)
+    try:
+        results = await asyncio.gather(migrate(url), migrate(url), migrate(url))
+        applied = sorted(v for r in results for v in r)
+        assert applied == [m.version for m in available()], "each migration applied exactly once"
+        assert await migrate(url) == []
+        conn = await asyncpg.connect(url)
+        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        await conn.close()
+        assert {"instruments", "subscriptions", "kite_accounts", "order_requests", "order_attempts",
+                "dead_letters", "schema_migrations"} <= tables
+    finally:
+        await drop_database(database_url, name)
+
+
+def test_ticker_migrate_cli_twice(database_url: str) -> None:
+    name = f"ticker_mig_{uuid.uuid4().hex[:8]}"
+    url = asyncio.run(_empty_database(database_url, name))
+    try:
+        first = run([TICKER, "migrate"], env={"DATABASE_URL": url})
+        assert first.returncode == 0, first.stderr
+        assert "applied migrations: 1" in first.stdout
+        second = run([TICKER, "migrate"], env={"DATABASE_URL": url})
+        assert second.returncode == 0 and "up to date" in second.stdout
+    finally:
+        asyncio.run(drop_database(database_url, name))
+
+
+# --- real servers ------------------------------------------------------------------------------
+async def test_session_servers_are_real_and_isolated(redis, db, names) -> None:
+    key = names.key("probe")
+    await redis.set(key, "1", ex=5)
+    assert await redis.get(key) == b"1"
+    assert await db.fetchval("SELECT count(*) FROM schema_migrations") == len(available())
+    assert (await db.fetchval("SELECT current_database()")).startswith("ticker_test_")
+
+
+def test_cli_lists_every_process_command() -> None:
+    proc = run([TICKER, "--help"])
+    assert proc.returncode == 0
+    for cmd in ("dev", "web", "streamer", "worker", "scheduler", "sim", "migrate"):
+        assert f"  {cmd}" in proc.stdout
