@@ -1,0 +1,97 @@
+"""Names shared by the process rooms: Redis channels and keys, arq queues, job names, control messages.
+
+The streamer, the jobs and the HTTP layer never import each other; they agree through this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+# --- arq queues and job function names ---------------------------------------------------------
+ORDERS_QUEUE_SUFFIX = "orders"
+DEFAULT_QUEUE_SUFFIX = "default"
+
+JOB_PLACE_ORDER = "place_order"
+JOB_MODIFY_ORDER = "modify_order"
+JOB_CANCEL_ORDER = "cancel_order"
+JOB_FETCH_HISTORY = "fetch_history"
+JOB_REFRESH_INSTRUMENTS = "refresh_instruments"
+JOB_REFRESH_TOKENS = "refresh_tokens"
+JOB_EXCHANGE_REQUEST_TOKEN = "exchange_request_token"
+JOB_SYNC_ORDERS = "sync_orders"
+JOB_CLEANUP = "cleanup"
+JOB_REBALANCE_STRIKES = "rebalance_strikes"
+JOB_PORTFOLIO = "portfolio"
+
+ORDER_JOBS = frozenset({JOB_PLACE_ORDER, JOB_MODIFY_ORDER, JOB_CANCEL_ORDER})
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every Redis channel and key the system uses, derived from two settings.
+
+    `prefix` is PUBLISH_CHANNEL_PREFIX (what tick subscribers listen to); `namespace` holds
+    internal keys (queues, leases, limits) so two deployments can share one Redis.
+    """
+
+    prefix: str = "ticker:nifty"
+    namespace: str = "ticker"
+
+    # pub/sub channels
+    @property
+    def options(self) -> str:
+        return f"{self.prefix}:options"
+
+    @property
+    def underlying(self) -> str:
+        return f"{self.prefix}:underlying"
+
+    @property
+    def orders(self) -> str:
+        return f"{self.prefix}:orders"
+
+    @property
+    def control(self) -> str:
+        return f"{self.namespace}:control"
+
+    # keys
+    @property
+    def latest(self) -> str:
+        """Hash token -> latest tick JSON, for late joiners and GET /quotes."""
+        return f"{self.prefix}:latest"
+
+    @property
+    def orders_queue(self) -> str:
+        return f"{self.namespace}:queue:{ORDERS_QUEUE_SUFFIX}"
+
+    @property
+    def default_queue(self) -> str:
+        return f"{self.namespace}:queue:{DEFAULT_QUEUE_SUFFIX}"
+
+    def queue_for(self, job_name: str) -> str:
+        return self.orders_queue if job_name in ORDER_JOBS else self.default_queue
+
+    def lease(self, account_id: str) -> str:
+        return f"{self.namespace}:lease:{account_id}"
+
+    def heartbeat(self, process: str) -> str:
+        return f"{self.namespace}:heartbeat:{process}"
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+
+# --- control channel ---------------------------------------------------------------------------
+ControlKind = Literal["subscriptions", "tokens", "instruments"]
+
+
+class ControlMessage(BaseModel):
+    """Published on `Names.control` when something the streamer holds has changed."""
+
+    kind: ControlKind
+    account_id: str | None = None
+    tokens: list[int] = Field(default_factory=list)
+    reason: str = ""
