@@ -1,0 +1,207 @@
+"""The stand-in's admin API, JSON under `/_sim/` (no Kite auth; never faulted or counted).
+
+    GET    /_sim/health                {"status": "ok"} once the stand-in serves
+    GET    /_sim/state                 configuration, accounts, live connections, faults, tick rates, spots
+    GET    /_sim/accounts              every account with its secrets and live access tokens
+    GET    /_sim/counters              what the sim received: requests per route ("GET /quote"),
+                                       orders_by_tag, orders_per_account (epoch times of created orders),
+                                       max_orders_per_second, order_attempts, rate_limited, ws_accepted,
+                                       ws_refused, subscribe_messages, tokens_refused, frames/ticks sent
+    GET    /_sim/orders?tag=T          orders (all accounts) carrying tag T
+    POST   /_sim/reset                 counters, faults, tick rates, stalls, order rate limit -> configured
+    GET    /_sim/faults                current fault rules, latency, error rate, how often each fired
+    POST   /_sim/faults                add a rule {"route": "POST /orders/*", "kind": "503", "rate": 1.0,
+                                       "times": 2, "delay_ms": null}; kinds: 429 500 502 503 timeout drop
+                                       accept_timeout accept_drop latency (see faults.py)
+    DELETE /_sim/faults                remove every rule
+    POST   /_sim/latency               {"latency_ms": 50, "error_rate": 0.1} for every REST route
+    POST   /_sim/order_rate_limit      {"per_second": 10} Kite's order placement limit; 0 disables
+    POST   /_sim/tokens/expire         {"api_key": "sim_api_key" | null (all), "drop_connections": true}
+    GET    /_sim/ws/connections        live ticker connections: id, api_key, subscriptions, modes, stalled
+    POST   /_sim/ws/drop               {"connection_id": 3 | null, "api_key": null} drop one / all
+    POST   /_sim/ws/drop_every         {"seconds": 5} drop all connections every N s (null stops)
+    POST   /_sim/ws/stall              {"connection_id": 3 | null, "api_key": null, "stalled": true}
+                                       open but silent: no ticks, heartbeats, postbacks or pongs
+    POST   /_sim/ticks                 {"tick_interval_ms": 100, "tick_rate": 2.0, "ticks_per_second":
+                                       300000, "rate_by_token": {"256265": 5}, "clear": false}
+    GET    /_sim/callback              default login redirect target: echoes its query as JSON
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ticker.infra.kitesim.faults import RouteFault
+from ticker.infra.kitesim.state import sim_of
+
+routes = web.RouteTableDef()
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Target(_Body):
+    connection_id: int | None = None
+    api_key: str | None = None
+    stalled: bool = True
+
+
+class Expire(_Body):
+    api_key: str | None = None
+    drop_connections: bool = True
+
+
+class Latency(_Body):
+    latency_ms: float | None = Field(None, ge=0, le=600_000)
+    error_rate: float | None = Field(None, ge=0, le=1)
+
+
+class Ticks(_Body):
+    tick_interval_ms: float | None = Field(None, ge=1, le=60_000)
+    tick_rate: float | None = Field(None, gt=0)
+    ticks_per_second: float | None = Field(None, gt=0)
+    rate_by_token: dict[int, float] | None = None
+    clear: bool = False
+
+
+class Every(_Body):
+    seconds: float | None = Field(None, gt=0)
+
+
+class RateLimit(_Body):
+    per_second: int = Field(ge=0)
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), status=status,
+                        content_type="application/json")
+
+
+async def _body(request: web.Request, model: type[BaseModel]) -> Any:
+    raw = await request.read()
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])), "error": e["msg"]} for e in exc.errors()]
+        raise web.HTTPBadRequest(text=orjson.dumps({"error": "invalid body", "details": errors}).decode(),
+                                 content_type="application/json") from None
+
+
+@routes.get("/_sim/health")
+async def health(request: web.Request) -> web.Response:
+    return ok({"status": "ok", "instruments": len(sim_of(request).universe)})
+
+
+@routes.get("/_sim/state")
+async def state(request: web.Request) -> web.Response:
+    return ok(sim_of(request).describe())
+
+
+@routes.get("/_sim/accounts")
+async def accounts(request: web.Request) -> web.Response:
+    sim = sim_of(request)
+    return ok([{**a.model_dump(), "live_tokens": sim.auth.live_tokens(a.api_key)} for a in sim.accounts])
+
+
+@routes.get("/_sim/counters")
+async def counters(request: web.Request) -> web.Response:
+    return ok(sim_of(request).counters.snapshot())
+
+
+@routes.get("/_sim/orders")
+async def orders(request: web.Request) -> web.Response:
+    return ok(sim_of(request).orders_with_tag(request.query.get("tag", "")))
+
+
+@routes.post("/_sim/reset")
+async def reset(request: web.Request) -> web.Response:
+    sim_of(request).reset()
+    return ok({"reset": True})
+
+
+@routes.get("/_sim/faults")
+async def faults(request: web.Request) -> web.Response:
+    return ok(sim_of(request).faults.describe())
+
+
+@routes.post("/_sim/faults")
+async def add_fault(request: web.Request) -> web.Response:
+    rule = await _body(request, RouteFault)
+    try:
+        sim_of(request).faults.add(rule)
+    except ValueError as exc:
+        return ok({"error": str(exc)}, status=400)
+    return ok(rule.model_dump(), status=201)
+
+
+@routes.delete("/_sim/faults")
+async def clear_faults(request: web.Request) -> web.Response:
+    sim_of(request).faults.rules.clear()
+    return ok({"rules": 0})
+
+
+@routes.post("/_sim/latency")
+async def latency(request: web.Request) -> web.Response:
+    body = await _body(request, Latency)
+    sim_of(request).set_latency(body.latency_ms, body.error_rate)
+    return ok(sim_of(request).faults.describe())
+
+
+@routes.post("/_sim/order_rate_limit")
+async def order_rate_limit(request: web.Request) -> web.Response:
+    body = await _body(request, RateLimit)
+    sim_of(request).set_order_rate_limit(body.per_second)
+    return ok({"per_second": body.per_second})
+
+
+@routes.post("/_sim/tokens/expire")
+async def expire(request: web.Request) -> web.Response:
+    body = await _body(request, Expire)
+    sim = sim_of(request)
+    if body.api_key is not None and body.api_key not in sim.auth.accounts:
+        return ok({"error": f"unknown api_key {body.api_key!r}"}, status=404)
+    return ok({"expired": sim.expire_tokens(body.api_key, body.drop_connections)})
+
+
+@routes.get("/_sim/ws/connections")
+async def connections(request: web.Request) -> web.Response:
+    return ok([c.describe() for c in sim_of(request).connections()])
+
+
+@routes.post("/_sim/ws/drop")
+async def drop(request: web.Request) -> web.Response:
+    body = await _body(request, Target)
+    return ok({"dropped": sim_of(request).drop(body.connection_id, body.api_key)})
+
+
+@routes.post("/_sim/ws/drop_every")
+async def drop_every(request: web.Request) -> web.Response:
+    body = await _body(request, Every)
+    sim_of(request).drop_every(body.seconds)
+    return ok({"seconds": body.seconds})
+
+
+@routes.post("/_sim/ws/stall")
+async def stall(request: web.Request) -> web.Response:
+    body = await _body(request, Target)
+    return ok({"stalled" if body.stalled else "resumed":
+               sim_of(request).stall(body.connection_id, body.api_key, body.stalled)})
+
+
+@routes.post("/_sim/ticks")
+async def ticks(request: web.Request) -> web.Response:
+    body = await _body(request, Ticks)
+    sim = sim_of(request)
+    sim.set_ticks(interval_ms=body.tick_interval_ms, tick_rate=body.tick_rate,
+                  ticks_per_second=body.ticks_per_second, per_token=body.rate_by_token, clear=body.clear)
+    return ok(sim.engine.describe())
+
+
+@routes.get("/_sim/callback")
+async def callback(request: web.Request) -> web.Response:
+    return ok(dict(request.query))

@@ -1,0 +1,135 @@
+"""The stand-in as an aiohttp application, and `running_sim` to serve it from tests.
+
+Request path through the middlewares: Kite's error envelope (outermost) -> count the route and
+apply injected faults -> authenticate (`Authorization: token api_key:access_token`) -> handler.
+The admin API (`/_sim/`) and the ticker WebSocket (`/ws`) bypass the counting/fault layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ticker.infra.kitesim import admin, rest
+from ticker.infra.kitesim.config import SimAccount, SimConfig
+from ticker.infra.kitesim.errors import KiteError, kite_errors
+from ticker.infra.kitesim.faults import Decision, status_error
+from ticker.infra.kitesim.state import ACCOUNT_KEY, SIM_KEY, SimState, sim_of
+
+log = logging.getLogger(__name__)
+PUBLIC_PATHS = frozenset({"/connect/login", "/session/token", "/api/login", "/api/twofa"})
+
+
+def route_key(request: web.Request) -> str:
+    """'METHOD /template' of the matched route (what counters and fault rules use)."""
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return f"{request.method} {resource.canonical if resource else 'UNMATCHED'}"
+
+
+@web.middleware
+async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
+    path = request.path
+    if path.startswith("/_sim/") or path == "/ws":
+        return await handler(request)
+    sim = sim_of(request)
+    key = route_key(request)
+    sim.counters.request(key)
+    decision = sim.faults.decide(key)
+    if decision.delay:
+        await asyncio.sleep(decision.delay)
+    if decision.before:
+        return await _misbehave(request, decision)
+    if request.match_info.http_exception is not None:
+        raise request.match_info.http_exception
+    if path not in PUBLIC_PATHS:
+        request[ACCOUNT_KEY] = sim.auth.check_header(request.headers.get("Authorization"))
+    response = await handler(request)
+    if decision.after == "accept_timeout":
+        await asyncio.sleep(decision.hold)
+    elif decision.after == "accept_drop":
+        return _drop(request)
+    return response
+
+
+async def _misbehave(request: web.Request, d: Decision) -> web.StreamResponse:
+    if d.before == "timeout":
+        await asyncio.sleep(d.hold)
+        raise KiteError(504, "NetworkException", "Gateway timed out.")
+    if d.before == "drop":
+        return _drop(request)
+    raise status_error(d.before or "500")
+
+
+def _drop(request: web.Request) -> web.StreamResponse:
+    """Close the TCP connection with no response; the client sees a reset connection."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=499)
+
+
+async def _run_engine(app: web.Application) -> AsyncIterator[None]:
+    """The market clock runs for the life of the app; it is cancelled and awaited at cleanup."""
+    task = asyncio.create_task(app[SIM_KEY].engine.run(), name="sim-engine")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_sockets(app: web.Application) -> None:
+    for conn in list(app[SIM_KEY].hub.conns.values()):
+        conn.abort()
+
+
+def build_app(config: SimConfig | None = None, state: SimState | None = None) -> web.Application:
+    state = state or SimState(config or SimConfig())
+    app = web.Application(middlewares=[kite_errors, gate], client_max_size=4 * 1024 * 1024)
+    app[SIM_KEY] = state
+    app.router.add_get("/ws", state.hub.handle)
+    app.router.add_routes(admin.routes)
+    app.router.add_routes(rest.routes)
+    app.cleanup_ctx.append(_run_engine)
+    app.on_shutdown.append(_close_sockets)
+    return app
+
+
+@dataclass
+class SimHandle:
+    """A running stand-in: where it listens, its accounts, and its in-process state."""
+
+    url: str
+    ws_url: str
+    accounts: list[SimAccount]
+    state: SimState
+
+    @property
+    def account(self) -> SimAccount:
+        return self.accounts[0]
+
+
+@contextlib.asynccontextmanager
+async def running_sim(config: SimConfig | None = None, host: str = "127.0.0.1",
+                      port: int = 0) -> AsyncIterator[SimHandle]:
+    """Serve a stand-in in the running event loop on host:port (0 = a free port)."""
+    state = SimState(config or SimConfig())
+    runner = web.AppRunner(build_app(state=state), handle_signals=False, access_log=None,
+                           shutdown_timeout=0.25)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1]
+        url = f"http://{host}:{bound}"
+        yield SimHandle(url, f"ws://{host}:{bound}/ws", state.accounts, state)
+    finally:
+        await runner.cleanup()
+
+
+__all__ = ["KiteError", "SimHandle", "build_app", "route_key", "running_sim"]

@@ -1,0 +1,176 @@
+"""`SimState`: one stand-in's books wired together, and the controls tests reach in-process
+(the admin API in admin.py is a thin JSON skin over these same methods)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import date
+
+from aiohttp import web
+
+from ticker.infra.kitesim.auth import AuthBook
+from ticker.infra.kitesim.config import SimAccount, SimConfig
+from ticker.infra.kitesim.counters import Counters
+from ticker.infra.kitesim.engine import Engine
+from ticker.infra.kitesim.errors import input_error
+from ticker.infra.kitesim.faults import Faults, OrderRateLimit, RouteFault
+from ticker.infra.kitesim.history import History
+from ticker.infra.kitesim.market import Market
+from ticker.infra.kitesim.orders import OrderBook
+from ticker.infra.kitesim.pricepath import PricePath, previous_weekday
+from ticker.infra.kitesim.universe import Universe, build_universe, profile_underlyings, today_ist
+from ticker.infra.kitesim.ws import TickerConn, TickerHub
+
+
+@functools.lru_cache(maxsize=8)
+def cached_universe(profile: str, seed: int, today: date) -> Universe:
+    """The day's universe (immutable, so shared by every stand-in with the same seed that day):
+    strikes centred on each underlying's previous close, so they hold still through the day."""
+    path = PricePath(seed)
+    underlyings = profile_underlyings(profile)  # type: ignore[arg-type]
+    prev = previous_weekday(today)
+    centers = {u.name: float(path.day(u.name, u.spot, u.vol, prev)[-1]) for u in underlyings}
+    return build_universe(profile, today, centers)  # type: ignore[arg-type]
+
+
+SIM_KEY: web.AppKey[SimState] = web.AppKey("kitesim", object)  # type: ignore[arg-type]
+
+
+ACCOUNT_KEY: web.RequestKey[SimAccount] = web.RequestKey("kitesim_account", SimAccount)
+
+
+def sim_of(request: web.Request) -> SimState:
+    return request.app[SIM_KEY]
+
+
+class SimState:
+    def __init__(self, config: SimConfig, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.config = config
+        self.accounts: list[SimAccount] = config.resolve_accounts()
+        self.auth = AuthBook(self.accounts)
+        self.path = PricePath(config.seed)
+        self.universe = cached_universe(config.profile, config.seed, today_ist(now))
+        self.market = Market(self.universe, self.path, config.seed, config.rate, config.market_hours, now)
+        self.counters = Counters()
+        self.hub = TickerHub(self.auth, self.universe, self.counters, config.max_connections_per_key,
+                             config.max_tokens_per_connection)
+        self.orders = OrderBook(self.market, self.hub.notify)
+        self.history = History(self.universe, self.path, config.seed, config.rate)
+        self.faults = Faults(config.seed, config.timeout_seconds, config.latency_ms, config.error_rate)
+        self.rate_limit = OrderRateLimit(config.order_rate_limit)
+        self.engine = Engine(self.market, self.orders, self.hub, self.counters, config.tick_interval_ms,
+                             config.tick_rate, config.ticks_per_second, config.heartbeat_seconds)
+        self.engine.drop_every = config.drop_every_seconds
+        self._csv: dict[str | None, str] = {}
+
+    # --- data ------------------------------------------------------------------------------------
+    def instruments_csv(self, exchange: str | None) -> str:
+        """Kite's dump (cached: the universe is fixed for the life of the process)."""
+        if exchange not in self._csv:
+            if exchange is not None and exchange not in ("NSE", "NFO"):
+                return self.universe.csv("__none__")
+            self._csv[exchange] = self.universe.csv(exchange, self.market.prev_close)
+        return self._csv[exchange]
+
+    def margins(self, api_key: str) -> dict:
+        used = max(0.0, self.orders.premium_used(api_key))
+        cash = 10_000_000.0
+
+        def segment(net: float, used_: float) -> dict:
+            return {"enabled": True, "net": net - used_,
+                    "available": {"adhoc_margin": 0, "cash": net, "opening_balance": net,
+                                  "live_balance": net - used_, "collateral": 0, "intraday_payin": 0},
+                    "utilised": {"debits": used_, "exposure": 0, "m2m_realised": 0, "m2m_unrealised": 0,
+                                 "option_premium": used_, "payout": 0, "span": 0, "holding_sales": 0,
+                                 "turnover": 0, "liquid_collateral": 0, "stock_collateral": 0,
+                                 "delivery": 0}}
+
+        return {"equity": segment(cash, used), "commodity": segment(0.0, 0.0)}
+
+    def account(self, api_key: str | None = None) -> SimAccount:
+        if api_key is None:
+            return self.accounts[0]
+        if api_key not in self.auth.accounts:
+            raise input_error(f"unknown api_key {api_key!r}")
+        return self.auth.accounts[api_key]
+
+    # --- controls --------------------------------------------------------------------------------
+    def add_fault(self, route: str = "*", kind: str = "500", rate: float = 1.0, times: int | None = None,
+                  delay_ms: float | None = None) -> RouteFault:
+        rule = RouteFault(route=route, kind=kind, rate=rate, times=times, delay_ms=delay_ms)
+        self.faults.add(rule)
+        return rule
+
+    def set_latency(self, latency_ms: float | None = None, error_rate: float | None = None) -> None:
+        if latency_ms is not None:
+            self.faults.latency_ms = max(0.0, latency_ms)
+        if error_rate is not None:
+            self.faults.error_rate = min(1.0, max(0.0, error_rate))
+
+    def connections(self, api_key: str | None = None) -> list[TickerConn]:
+        return [c for c in self.hub.conns.values() if api_key is None or c.api_key == api_key]
+
+    def connections_per_key(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for conn in self.hub.conns.values():
+            out[conn.api_key] = out.get(conn.api_key, 0) + 1
+        return out
+
+    def drop(self, connection_id: int | None = None, api_key: str | None = None) -> int:
+        return self.hub.drop(connection_id, api_key)
+
+    def drop_every(self, seconds: float | None) -> None:
+        self.engine.drop_every = seconds if seconds and seconds > 0 else None
+
+    def stall(self, connection_id: int | None = None, api_key: str | None = None,
+              stalled: bool = True) -> int:
+        targets = [c for c in self.connections(api_key) if connection_id is None or c.id == connection_id]
+        for conn in targets:
+            conn.stall(stalled)
+        return len(targets)
+
+    def expire_tokens(self, api_key: str | None = None, drop_connections: bool = True) -> int:
+        """Invalidate access tokens (one api_key or all); open sockets are dropped by default, so
+        the reconnect meets the 403 a real expiry produces."""
+        count = self.auth.expire(api_key)
+        if drop_connections:
+            self.hub.drop(api_key=api_key)
+        return count
+
+    def set_ticks(self, **kwargs: object) -> None:
+        self.engine.set_rates(**kwargs)  # type: ignore[arg-type]
+
+    def set_order_rate_limit(self, per_second: int) -> None:
+        self.rate_limit.set(per_second)
+
+    def orders_with_tag(self, tag: str) -> list[dict]:
+        return [o.as_kite() for o in self.orders.orders.values() if o.req.tag == tag]
+
+    def reset(self) -> None:
+        """Counters, faults, tick rates, stalls and the order rate limit back to the configuration."""
+        c = self.config
+        self.counters.reset()
+        self.faults.reset()
+        self.faults.latency_ms, self.faults.error_rate = c.latency_ms, c.error_rate
+        self.engine.set_rates(interval_ms=c.tick_interval_ms, clear=True)
+        self.engine.set_rates(tick_rate=c.tick_rate, ticks_per_second=c.ticks_per_second)
+        self.engine.drop_every = c.drop_every_seconds
+        self.rate_limit.set(c.order_rate_limit)
+        for conn in self.hub.conns.values():
+            conn.stall(False)
+
+    def describe(self) -> dict:
+        return {
+            "config": self.config.model_dump(mode="json", exclude={"accounts"}),
+            "instruments": len(self.universe),
+            "accounts": [{"api_key": a.api_key, "user_id": a.user_id,
+                          "live_tokens": len(self.auth.live_tokens(a.api_key))} for a in self.accounts],
+            "connections": [c.describe() for c in self.hub.conns.values()],
+            "connections_per_api_key": self.connections_per_key(),
+            "faults": self.faults.describe(),
+            "ticks": self.engine.describe(),
+            "order_rate_limit": self.rate_limit.per_second,
+            "spots": {u.name: float(s) for u, s in zip(self.universe.underlyings, self.market.spots, strict=True)},
+        }

@@ -1,0 +1,241 @@
+"""The ticker WebSocket: handshake rules, subscriptions and modes, packets, heartbeats, and the
+connection-level fault controls (drop one / all / every N s, stall), tick-rate controls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+import numpy as np
+import orjson
+import pytest
+
+from ticker.core.wire import decode
+from ticker.infra.kitesim.universe import KIND_CE
+
+WAIT = 5.0  # upper bound on waiting for something that must arrive
+
+
+def _url(sim, i: int = 0, token: str | None = None) -> str:
+    acc = sim.accounts[i]
+    return f"{sim.ws_url}?api_key={acc.api_key}&access_token={token or acc.access_token}"
+
+
+async def _send(ws, action: str, value) -> None:
+    await ws.send_str(orjson.dumps({"a": action, "v": value}).decode())
+
+
+async def _next(ws, kind=aiohttp.WSMsgType.BINARY, min_len: int = 2):
+    """The next message of a kind (binary frames shorter than min_len, i.e. heartbeats, skipped)."""
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            return msg
+        if msg.type == kind and (kind != aiohttp.WSMsgType.BINARY or len(msg.data) >= min_len):
+            return msg
+
+
+def _options(sim, n: int) -> list[int]:
+    uni = sim.state.universe
+    return [int(t) for t in uni.token[uni.kind == KIND_CE][:n]]
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def test_bad_credentials_refused_with_403(kitesim, session):
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await session.ws_connect(_url(kitesim, token="wrong"))
+    assert err.value.status == 403
+    assert kitesim.state.counters.ws_refused["403"] == 1
+
+
+async def test_fourth_connection_refused(kitesim, session):
+    conns = [await session.ws_connect(_url(kitesim)) for _ in range(3)]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await session.ws_connect(_url(kitesim))
+    assert err.value.status == 429
+    other = await session.ws_connect(_url(kitesim, 1))  # the limit is per api_key
+    await conns[0].close()
+    for _ in range(100):  # the server notices the close
+        if len(kitesim.state.connections(kitesim.account.api_key)) < 3:
+            break
+        await asyncio.sleep(0.02)
+    again = await session.ws_connect(_url(kitesim))
+    for ws in (*conns[1:], other, again):
+        await ws.close()
+
+
+async def test_3001st_token_refused_with_error_text(kitesim_factory, session):
+    sim = await kitesim_factory(profile="small")
+    uni = sim.state.universe
+    known = [int(t) for t in uni.token]
+    filler = list(range(1, 3000 - len(known)))  # 2999 in all  # unknown tokens count, as on Kite
+    async with session.ws_connect(_url(sim)) as ws:
+        await _send(ws, "subscribe", known + filler)
+        await _send(ws, "subscribe", [999_999_01, 999_999_02])
+        msg = await _next(ws, aiohttp.WSMsgType.TEXT)
+        body = orjson.loads(msg.data)
+        assert body["type"] == "error" and "3000" in body["data"]
+        assert len(sim.state.connections()[0].subs) == 3000
+        assert sim.state.counters.tokens_refused == 1
+
+
+async def test_modes_and_packet_lengths(kitesim, session):
+    opts = _options(kitesim, 5)
+    async with session.ws_connect(_url(kitesim)) as ws:
+        await _send(ws, "subscribe", [256265, *opts])
+        ticks = decode((await _next(ws)).data)
+        lengths = dict(zip(ticks.token.tolist(), ticks.packet_length.tolist(), strict=True))
+        assert lengths[256265] == 28 and {lengths[t] for t in opts} == {44}  # quote by default
+        await _send(ws, "mode", ["full", [256265, *opts]])
+        while True:
+            ticks = decode((await _next(ws)).data)
+            lengths.update(zip(ticks.token.tolist(), ticks.packet_length.tolist(), strict=True))
+            if lengths[256265] == 32 and {lengths[t] for t in opts} == {184}:
+                break
+        assert (ticks.depth_sell_price[ticks.packet_length == 184] > 0).all()
+        await _send(ws, "mode", ["ltp", opts])
+        while {lengths[t] for t in opts} != {8}:
+            ticks = decode((await _next(ws)).data)
+            lengths.update(zip(ticks.token.tolist(), ticks.packet_length.tolist(), strict=True))
+        await _send(ws, "unsubscribe", opts)
+        conn = kitesim.state.connections()[0]
+        for _ in range(100):
+            if conn.tokens.tolist() == [256265]:
+                break
+            await asyncio.sleep(0.01)
+        assert conn.tokens.tolist() == [256265]
+
+
+async def test_bad_messages_get_error_text(kitesim, session):
+    async with session.ws_connect(_url(kitesim)) as ws:
+        for bad in ("not json", '{"a": "subscribe", "v": ["x"]}', '{"a": "mode", "v": ["turbo", [1]]}',
+                    '{"a": "dance", "v": []}'):
+            await ws.send_str(bad)
+            body = orjson.loads((await _next(ws, aiohttp.WSMsgType.TEXT)).data)
+            assert body["type"] == "error"
+        assert not ws.closed
+
+
+async def test_heartbeat_when_idle(kitesim_factory, session):
+    sim = await kitesim_factory(heartbeat_seconds=0.1)
+    async with session.ws_connect(_url(sim)) as ws:
+        msg = await asyncio.wait_for(ws.receive(), WAIT)
+        assert msg.type == aiohttp.WSMsgType.BINARY and msg.data == b"\x00"
+
+
+async def test_drop_one_and_all(kitesim, session):
+    a = await session.ws_connect(_url(kitesim))
+    b = await session.ws_connect(_url(kitesim, 1))
+    await _wait_conns(kitesim, 2)
+    first = min(c.id for c in kitesim.state.connections())
+    assert kitesim.state.drop(connection_id=first) == 1
+    assert (await _next(a)).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+    assert not b.closed
+    assert kitesim.state.drop() == 1
+    assert (await _next(b)).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+
+
+async def test_drop_every_n_seconds(kitesim, session):
+    kitesim.state.drop_every(0.2)
+    for _ in range(2):  # dropped, reconnect, dropped again
+        ws = await session.ws_connect(_url(kitesim))
+        msg = await _next(ws)
+        assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+        await ws.close()
+    kitesim.state.drop_every(None)
+    assert kitesim.state.engine.drop_every is None
+
+
+async def test_stall_goes_silent_while_others_tick(kitesim, session):
+    opts = _options(kitesim, 3)
+    async with session.ws_connect(_url(kitesim)) as quiet, session.ws_connect(_url(kitesim, 1)) as loud:
+        for ws in (quiet, loud):
+            await _send(ws, "subscribe", opts)
+            await _next(ws)
+        conn = kitesim.state.connections(kitesim.account.api_key)[0]
+        assert kitesim.state.stall(connection_id=conn.id) == 1
+        with contextlib.suppress(asyncio.TimeoutError):  # drain what was already in flight
+            while True:
+                await asyncio.wait_for(quiet.receive(), 0.3)
+        received = 0
+        for _ in range(5):
+            await _next(loud)
+            received += 1
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(quiet.receive(), 0.3)
+        assert received == 5 and not quiet.closed
+        kitesim.state.stall(connection_id=conn.id, stalled=False)
+        assert (await _next(quiet)).type == aiohttp.WSMsgType.BINARY
+
+
+async def test_rate_per_token_and_total_target(kitesim, session):
+    opts = _options(kitesim, 100)
+    fast, slow = opts[0], opts[1]
+    kitesim.state.set_ticks(per_token={fast: 20.0, slow: 1.0})
+    async with session.ws_connect(_url(kitesim)) as ws:
+        await _send(ws, "subscribe", [fast, slow])
+        seen = {fast: 0, slow: 0}
+        while seen[fast] < 20:
+            for t in decode((await _next(ws)).data).token.tolist():
+                seen[t] += 1
+        assert seen[slow] < seen[fast] / 4
+        await _send(ws, "unsubscribe", [fast, slow])
+        kitesim.state.set_ticks(clear=True, ticks_per_second=200.0)
+        await _send(ws, "subscribe", opts)
+        await _next(ws)  # the first snapshot carries every new subscription
+        sizes = [len(decode((await _next(ws)).data)) for _ in range(20)]
+        assert np.mean(sizes) < 50  # unthrottled, every frame would carry all 100
+
+
+async def _wait_conns(sim, n: int) -> None:
+    for _ in range(200):
+        if len(sim.state.connections()) == n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {n} connections")
+
+
+async def test_expired_token_drops_the_socket_and_reconnect_gets_403(kitesim, session):
+    ws = await session.ws_connect(_url(kitesim))
+    await _wait_conns(kitesim, 1)
+    kitesim.state.expire_tokens(kitesim.account.api_key)
+    assert (await _next(ws)).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await session.ws_connect(_url(kitesim))
+    assert err.value.status == 403
+    await ws.close()
+
+
+async def test_admin_lists_connections_and_subscriptions(kitesim, session):
+    opts = _options(kitesim, 7)
+    async with session.ws_connect(_url(kitesim)) as ws:
+        await _send(ws, "subscribe", opts)
+        await _send(ws, "mode", ["full", opts[:2]])
+        await _next(ws)
+        async with session.get(f"{kitesim.url}/_sim/ws/connections") as r:
+            [conn] = await r.json()
+        assert conn["api_key"] == kitesim.account.api_key and conn["subscriptions"] == 7
+        assert conn["modes"] == {"ltp": 0, "quote": 5, "full": 2}
+        async with session.get(f"{kitesim.url}/_sim/state") as r:
+            assert (await r.json())["connections_per_api_key"] == {kitesim.account.api_key: 1}
+        async with session.post(f"{kitesim.url}/_sim/ws/stall", json={"connection_id": conn["id"]}) as r:
+            assert await r.json() == {"stalled": 1}
+        async with session.post(f"{kitesim.url}/_sim/ws/drop", json={}) as r:
+            assert await r.json() == {"dropped": 1}
+        async with session.post(f"{kitesim.url}/_sim/ticks", json={"tick_interval_ms": 20, "tick_rate": 3}) as r:
+            assert (await r.json())["tick_rate"] == 3
+
+
+async def test_a_stalled_socket_closed_by_its_client_frees_its_slot(kitesim, session):
+    ws = await session.ws_connect(_url(kitesim))
+    await _wait_conns(kitesim, 1)
+    assert kitesim.state.stall() == 1
+    await asyncio.sleep(0.05)
+    await ws.close()
+    await _wait_conns(kitesim, 0)
