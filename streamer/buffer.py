@@ -1,0 +1,141 @@
+"""The bounded hand-off between socket readers and the flusher.
+
+Readers append decoded frames (columnar `Ticks`, stamped with their receipt time) and never wait;
+the flusher takes everything once the batch window has run out since the oldest tick or the
+batch size is reached, whichever comes first. Past `capacity` ticks the oldest are dropped (and
+counted), so a stuck Redis costs ticks, never memory or reader latency. Order postbacks ride
+along in their own bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from ticker.core.wire import Ticks
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    ticks: Ticks
+    received: float  # epoch seconds the frame arrived
+    account_id: str
+
+
+@dataclass
+class Taken:
+    chunks: list[Chunk]
+    orders: list[bytes]
+
+    @property
+    def ticks(self) -> int:
+        return sum(len(c.ticks) for c in self.chunks)
+
+
+class TickBuffer:
+    def __init__(self, capacity: int, batch_max: int, orders_capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self.batch_max = batch_max
+        self._chunks: deque[Chunk] = deque()
+        self._orders: deque[bytes] = deque(maxlen=orders_capacity)
+        self.count = 0
+        self._oldest = 0.0  # epoch seconds of the oldest buffered item
+        self._ready = asyncio.Event()
+        self._full = asyncio.Event()
+
+    @property
+    def fill(self) -> float:
+        return self.count / self.capacity
+
+    def put(self, chunk: Chunk) -> int:
+        """Append a decoded frame; returns how many of the oldest ticks had to be dropped."""
+        n = len(chunk.ticks)
+        if n == 0:
+            return 0
+        self._mark()
+        self._chunks.append(chunk)
+        self.count += n
+        dropped = self._shed() if self.count > self.capacity else 0
+        if self.count >= self.batch_max:
+            self._full.set()
+        return dropped
+
+    def put_order(self, doc: bytes) -> bool:
+        """Queue an order postback; False when the queue was full and the oldest was dropped."""
+        room = len(self._orders) < (self._orders.maxlen or 0)
+        self._mark()
+        self._orders.append(doc)
+        self._full.set()  # postbacks are rare and wanted at once
+        return room
+
+    def _mark(self) -> None:
+        if not self._ready.is_set():
+            self._oldest = time.time()
+            self._ready.set()
+
+    def _shed(self) -> int:
+        dropped = 0
+        while self.count > self.capacity:
+            head = self._chunks[0]
+            excess = self.count - self.capacity
+            if len(head.ticks) <= excess:
+                self._chunks.popleft()
+                gone = len(head.ticks)
+            else:
+                self._chunks[0] = Chunk(head.ticks.take(slice(excess, None)), head.received, head.account_id)
+                gone = excess
+            self.count -= gone
+            dropped += gone
+        return dropped
+
+    def take(self, limit: int | None = None) -> Taken:
+        """Everything buffered, or whole frames (oldest first) up to about `limit` ticks so one
+        flush's temporaries stay small; the rest stays for the next flush, due at once."""
+        if limit is None or self.count <= limit:
+            chunks = list(self._chunks)
+            self._chunks.clear()
+        else:
+            chunks, size = [], 0
+            while self._chunks and (not chunks or size + len(self._chunks[0].ticks) <= limit):
+                chunks.append(self._chunks.popleft())
+                size += len(chunks[-1].ticks)
+        taken = Taken(chunks, list(self._orders))
+        self._orders.clear()
+        self.count -= taken.ticks
+        self._ready.clear()
+        self._full.clear()
+        if self._chunks:  # cut by the limit: the rest is a backlog, due at once
+            self._oldest = self._chunks[0].received
+            self._ready.set()
+            self._full.set()
+        return taken
+
+    def pending(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_batch(self, window: float, idle_timeout: float) -> bool:
+        """Wait until a batch is due; False when `idle_timeout` passed with nothing buffered."""
+        if not await wait_event(self._ready, idle_timeout):
+            return False
+        remaining = self._oldest + window - time.time()
+        if remaining > 0 and not self._full.is_set():
+            await wait_event(self._full, remaining)
+        return True
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for `event` at most `timeout` seconds; True when it is set.
+
+    `asyncio.timeout` rather than `wait_for`: on Python 3.11 `wait_for` can swallow a
+    cancellation that lands as the event fires, and a loop that misses its cancel never stops.
+    """
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

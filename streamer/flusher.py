@@ -1,0 +1,134 @@
+"""The batch stage's clock and the hand-over to Redis.
+
+Three owned loops: `run` waits for a batch (TICK_BATCH_WINDOW_MS since the oldest tick, or
+TICK_BATCH_MAX_SIZE ticks, whichever first), enriches it (sync, CPU) and queues the rendered
+flush; `publish_loop` writes queued flushes to Redis, one pipeline each, in order, on one
+connection; `reply_loop` reads their replies in the same order. Up to IN_FLIGHT flushes are
+written and unanswered at once, so rendering never stalls on one round trip to Redis, and the
+outbox holds one more: memory stays bounded. Readers keep filling the buffer meanwhile, so a slow
+Redis never blocks them. The enrich loop also wakes once a second so bars of quiet instruments
+close on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ticker.streamer.buffer import TickBuffer
+from ticker.streamer.enrich import Enricher, Outgoing
+from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.publisher import Flight, Publisher
+
+IDLE_WAKE_SECONDS = 1.0
+FLUSH_MAX_BATCHES = 1  # a backlog goes out one batch per flush: with flushes in flight, smaller ones
+# cost no throughput, and the oldest ticks reach Redis without waiting for the rest to render
+OUTBOX_FLUSHES = 1  # one rendered flush waits while earlier ones are being sent
+IN_FLIGHT = 2  # flushes written to Redis whose replies have not been read yet
+DRAIN_SECONDS = 5.0
+
+
+class Flusher:
+    def __init__(self, buffer: TickBuffer, enricher: Enricher, publisher: Publisher,
+                 metrics: StreamerMetrics, window_seconds: float) -> None:
+        self.buffer = buffer
+        self.enricher = enricher
+        self.publisher = publisher
+        self.metrics = metrics
+        self.window = window_seconds
+        self.flushes = 0
+        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=OUTBOX_FLUSHES)
+        self._queued_ticks = 0  # rendered, not yet sent
+        self._flights: asyncio.Queue[Flight] = asyncio.Queue(maxsize=IN_FLIGHT)
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._flying = 0  # flights written and not yet settled
+        self._flying_ticks = 0
+        self._landed = asyncio.Event()  # set whenever nothing is in flight
+        self._landed.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Ticks taken from the buffer and not yet published (queued or being sent)."""
+        return self._queued_ticks + self._flying_ticks
+
+    async def run(self) -> None:
+        while True:
+            await self.buffer.wait_batch(self.window, IDLE_WAKE_SECONDS)
+            out = self.enrich()
+            self._queued_ticks += out.ticks
+            await self._outbox.put(out)
+
+    async def publish_loop(self) -> None:
+        while True:
+            await self._slots.acquire()  # before taking a flush, so none waits outside the outbox
+            try:
+                out = await self._outbox.get()
+                if self.publisher.breaker.state != "closed":
+                    await self._landed.wait()  # a probe goes alone, after what was in flight
+            except BaseException:
+                self._slots.release()
+                raise
+            self._queued_ticks -= out.ticks
+            self._take_off(out.ticks)
+            self._flights.put_nowait(await self.publisher.send(out))
+
+    async def reply_loop(self) -> None:
+        while True:
+            flight = await self._flights.get()
+            try:
+                await self._settle(flight)
+            finally:
+                self._slots.release()
+
+    def enrich(self) -> Outgoing:
+        """Take the next batch from the buffer and render it."""
+        taken = self.buffer.take(self.buffer.batch_max * FLUSH_MAX_BATCHES)
+        self.metrics.buffer_ticks.set(self.buffer.count)
+        started = time.perf_counter()
+        out = self.enricher.process(taken, time.time())
+        self.metrics.enrich_seconds.observe(time.perf_counter() - started)
+        if out.ticks:
+            self.metrics.batch_size.observe(out.ticks)
+        return out
+
+    def _take_off(self, ticks: int) -> None:
+        self._flying += 1
+        self._flying_ticks += ticks
+        self._landed.clear()
+
+    async def _settle(self, flight: Flight) -> bool:
+        try:
+            ok = await self.publisher.settle(flight)
+        finally:
+            self._flying -= 1
+            self._flying_ticks -= flight.out.ticks
+            if self._flying == 0:
+                self._landed.set()
+        self.flushes += 1
+        if ok and flight.out.oldest_received is not None:
+            self.metrics.pipeline_seconds.observe(max(0.0, time.time() - flight.out.oldest_received))
+        return ok
+
+    async def _send(self, out: Outgoing) -> bool:
+        self._take_off(out.ticks)
+        return await self._settle(await self.publisher.send(out))
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued for Redis and nothing in flight."""
+        return self._outbox.empty() and self._flying == 0
+
+    async def drain(self) -> None:
+        """On shutdown, after the loops have stopped: settle what is in flight, send what is
+        queued, then what is still buffered, for at most DRAIN_SECONDS (a dead Redis fails fast
+        through the breaker)."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while not self._flights.empty():
+            await self._settle(self._flights.get_nowait())
+        while not self._outbox.empty() and time.monotonic() < deadline:
+            out = self._outbox.get_nowait()
+            self._queued_ticks -= out.ticks
+            await self._send(out)
+        while self.buffer.pending() and time.monotonic() < deadline:
+            await self._send(self.enrich())
+        await self.publisher.close()

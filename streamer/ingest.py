@@ -1,0 +1,87 @@
+"""The decode stage: whole WebSocket frames in, buffered columnar ticks and postbacks out.
+
+Called synchronously by every socket reader, so it does the least possible: decode the binary
+frame in one `ticker.core.wire.decode` call and append it to the buffer; route text frames (Kite's
+order postbacks, error and info messages). A malformed frame is counted and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from ticker.core.wire import WireError, decode
+from ticker.streamer.buffer import Chunk, TickBuffer
+from ticker.streamer.metrics import StreamerMetrics
+
+log = logging.getLogger(__name__)
+_LOG_EVERY = 60.0  # seconds between repeated warnings of one kind
+
+
+class Ingest:
+    def __init__(self, buffer: TickBuffer, metrics: StreamerMetrics) -> None:
+        self.buffer = buffer
+        self.metrics = metrics
+        self.received_total = 0
+        self._heartbeats, self._frames = metrics.frames.labels("heartbeat"), metrics.frames.labels("ticks")
+        self.last_tick: dict[str, float] = {}  # account id -> epoch of its last tick (bounded by accounts)
+        self._warned: dict[str, float] = {}
+
+    def frame(self, account_id: str, data: bytes) -> int:
+        """A binary frame; returns the number of ticks it held (0 for heartbeats and bad frames)."""
+        if len(data) < 2:
+            self._heartbeats.inc()
+            return 0
+        try:
+            ticks = decode(data)
+        except WireError as exc:
+            self.metrics.frames.labels("malformed").inc()
+            self._warn("malformed", "skipped a malformed tick frame", account_id=account_id, error=str(exc))
+            return 0
+        n = len(ticks)
+        self._frames.inc()
+        if n == 0:
+            return 0
+        now = time.time()
+        self.metrics.received.inc(n)
+        self.received_total += n
+        self.last_tick[account_id] = now
+        dropped = self.buffer.put(Chunk(ticks, now, account_id))
+        if dropped:
+            self.metrics.dropped.labels("buffer_full").inc(dropped)
+            self._warn("buffer_full", "tick buffer full: dropping the oldest ticks", dropped=dropped)
+        return n
+
+    def text(self, account_id: str, text: str | bytes) -> None:
+        """Kite's JSON text messages: order postbacks are relayed, errors logged."""
+        try:
+            message = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            self.metrics.frames.labels("bad_text").inc()
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        self.metrics.frames.labels(f"text_{kind}" if kind in ("order", "error", "message") else "text_other").inc()
+        if kind == "order" and isinstance(message.get("data"), dict):
+            doc = orjson.dumps({**message["data"], "account_id": account_id})
+            if not self.buffer.put_order(doc):
+                self.metrics.dropped.labels("orders_buffer_full").inc()
+        elif kind == "error":
+            self._warn(f"kite_error:{account_id}", "Kite ticker reported an error", account_id=account_id,
+                       detail=str(message.get("data"))[:300])
+        elif kind == "message":
+            log.info("Kite ticker message", extra={"account_id": account_id, "detail": str(message.get("data"))[:300]})
+
+    def forget(self, keep: set[str]) -> None:
+        for account_id in [a for a in self.last_tick if a not in keep]:
+            del self.last_tick[account_id]
+
+    def _warn(self, kind: str, message: str, **extra: object) -> None:
+        """Log a warning at most once a minute per kind, so a flood cannot flood the logs."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -_LOG_EVERY) >= _LOG_EVERY:
+            if len(self._warned) > 1000:
+                self._warned.clear()
+            self._warned[kind] = now
+            log.warning(message, extra=extra)

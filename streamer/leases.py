@@ -1,0 +1,116 @@
+"""Account ownership across streamer replicas: one Redis lease per account (SET NX PX, renewed).
+
+Each replica also keeps a membership key with the same TTL, so every replica knows how many are
+alive and claims only its fair share, ceil(accounts / replicas): a newcomer gets accounts handed
+over (the others release their surplus), and a replica that dies stops renewing, its keys
+expire, and the survivors' shares grow to cover its accounts within the lease time.
+While Redis cannot be reached nothing is given up: streaming what we hold beats streaming nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Iterable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ticker.core.contracts import Names
+
+log = logging.getLogger(__name__)
+
+# Renew when we hold it, take it when free; 1 when we hold it afterwards.
+_CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class Leases:
+    def __init__(self, redis: Redis, names: Names, instance: str, lease_ms: int) -> None:
+        self.redis = redis
+        self.names = names
+        self.instance = instance
+        self.lease_ms = lease_ms
+        self.held: set[str] = set()
+        self.members = 1
+        self.failing = False
+        self._claim = redis.register_script(_CLAIM)
+        self._release = redis.register_script(_RELEASE)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between renewals: a quarter of the lease, so two misses still keep it."""
+        return self.lease_ms / 4000
+
+    def _member_key(self, instance: str) -> str:
+        return self.names.key("streamer", "member", instance)
+
+    async def refresh(self, accounts: Iterable[str]) -> set[str]:
+        """Renew, release surplus, claim up to our share; returns the accounts held now."""
+        wanted = sorted(set(accounts))
+        try:
+            await self.redis.set(self._member_key(self.instance), b"1", px=self.lease_ms)
+            self.members = max(1, await self._count_members())
+            share = math.ceil(len(wanted) / self.members) if wanted else 0
+            held = {a for a in sorted(self.held) if a in wanted and await self._try(a)}
+            for account in sorted(held, reverse=True)[:max(0, len(held) - share)]:
+                await self._release(keys=[self.names.lease(account)], args=[self.instance])
+                held.discard(account)
+            for account in _spread(wanted, self.instance):
+                if len(held) >= share:
+                    break
+                if account not in held and await self._try(account):
+                    held.add(account)
+        except (RedisError, OSError) as exc:
+            if not self.failing:  # once per outage, not once per renewal
+                log.warning("lease refresh failed; keeping current accounts", extra={"error": type(exc).__name__})
+            self.failing = True
+            return self.held
+        if self.failing:
+            log.info("lease refresh works again")
+        self.failing = False
+        for gone in sorted(self.held - held):
+            log.info("account lease handed over", extra={"account_id": gone})
+        for new in sorted(held - self.held):
+            log.info("account lease acquired", extra={"account_id": new})
+        self.held = held
+        return held
+
+    async def _try(self, account: str) -> bool:
+        return bool(await self._claim(keys=[self.names.lease(account)], args=[self.instance, self.lease_ms]))
+
+    async def _count_members(self) -> int:
+        pattern = self._member_key("*")
+        return len([k async for k in self.redis.scan_iter(match=pattern, count=100)])
+
+    async def release_all(self) -> None:
+        """On shutdown: hand everything back at once instead of waiting for expiry."""
+        try:
+            for account in sorted(self.held):
+                await self._release(keys=[self.names.lease(account)], args=[self.instance])
+            await self.redis.delete(self._member_key(self.instance))
+        except (RedisError, OSError) as exc:
+            log.warning("could not release leases", extra={"error": type(exc).__name__})
+        self.held = set()
+
+
+def _spread(accounts: list[str], instance: str) -> list[str]:
+    """Accounts in an order particular to this instance, so replicas reach for different ones."""
+    return sorted(accounts, key=lambda a: hashlib.blake2b(f"{instance}:{a}".encode(), digest_size=8).digest())

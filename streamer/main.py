@@ -1,0 +1,88 @@
+"""`ticker streamer`: the Kite WebSocket streamer (ticks + Greeks to Redis) as a process.
+
+Runs until SIGTERM/SIGINT, then stops reading, flushes the last batch, closes its sockets and
+exits 0. Serves /health and /metrics on STREAMER_PORT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+import uuid
+
+import asyncpg
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from ticker.infra.runtime import init_process, stop_event
+from ticker.infra.settings import Settings, SettingsError
+from ticker.streamer.health import build_app
+from ticker.streamer.service import Clients, Streamer
+
+log = logging.getLogger(__name__)
+
+
+def default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ticker streamer",
+        description="Stream Kite ticks with option Greeks to Redis (settings come from the environment).")
+    parser.add_argument("--port", type=int, help="port for /health and /metrics (default STREAMER_PORT)")
+    parser.add_argument("--host", help="interface to bind (default HOST)")
+    parser.add_argument("--instance", help="replica name used for leases and heartbeats (default: host-pid)")
+    return parser.parse_args(argv)
+
+
+async def serve(settings: Settings, *, host: str, port: int, instance: str) -> int:
+    stop = stop_event()
+    try:
+        clients = await Clients.open(settings)
+    except (OSError, asyncpg.PostgresError, RedisError) as exc:
+        log.error("streamer cannot start: Postgres or Redis unreachable", extra={"error": type(exc).__name__,
+                                                                              "detail": str(exc)[:300]})
+        return 1
+    streamer = Streamer(settings, clients, instance)
+    runner = web.AppRunner(build_app(streamer.health, streamer.metrics.registry), access_log=None)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            log.error("streamer cannot listen", extra={"host": host, "port": port, "error": str(exc)[:200]})
+            return 2
+        await streamer.start()
+        log.info("streamer running", extra={"instance": instance, "port": port})
+        await stop.wait()
+        log.info("streamer stopping", extra={"instance": instance})
+    finally:
+        await streamer.stop()
+        await runner.cleanup()
+    log.info("streamer stopped", extra={"instance": instance, "published": streamer.publisher.published_total})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    settings = init_process()
+    try:
+        settings.require("redis_url", "database_url")
+    except SettingsError as exc:
+        print(f"ticker streamer: {exc}", file=sys.stderr)
+        return 2
+    port = args.port or settings.streamer_port
+    if not 0 <= port < 65536:
+        print("ticker streamer: --port must be between 0 and 65535", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(settings, host=args.host or settings.host, port=port,
+                             instance=args.instance or default_instance()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Publish one flush to Redis in one pipeline (packed by resp.py), behind a circuit breaker.
+Sending and reading the replies are separate steps (`send`, `settle`) so the flusher can write
+the next flush on the same connection while Redis still answers the last one.
+
+Per flush: PUBLISH `<prefix>:options` and `<prefix>:underlying` (JSON arrays of at most
+TICK_BATCH_MAX_SIZE ticks each), PUBLISH each order postback to `<prefix>:orders`, and HSET the
+latest tick per token into `<prefix>:latest` for late joiners. A failure or a flush slower than
+the publish timeout trips the breaker; while it is open flushes are dropped and counted, and it
+probes again by itself. Nothing here ever raises into the flusher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ticker.core.contracts import Names
+from ticker.streamer import resp
+from ticker.streamer.breaker import STATE_CODES, CircuitBreaker
+from ticker.streamer.enrich import Outgoing
+from ticker.streamer.metrics import StreamerMetrics
+
+log = logging.getLogger(__name__)
+
+
+def chunked(items: list[bytes], size: int) -> Iterator[list[bytes]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@dataclass(slots=True)
+class Flight:
+    """One flush on its way: written (or dropped) by `Publisher.send`, settled in order."""
+
+    out: Outgoing
+    started: float  # perf_counter at send
+    deadline: float  # loop time by which its replies must be in
+    status: str = "sent"  # sent | empty | dropped | failed
+    probing: bool = False
+    replies: int = 0
+    epoch: int = -1
+
+
+class Publisher:
+    def __init__(self, redis: Redis, names: Names, breaker: CircuitBreaker, metrics: StreamerMetrics,
+                 *, batch_max: int, timeout: float) -> None:
+        self.redis = redis
+        self.names = names
+        self.breaker = breaker
+        self.metrics = metrics
+        self.batch_max = batch_max
+        self.timeout = timeout
+        self.published_total = 0  # ticks (not bars or postbacks) that reached Redis
+        self._options, self._underlying = names.options.encode(), names.underlying.encode()
+        self._orders, self._latest = names.orders.encode(), names.latest.encode()
+        self._lane = resp.Lane(redis)
+
+    async def publish(self, out: Outgoing) -> bool:
+        """Send one flush and wait for its replies: True when it reached Redis (or there was
+        nothing to send)."""
+        return await self.settle(await self.send(out))
+
+    async def send(self, out: Outgoing) -> Flight:
+        """Write one flush's pipeline without waiting for its replies; `settle` reads them.
+        Flights must be settled in the order they were sent."""
+        flight = Flight(out, time.perf_counter(), asyncio.get_running_loop().time() + self.timeout)
+        if out.ticks == 0 and not out.orders and not out.bars:
+            flight.status = "empty"
+            return flight
+        if not self.breaker.allow():
+            self._dropped(out, "redis_unavailable")
+            flight.status = "dropped"
+            return flight
+        flight.probing = self.breaker.state == "half_open"
+        packed = self._pipeline(out)
+        flight.replies = len(packed)
+        try:
+            async with asyncio.timeout_at(flight.deadline):
+                flight.epoch = await self._lane.write(packed)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(flight, exc)
+        return flight
+
+    async def settle(self, flight: Flight) -> bool:
+        """Read a sent flight's replies (by its deadline) and account for it."""
+        if flight.status != "sent":
+            return flight.status == "empty"
+        if flight.epoch != self._lane.epoch:  # an earlier flight failed and took the socket down
+            self._failed(flight, None)
+            return False
+        try:
+            async with asyncio.timeout_at(flight.deadline):
+                await self._lane.read(flight.replies)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if flight.epoch == self._lane.epoch:
+                await self._lane.reset()
+            self._failed(flight, exc)
+            return False
+        self.breaker.success()
+        self._state()
+        if flight.probing:
+            log.info("Redis publishing recovered")
+        out = flight.out
+        self.metrics.publish_seconds.observe(time.perf_counter() - flight.started)
+        self.published_total += out.ticks
+        self.metrics.published.labels("options").inc(len(out.options))
+        self.metrics.published.labels("underlying").inc(len(out.underlying))
+        self.metrics.published.labels("bars").inc(len(out.bars))
+        self.metrics.orders.inc(len(out.orders))
+        return True
+
+    async def close(self) -> None:
+        await self._lane.close()
+
+    def _failed(self, flight: Flight, exc: BaseException | None) -> None:
+        flight.status = "failed"
+        self.breaker.failure()
+        self._dropped(flight.out, "redis_error")
+        self._state()
+        if exc is not None and not flight.probing:
+            log.warning("Redis publish failed; dropping ticks until it recovers",
+                        extra={"error": type(exc).__name__, "ticks": flight.out.ticks})
+
+    def _pipeline(self, out: Outgoing) -> list[resp.Packed]:
+        packed = [resp.publish_array(self._options, part) for part in chunked(out.options, self.batch_max)]
+        packed += [resp.publish_array(self._underlying, part)
+                   for part in chunked(out.underlying + out.bars, self.batch_max)]
+        packed += [resp.command(b"PUBLISH", self._orders, doc) for doc in out.orders]
+        if out.latest:
+            packed.append(resp.hset(self._latest, out.latest))
+        return packed
+
+    def _dropped(self, out: Outgoing, reason: str) -> None:
+        self.metrics.dropped.labels(reason).inc(out.ticks)
+        if out.orders:
+            self.metrics.dropped.labels(f"orders_{reason}").inc(len(out.orders))
+
+    def _state(self) -> None:
+        self.metrics.breaker_state.set(STATE_CODES[self.breaker.state])

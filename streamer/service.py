@@ -1,0 +1,246 @@
+"""The streamer process, wired: pools → ingest (decode) → buffer → flusher (enrich + publish),
+with the coordinator (leases, reconcile, token rejections), the control listener and the monitor
+(heartbeat, backpressure) as supervised loops.
+
+Stopping follows SIGTERM's contract: stop reading (close every socket), flush what was read,
+hand the leases back, close clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import asyncpg
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ticker.core.contracts import ControlMessage, Names
+from ticker.infra.accounts import account_store
+from ticker.infra.db import create_pool
+from ticker.infra.heartbeat import beat
+from ticker.infra.queue import create_queue, names_for
+from ticker.infra.redis import connect
+from ticker.infra.settings import Settings
+from ticker.streamer.breaker import CircuitBreaker
+from ticker.streamer.buffer import TickBuffer, wait_event
+from ticker.streamer.connection import Credentials, Timing
+from ticker.streamer.control import ControlListener
+from ticker.streamer.enrich import Enricher
+from ticker.streamer.flusher import Flusher
+from ticker.streamer.health import Backpressure
+from ticker.streamer.ingest import Ingest
+from ticker.streamer.leases import Leases
+from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.pool import AccountPool
+from ticker.streamer.publisher import Publisher
+from ticker.streamer.reconcile import Reconciler
+from ticker.streamer.registry import Registry
+from ticker.streamer.tasks import Supervisor
+from ticker.streamer.tokens import REFUSED_REASON, TokenHealth, report_rejection
+
+log = logging.getLogger(__name__)
+HEARTBEAT_EVERY = 5  # monitor ticks (seconds)
+DEBOUNCE_SECONDS = 0.05
+DRAIN_WAIT_SECONDS = 3.0
+
+
+@dataclass
+class Clients:
+    """Everything the streamer holds open; closed in `Streamer.stop`."""
+
+    redis: Redis
+    db: asyncpg.Pool
+    queue: ArqRedis
+    session: aiohttp.ClientSession
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Clients:
+        settings.require("redis_url", "database_url")
+        db = await create_pool(settings.database_url, min_size=1, max_size=4)
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
+        return cls(connect(settings.redis_url), db, await create_queue(settings),
+                   aiohttp.ClientSession(timeout=timeout))
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.queue.aclose()
+        await self.redis.aclose()
+        await self.db.close()
+
+
+@dataclass
+class Wake:
+    """Why the coordinator should run now (collected between runs)."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    reload: bool = False
+    instruments: bool = False
+
+    def request(self, *, reload: bool = True, instruments: bool = False) -> None:
+        self.reload |= reload
+        self.instruments |= instruments
+        self.event.set()
+
+
+class Streamer:
+    def __init__(self, settings: Settings, clients: Clients, instance: str) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.instance = instance
+        self.names: Names = names_for(settings)
+        self.metrics = StreamerMetrics()
+        self.supervisor = Supervisor()
+        self.buffer = TickBuffer(settings.tick_buffer_max, settings.tick_batch_max_size)
+        self.ingest = Ingest(self.buffer, self.metrics)
+        self.enricher = Enricher(
+            Registry([]), model=settings.greeks_model, rate=settings.option_greeks_interest_rate,
+            dividend_yield=settings.option_greeks_dividend_yield, bar_interval=settings.bar_interval_seconds,
+            tz=settings.tz, metrics=self.metrics)
+        self.breaker = CircuitBreaker(settings.redis_breaker_reset_seconds)
+        self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
+                                   batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout)
+        self.flusher = Flusher(self.buffer, self.enricher, self.publisher, self.metrics,
+                               settings.tick_batch_window_ms / 1000)
+        self.tokens = TokenHealth()
+        self.timing = Timing(settings.stall_seconds, settings.reconnect_base_seconds,
+                             settings.reconnect_max_seconds, settings.ws_subscribe_batch)
+        store = account_store(clients.db, settings)
+        self.reconciler = Reconciler(settings, clients.db, store if store.configured else None, self.tokens,
+                                     self.enricher, self.metrics, self._new_pool)
+        self.leases = Leases(clients.redis, self.names, instance, settings.streamer_lease_ms)
+        self.control = ControlListener(clients.redis, self.names, self.metrics, self._on_control)
+        self.backpressure = Backpressure()
+        self.wake = Wake()
+        self.started_at = time.time()
+        self._flusher_tasks: list[asyncio.Task] = []
+
+    # --- wiring ----------------------------------------------------------------------------------
+    def _new_pool(self, account_id: str, creds: Credentials) -> AccountPool:
+        s = self.settings
+        return AccountPool(account_id, creds, ws_root=s.kite_ws_root, max_connections=s.max_ws_connections,
+                           per_connection=s.max_instruments_per_ws, session=self.clients.session,
+                           ingest=self.ingest, metrics=self.metrics, timing=self.timing,
+                           supervisor=self.supervisor, on_rejected=self._on_rejected)
+
+    def _on_rejected(self, account_id: str, creds: Credentials) -> None:
+        self.tokens.refused(account_id, creds.access_token)
+        self.wake.request(reload=False)
+
+    def _on_control(self, message: ControlMessage | None) -> None:
+        if message is not None and message.kind == "tokens" and message.account_id \
+                and message.reason != REFUSED_REASON:
+            self.tokens.forgive(message.account_id)
+        self.wake.request(instruments=message is not None and message.kind == "instruments")
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._flusher_tasks = [self.supervisor.keep("enrich", self.flusher.run),
+                               self.supervisor.keep("publish", self.flusher.publish_loop),
+                               self.supervisor.keep("replies", self.flusher.reply_loop)]
+        self.supervisor.keep("coordinator", self._coordinate)
+        self.supervisor.keep("control", self.control.run)
+        self.supervisor.keep("monitor", self._monitor)
+
+    async def stop(self) -> None:
+        """Stop reading, flush what was read, hand leases back, close everything."""
+        await self.reconciler.stop()
+        if self._flusher_tasks:
+            enrich, publish, replies = self._flusher_tasks
+            await self.supervisor.cancel(enrich)
+            for _ in range(int(DRAIN_WAIT_SECONDS * 20)):  # let the publish loop send what is queued
+                if self.flusher.idle:
+                    break
+                await asyncio.sleep(0.05)
+            await self.supervisor.cancel(publish)
+            await self.supervisor.cancel(replies)
+        await self.flusher.drain()
+        await self.supervisor.close()
+        await self.leases.release_all()
+        await self.clients.close()
+
+    # --- loops -----------------------------------------------------------------------------------
+    async def _coordinate(self) -> None:
+        """Leases every quarter lease, full reload every STREAMER_RECONCILE_SECONDS, and at once
+        when woken (control message, refused token)."""
+        next_lease = next_reload = 0.0
+        while True:
+            timeout = max(0.0, min(next_lease, next_reload) - time.monotonic())
+            if await wait_event(self.wake.event, timeout):
+                await asyncio.sleep(DEBOUNCE_SECONDS)  # let a burst of messages arrive
+            now = time.monotonic()
+            reload = self.wake.reload or now >= next_reload
+            instruments, self.wake.reload, self.wake.instruments = self.wake.instruments, False, False
+            self.wake.event.clear()
+            if await self._pass(reload, instruments, lease_due=now >= next_lease):
+                next_reload = now + self.settings.streamer_reconcile_seconds if reload else next_reload
+            else:
+                next_reload = now + 1.0  # Postgres trouble: retry soon, keep streaming meanwhile
+            if now >= next_lease:
+                next_lease = now + self.leases.interval
+
+    async def _pass(self, reload: bool, instruments: bool, lease_due: bool) -> bool:
+        """One coordination pass; False when Postgres could not be read (the old plan stays)."""
+        for account_id, fp in list(self.tokens.pending.items()):
+            del self.tokens.pending[account_id]
+            await report_rejection(account_id, fp, store=self.reconciler.store, queue=self.clients.queue,
+                                   redis=self.clients.redis, names=self.names)
+        ok = True
+        try:
+            if reload:
+                await self.reconciler.reload(instruments_changed=instruments)
+            else:
+                self.reconciler.replan()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            ok = False
+            log.warning("could not read accounts/subscriptions; keeping the current plan",
+                        extra={"error": type(exc).__name__})
+            self.reconciler.replan()
+        if lease_due or reload:
+            await self.leases.refresh(self.reconciler.accounts)
+        self.metrics.accounts_owned.set(len(self.leases.held))
+        await self.reconciler.apply(self.leases.held)
+        self.ingest.forget(set(self.reconciler.accounts))
+        self.metrics.reconciles.labels("ok" if ok else "failed").inc()
+        return ok
+
+    async def _monitor(self) -> None:
+        ticks = 0
+        while True:
+            # Ticks still buffered or in a flush are late, not lost: count them as on their way.
+            on_their_way = self.publisher.published_total + self.buffer.count + self.flusher.in_flight
+            self.backpressure.sample(self.ingest.received_total, on_their_way)
+            self.metrics.buffer_ticks.set(self.buffer.count)
+            if ticks % HEARTBEAT_EVERY == 0:
+                await self._beat()
+            ticks += 1
+            await asyncio.sleep(1.0)
+
+    async def _beat(self) -> None:
+        try:
+            await beat(self.clients.redis, self.names, "streamer", self.instance, {
+                "accounts": sorted(self.leases.held), "tokens": sum(len(p.tokens) for p in self.reconciler.pools.values()),
+                "backpressure": self.backpressure.report(self.buffer.fill)["level"]})
+        except (RedisError, OSError) as exc:
+            log.debug("heartbeat failed", extra={"error": type(exc).__name__})
+
+    # --- surface ---------------------------------------------------------------------------------
+    def health(self) -> tuple[int, dict]:
+        owned = self.leases.held
+        accounts = self.reconciler.describe(owned, self.ingest.last_tick, time.time())
+        working = [a for a in accounts.values() if a["owned"] and a["planned_tokens"]]
+        streaming = any(a["connected"] for a in working)
+        stranded = bool(self.reconciler.wanted) and self.reconciler.plan.placed == 0  # no account can stream
+        status = "streaming" if streaming else ("down" if working or stranded else "idle")
+        doc = {
+            "status": status, "instance": self.instance, "uptime": round(time.time() - self.started_at, 1),
+            "accounts": accounts, "unplaced_tokens": len(self.reconciler.plan.unplaced),
+            "redis": {"breaker": self.breaker.state, "control_listening": self.control.listening},
+            "backpressure": self.backpressure.report(self.buffer.fill),
+            "tasks": len(self.supervisor), "task_failures": self.supervisor.failures,
+        }
+        return (503 if status == "down" else 200), doc

@@ -1,0 +1,210 @@
+"""Enrichment alone: which forward each option is priced on, Greeks on a whole batch, the
+latest-tick map, bars; and the publisher's one pipeline against real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import orjson
+from vollib.black import black
+from vollib.black_scholes import black_scholes
+
+from ticker.core.greeks import time_to_expiry
+from ticker.core.wire import Ticks
+from ticker.streamer.breaker import CircuitBreaker
+from ticker.streamer.buffer import Chunk, Taken
+from ticker.streamer.enrich import Enricher
+from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.publisher import Publisher
+from ticker.streamer.registry import Registry
+
+from .conftest import Recorder
+from .helpers import EXPIRY, NIFTY_INDEX, STRIKES, chain, full_ticks, future, index, option
+
+IST = ZoneInfo("Asia/Kolkata")
+R = 0.10
+SPOT = 25_000.0
+
+
+def enricher(instruments, model="black76") -> Enricher:
+    return Enricher(Registry(instruments), model=model, rate=R, dividend_yield=0.0, bar_interval=60, tz=IST,
+                    metrics=StreamerMetrics())
+
+
+def years(now: float) -> float:
+    return float(np.asarray(time_to_expiry(now, np.array([EXPIRY], dtype="datetime64[D]")))[0])
+
+
+def chain_ticks(forward: float, t: float, vol: float = 0.15) -> tuple[list[int], list[float]]:
+    tokens, prices = [], []
+    for k in STRIKES:
+        for kind in ("CE", "PE"):
+            tokens.append(option(k, kind).instrument_token)
+            prices.append(black(kind[0].lower(), forward, k, t, R, vol))
+    return tokens, prices
+
+
+def run(e: Enricher, ticks: Ticks, now: float) -> list[dict]:
+    out = e.process(Taken([Chunk(ticks, now, "acc")], []), now)
+    return [orjson.loads(b) for b in out.options]
+
+
+def test_black76_uses_the_future_then_the_synthetic_forward_then_spot_carried():
+    now = time.time()
+    t = years(now)
+    fwd = SPOT * np.exp(R * t) + 3.0  # a forward that is not the carried spot, to tell them apart
+    e = enricher([index(), future(), *chain()])
+    tokens, prices = chain_ticks(fwd, t)
+    # spot only: spot carried at r
+    docs = run(e, Ticks.concat([full_ticks([NIFTY_INDEX], [SPOT]), full_ticks(tokens[:1], prices[:1])]), now)
+    assert abs(docs[0]["underlying_price"] - SPOT * np.exp(R * t)) < 1e-6
+    # the whole chain: synthetic forward from the strike where call and put are closest
+    docs = run(e, full_ticks(tokens, prices), now)
+    assert all(abs(d["underlying_price"] - fwd) < 1e-6 for d in docs)
+    assert max(abs(d["iv"] - 0.15) for d in docs) < 1e-6
+    # the future of that expiry trades: it wins
+    docs = run(e, Ticks.concat([full_ticks([future().instrument_token], [fwd + 1]),
+                                full_ticks(tokens[:2], prices[:2])]), now)
+    assert all(d["underlying_price"] == fwd + 1 for d in docs)
+
+
+def test_bsm_prices_on_spot_and_greeks_cover_the_batch():
+    now = time.time()
+    t = years(now)
+    e = enricher([index(), *chain()], model="bsm")
+    tokens = [option(k, "CE").instrument_token for k in STRIKES]
+    prices = [black_scholes("c", SPOT, k, t, R, 0.2) for k in STRIKES]
+    docs = run(e, Ticks.concat([full_ticks([NIFTY_INDEX], [SPOT]), full_ticks(tokens, prices)]), now)
+    assert len(docs) == len(STRIKES) and all(d["model"] == "bsm" and d["underlying_price"] == SPOT for d in docs)
+    assert max(abs(d["iv"] - 0.2) for d in docs) < 1e-6
+    assert all(0 < d["delta"] < 1 and d["gamma"] > 0 and d["vega"] > 0 and d["theta"] < 0 for d in docs)
+
+
+def test_no_underlying_yet_gives_null_greeks_and_counts_it():
+    e = enricher([index(), *chain()])
+    docs = run(e, full_ticks([option(25_000.0, "CE").instrument_token], [120.0]), time.time())
+    assert docs[0]["iv"] is None and docs[0]["underlying_price"] is None and docs[0]["last_price"] == 120.0
+    assert e.metrics.greeks_failures.labels("no_underlying")._value.get() == 1
+
+
+def test_unknown_tokens_are_dropped_and_latest_keeps_the_last_tick_per_token():
+    e = enricher([index(), *chain()])
+    now = time.time()
+    tok = option(25_000.0, "CE").instrument_token
+    ticks = Ticks.concat([full_ticks([NIFTY_INDEX], [SPOT]), full_ticks([tok, 999_999 << 8 | 2, tok], [100.0, 5.0, 101.5])])
+    out = e.process(Taken([Chunk(ticks, now, "acc")], [b'{"order_id":"1"}']), now)
+    assert [orjson.loads(b)["last_price"] for b in out.options] == [100.0, 101.5]
+    assert orjson.loads(out.latest[str(tok).encode()])["last_price"] == 101.5
+    assert orjson.loads(out.latest[str(NIFTY_INDEX).encode()])["instrument_type"] == "INDEX"
+    assert e.metrics.dropped.labels("unknown_token")._value.get() == 1 and out.orders == [b'{"order_id":"1"}']
+
+
+def test_underlying_ticks_make_bars():
+    e = enricher([index()])
+    start = (time.time() // 60) * 60 - 120
+    for i, price in enumerate([100.0, 104.0, 98.0]):
+        e.process(Taken([Chunk(full_ticks([NIFTY_INDEX], [price]), start + i, "acc")], []), start + i)
+    out = e.process(Taken([], []), start + 61)
+    (bar,) = [orjson.loads(b) for b in out.bars]
+    assert bar["type"] == "bar" and bar["instrument_token"] == NIFTY_INDEX and bar["name"] == "NIFTY"
+    assert (bar["open"], bar["high"], bar["low"], bar["close"], bar["ticks"]) == (100.0, 104.0, 98.0, 98.0, 3)
+
+
+async def test_publisher_sends_one_pipeline_and_drops_while_the_breaker_is_open(redis, names):
+    e = enricher([index(), *chain()])
+    now = time.time()
+    toks = [option(k, "PE").instrument_token for k in STRIKES]
+    out = e.process(Taken([Chunk(Ticks.concat([full_ticks([NIFTY_INDEX], [SPOT]), full_ticks(toks, [50.0] * 5)]),
+                                 now, "acc")], [b'{"order_id":"7"}']), now)
+    breaker = CircuitBreaker(reset_seconds=60)
+    publisher = Publisher(redis, names, breaker, e.metrics, batch_max=2, timeout=2)
+    async with Recorder(redis, [names.options, names.underlying, names.orders]) as rec:
+        assert await publisher.publish(out)
+        await _until(lambda: len(rec.messages) >= 5)
+    sizes = [len(d) for _, ch, d in rec.messages if ch == names.options]
+    assert sizes == [2, 2, 1] and publisher.published_total == 6
+    assert [d for _, ch, d in rec.messages if ch == names.orders] == [{"order_id": "7"}]
+    assert {int(k) for k in await redis.hkeys(names.latest)} >= {*toks, NIFTY_INDEX}
+    breaker.failure()
+    assert not await publisher.publish(out)
+    assert e.metrics.dropped.labels("redis_unavailable")._value.get() == 6
+
+
+async def _until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+def test_synthetic_forwards_of_many_chains_at_once():
+    from datetime import timedelta
+
+    from ticker.streamer.market import Market
+
+    later = EXPIRY + timedelta(days=7)
+    reg = Registry([index(), *chain(), *chain(later), option(25_000.0, "CE", EXPIRY + timedelta(days=14))])
+    market = Market(reg, "black76", R)
+    t = 0.05
+    fwd = {EXPIRY: 25_040.0, later: 24_990.0}
+    for expiry, f in fwd.items():
+        for k in STRIKES:
+            for kind in ("CE", "PE"):
+                row = reg.rows_of(np.array([option(k, kind, expiry).instrument_token]))
+                market.observe(row, np.array([black(kind[0].lower(), f, k, t, R, 0.2)]))
+    cids = [int(reg.chain_id[reg.rows_of(np.array([option(25_000.0, "CE", e).instrument_token]))[0]])
+            for e in (EXPIRY, later, EXPIRY + timedelta(days=14))]
+    got = market.chain_forwards(np.array(cids), np.full(3, t))
+    assert abs(got[0] - fwd[EXPIRY]) < 1e-6 and abs(got[1] - fwd[later]) < 1e-6
+    assert np.isnan(got[2])  # a call without its put: no parity
+
+
+def test_market_prices_survive_a_reload_and_unknown_rows_never_get_one():
+    from ticker.streamer.market import Market
+
+    first = Registry([index(), *chain()])  # no future: every option's future row is -1
+    market = Market(first, "black76", R)
+    market.observe(first.rows_of(np.array([NIFTY_INDEX])), np.array([SPOT]))
+    market.observe(np.array([-1, -1]), np.array([5.0, 6.0]))  # ticks of unknown tokens
+    opts = np.flatnonzero(first.is_option)
+    t = np.full(len(opts), 0.05)
+    assert np.allclose(market.underlying_price(opts, t), SPOT * np.exp(R * 0.05))  # spot carried at r
+    second = Registry([index(), future(), *chain()], previous=first)
+    market.rebind(second)
+    opts = np.flatnonzero(second.is_option)
+    assert np.allclose(market.underlying_price(opts, t), SPOT * np.exp(R * 0.05))  # the future has not traded
+    market.observe(second.rows_of(np.array([future().instrument_token])), np.array([25_080.0]))
+    assert (market.underlying_price(opts, t) == 25_080.0).all()
+
+
+async def test_publisher_keeps_order_across_flights_and_drops_those_behind_a_failure(redis, names):
+    e = enricher([index(), *chain()])
+    toks = [option(k, "PE").instrument_token for k in STRIKES]
+    now = time.time()
+
+    def flush(price: float):
+        taken = Taken([Chunk(Ticks.concat([full_ticks([NIFTY_INDEX], [SPOT]), full_ticks(toks, [price] * 5)]),
+                             now, "acc")], [])
+        return e.process(taken, now)
+
+    breaker = CircuitBreaker(reset_seconds=60)
+    publisher = Publisher(redis, names, breaker, e.metrics, batch_max=10, timeout=2)
+    prices = [50.0, 51.0, 52.0]
+    async with Recorder(redis, [names.options]) as rec:
+        flights = [await publisher.send(flush(p)) for p in prices]  # all written before any reply is read
+        assert [await publisher.settle(f) for f in flights] == [True, True, True]
+        await _until(lambda: len(rec.messages) >= 3)
+    assert [d[0]["last_price"] for _, _, d in rec.messages] == prices
+    assert publisher.published_total == 18
+
+    await redis.set(names.latest, b"a string, so HSET fails")  # the first flight's HSET gets an error reply
+    first, second = await publisher.send(flush(53.0)), await publisher.send(flush(54.0))
+    assert not await publisher.settle(first)
+    assert not await publisher.settle(second)  # its reply went down with the socket
+    assert e.metrics.dropped.labels("redis_error")._value.get() == 12
+    assert breaker.state == "open" and publisher.published_total == 18
+    await redis.delete(names.latest)
+    await publisher.close()
