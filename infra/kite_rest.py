@@ -1,0 +1,215 @@
+"""An asyncio client for Kite Connect's REST API (v3), speaking exactly what the official SDK speaks.
+
+Same routes, headers (`X-Kite-Version: 3`, `Authorization: token api_key:access_token`), form bodies
+and envelopes as `kiteconnect.KiteConnect`, and the SDK's own exception classes, so callers can treat
+errors the way Kite documents them. One `KiteHttp` (one aiohttp session) per process is shared by
+every account; `KiteApi` binds it to one account's credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from kiteconnect import exceptions as kex
+
+KITE_VERSION = "3"
+USER_AGENT = "ticker-service/0.1"
+
+# Re-exported so callers need not know where they come from.
+KiteException = kex.KiteException
+TokenException = kex.TokenException
+InputException = kex.InputException
+OrderException = kex.OrderException
+PermissionException = kex.PermissionException
+NetworkException = kex.NetworkException
+DataException = kex.DataException
+GeneralException = kex.GeneralException
+
+
+class KiteTimeout(NetworkException):
+    """No response in time. The request may still have taken effect at Kite (an order may exist)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=504)
+
+
+class KiteUnreachable(NetworkException):
+    """The connection failed before a request was sent; nothing happened at Kite."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=503)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: network trouble, rate limiting, or a server-side failure."""
+    if isinstance(exc, NetworkException | DataException):
+        return True
+    if isinstance(exc, KiteException):
+        return exc.code == 429 or (exc.code >= 500 and not isinstance(exc, OrderException | InputException))
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
+
+
+class KiteHttp:
+    """Owns the aiohttp session; close it on shutdown."""
+
+    def __init__(self, root: str, *, timeout: float = 7.0, limit: int = 100) -> None:
+        self.root = root.rstrip("/")
+        self.timeout = timeout
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+            headers={"X-Kite-Version": KITE_VERSION, "User-Agent": USER_AGENT},
+            json_serialize=lambda v: orjson.dumps(v).decode(),
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """One call. GET/DELETE put params in the query; POST/PUT send them as a form, as Kite wants."""
+        headers = {"Authorization": f"token {auth[0]}:{auth[1]}"} if auth else {}
+        clean = {k: _wire(v) for k, v in (params or {}).items() if v is not None}
+        query = clean if method in ("GET", "DELETE") else None
+        form = clean if method in ("POST", "PUT") else None
+        try:
+            async with self._session.request(
+                method, self.root + path, params=query, data=form, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            ) as resp:
+                body = await resp.read()
+                return _parse(resp.status, resp.headers.get("Content-Type", ""), body)
+        except TimeoutError as exc:
+            raise KiteTimeout(f"Kite did not answer {method} {path} in time") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise KiteUnreachable(f"cannot reach Kite at {self.root}: {exc.os_error}") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise KiteTimeout(f"Kite closed the connection during {method} {path}") from exc
+        except aiohttp.ClientError as exc:
+            raise KiteTimeout(f"{method} {path} failed: {exc.__class__.__name__}") from exc
+
+
+def _wire(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return str(value)
+
+
+def _parse(status: int, content_type: str, body: bytes) -> Any:
+    if "json" in content_type:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise DataException(f"unparseable JSON from Kite (HTTP {status})", code=502) from exc
+        if data.get("status") == "error" or data.get("error_type"):
+            cls = getattr(kex, str(data.get("error_type")), GeneralException)
+            if not (isinstance(cls, type) and issubclass(cls, KiteException)):
+                cls = GeneralException
+            raise cls(str(data.get("message", "unknown error")), code=status)
+        return data.get("data")
+    if "csv" in content_type:
+        return body
+    if status >= 500 or status == 429:
+        raise NetworkException(f"Kite answered HTTP {status}", code=status)
+    raise DataException(f"unexpected Content-Type {content_type!r} (HTTP {status})", code=502)
+
+
+def checksum(api_key: str, request_token: str, api_secret: str) -> str:
+    return hashlib.sha256(f"{api_key}{request_token}{api_secret}".encode()).hexdigest()
+
+
+@dataclass
+class KiteApi:
+    """Kite's REST calls for one account."""
+
+    http: KiteHttp
+    api_key: str
+    access_token: str | None = None
+
+    async def _call(self, method: str, path: str, params: dict[str, Any] | None = None,
+                    timeout: float | None = None) -> Any:
+        auth = (self.api_key, self.access_token) if self.access_token else None
+        return await self.http.request(method, path, auth=auth, params=params, timeout=timeout)
+
+    # session
+    async def generate_session(self, request_token: str, api_secret: str) -> dict[str, Any]:
+        data = await self._call("POST", "/session/token", {
+            "api_key": self.api_key, "request_token": request_token,
+            "checksum": checksum(self.api_key, request_token, api_secret),
+        })
+        self.access_token = data["access_token"]
+        return data
+
+    async def invalidate_access_token(self) -> Any:
+        return await self._call("DELETE", "/session/token",
+                                {"api_key": self.api_key, "access_token": self.access_token})
+
+    async def profile(self) -> dict[str, Any]:
+        return await self._call("GET", "/user/profile")
+
+    async def margins(self, segment: str | None = None) -> dict[str, Any]:
+        return await self._call("GET", f"/user/margins/{segment}" if segment else "/user/margins")
+
+    # orders
+    async def place_order(self, variety: str, params: dict[str, Any], timeout: float | None = None) -> str:
+        return (await self._call("POST", f"/orders/{variety}", params, timeout))["order_id"]
+
+    async def modify_order(self, variety: str, order_id: str, params: dict[str, Any],
+                           timeout: float | None = None) -> str:
+        return (await self._call("PUT", f"/orders/{variety}/{order_id}", params, timeout))["order_id"]
+
+    async def cancel_order(self, variety: str, order_id: str, parent_order_id: str | None = None,
+                           timeout: float | None = None) -> str:
+        params = {"parent_order_id": parent_order_id}
+        return (await self._call("DELETE", f"/orders/{variety}/{order_id}", params, timeout))["order_id"]
+
+    async def orders(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        return await self._call("GET", "/orders", timeout=timeout)
+
+    async def order_history(self, order_id: str, timeout: float | None = None) -> list[dict[str, Any]]:
+        return await self._call("GET", f"/orders/{order_id}", timeout=timeout)
+
+    async def trades(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/trades")
+
+    async def positions(self) -> dict[str, Any]:
+        return await self._call("GET", "/portfolio/positions")
+
+    async def holdings(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/portfolio/holdings")
+
+    # market data
+    async def instruments(self, exchange: str | None = None) -> bytes:
+        return await self._call("GET", f"/instruments/{exchange}" if exchange else "/instruments")
+
+    async def historical_data(self, instrument_token: int, from_date: datetime, to_date: datetime,
+                              interval: str, continuous: bool = False, oi: bool = False) -> list[list[Any]]:
+        data = await self._call("GET", f"/instruments/historical/{instrument_token}/{interval}", {
+            "from": from_date, "to": to_date, "interval": interval,
+            "continuous": 1 if continuous else 0, "oi": 1 if oi else 0,
+        })
+        return data["candles"]
+
+    async def quote(self, instruments: list[str]) -> dict[str, Any]:
+        return await self._call("GET", "/quote", {"i": instruments})
+
+    async def ltp(self, instruments: list[str]) -> dict[str, Any]:
+        return await self._call("GET", "/quote/ltp", {"i": instruments})

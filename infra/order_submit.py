@@ -1,0 +1,134 @@
+"""Accepting orders: resolve the account, validate like Kite, record the queued audit row, enqueue.
+
+What the HTTP layer calls for POST /orders, PUT/DELETE /orders/{id} and POST /orders/basket. The
+order job validates again when it runs; this is the early, cheap rejection (a 422 naming the field).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from arq.connections import ArqRedis
+from pydantic import BaseModel
+
+from ticker.core.contracts import Names
+from ticker.core.instruments import Instrument
+from ticker.core.orders import (
+    BasketRequest,
+    CancelRequest,
+    ModifyRequest,
+    OrderIssue,
+    OrderJobPlan,
+    OrderRequest,
+    OrderValidationError,
+    check_modify,
+    plan_basket,
+    plan_cancel,
+    plan_modify,
+    plan_place,
+    validate_order,
+)
+from ticker.infra.order_audit import record_basket, record_queued
+from ticker.infra.queue import enqueue
+from ticker.infra.settings import Settings
+
+_INSTRUMENT_COLUMNS = ("instrument_token, exchange_token, tradingsymbol, name, last_price, expiry, strike,"
+                       " tick_size, lot_size, instrument_type, segment, exchange")
+
+
+class UnknownAccount(LookupError):
+    """The order names an account this deployment does not have."""
+
+
+class Submitted(BaseModel):
+    job_id: str
+    account_id: str
+    duplicate: bool  # True: this idempotency key was seen before; the existing job stands
+
+
+class BasketSubmitted(BaseModel):
+    basket_id: str
+    account_id: str
+    job_ids: list[str]
+    duplicate: bool
+
+
+async def find_instrument(db: asyncpg.Pool, exchange: str, tradingsymbol: str) -> Instrument | None:
+    """The active instrument with this symbol on this exchange."""
+    row = await db.fetchrow(
+        f"SELECT {_INSTRUMENT_COLUMNS} FROM instruments WHERE exchange = $1 AND tradingsymbol = $2 AND is_active"
+        " ORDER BY updated_at DESC LIMIT 1", exchange, tradingsymbol,
+    )
+    if row is None:
+        return None
+    return Instrument(**dict(row))
+
+
+async def resolve_account_id(db: asyncpg.Pool, settings: Settings, requested: str | None) -> str:
+    """The account an order goes to: the one named, else KITE_ACCOUNT_ID when it exists, else the first
+    active account. Orders never move to another account than this."""
+    active = [r["account_id"] for r in await db.fetch(
+        "SELECT account_id FROM kite_accounts WHERE is_active ORDER BY account_id")]
+    known = active or ([settings.kite_account_id] if settings.kite_api_key else [])
+    if requested is not None:
+        if requested not in known:
+            raise UnknownAccount(f"unknown Kite account {requested!r}")
+        return requested
+    if settings.kite_account_id in known:
+        return settings.kite_account_id
+    if not known:
+        raise UnknownAccount("no Kite account is configured")
+    return known[0]
+
+
+async def check_place(db: asyncpg.Pool, req: OrderRequest, field_prefix: str = "") -> None:
+    """Raise OrderValidationError naming the field (prefixed for basket legs)."""
+    issues = validate_order(req, await find_instrument(db, req.exchange, req.tradingsymbol))
+    if issues:
+        named = [OrderIssue(field=field_prefix + i.field, message=i.message) for i in issues]
+        raise OrderValidationError(named[0].field, named[0].message, named)
+
+
+async def _accept(arq: ArqRedis, db: asyncpg.Pool, names: Names, plan: OrderJobPlan, account_id: str) -> Submitted:
+    fresh = await record_queued(db, plan, account_id)
+    enqueued = await enqueue(arq, names, plan.job_name, plan.payload, job_id=plan.job_id)
+    return Submitted(job_id=plan.job_id, account_id=account_id, duplicate=not (fresh or enqueued))
+
+
+async def submit_place(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings: Settings, req: OrderRequest,
+                       idempotency_key: str | None = None) -> Submitted:
+    account_id = await resolve_account_id(db, settings, req.account_id)
+    req = req.model_copy(update={"account_id": account_id})
+    await check_place(db, req)
+    return await _accept(arq, db, names, plan_place(req, idempotency_key), account_id)
+
+
+async def submit_modify(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings: Settings, req: ModifyRequest,
+                        idempotency_key: str | None = None) -> Submitted:
+    account_id = await resolve_account_id(db, settings, req.account_id)
+    req = req.model_copy(update={"account_id": account_id})
+    check_modify(req)
+    return await _accept(arq, db, names, plan_modify(req, idempotency_key), account_id)
+
+
+async def submit_cancel(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings: Settings, req: CancelRequest,
+                        idempotency_key: str | None = None) -> Submitted:
+    account_id = await resolve_account_id(db, settings, req.account_id)
+    req = req.model_copy(update={"account_id": account_id})
+    return await _accept(arq, db, names, plan_cancel(req, idempotency_key), account_id)
+
+
+async def submit_basket(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings: Settings, basket: BasketRequest,
+                        idempotency_key: str | None = None) -> BasketSubmitted:
+    """Validate every leg first (nothing is enqueued if one is invalid), then one job per leg."""
+    account_id = await resolve_account_id(db, settings, basket.account_id)
+    legs = []
+    for i, leg in enumerate(basket.legs):
+        leg_account = await resolve_account_id(db, settings, leg.account_id or account_id)
+        leg = leg.model_copy(update={"account_id": leg_account})
+        await check_place(db, leg, f"legs.{i}.")
+        legs.append(leg)
+    plan = plan_basket(basket.model_copy(update={"account_id": account_id, "legs": legs}), idempotency_key)
+    fresh = await record_basket(db, plan, idempotency_key)
+    accepted = [await _accept(arq, db, names, leg, leg.account_id or account_id) for leg in plan.legs]
+    return BasketSubmitted(basket_id=plan.basket_id, account_id=account_id, job_ids=[a.job_id for a in accepted],
+                           duplicate=not fresh and all(a.duplicate for a in accepted))

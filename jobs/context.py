@@ -1,0 +1,56 @@
+"""What every job gets: one set of shared clients per worker process, built at worker start-up.
+
+arq hands each job a `ctx` dict; `deps(ctx)` returns the typed view of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from arq.connections import ArqRedis
+
+from ticker.core.contracts import Names
+from ticker.infra.accounts import AccountStore, account_store
+from ticker.infra.db import create_pool
+from ticker.infra.kite_rest import KiteHttp
+from ticker.infra.queue import names_for
+from ticker.infra.settings import Settings
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    names: Names
+    redis: ArqRedis  # arq's pool is a full redis client as well as the queue
+    db: asyncpg.Pool
+    kite_http: KiteHttp
+    accounts: AccountStore
+    extras: dict[str, Any]  # components added by job modules (rate limiter, breaker, ...)
+
+
+DEPS_KEY = "deps"
+
+
+async def build_deps(settings: Settings, redis: ArqRedis) -> Deps:
+    settings.require("database_url")
+    pool = await create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    return Deps(
+        settings=settings,
+        names=names_for(settings),
+        redis=redis,
+        db=pool,
+        kite_http=KiteHttp(settings.kite_root, timeout=settings.kite_request_timeout),
+        accounts=account_store(pool, settings),
+        extras={},
+    )
+
+
+async def close_deps(deps: Deps) -> None:
+    await deps.kite_http.close()
+    await deps.db.close()
+
+
+def deps(ctx: dict[str, Any]) -> Deps:
+    return ctx[DEPS_KEY]

@@ -1,0 +1,61 @@
+"""`cleanup`: drop what is older than CLEANUP_DAYS — order audit rows (attempts go with them),
+baskets, dead letters, and cached history — in small batches so no delete holds locks for long."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, Field
+
+from ticker.jobs.context import deps
+
+log = logging.getLogger(__name__)
+BATCH = 5_000
+
+# table -> the timestamp column that says how old a row is
+_TABLES = {
+    "order_requests": "updated_at",
+    "order_baskets": "created_at",
+    "dead_letters": "created_at",
+    "history_cache": "fetched_at",
+}
+
+
+class CleanupPayload(BaseModel, extra="forbid"):
+    days: int | None = Field(None, gt=0, le=3650)
+
+
+class CleanupResult(BaseModel):
+    cutoff: datetime
+    deleted: dict[str, int]
+
+
+async def delete_older_than(pool: asyncpg.Pool, cutoff: datetime) -> dict[str, int]:
+    deleted = {}
+    for table, column in _TABLES.items():
+        total = 0
+        while True:
+            status = await pool.execute(
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+                f"SELECT ctid FROM {table} WHERE {column} < $1 LIMIT {BATCH}))", cutoff)
+            n = int(status.split()[-1])
+            total += n
+            if n < BATCH:
+                break
+        deleted[table] = total
+    return deleted
+
+
+async def cleanup(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    d = deps(ctx)
+    req = CleanupPayload.model_validate(payload or {})
+    cutoff = datetime.now(UTC) - timedelta(days=req.days or d.settings.cleanup_days)
+    deleted = await delete_older_than(d.db, cutoff)
+    log.info("old records deleted", extra={"cutoff": cutoff.isoformat(), **deleted})
+    return CleanupResult(cutoff=cutoff, deleted=deleted).model_dump(mode="json")
+
+
+FUNCTIONS = [cleanup]

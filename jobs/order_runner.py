@@ -1,0 +1,280 @@
+"""One run of an order job: the path place, modify and cancel share.
+
+    look up together: audit row, request validity, credentials, breaker, a rate-limit grant
+    -> attempt row -> the Kite action
+    -> success: audit + result | transient: retry with backoff | permanent or exhausted: dead letter
+
+Waiting for the breaker or the rate limit hands the job back to the queue (arq `Retry` with a
+defer) without counting an attempt; only calls to Kite count. The attempt row is written before
+the call, so a later run knows an earlier one may have reached Kite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import asyncpg
+import redis.exceptions
+from arq import Retry
+from pydantic import BaseModel
+
+from ticker.core.contracts import JOB_REFRESH_TOKENS
+from ticker.core.orders import OrderJobFailed, OrderKind
+from ticker.infra.breaker import CircuitBreaker
+from ticker.infra.kite_rest import KiteApi, KiteUnreachable, TokenException, is_transient
+from ticker.infra.queue import derived_job_id, enqueue
+from ticker.infra.ratelimit import Grant, RateLimited, RateLimiter
+from ticker.infra.settings import Settings
+from ticker.jobs import audit
+from ticker.jobs.context import Deps
+from ticker.jobs.dlq import dead_letter_order
+from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
+
+log = logging.getLogger(__name__)
+
+LIMITER, BREAKER = "limiter", "breaker"
+# Our own infrastructure failing (Postgres, Redis) is not the order's fault: hand the job back.
+INFRA_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class Outcome(BaseModel):
+    kite_order_id: str | None = None
+    adopted: bool = False  # an order an earlier attempt placed, found by its tag
+    kite_status: str | None = None
+
+
+class OrderResult(BaseModel):
+    job_id: str
+    kind: OrderKind
+    account_id: str
+    kite_order_id: str | None
+    tag: str | None
+    adopted: bool
+    attempts: int
+    kite_status: str | None = None
+    client_tag: str | None = None
+    basket_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    may_exist: bool  # an earlier attempt (or the job this one replays) may have reached Kite
+
+
+@dataclass
+class OrderJob:
+    deps: Deps
+    job_id: str
+    job_try: int
+    job_name: str
+    kind: OrderKind
+    account_id: str
+    payload: dict[str, Any]
+    tag: str | None = None
+    prior_tags: list[str] = field(default_factory=list)
+    idempotency_key: str | None = None
+    basket_id: str | None = None
+    client_tag: str | None = None
+    breaker_dirty: bool = True  # failures may be counted against the account: a success must reset them
+
+
+Action = Callable[[KiteApi, Attempt], Awaitable[Outcome]]
+# Called when retries run out after an ambiguous error: may find the order after all (place only).
+Recover = Callable[[KiteApi], Awaitable[Outcome | None]]
+Check = Callable[[], Awaitable[str | None]]
+
+
+def attach_order_components(deps: Deps) -> None:
+    """The shared rate limiter and breaker every order job uses (one per process)."""
+    deps.extras.setdefault(LIMITER, RateLimiter(deps.redis, deps.names, deps.settings))
+    deps.extras.setdefault(BREAKER, CircuitBreaker(deps.redis, deps.names, deps.settings))
+    kite_clients(deps)
+
+
+def limiter(deps: Deps) -> RateLimiter:
+    attach_order_components(deps)
+    return deps.extras[LIMITER]
+
+
+def breaker(deps: Deps) -> CircuitBreaker:
+    attach_order_components(deps)
+    return deps.extras[BREAKER]
+
+
+def backoff(settings: Settings, attempt: int) -> float:
+    """Exponential with full-range jitter (x0.5..x1.5), capped."""
+    base = min(settings.order_retry_max_seconds, settings.order_retry_base_seconds * 2 ** (attempt - 1))
+    return base * random.uniform(0.5, 1.5)
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+
+
+def _row(job: OrderJob) -> dict[str, Any]:
+    """The audit row's identifying fields."""
+    return {"job_id": job.job_id, "kind": job.kind, "account_id": job.account_id, "payload": job.payload,
+            "tag": job.tag, "idempotency_key": job.idempotency_key, "basket_id": job.basket_id}
+
+
+async def fail_for_good(job: OrderJob, reason: str) -> NoReturn:
+    await dead_letter_order(job.deps.db, job_id=job.job_id, job_name=job.job_name, payload=job.payload,
+                            account_id=job.account_id or None, reason=reason,
+                            row=_row(job) if job.account_id else None)
+    raise OrderJobFailed(reason)
+
+
+async def run_order_job(job: OrderJob, action: Action, recover: Recover | None = None,
+                        check: Check | None = None) -> dict[str, Any]:
+    """Run one order job. `check` returns why the request can never succeed (it is then dead-lettered
+    without a call to Kite), or None."""
+    try:
+        return await _run(job, action, recover, check)
+    except INFRA_ERRORS as exc:
+        delay = backoff(job.deps.settings, min(job.job_try, 8))
+        log.warning("order job %s: infrastructure error %s; retrying in %.2fs", job.job_id, error_text(exc), delay)
+        raise Retry(defer=delay) from exc
+
+
+async def _no_issue() -> None:
+    return None
+
+
+async def _api_or_reason(job: OrderJob) -> KiteApi | AccountUnavailable:
+    try:
+        return await kite_clients(job.deps).api(job.account_id)
+    except AccountUnavailable as exc:
+        return exc
+
+
+async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Check | None) -> dict[str, Any]:
+    d = job.deps
+    # Everything independent at once: the audit row, the request's validity, the account's credentials,
+    # its breaker and a rate-limit grant. A grant taken by a job that then stops is merely unused.
+    found = await asyncio.gather(
+        audit.state(d.db, job.job_id), check() if check is not None else _no_issue(), _api_or_reason(job),
+        breaker(d).check(job.account_id), _wait_for_rate(job, "orders"), return_exceptions=True,
+    )
+    for result in found:
+        if isinstance(result, BaseException) and not isinstance(result, AccountUnavailable):
+            raise result  # (an unavailable account is an answer, handled below)
+    record, issue, api, (breaker_wait, job.breaker_dirty), grant = found
+    if record is not None and record.status == "complete" and record.result is not None:
+        return record.result  # a re-run after the outcome was recorded (worker died before arq noted it)
+    if record is not None and record.status in ("dead_letter", "failed", "cancelled"):
+        raise OrderJobFailed(record.last_error or record.status)
+    if issue is not None:
+        await fail_for_good(job, issue)
+    if isinstance(api, AccountUnavailable):
+        await fail_for_good(job, str(api))
+    if breaker_wait > 0:
+        raise Retry(defer=breaker_wait + random.uniform(0, 0.25))
+    number = await audit.start_attempt(d.db, **_row(job))
+    attempt = Attempt(number=number, may_exist=number > 1 or bool(job.prior_tags))
+    started = time.perf_counter()
+    try:
+        outcome = await action(api, attempt)
+    except asyncio.CancelledError:
+        await asyncio.shield(_settle(d, grant))
+        await asyncio.shield(audit.end_attempt(d.db, job.job_id, number, "interrupted", _ms(started)))
+        raise
+    except Exception as exc:  # every Kite failure is classified below: retry, or dead letter
+        await _settle(d, grant)
+        return await _attempt_failed(job, api, number, started, exc, recover)
+    await _settle(d, grant)
+    return await _succeeded(job, number, started, outcome)
+
+
+async def _settle(d: Deps, grant: Grant) -> None:
+    try:
+        await limiter(d).settle(grant)
+    except Exception:  # the grant then counts from when it was given: a little early, never lost
+        log.warning("rate-limit grant not settled", exc_info=True)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+async def _wait_for_rate(job: OrderJob, bucket: str) -> Grant:
+    try:
+        return await limiter(job.deps).reserve(job.account_id, bucket,
+                                               max_wait=job.deps.settings.rate_wait_max_seconds)
+    except RateLimited as exc:
+        raise Retry(defer=exc.wait_s) from exc
+
+
+async def _succeeded(job: OrderJob, number: int, started: float, outcome: Outcome) -> dict[str, Any]:
+    d, latency = job.deps, _ms(started)
+    result = OrderResult(
+        job_id=job.job_id, kind=job.kind, account_id=job.account_id, kite_order_id=outcome.kite_order_id,
+        tag=job.tag, adopted=outcome.adopted, attempts=number, kite_status=outcome.kite_status,
+        client_tag=job.client_tag, basket_id=job.basket_id,
+    ).model_dump(mode="json")
+    await audit.complete(d.db, job.job_id, number, "adopted" if outcome.adopted else "ok", latency,
+                         outcome.kite_order_id, result)
+    if job.breaker_dirty:
+        await breaker(d).record_success(job.account_id)
+    return result
+
+
+async def _attempt_failed(job: OrderJob, api: KiteApi, number: int, started: float, exc: Exception,
+                          recover: Recover | None) -> dict[str, Any]:
+    """Raise Retry (transient, tries left) or dead-letter and raise OrderJobFailed; the result only when
+    the last look at the order book finds the order after all."""
+    d, text = job.deps, error_text(exc)
+    if isinstance(exc, TokenException):
+        await audit.end_attempt(d.db, job.job_id, number, "token", _ms(started), error=text)
+        await _token_rejected(job, api, number, text)
+    if not is_transient(exc):
+        await audit.end_attempt(d.db, job.job_id, number, "rejected", _ms(started), error=text)
+        await fail_for_good(job, text)
+    await audit.end_attempt(d.db, job.job_id, number, "transient", _ms(started), error=text)
+    await breaker(d).record_failure(job.account_id)
+    if number < d.settings.order_max_tries:
+        await audit.retrying(d.db, job.job_id, text)
+        raise Retry(defer=backoff(d.settings, number)) from exc
+    reason = f"gave up after {number} attempts: {text}"
+    # A timeout or a 5xx may have taken effect at Kite (a 429 or an unreachable Kite did not).
+    ambiguous = not isinstance(exc, KiteUnreachable) and getattr(exc, "code", 0) != 429
+    if recover is not None and ambiguous:
+        try:
+            found = await recover(api)
+        except Exception as look:  # the last look failed too: say so, a replay will look again
+            log.warning("final order-book lookup failed: %s", error_text(look))
+            reason += f" (the order may have reached Kite; its tag is {job.tag})"
+        else:
+            if found is not None:
+                return await _succeeded(job, number, started, found)
+    await fail_for_good(job, reason)
+
+
+async def _token_rejected(job: OrderJob, api: KiteApi, number: int, text: str) -> NoReturn:
+    """Kite refused the token. Retry at once if a newer token is stored by now; on the first refusal
+    ask for a token refresh and try again once it had time to run; otherwise give up."""
+    d = job.deps
+    clients = kite_clients(d)
+    clients.forget(job.account_id)  # the next attempt reads the account afresh, whatever happens here
+    try:
+        fresh = await clients.fresh_account(job.account_id)
+    except AccountUnavailable:
+        fresh = None
+    tries_left = number < d.settings.order_max_tries
+    if fresh is not None and fresh.secret("access_token") != api.access_token and tries_left:
+        await audit.retrying(d.db, job.job_id, text)
+        raise Retry(defer=0)
+    if tries_left and await audit.count_outcome(d.db, job.job_id, "token") == 1:
+        slot = int(time.time() // 60)  # one refresh request per account per minute, however many orders
+        await enqueue(d.redis, d.names, JOB_REFRESH_TOKENS, {"account_id": job.account_id},
+                      job_id=derived_job_id("order-token-refresh", job.account_id, slot))
+        await audit.retrying(d.db, job.job_id, text)
+        raise Retry(defer=d.settings.order_token_refresh_wait_seconds)
+    await fail_for_good(job, f"{text} (the account's access token needs a refresh)")

@@ -1,0 +1,132 @@
+"""Order request models and Kite-style validation (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from ticker.core.instruments import Instrument
+from ticker.core.orders import (
+    BasketRequest,
+    ModifyRequest,
+    OrderRequest,
+    OrderValidationError,
+    check_order,
+    kite_tag,
+    order_job_id,
+    plan_basket,
+    plan_place,
+    validate_modify,
+    validate_order,
+)
+
+OPTION = Instrument(instrument_token=12345 << 8 | 2, exchange_token=12345, tradingsymbol="NIFTY25NOV24000CE",
+                    name="NIFTY", strike=24000, tick_size=0.05, lot_size=75, instrument_type="CE",
+                    segment="NFO-OPT", exchange="NFO")
+STOCK = Instrument(instrument_token=2885 << 8 | 1, exchange_token=2885, tradingsymbol="RELIANCE",
+                   name="RELIANCE", tick_size=0.1, lot_size=1, instrument_type="EQ", segment="NSE", exchange="NSE")
+INDEX = Instrument(instrument_token=256265, exchange_token=1001, tradingsymbol="NIFTY 50", tick_size=0,
+                   lot_size=0, instrument_type="EQ", segment="INDICES", exchange="NSE")
+
+
+def opt(**kw) -> OrderRequest:
+    base = dict(exchange="NFO", tradingsymbol="NIFTY25NOV24000CE", transaction_type="BUY", quantity=75,
+                product="NRML", order_type="LIMIT", price=101.05)
+    return OrderRequest(**{**base, **kw})
+
+
+def fields(issues) -> list[str]:
+    return [i.field for i in issues]
+
+
+def test_valid_limit_and_market_orders_pass() -> None:
+    assert validate_order(opt(), OPTION) == []
+    assert validate_order(opt(order_type="MARKET", price=None, quantity=150), OPTION) == []
+    stock = OrderRequest(exchange="NSE", tradingsymbol="RELIANCE", transaction_type="SELL", quantity=3,
+                         product="CNC", order_type="SL", price=2500.0, trigger_price=2500.5)
+    assert validate_order(stock, STOCK) == []
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"quantity": 70}, "quantity"),
+    ({"price": 101.03}, "price"),
+    ({"price": None}, "price"),
+    ({"order_type": "SL", "trigger_price": None}, "trigger_price"),
+    ({"order_type": "SL-M", "price": None, "trigger_price": 100.01}, "trigger_price"),
+    ({"order_type": "SL", "price": 100.0, "trigger_price": 100.5}, "trigger_price"),
+    ({"product": "CNC"}, "product"),
+    ({"validity": "TTL"}, "validity_ttl"),
+    ({"variety": "iceberg", "iceberg_legs": 2}, "iceberg_quantity"),
+    ({"variety": "auction"}, "auction_number"),
+    ({"order_type": "MARKET"}, "price"),
+    ({"disclosed_quantity": 150}, "disclosed_quantity"),
+])
+def test_kite_rules_name_the_field(change: dict, field: str) -> None:
+    issues = validate_order(opt(**change), OPTION)
+    assert field in fields(issues), issues
+
+
+def test_lot_message_matches_kite_wording() -> None:
+    (issue,) = validate_order(opt(quantity=80), OPTION)
+    assert issue.message == "Quantity should be a multiple of lot size 75."
+
+
+def test_unknown_or_index_instrument_is_refused() -> None:
+    assert fields(validate_order(opt(), None)) == ["tradingsymbol"]
+    assert fields(validate_order(opt(tradingsymbol="OTHER"), OPTION)) == ["tradingsymbol"]
+    idx = OrderRequest(exchange="NSE", tradingsymbol="NIFTY 50", transaction_type="BUY", quantity=1,
+                       product="MIS", order_type="MARKET")
+    assert "index" in validate_order(idx, INDEX)[0].message
+
+
+def test_check_order_raises_first_issue_with_all_attached() -> None:
+    with pytest.raises(OrderValidationError) as err:
+        check_order(opt(quantity=70, price=101.01), OPTION)
+    assert err.value.field == "quantity"
+    assert fields(err.value.issues) == ["quantity", "price"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"quantity": 0}, {"quantity": -75}, {"transaction_type": "HOLD"}, {"product": "XYZ"},
+    {"order_type": "STOP"}, {"variety": "bracket"}, {"validity": "GTC"}, {"exchange": "NYSE"},
+    {"price": -1}, {"unknown": 1}, {"tag": "has space"}, {"tag": "x" * 21}, {"price": float("nan")},
+])
+def test_model_rejects_bad_types_and_enums(bad: dict) -> None:
+    with pytest.raises(ValidationError) as err:
+        opt(**bad)
+    assert err.value.errors()[0]["loc"][0] in bad
+
+
+def test_modify_needs_a_change_and_respects_tick_and_lot() -> None:
+    assert fields(validate_modify(ModifyRequest(order_id="1"))) == ["order_id"]
+    assert validate_modify(ModifyRequest(order_id="1", price=10.05), OPTION) == []
+    assert fields(validate_modify(ModifyRequest(order_id="1", quantity=10, price=10.01), OPTION)) == [
+        "quantity", "price"]
+
+
+def test_ids_and_tags_are_deterministic_and_fit_kite() -> None:
+    a = order_job_id("place", "key-1", "acct")
+    assert a == order_job_id("place", "key-1", "acct")
+    assert a != order_job_id("place", "key-1", "other") != order_job_id("place", None)
+    assert order_job_id("place", None) != order_job_id("place", None)
+    tag = kite_tag(a)
+    assert len(tag) <= 20 and tag.isalnum() and tag == kite_tag(a) and tag != kite_tag(a + "x")
+
+
+def test_kite_params_carry_the_derived_tag_not_the_client_tag() -> None:
+    params = opt(tag="mine", account_id="acct").kite_params("tkabc")
+    assert params["tag"] == "tkabc"
+    assert "account_id" not in params and "variety" not in params
+    assert params["price"] == 101.05 and params["quantity"] == 75
+
+
+def test_basket_plan_gives_each_leg_its_own_stable_job_on_the_named_account() -> None:
+    basket = BasketRequest(account_id="acct2", legs=[opt(), opt(transaction_type="SELL", account_id="acct3")])
+    plan = plan_basket(basket, "b-1")
+    again = plan_basket(basket, "b-1")
+    assert [leg.job_id for leg in plan.legs] == [leg.job_id for leg in again.legs]
+    assert len({leg.job_id for leg in plan.legs}) == 2
+    assert [leg.account_id for leg in plan.legs] == ["acct2", "acct3"]
+    assert all(leg.payload["basket_id"] == plan.basket_id for leg in plan.legs)
+    single = plan_place(opt(), "k")
+    assert single.payload["order"]["tradingsymbol"] == "NIFTY25NOV24000CE"
