@@ -1,0 +1,163 @@
+"""Who may call: the API key for the REST surface, a JWT (or the API key) for WebSocket clients.
+
+The API key is compared in constant time. JWTs are HS256 with JWT_SECRET or RS256 against the keys
+published at JWT_JWKS_URL (fetched without blocking the loop, cached, refetched at most every
+`JWKS_MIN_REFRESH` seconds when an unknown key id shows up so a flood of bad tokens cannot turn
+into a flood of fetches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from ticker.http.errors import ApiError
+from ticker.http.keys import Handler
+from ticker.infra.settings import Settings
+
+API_KEY_HEADER = "X-API-Key"
+# Reachable without the API key: probes, scrapers, the spec, and Kite's login redirect (a browser
+# GET that cannot carry headers; the request token it brings is useless without our api_secret).
+# /ws/ticks authenticates itself (JWT or API key) before the upgrade.
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/auth/kite/callback", "/ws/ticks"})
+JWKS_TTL = 300.0
+JWKS_MIN_REFRESH = 30.0
+
+
+class AuthError(Exception):
+    """A credential was missing or wrong; the message is safe to show the caller."""
+
+
+def key_matches(expected: str, presented: str | None) -> bool:
+    if presented is None:
+        return False
+    return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def check_api_key(settings: Settings, request: web.Request) -> None:
+    expected = settings.api_key_value
+    if expected is None:
+        return
+    presented = request.headers.get(API_KEY_HEADER)
+    if presented is None:
+        raise AuthError(f"missing {API_KEY_HEADER} header")
+    if not key_matches(expected, presented):
+        raise AuthError("invalid API key")
+
+
+def api_key_middleware(settings: Settings):
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            try:
+                check_api_key(settings, request)
+            except AuthError as exc:
+                raise ApiError(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "ApiKey"}) from None
+        return await handler(request)
+
+    return middleware
+
+
+class JwksCache:
+    """RS256 public keys by key id, from a JWKS URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._keys: dict[str, Any] = {}
+        self._fetched_at: float | None = None  # None: never fetched
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def key(self, kid: str | None) -> Any:
+        age = None if self._fetched_at is None else time.monotonic() - self._fetched_at
+        if age is None or age > JWKS_TTL or (kid not in self._keys and age > JWKS_MIN_REFRESH):
+            await self._refresh()
+        if kid is None and len(self._keys) == 1:
+            return next(iter(self._keys.values()))
+        if kid is None or kid not in self._keys:
+            raise AuthError("token signed by an unknown key")
+        return self._keys[kid]
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            fresh = self._fetched_at is not None and time.monotonic() - self._fetched_at <= JWKS_MIN_REFRESH
+            if fresh and self._keys:  # another caller refreshed while we waited for the lock
+                return
+            if self._session is None:
+                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+            try:
+                async with self._session.get(self.url) as resp:
+                    resp.raise_for_status()
+                    doc = await resp.json(content_type=None)
+                keyset = jwt.PyJWKSet.from_dict(doc)
+            except (aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
+                self._fetched_at = time.monotonic()  # back off; keep serving the keys we had
+                raise AuthError(f"cannot load signing keys: {type(exc).__name__}") from None
+            # A key without "kid" is only usable when it is the only one published.
+            self._keys = {k.key_id: k.key for k in keyset.keys}
+            self._fetched_at = time.monotonic()
+
+
+class JwtVerifier:
+    def __init__(self, settings: Settings) -> None:
+        self.secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+        self.audience = settings.jwt_audience
+        self.jwks = JwksCache(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None or self.jwks is not None
+
+    async def close(self) -> None:
+        if self.jwks is not None:
+            await self.jwks.close()
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims; AuthError when it is not one we issued or it has expired."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("malformed token") from None
+        alg = header.get("alg")
+        if alg == "HS256" and self.secret is not None:
+            key: Any = self.secret
+        elif alg == "RS256" and self.jwks is not None:
+            key = await self.jwks.key(header.get("kid"))
+        else:
+            raise AuthError(f"token algorithm {alg!r} is not accepted")
+        try:
+            return jwt.decode(token, key, algorithms=[alg], audience=self.audience,
+                              options={"require": ["exp"], "verify_aud": self.audience is not None})
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+
+
+async def authenticate_ws(settings: Settings, verifier: JwtVerifier, request: web.Request) -> dict[str, Any]:
+    """The identity of a WebSocket client, from `?token=` / `Authorization: Bearer` JWT or the API key."""
+    token = request.query.get("token")
+    auth = request.headers.get("Authorization", "")
+    if token is None and auth.lower().startswith("bearer "):
+        token = auth[7:].strip()
+    if token:
+        if not verifier.enabled:
+            raise AuthError("JWT authentication is not configured; use the API key")
+        claims = await verifier.verify(token)
+        return {"sub": claims.get("sub"), "via": "jwt"}
+    if API_KEY_HEADER in request.headers and settings.api_key_value is not None:
+        check_api_key(settings, request)
+        return {"sub": "api-key", "via": "api_key"}
+    if settings.api_key_value is None and not verifier.enabled:
+        return {"sub": None, "via": "open"}
+    raise AuthError("a JWT (?token=) or the API key is required")

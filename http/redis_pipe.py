@@ -1,0 +1,146 @@
+"""An auto-pipelining Redis connection for the request hot path (rate limit and enqueue scripts).
+
+Every request makes two script calls. Through a pooled client each costs a connection checkout, a
+readiness probe and a syscall pair; here all calls share one connection, the commands issued during
+one turn of the event loop leave in a single write, and replies are matched to callers in order
+(Redis answers a connection's commands in the order sent). Under load many requests share one round
+trip and one syscall; a lone request waits for nothing (the write goes out on the next loop turn).
+
+Scripts are called by SHA; a server that does not know one yet (fresh or restarted Redis) gets the
+source once through EVAL, which also caches it. A lost connection fails the calls in flight with a
+ConnectionError (callers decide: the rate limit lets requests through, an enqueue answers 503) and
+the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import ssl
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+from redis.exceptions import ResponseError
+
+CONNECT_TIMEOUT = 3.0
+CALL_TIMEOUT = 5.0  # a reply this late means the connection is stuck: drop it, the next call reconnects
+
+
+class Script:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiting: collections.deque[asyncio.Future] = collections.deque()
+        self.out: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, packed: bytes) -> asyncio.Future:
+        if self.lost is not None or self.transport is None:
+            raise ConnectionError("redis connection lost")
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        self.out.append(packed)
+        if len(self.out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        if self.out and self.transport is not None and self.lost is None:
+            self.transport.write(b"".join(self.out))
+        self.out.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            future = self.waiting.popleft()
+            if not future.done():  # its caller may have been cancelled; the reply is still consumed
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionError("redis closed the connection")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(ConnectionError(f"redis connection lost: {self.lost}"))
+
+
+class RedisPipe:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: _Conn | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connection(self) -> _Conn:
+        conn = self._conn
+        if conn is not None and conn.lost is None:
+            return conn
+        async with self._lock:
+            if self._conn is None or self._conn.lost is not None:
+                self._conn = await self._connect()
+            return self._conn
+
+    async def _connect(self) -> _Conn:
+        parts = urlsplit(self.url)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            if parts.scheme == "unix":
+                _, conn = await loop.create_unix_connection(_Conn, parts.path)
+                db = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("db", "0")
+            else:
+                tls = ssl.create_default_context() if parts.scheme == "rediss" else None
+                _, conn = await loop.create_connection(_Conn, parts.hostname or "127.0.0.1", parts.port or 6379,
+                                                       ssl=tls)
+                db = parts.path.lstrip("/") or "0"
+            setup = []
+            if parts.password:
+                user = unquote(parts.username) if parts.username else "default"
+                setup.append(conn.send(hiredis.pack_command(("AUTH", user, unquote(parts.password)))))
+            setup.append(conn.send(hiredis.pack_command(("SELECT", db))))
+            for reply in await asyncio.gather(*setup):
+                if isinstance(reply, hiredis.ReplyError):
+                    conn.transport.close()  # type: ignore[union-attr]
+                    raise ConnectionError(f"redis refused the connection setup: {reply}")
+        return conn
+
+    async def _send(self, args: tuple[Any, ...]) -> Any:
+        conn = await self._connection()
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                return await conn.send(hiredis.pack_command(args))
+        except TimeoutError:
+            if conn.transport is not None:
+                conn.transport.abort()  # fails everything queued behind this call too
+            raise
+
+    async def command(self, *args: Any) -> Any:
+        reply = await self._send(args)
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))
+        return reply
+
+    async def call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        reply = await self._send(("EVALSHA", script.sha, len(keys), *keys, *args))
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            return await self.command("EVAL", script.source, len(keys), *keys, *args)
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))
+        return reply
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.transport is not None:
+            conn._flush()
+            if conn.waiting:  # let replies to calls already sent come back
+                await asyncio.gather(*list(conn.waiting), return_exceptions=True)
+            conn.transport.close()

@@ -1,0 +1,47 @@
+"""What every handler can reach: the clients opened at startup, held in one typed object on the app."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiohttp import web
+from arq.connections import ArqRedis
+
+from ticker.core.contracts import Names
+from ticker.http.audit_batch import AuditBatcher
+from ticker.http.auth import JwtVerifier
+from ticker.http.observe import HttpMetrics
+from ticker.http.ratelimit import RateLimiter
+from ticker.http.redis_pipe import RedisPipe
+from ticker.http.refs import Refs
+from ticker.http.ws_hub import TickHub
+from ticker.infra.accounts import AccountStore
+from ticker.infra.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    names: Names
+    redis: ArqRedis  # arq's pool: the job queue and a full Redis client at once
+    db: asyncpg.Pool
+    metrics: HttpMetrics
+    accounts: AccountStore
+    limiter: RateLimiter
+    jwt: JwtVerifier
+    hub: TickHub
+    refs: Refs
+    pipe: RedisPipe  # the hot path's auto-pipelined Redis connection (rate limit, enqueue)
+    audit: AuditBatcher  # coalesces queued-order audit rows into group commits
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end long-polls
+
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", HttpMetrics)
+SERVICES = web.AppKey("services", Services)
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
