@@ -1,0 +1,137 @@
+"""`ticker dev` from nothing, as a newcomer runs it: no Redis, Postgres or Kite credentials given.
+
+Option ticks with Greeks arrive on `ticker:nifty:options` within 30 s of start, an order placed over
+HTTP completes with a Kite order id, `ticker tail` shows the rows updating, a second `ticker dev`
+says one is running, and Ctrl-C leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+import psutil
+import pytest
+
+from ticker.infra.embedded import free_port
+from ticker.infra.redis import connect
+
+TICKER = str(Path(sys.executable).with_name("ticker"))
+FIRST_TICK_DEADLINE = 30.0
+
+
+def _clean_env(folder: Path) -> dict[str, str]:
+    drop = ("REDIS_URL", "DATABASE_URL", "API_KEY", "ACCOUNT_ENCRYPTION_KEY", "ENVIRONMENT", "PORT",
+            "PUBLISH_CHANNEL_PREFIX", "REDIS_NAMESPACE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KITE_", "TEST_")) and k not in drop}
+    env["HOME"] = str(folder)  # no stray .env or user config
+    return env
+
+
+def _leftovers(pids: set[int], folder: Path) -> list[str]:
+    alive = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.info["pid"] in pids or str(folder) in cmd:
+                alive.append(f"{proc.info['pid']}: {cmd[:120]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return alive
+
+
+async def _first_option_ticks(redis_url: str, started: float) -> tuple[list[dict], float]:
+    redis = connect(redis_url)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe("ticker:nifty:options")
+    try:
+        while time.monotonic() - started < FIRST_TICK_DEADLINE:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg:
+                ticks = [t for t in orjson.loads(msg["data"]) if t.get("iv") is not None]
+                if ticks:
+                    return ticks, time.monotonic() - started
+        return [], time.monotonic() - started
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+
+
+async def _place_and_poll(web_url: str, api_key: str, tick: dict) -> dict:
+    headers = {"X-API-Key": api_key}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{web_url}/instruments", params={"q": tick["tradingsymbol"], "limit": "1"}) as r:
+            instrument = (await r.json())["instruments"][0]
+        order = {"exchange": instrument["exchange"], "tradingsymbol": instrument["tradingsymbol"],
+                 "transaction_type": "BUY", "quantity": instrument["lot_size"], "product": "NRML",
+                 "order_type": "MARKET"}
+        async with http.post(f"{web_url}/orders", json=order) as r:
+            assert r.status == 202, await r.text()
+            job = await r.json()
+        async with http.get(f"{web_url}{job['status_url']}", params={"wait": "20"}) as r:
+            return await r.json()
+
+
+@pytest.mark.timeout(240)
+async def test_make_dev_from_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "ticker"
+    web_port, streamer_port = free_port(), free_port()
+    log = (tmp_path / "dev.log").open("wb")
+    started = time.monotonic()
+    dev = subprocess.Popen(
+        [TICKER, "dev", "--folder", str(folder), "--port", str(web_port), "--streamer-port", str(streamer_port)],
+        env=_clean_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    family: set[int] = set()
+    try:
+        while not (folder / "dev.json").exists():
+            assert dev.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+            assert time.monotonic() - started < FIRST_TICK_DEADLINE, "ticker dev did not come up"
+            await asyncio.sleep(0.25)
+        info = json.loads((folder / "dev.json").read_text())
+        assert {"redis_url", "database_url", "web_url", "sim_url", "api_key"} <= set(info)
+        family = {p.pid for p in psutil.Process(dev.pid).children(recursive=True)} | {dev.pid}
+
+        ticks, after = await _first_option_ticks(info["redis_url"], started)
+        assert ticks, f"no option ticks with Greeks within {FIRST_TICK_DEADLINE:.0f} s of start"
+        for key in ("tradingsymbol", "last_price", "iv", "delta", "gamma", "theta", "vega"):
+            assert ticks[0][key] is not None, key
+        print(f"first option tick with Greeks {after:.1f} s after start")
+
+        status = await _place_and_poll(info["web_url"], info["api_key"], ticks[0])
+        assert status["status"] == "complete", status
+        assert status["result"]["kite_order_id"]
+
+        tail_env = {**os.environ, "REDIS_URL": info["redis_url"]}
+        tail = subprocess.run([TICKER, "tail", "--seconds", "3"], env=tail_env, capture_output=True, text=True,
+                              timeout=60)
+        assert tail.returncode == 0, tail.stderr
+        header = tail.stdout.splitlines()[0]
+        rows = int(header.split("rows=")[1].split()[0])
+        messages = int(header.split("messages=")[1].split()[0])
+        assert rows > 0 and messages > rows, "rows did not update"
+
+        second = subprocess.run([TICKER, "dev", "--folder", str(folder)], env=_clean_env(tmp_path),
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and "already running" in second.stderr
+    finally:
+        if dev.poll() is None:
+            dev.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            code = dev.wait(60)
+        finally:
+            log.close()
+    assert code == 0, (tmp_path / "dev.log").read_text()[-3000:]
+    deadline = time.monotonic() + 10
+    while _leftovers(family, folder) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not _leftovers(family, folder)
