@@ -1,0 +1,204 @@
+"""Order path latency: enqueue -> order created at the Kite stand-in, at 100 orders/s over 10 accounts.
+
+A real `ticker worker --queue orders` process serves the orders queue; this process runs the
+stand-in (in its event loop, so each order's creation time is read exactly) and enqueues place
+jobs on a fixed 100/s schedule, round-robin over 10 accounts. Latency per order = the stand-in's
+creation time of the order carrying the job's tag - the time just before the enqueue.
+
+Rows:
+- the path itself, with our orders poll delay and with arq's default 0.5 s side by side. Each
+  account then receives exactly Kite's limit (10 orders/s): a load at the limit has no spare
+  capacity, so any waiting the limiter must do piles up and the latency measures queueing, not the
+  path. Here the per-second limit (ours and the stand-in's) is raised to 20/s so it does not bind.
+- the same load at Kite's real 10/s per account (info): what the limiter's waiting costs there.
+
+Redis/Postgres: TEST_REDIS_URL / TEST_DATABASE_URL (else REDIS_URL / DATABASE_URL), else embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tests.bench.harness import Report, bench_servers, fmt_time, percentile
+
+RATE, ACCOUNTS, SECONDS, WARMUP = 100, 10, 6.0, 1.0
+ARQ_DEFAULT_POLL = 0.5
+GOAL_P50, GOAL_P99 = 0.015, 0.050
+KITE_PER_SECOND = 10
+
+
+@contextlib.asynccontextmanager
+async def _database(pg_admin: str) -> AsyncIterator[str]:
+    import asyncpg
+
+    from ticker.infra.migrate import migrate
+
+    name = f"bench_orders_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(pg_admin)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = urlunsplit(urlsplit(pg_admin)._replace(path=f"/{name}"))
+    try:
+        await migrate(url)
+        yield url
+    finally:
+        conn = await asyncpg.connect(pg_admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+async def _seed(db: Any, sim: Any, settings: Any) -> tuple[Any, list[str]]:
+    """The stand-in's instruments and accounts into Postgres; returns an option to trade, account ids."""
+    from ticker.core.instruments import parse_csv
+    from ticker.infra.accounts import KiteAccount, account_store
+    from ticker.infra.kite_rest import KiteApi, KiteHttp
+
+    http = KiteHttp(sim.url)
+    raw = await KiteApi(http, sim.accounts[0].api_key, sim.accounts[0].access_token).instruments("NFO")
+    await http.close()
+    instruments = parse_csv(raw)
+    await db.executemany(
+        "INSERT INTO instruments (instrument_token, exchange_token, tradingsymbol, name, tick_size, lot_size,"
+        " instrument_type, segment, exchange) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        [(i.instrument_token, i.exchange_token, i.tradingsymbol, i.name, i.tick_size, i.lot_size,
+          i.instrument_type, i.segment, i.exchange) for i in instruments],
+    )
+    store, ids = account_store(db, settings), []
+    for n, acct in enumerate(sim.accounts):
+        ids.append(f"bench{n + 1}")
+        await store.upsert(KiteAccount(account_id=ids[-1], api_key=acct.api_key, access_token=acct.access_token))
+    return next(i for i in instruments if i.is_option and i.lot_size > 1), ids
+
+
+def _env(settings: Any, poll_delay: float, per_second: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KITE_", "REDIS_", "DATABASE_"))}
+    env.update({
+        "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+        "REDIS_NAMESPACE": settings.redis_namespace, "PUBLISH_CHANNEL_PREFIX": settings.publish_channel_prefix,
+        "KITE_ROOT": settings.kite_root, "ACCOUNT_ENCRYPTION_KEY": settings.account_encryption_key.get_secret_value(),
+        "ENVIRONMENT": "test", "LOG_LEVEL": "WARNING", "ORDERS_POLL_DELAY": str(poll_delay),
+        "ORDER_RATE_PER_SECOND": str(per_second),
+    })
+    return env
+
+
+async def _worker_up(arq: Any, names: Any, proc: asyncio.subprocess.Process) -> None:
+    from ticker.infra.heartbeat import alive
+
+    deadline = time.monotonic() + 30
+    while not await alive(arq, names, "worker"):
+        if proc.returncode is not None or time.monotonic() > deadline:
+            raise RuntimeError("the bench worker did not start")
+        await asyncio.sleep(0.1)
+
+
+async def _load(arq: Any, names: Any, option: Any, accounts: list[str], seconds: float) -> dict[str, float]:
+    """Enqueue RATE place jobs per second on a fixed schedule; returns job id -> enqueue wall time."""
+    from ticker.core.orders import OrderRequest, plan_place
+    from ticker.infra.queue import enqueue
+
+    sent: dict[str, float] = {}
+    start, n = time.perf_counter(), int(seconds * RATE)
+    for i in range(n):
+        await asyncio.sleep(max(0.0, start + i / RATE - time.perf_counter()))
+        req = OrderRequest(account_id=accounts[i % len(accounts)], exchange="NFO", tradingsymbol=option.tradingsymbol,
+                           transaction_type="BUY", quantity=option.lot_size, product="NRML", order_type="MARKET")
+        plan = plan_place(req, uuid.uuid4().hex)
+        sent[plan.job_id] = time.time()
+        await enqueue(arq, names, plan.job_name, plan.payload, job_id=plan.job_id)
+    return sent
+
+
+async def _settled(db: Any, job_ids: list[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = await db.fetchval("SELECT count(*) FROM order_requests WHERE job_id = ANY($1::text[])"
+                                 " AND status IN ('complete', 'dead_letter')", job_ids)
+        if done == len(job_ids):
+            return
+        await asyncio.sleep(0.2)
+
+
+async def _measure(settings: Any, sim: Any, db: Any, option: Any, accounts: list[str], poll: float,
+                   per_second: int) -> dict:
+    from ticker.core.orders import kite_tag
+    from ticker.infra.queue import create_queue, names_for
+
+    names, arq = names_for(settings), await create_queue(settings)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ticker.infra.cli", "worker", "--queue", "orders", env=_env(settings, poll, per_second),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        await _worker_up(arq, names, proc)
+        await _load(arq, names, option, accounts, WARMUP)
+        sim.state.reset()
+        sim.state.rate_limit.set(per_second)
+        sent = await _load(arq, names, option, accounts, SECONDS)
+        await _settled(db, list(sent))
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+        await arq.aclose()
+    placed = {o.req.tag: o.placed_at for o in sim.state.orders.orders.values()}
+    lat = [placed[kite_tag(j)] - t for j, t in sent.items() if kite_tag(j) in placed]
+    counters = sim.state.counters.snapshot()
+    return {"lat": lat, "poll": poll, "missing": len(sent) - len(lat), "n": len(sent),
+            "429": sum(counters["rate_limited"].values()), "max_per_s": max(counters["max_orders_per_second"].values())}
+
+
+async def _bench() -> tuple[dict, dict, dict]:
+    from cryptography.fernet import Fernet
+
+    from ticker.infra.db import create_pool
+    from ticker.infra.kitesim.app import running_sim
+    from ticker.infra.kitesim.config import SimConfig
+    from ticker.infra.settings import load_settings
+
+    with bench_servers("orders") as (redis_url, pg_admin):
+        async with _database(pg_admin) as db_url, \
+                running_sim(SimConfig(accounts=ACCOUNTS, seed=11, tick_interval_ms=1000)) as sim:
+            settings = load_settings(environment="test", redis_url=redis_url, database_url=db_url, kite_root=sim.url,
+                                     redis_namespace=f"bo{uuid.uuid4().hex[:8]}", publish_channel_prefix="ticker:bench",
+                                     account_encryption_key=Fernet.generate_key().decode())
+            db = await create_pool(db_url)
+            try:
+                option, accounts = await _seed(db, sim, settings)
+                poll = settings.orders_poll_delay
+                ours = await _measure(settings, sim, db, option, accounts, poll, 2 * KITE_PER_SECOND)
+                anchor = await _measure(settings, sim, db, option, accounts, ARQ_DEFAULT_POLL, 2 * KITE_PER_SECOND)
+                at_limit = await _measure(settings, sim, db, option, accounts, poll, KITE_PER_SECOND)
+            finally:
+                await db.close()
+            return ours, anchor, at_limit
+
+
+def _summary(r: dict) -> str:
+    return (f"p50 {fmt_time(percentile(r['lat'], 50))}, p99 {fmt_time(percentile(r['lat'], 99))} "
+            f"({r['n'] - r['missing']}/{r['n']} placed, {r['429']} x 429, max {r['max_per_s']}/s per account)")
+
+
+async def run(report: Report) -> None:
+    ours, anchor, at_limit = await _bench()
+    p50, p99 = percentile(ours["lat"], 50), percentile(ours["lat"], 99)
+    report.row(
+        f"order path enqueue -> order at stand-in, {RATE}/s over {ACCOUNTS} accounts",
+        f"{_summary(ours)}, poll {fmt_time(ours['poll'])}",
+        anchor=f"arq default poll 0.5 s: {_summary(anchor)}",
+        ratio=percentile(anchor["lat"], 50) / p50,
+        goal=f"p50 <= {fmt_time(GOAL_P50)}, p99 <= {fmt_time(GOAL_P99)}",
+        met=p50 <= GOAL_P50 and p99 <= GOAL_P99 and ours["missing"] == 0,
+    )
+    report.row(f"same load at Kite's {KITE_PER_SECOND}/s per account (limiter waits)", _summary(at_limit),
+               goal="info")
+
+
+if __name__ == "__main__":
+    asyncio.run(run(Report()))
