@@ -3,7 +3,8 @@
 Ticks are split by the registry into options and underlyings (indices, stocks, futures). All
 prices are recorded first, so an option priced in the same flush as its future sees that future.
 IV and Greeks for every option tick come from one vectorised `iv_and_greeks` call; underlying
-ticks feed the OHLC bars. Output is per-tick JSON (see serialize.py) plus the latest tick per token.
+ticks feed the OHLC bars. Output is per-tick JSON (see serialize.py) plus the latest-tick snapshot
+fields that are due (see snapshot.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ticker.streamer.market import Market, Model
 from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.registry import Registry
 from ticker.streamer.serialize import Renderer, json_tokens, text_column
+from ticker.streamer.snapshot import LatestSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,8 @@ TICK_CARRIED = {
 
 @dataclass
 class Outgoing:
-    """One flush, rendered: JSON per tick for each channel, bars, postbacks, latest per token."""
+    """One flush, rendered: JSON per tick for each channel, bars, postbacks, and the latest-tick
+    snapshot fields due with it (see snapshot.py)."""
 
     options: list[bytes] = field(default_factory=list)
     underlying: list[bytes] = field(default_factory=list)
@@ -79,8 +82,10 @@ class Received:
 
 class Enricher:
     def __init__(self, registry: Registry, *, model: Model, rate: float, dividend_yield: float,
-                 bar_interval: int, tz: tzinfo, metrics: StreamerMetrics) -> None:
+                 bar_interval: int, tz: tzinfo, metrics: StreamerMetrics, snapshot_seconds: float = 0.0) -> None:
         self.registry = registry
+        self.snapshot = LatestSnapshot(snapshot_seconds)
+        self.snapshot.rebind(registry.token_text)
         self.market = Market(registry, model, rate)
         self.model, self.rate, self.q = model, rate, dividend_yield
         self.bars = BarBuilder(bar_interval)
@@ -93,6 +98,7 @@ class Enricher:
         self.registry = registry
         self.market.rebind(registry)
         self.bars.retain(set(registry.tokens.tolist()))
+        self.snapshot.rebind(registry.token_text)
 
     def process(self, taken: Taken, now: float) -> Outgoing:
         out = Outgoing(orders=taken.orders)
@@ -100,6 +106,7 @@ class Enricher:
             out.oldest_received = min(c.received for c in taken.chunks)
             self._ticks_into(out, taken, now)
         out.bars += [self._bar_json(bar, now) for bar in self.bars.due(now)]
+        out.latest = self.snapshot.take(now)
         return out
 
     def _ticks_into(self, out: Outgoing, taken: Taken, now: float) -> None:
@@ -126,15 +133,12 @@ class Enricher:
         """Render one side of the batch (options, or underlyings plus their bars)."""
         if options:
             out.options = self._render_options(ticks, rows, received.text, now)
-            self._latest(out, rows, out.options)
+            self.snapshot.put(rows, out.options, now)
             return
         out.underlying = self._render_ticks(ticks, rows, received.text, now)
-        self._latest(out, rows, out.underlying)
+        self.snapshot.put(rows, out.underlying, now)
         closed = self.bars.update(ticks.token, ticks.last_price, ticks.volume_traded, received.at)
         out.bars += [self._bar_json(b, now) for b in closed]
-
-    def _latest(self, out: Outgoing, rows: np.ndarray, rendered: list[bytes]) -> None:
-        out.latest.update(zip(self.registry.token_text[rows].tolist(), rendered, strict=True))  # later ticks overwrite
 
     def _render_options(self, ticks: Ticks, rows: np.ndarray, received: np.ndarray, now: float) -> list[bytes]:
         reg = self.registry

@@ -21,7 +21,7 @@ from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.publisher import Flight, Publisher
 
 IDLE_WAKE_SECONDS = 1.0
-FLUSH_MAX_BATCHES = 1  # a backlog goes out one batch per flush: with flushes in flight, smaller ones
+FLUSH_MAX_BATCHES = 4  # a backlog goes out one batch per flush: with flushes in flight, smaller ones
 # cost no throughput, and the oldest ticks reach Redis without waiting for the rest to render
 OUTBOX_FLUSHES = 1  # one rendered flush waits while earlier ones are being sent
 IN_FLIGHT = 2  # flushes written to Redis whose replies have not been read yet
@@ -120,8 +120,8 @@ class Flusher:
 
     async def drain(self) -> None:
         """On shutdown, after the loops have stopped: settle what is in flight, send what is
-        queued, then what is still buffered, for at most DRAIN_SECONDS (a dead Redis fails fast
-        through the breaker)."""
+        queued, then what is still buffered and the latest-tick snapshot's pending fields, for at
+        most DRAIN_SECONDS (a dead Redis fails fast through the breaker)."""
         deadline = time.monotonic() + DRAIN_SECONDS
         while not self._flights.empty():
             await self._settle(self._flights.get_nowait())
@@ -131,4 +131,7 @@ class Flusher:
             await self._send(out)
         while self.buffer.pending() and time.monotonic() < deadline:
             await self._send(self.enrich())
+        rest = self.enricher.snapshot.take(time.time(), force=True)
+        if rest and time.monotonic() < deadline:
+            await self._send(Outgoing(latest=rest))
         await self.publisher.close()

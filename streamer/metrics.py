@@ -20,6 +20,8 @@ class StreamerMetrics:
                                ["reason"], registry=r)
         self.frames = Counter("ticker_streamer_frames", "WebSocket frames received, by kind",
                               ["kind"], registry=r)
+        self.snapshot_fields = Counter("ticker_streamer_snapshot_fields", "Latest-tick hash fields written",
+                                       registry=r)
         self.orders = Counter("ticker_streamer_order_updates", "Order postbacks relayed", registry=r)
         self.batch_size = Histogram("ticker_streamer_batch_size", "Ticks per flush",
                                     buckets=_BATCH_BUCKETS, registry=r)

@@ -4,7 +4,7 @@ the next flush on the same connection while Redis still answers the last one.
 
 Per flush: PUBLISH `<prefix>:options` and `<prefix>:underlying` (JSON arrays of at most
 TICK_BATCH_MAX_SIZE ticks each), PUBLISH each order postback to `<prefix>:orders`, and HSET the
-latest tick per token into `<prefix>:latest` for late joiners. A failure or a flush slower than
+latest tick per token into `<prefix>:latest` for late joiners when the snapshot is due. A failure or a flush slower than
 the publish timeout trips the breaker; while it is open flushes are dropped and counted, and it
 probes again by itself. Nothing here ever raises into the flusher.
 """
@@ -70,7 +70,7 @@ class Publisher:
         """Write one flush's pipeline without waiting for its replies; `settle` reads them.
         Flights must be settled in the order they were sent."""
         flight = Flight(out, time.perf_counter(), asyncio.get_running_loop().time() + self.timeout)
-        if out.ticks == 0 and not out.orders and not out.bars:
+        if out.ticks == 0 and not out.orders and not out.bars and not out.latest:
             flight.status = "empty"
             return flight
         if not self.breaker.allow():
@@ -113,6 +113,7 @@ class Publisher:
         self.metrics.published.labels("underlying").inc(len(out.underlying))
         self.metrics.published.labels("bars").inc(len(out.bars))
         self.metrics.orders.inc(len(out.orders))
+        self.metrics.snapshot_fields.inc(len(out.latest))
         return True
 
     async def close(self) -> None:

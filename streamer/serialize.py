@@ -1,10 +1,12 @@
 """Tick JSON for subscribers, rendered a batch at a time.
 
 Building a dict per tick and serialising it costs more than everything else in the streamer put
-together, so ticks are rendered from columns instead: every number is converted to JSON text by
-one orjson call per column (NaN -> null), and each tick is one bytes `%` over a template chosen by
-its packet layout. Static parts (token, symbol, expiry, strike, type) are pre-rendered once per
-instrument by the registry. Fields a layout does not carry are written as null.
+together, so ticks are rendered from columns instead: every numeric column becomes JSON text in
+one orjson call (NaN -> null), the few text columns (static heads, timestamps) are lists of ready
+bytes, and `assemble` stitches row i of every column between the template's literal pieces, in C
+(`_assemble.c`) when it was built, else in Python with the same output. The template is chosen by
+the tick's packet layout; fields a layout does not carry are written as null. Static parts (token,
+symbol, expiry, strike, type) are pre-rendered once per instrument by the registry.
 Output is one JSON object per tick (bytes), reused for the channel array and the latest-tick hash.
 """
 
@@ -16,14 +18,12 @@ from datetime import datetime, tzinfo
 import numpy as np
 import orjson
 
+try:
+    from ticker.streamer._assemble import assemble
+except ImportError:  # installed without a C compiler
+    assemble = None
+
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
-# Small non-negative integers (depth quantities and order counts, most volumes of a quiet
-# instrument) are looked up rather than rendered and split: a shared bytes object per value costs
-# a pointer copy, where splitting orjson's output allocates a new one for every tick.
-_SMALL_INTS = np.array([b"%d" % i for i in range(1 << 16)], dtype=object)
-# Prices on the wire are whole paise divided by 100, and most option prices are below ~Rs 1,300:
-# their text is looked up by paise (the table is orjson's own rendering of those very floats).
-_PAISE = np.array(orjson.dumps(np.arange(1 << 17) / 100, option=_NUMPY)[1:-1].split(b","), dtype=object)
 _SPAN_TABLE = 64  # seconds: up to this spread, timestamps are rendered from a lookup table
 _TS = b"\x00ts\x00"  # replaced by the flush's publish time
 DEPTH_SIDES = ("buy", "sell")
@@ -32,49 +32,34 @@ _LEVEL = b'{"price":%s,"quantity":%s,"orders":%s}'
 DEPTH_TEMPLATE = b'{"buy":[' + b",".join([_LEVEL] * DEPTH_LEVELS) + b'],"sell":[' + b",".join(
     [_LEVEL] * DEPTH_LEVELS) + b"]}"
 
+Column = bytes | list[bytes]  # a rendered JSON array of numbers, or ready text per row
+
+
+def array_text(values: np.ndarray) -> bytes:
+    """A 1-D numeric array as a JSON array; NaN and inf become null."""
+    return orjson.dumps(np.ascontiguousarray(values), option=_NUMPY)
+
 
 def json_tokens(values: np.ndarray) -> list[bytes]:
     """Each element of a 1-D numeric array as JSON text; NaN and inf become null."""
-    if len(values) == 0:
-        return []
-    if values.dtype.kind in "iu":
-        return _int_text(values).tolist()
-    return _rendered(values)
+    return _split(array_text(values)) if len(values) else []
 
 
-def price_tokens(values: np.ndarray) -> list[bytes]:
-    """`json_tokens` for prices: the same text, from the paise table where a price is an exact
-    number of paise within it (NaN, negative and other prices are rendered as usual)."""
-    return _price_text(values).tolist() if len(values) else []
+def _split(column: Column) -> list[bytes]:
+    return column[1:-1].split(b",") if isinstance(column, bytes) else column
 
 
-def _int_text(values: np.ndarray) -> np.ndarray:
-    """JSON text of integers of any shape, as an object array: small ones from the table."""
-    small = values < len(_SMALL_INTS)
-    small &= values >= 0
-    return _patched(_SMALL_INTS, np.where(small, values, 0), small, values)
+def assemble_py(pieces: tuple[bytes, ...], columns: list[Column], n: int) -> list[bytes]:
+    """What `assemble` does, in Python: row i is pieces[0] + columns[0][i] + pieces[1] + ..."""
+    cols = [_split(c) if n else [] for c in columns]
+    if len(pieces) != len(cols) + 1 or any(len(c) != n for c in cols):
+        raise ValueError("need one more piece than columns and n values in every column")
+    template = b"%s".join(p.replace(b"%", b"%%") for p in pieces)
+    return [template % row for row in zip(*cols, strict=True)] if cols else [template % ()] * n
 
 
-def _price_text(values: np.ndarray) -> np.ndarray:
-    """JSON text of prices of any shape, as an object array: whole paise from the table."""
-    paise = np.rint(values * 100)
-    hit = paise / 100 == values
-    hit &= paise < len(_PAISE)
-    hit &= ~np.signbit(values)
-    return _patched(_PAISE, np.where(hit, paise, 0).astype(np.intp), hit, values)
-
-
-def _patched(table: np.ndarray, index: np.ndarray, hit: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Table text where `hit`, rendered text elsewhere (usually nowhere)."""
-    out = table[index]
-    if not hit.all():
-        miss = np.nonzero(~hit)
-        out[miss] = _rendered(values[miss])
-    return out
-
-
-def _rendered(values: np.ndarray) -> list[bytes]:
-    return orjson.dumps(np.ascontiguousarray(values), option=_NUMPY)[1:-1].split(b",")
+if assemble is None:
+    assemble = assemble_py
 
 
 def iso_tokens(epoch_seconds: np.ndarray, tz: tzinfo) -> list[bytes]:
@@ -111,18 +96,17 @@ def text_column(tokens: Sequence[bytes]) -> np.ndarray:
     return out
 
 
-def depth_tokens(columns: Mapping[str, np.ndarray], rows: slice | np.ndarray) -> list[list[bytes]]:
-    """30 token columns in DEPTH_TEMPLATE order: per side, per level, price/quantity/orders."""
-    # Both sides' levels side by side, (k, 10) per part: one table lookup per part for the book.
-    price, qty, orders = (np.concatenate([columns[f"depth_{side}_{part}"][rows] for side in DEPTH_SIDES], axis=1)
-                          for part in ("price", "quantity", "orders"))
-    texts = (_price_text(price), _int_text(qty), _int_text(orders))
-    return [text[:, level].tolist() for level in range(len(DEPTH_SIDES) * DEPTH_LEVELS) for text in texts]
+def depth_columns(columns: Mapping[str, np.ndarray], rows: slice | np.ndarray) -> list[bytes]:
+    """30 array columns in DEPTH_TEMPLATE order: per side, per level, price/quantity/orders."""
+    out: list[bytes] = []
+    for side in DEPTH_SIDES:
+        parts = [columns[f"depth_{side}_{part}"][rows].T for part in ("price", "quantity", "orders")]
+        out += [array_text(part[level]) for level in range(DEPTH_LEVELS) for part in parts]
+    return out
 
 
-PRICES = frozenset({"last_price", "open", "high", "low", "close"})  # rendered with `price_tokens`
 # Best bid/ask: the book side's level-0 price, null where that level is empty (price 0). When
-# the book is rendered too and no best level is empty, its text is reused as it is.
+# the book is rendered too and no best level is empty, its column is reused as it is.
 BOOK_TOP = {"bid": ("depth_buy_price", 0), "ask": ("depth_sell_price", 3 * DEPTH_LEVELS)}
 
 
@@ -160,9 +144,8 @@ class Renderer:
         first = int(lengths[0])
         if (lengths == first).all():  # the usual case: one packet layout, no grouping needed
             return self._render_group(first, list(prefixes), columns, slice(None), stamp)
-        kinds = np.unique(lengths).tolist()
         out: list[bytes] = [b""] * n
-        for length in kinds:
+        for length in np.unique(lengths).tolist():
             rows = np.flatnonzero(lengths == length)
             picked = self._render_group(length, [prefixes[i] for i in rows.tolist()], columns, rows, stamp)
             for i, text in zip(rows.tolist(), picked, strict=True):
@@ -172,9 +155,8 @@ class Renderer:
     def _render_group(self, length: int, prefixes: list[bytes], columns: Mapping[str, np.ndarray],
                       rows: slice | np.ndarray, stamp: bytes) -> list[bytes]:
         template, order = self._templates[length]
-        template = template.replace(_TS, stamp)
-        depth = depth_tokens(columns, rows) if "depth" in order else None
-        cols: list[list[bytes]] = [prefixes]
+        depth = depth_columns(columns, rows) if "depth" in order else None
+        cols: list[Column] = [prefixes]
         for name in order:
             if name == "depth":
                 cols += depth
@@ -184,21 +166,20 @@ class Renderer:
                 cols.append(iso_tokens(columns[name][rows], self.tz))
             elif columns[name].dtype == object:
                 cols.append(columns[name][rows].tolist())
-            elif name in PRICES:
-                cols.append(price_tokens(columns[name][rows]))
             else:
-                cols.append(json_tokens(columns[name][rows]))
-        return [template % args for args in zip(*cols, strict=True)]
+                cols.append(array_text(columns[name][rows]))
+        pieces = tuple(template.replace(_TS, stamp).split(b"%s"))
+        return assemble(pieces, cols, len(prefixes))
 
 
 def _best(columns: Mapping[str, np.ndarray], rows: slice | np.ndarray, name: str,
-          depth: list[list[bytes]] | None) -> list[bytes]:
+          depth: list[bytes] | None) -> bytes:
     column, position = BOOK_TOP[name]
     prices = columns[column][rows, 0]
     empty = prices <= 0
     if depth is not None and not empty.any():
         return depth[position]
-    return price_tokens(np.where(empty, np.nan, prices))
+    return array_text(np.where(empty, np.nan, prices))
 
 
 def static_head(doc: Mapping[str, object]) -> bytes:

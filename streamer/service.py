@@ -100,7 +100,7 @@ class Streamer:
         self.enricher = Enricher(
             Registry([]), model=settings.greeks_model, rate=settings.option_greeks_interest_rate,
             dividend_yield=settings.option_greeks_dividend_yield, bar_interval=settings.bar_interval_seconds,
-            tz=settings.tz, metrics=self.metrics)
+            tz=settings.tz, metrics=self.metrics, snapshot_seconds=settings.latest_snapshot_ms / 1000)
         self.breaker = CircuitBreaker(settings.redis_breaker_reset_seconds)
         self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
                                    batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout)

@@ -7,10 +7,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import orjson
+import pytest
 
 from ticker.core.wire import Ticks
+from ticker.streamer import serialize
 from ticker.streamer.registry import KIND_FUT, KIND_SPOT, Registry
-from ticker.streamer.serialize import Renderer, iso_tokens, json_tokens, price_tokens, static_head
+from ticker.streamer.serialize import Renderer, array_text, assemble_py, iso_tokens, json_tokens, static_head
 
 from .helpers import EXPIRY, NIFTY_INDEX, STRIKES, chain, full_ticks, future, index, option
 
@@ -34,12 +36,53 @@ def test_json_tokens_render_small_large_and_negative_integers_alike():
     assert json_tokens(depth[:, 0]) == [b"1", b"80000"]  # a strided column view
 
 
-def test_price_tokens_read_like_orjson_for_any_float():
-    prices = np.array([0.05, 123.45, 0.0, 1310.71, 1310.72, 98_765.4, -0.0, -2.5, np.nan, np.inf,
-                       83.1234567, 0.005, 1e-7])
-    assert price_tokens(prices) == orjson.dumps(prices, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-    assert price_tokens(np.array([0.05, 7.0, 500.25])) == [b"0.05", b"7.0", b"500.25"]  # all from the table
-    assert price_tokens(np.array([])) == []
+def test_array_text_reads_like_orjson_for_any_float():
+    prices = np.array([0.05, 123.45, 0.0, 1310.71, 98_765.4, -0.0, -2.5, np.nan, np.inf, 83.1234567, 1e-7])
+    assert array_text(prices) == orjson.dumps(prices, option=orjson.OPT_SERIALIZE_NUMPY)
+    assert array_text(prices[::2]) == orjson.dumps(prices[::2].copy(), option=orjson.OPT_SERIALIZE_NUMPY)
+    assert orjson.loads(array_text(prices))[7:9] == [None, None]
+
+
+ASSEMBLERS = [pytest.param(assemble_py, id="python")]
+if serialize.assemble is not assemble_py:
+    ASSEMBLERS.append(pytest.param(serialize.assemble, id="c"))
+
+
+def test_the_c_assembler_is_built_here():
+    """`make setup` compiles it; the Python fallback exists for machines without a compiler."""
+    assert serialize.assemble is not assemble_py
+
+
+@pytest.mark.parametrize("assemble", ASSEMBLERS)
+def test_assemble_stitches_row_i_of_every_column_between_the_pieces(assemble):
+    pieces = (b'{"a":', b',"b":', b',"c":', b"}")
+    columns = [[b"1", b'"x,y"'], b"[2.5,null]", array_text(np.array([7, -8]))]
+    assert assemble(pieces, columns, 2) == [b'{"a":1,"b":2.5,"c":7}', b'{"a":"x,y","b":null,"c":-8}']
+    assert assemble((b"[", b"]"), [b"[]"], 0) == []
+    assert assemble((b"{}",), [], 2) == [b"{}", b"{}"]
+    assert assemble((b"%d", b"%s"), [[b"%"]], 1) == [b"%d%%s"]  # pieces are text, not formats
+
+
+@pytest.mark.parametrize("assemble", ASSEMBLERS)
+@pytest.mark.parametrize("columns", [
+    [[b"1"], b"[1,2]"],  # a list column one row short
+    [[b"1", b"2"], b"[1]"],  # an array column one value short
+    [[b"1", b"2"], b"[1,2,3]"],  # one value too many
+])
+def test_assemble_refuses_columns_of_the_wrong_length(assemble, columns):
+    with pytest.raises(ValueError):
+        assemble((b"", b"", b""), columns, 2)
+
+
+def test_the_c_assembler_refuses_what_is_not_a_flat_array():
+    if serialize.assemble is assemble_py:
+        pytest.skip("built without the C assembler")
+    for columns, error in (([[b"1", b"2"], b"[[1],[2]]"], ValueError), ([[b"1", 2], b"[1,2]"], TypeError),
+                           ([[b"1", b"2"], "[1,2]"], TypeError), ([[b"1", b"2"], b"1,2"], ValueError)):
+        with pytest.raises(error):
+            serialize.assemble((b"", b"", b""), columns, 2)
+    with pytest.raises(ValueError):
+        serialize.assemble((b"",), [], -1)
 
 
 def test_iso_tokens_are_local_time_and_zero_is_null():
@@ -70,6 +113,29 @@ def test_rendered_ticks_parse_and_carry_only_what_their_layout_has():
     assert f["exchange_timestamp"].endswith("+05:30")
     assert lt["last_price"] == 9.95 and lt["volume"] is None and lt["iv"] == 0.3
     assert orjson.loads(b"[" + b",".join(orjson.dumps(d) for d in docs) + b"]") == docs
+
+
+@pytest.mark.parametrize("assemble", ASSEMBLERS)
+def test_renderer_output_is_the_same_whichever_assembler_runs(assemble, monkeypatch):
+    tokens = [(4000 + i) << 8 | 2 for i in range(40)]  # NFO tokens (the low byte is the segment)
+    ticks = Ticks.concat([full_ticks(tokens[:30], [100.05 + i for i in range(30)]),
+                          Ticks.build(token=tokens[30], mode="quote", last_price=55.5, volume_traded=42),
+                          full_ticks(tokens[31:], [0.05 * i for i in range(9)])])
+    heads = [static_head({"instrument_token": t, "tradingsymbol": f"X,{t}"}) for t in ticks.token.tolist()]
+    iv = np.linspace(0.1, 0.5, len(tokens))
+    iv[3] = np.nan
+    columns = {**ticks.columns(), "volume": ticks.volume_traded, "iv": iv}
+    renderer = Renderer(FIELDS, CARRIED, b'"model":"bsm",', IST)
+    monkeypatch.setattr(serialize, "assemble", assemble)
+    rendered = renderer.render(heads, ticks.packet_length, columns, 1_763_600_000.25)
+    expected = []
+    for i, doc in enumerate(orjson.loads(b"[" + b",".join(rendered) + b"]")):
+        assert doc["instrument_token"] == tokens[i] and doc["tradingsymbol"] == f"X,{tokens[i]}"
+        assert doc["iv"] == (None if i == 3 else iv[i])
+        expected.append(orjson.dumps(doc))
+    assert [orjson.dumps(orjson.loads(r)) for r in rendered] == expected
+    monkeypatch.setattr(serialize, "assemble", assemble_py)
+    assert renderer.render(heads, ticks.packet_length, columns, 1_763_600_000.25) == rendered
 
 
 def test_registry_links_options_to_spot_future_and_chain():
