@@ -63,6 +63,7 @@ class Outgoing:
     orders: list[bytes] = field(default_factory=list)
     latest: dict[bytes, bytes] = field(default_factory=dict)
     oldest_received: float | None = None
+    started: float = 0.0  # epoch seconds its flush began (taken from the buffer)
 
     @property
     def ticks(self) -> int:

@@ -4,10 +4,15 @@ Three owned loops: `run` waits for a batch (TICK_BATCH_WINDOW_MS since the oldes
 TICK_BATCH_MAX_SIZE ticks, whichever first), enriches it (sync, CPU) and queues the rendered
 flush; `publish_loop` writes queued flushes to Redis, one pipeline each, in order, on one
 connection; `reply_loop` reads their replies in the same order. Up to IN_FLIGHT flushes are
-written and unanswered at once, so rendering never stalls on one round trip to Redis, and the
-outbox holds one more: memory stays bounded. Readers keep filling the buffer meanwhile, so a slow
+written and unanswered at once, so rendering never stalls on Redis reading a large pipeline, and
+the outbox holds OUTBOX_FLUSHES more: memory stays bounded (at most
+(IN_FLIGHT + OUTBOX_FLUSHES) x FLUSH_MAX_BATCHES x TICK_BATCH_MAX_SIZE rendered ticks). Readers keep filling the buffer meanwhile, so a slow
 Redis never blocks them. The enrich loop also wakes once a second so bars of quiet instruments
 close on time.
+
+The window bounds a tick's age when its flush reaches Redis, not when the flush starts: a batch is
+taken `lead` seconds before its window ends, `lead` being a moving average of how long recent
+flushes took from start to Redis's reply (at most half the window).
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.publisher import Flight, Publisher
 
 IDLE_WAKE_SECONDS = 1.0
-FLUSH_MAX_BATCHES = 4  # a backlog goes out one batch per flush: with flushes in flight, smaller ones
-# cost no throughput, and the oldest ticks reach Redis without waiting for the rest to render
-OUTBOX_FLUSHES = 1  # one rendered flush waits while earlier ones are being sent
-IN_FLIGHT = 2  # flushes written to Redis whose replies have not been read yet
+FLUSH_MAX_BATCHES = 4  # a backlog goes out a few batches per flush: each flush has fixed costs (the
+# Greeks call, a column per field), while much larger ones would hold the oldest ticks back
+OUTBOX_FLUSHES = 2  # rendered flushes waiting while earlier ones are being sent
+IN_FLIGHT = 8  # flushes written to Redis whose replies have not been read yet
+LEAD_WEIGHT = 0.2  # of the newest flush in the moving average of flush durations
 DRAIN_SECONDS = 5.0
 
 
@@ -36,6 +42,7 @@ class Flusher:
         self.publisher = publisher
         self.metrics = metrics
         self.window = window_seconds
+        self.lead = 0.0  # seconds a batch is taken before its window ends
         self.flushes = 0
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=OUTBOX_FLUSHES)
         self._queued_ticks = 0  # rendered, not yet sent
@@ -53,7 +60,7 @@ class Flusher:
 
     async def run(self) -> None:
         while True:
-            await self.buffer.wait_batch(self.window, IDLE_WAKE_SECONDS)
+            await self.buffer.wait_batch(self.window - self.lead, IDLE_WAKE_SECONDS)
             out = self.enrich()
             self._queued_ticks += out.ticks
             await self._outbox.put(out)
@@ -84,8 +91,9 @@ class Flusher:
         """Take the next batch from the buffer and render it."""
         taken = self.buffer.take(self.buffer.batch_max * FLUSH_MAX_BATCHES)
         self.metrics.buffer_ticks.set(self.buffer.count)
-        started = time.perf_counter()
-        out = self.enricher.process(taken, time.time())
+        started, began = time.perf_counter(), time.time()
+        out = self.enricher.process(taken, began)
+        out.started = began
         self.metrics.enrich_seconds.observe(time.perf_counter() - started)
         if out.ticks:
             self.metrics.batch_size.observe(out.ticks)
@@ -106,7 +114,10 @@ class Flusher:
                 self._landed.set()
         self.flushes += 1
         if ok and flight.out.oldest_received is not None:
-            self.metrics.pipeline_seconds.observe(max(0.0, time.time() - flight.out.oldest_received))
+            now = time.time()
+            self.metrics.pipeline_seconds.observe(max(0.0, now - flight.out.oldest_received))
+            took = min(max(0.0, now - flight.out.started), self.window / 2)
+            self.lead += LEAD_WEIGHT * (took - self.lead)
         return ok
 
     async def _send(self, out: Outgoing) -> bool:

@@ -35,9 +35,17 @@ def command(*args: bytes) -> Packed:
 
 
 def publish_array(channel: bytes, items: Sequence[bytes]) -> Packed:
-    """PUBLISH channel [item,item,...]: the JSON array is joined once and never copied again."""
-    body = b",".join(items)
-    return [b"*3\r\n$7\r\nPUBLISH\r\n" + bulk(channel) + b"$%d\r\n[" % (len(body) + 2), body, b"]\r\n"]
+    """PUBLISH channel [item,item,...]: items and commas as pieces, so the array's bytes are copied
+    once, by the write that joins the whole flush, not first into an array of their own."""
+    n = len(items)
+    if n == 0:
+        return [b"*3\r\n$7\r\nPUBLISH\r\n" + bulk(channel) + b"$2\r\n[]\r\n"]
+    size = sum(map(len, items)) + n + 1  # brackets and n - 1 commas
+    pieces: Packed = [b","] * (2 * n + 1)
+    pieces[0] = b"*3\r\n$7\r\nPUBLISH\r\n" + bulk(channel) + b"$%d\r\n[" % size
+    pieces[1:-1:2] = items
+    pieces[-1] = b"]\r\n"
+    return pieces
 
 
 def hset(key: bytes, mapping: Mapping[bytes, bytes]) -> Packed:

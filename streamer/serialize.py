@@ -22,6 +22,7 @@ try:
     from ticker.streamer._assemble import assemble
 except ImportError:  # installed without a C compiler
     assemble = None
+COMPILED = assemble is not None  # fixed-point columns only pay off when C writes them
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _SPAN_TABLE = 64  # seconds: up to this spread, timestamps are rendered from a lookup table
@@ -32,7 +33,9 @@ _LEVEL = b'{"price":%s,"quantity":%s,"orders":%s}'
 DEPTH_TEMPLATE = b'{"buy":[' + b",".join([_LEVEL] * DEPTH_LEVELS) + b'],"sell":[' + b",".join(
     [_LEVEL] * DEPTH_LEVELS) + b"]}"
 
-Column = bytes | list[bytes]  # a rendered JSON array of numbers, or ready text per row
+NULL = np.iinfo(np.int64).min  # a fixed-point column's null
+Fixed = tuple[np.ndarray, int]  # int64 values and their decimals (0 or 2), see `fixed_column`
+Column = bytes | list[bytes] | Fixed  # a rendered JSON array, ready text per row, or fixed-point
 
 
 def array_text(values: np.ndarray) -> bytes:
@@ -42,16 +45,46 @@ def array_text(values: np.ndarray) -> bytes:
 
 def json_tokens(values: np.ndarray) -> list[bytes]:
     """Each element of a 1-D numeric array as JSON text; NaN and inf become null."""
-    return _split(array_text(values)) if len(values) else []
+    return array_text(values)[1:-1].split(b",") if len(values) else []
 
 
-def _split(column: Column) -> list[bytes]:
-    return column[1:-1].split(b",") if isinstance(column, bytes) else column
+def int_column(values: np.ndarray) -> Column:
+    """Integers (volumes, quantities, order counts) for `assemble` to write itself."""
+    if COMPILED and (values.dtype.kind in "iu" and values.dtype.itemsize <= 4 or values.dtype == np.int64):
+        return np.ascontiguousarray(values, dtype=np.int64), 0
+    return array_text(values)
+
+
+def price_column(values: np.ndarray) -> Column:
+    """Prices as whole paise for `assemble` to write with two decimals (NaN -> null); the text
+    is what orjson would write for the float. A column holding any other number (a fraction of
+    a paisa, inf, -0.0, beyond 1e13) is rendered by orjson instead."""
+    paise = np.rint(values * 100)
+    nan = np.isnan(values)
+    exact = paise / 100 == values
+    exact &= np.abs(paise) < 1e15
+    exact &= (values != 0) | ~np.signbit(values)
+    if not COMPILED or not (exact | nan).all():
+        return array_text(values)
+    return np.where(nan, NULL, paise).astype(np.int64), 2
+
+
+def column_tokens(column: Column, n: int) -> list[bytes]:
+    """A column as n tokens of JSON text, what `assemble` would write for each row."""
+    if isinstance(column, list):
+        return column
+    if isinstance(column, bytes):
+        return column[1:-1].split(b",") if n else []
+    values, decimals = column
+    nulls = values == NULL
+    if decimals:
+        return json_tokens(np.where(nulls, np.nan, values / 10 ** decimals))
+    return [b"null" if null else b"%d" % v for v, null in zip(values.tolist(), nulls.tolist(), strict=True)]
 
 
 def assemble_py(pieces: tuple[bytes, ...], columns: list[Column], n: int) -> list[bytes]:
     """What `assemble` does, in Python: row i is pieces[0] + columns[0][i] + pieces[1] + ..."""
-    cols = [_split(c) if n else [] for c in columns]
+    cols = [column_tokens(c, n) for c in columns]
     if len(pieces) != len(cols) + 1 or any(len(c) != n for c in cols):
         raise ValueError("need one more piece than columns and n values in every column")
     template = b"%s".join(p.replace(b"%", b"%%") for p in pieces)
@@ -96,15 +129,17 @@ def text_column(tokens: Sequence[bytes]) -> np.ndarray:
     return out
 
 
-def depth_columns(columns: Mapping[str, np.ndarray], rows: slice | np.ndarray) -> list[bytes]:
-    """30 array columns in DEPTH_TEMPLATE order: per side, per level, price/quantity/orders."""
-    out: list[bytes] = []
+def depth_columns(columns: Mapping[str, np.ndarray], rows: slice | np.ndarray) -> list[Column]:
+    """30 columns in DEPTH_TEMPLATE order: per side, per level, price/quantity/orders."""
+    out: list[Column] = []
     for side in DEPTH_SIDES:
-        parts = [columns[f"depth_{side}_{part}"][rows].T for part in ("price", "quantity", "orders")]
-        out += [array_text(part[level]) for level in range(DEPTH_LEVELS) for part in parts]
+        price, qty, orders = (columns[f"depth_{side}_{part}"][rows].T for part in ("price", "quantity", "orders"))
+        for level in range(DEPTH_LEVELS):
+            out += [price_column(price[level]), int_column(qty[level]), int_column(orders[level])]
     return out
 
 
+PRICES = frozenset({"last_price", "open", "high", "low", "close"})  # written with `price_column`
 # Best bid/ask: the book side's level-0 price, null where that level is empty (price 0). When
 # the book is rendered too and no best level is empty, its column is reused as it is.
 BOOK_TOP = {"bid": ("depth_buy_price", 0), "ask": ("depth_sell_price", 3 * DEPTH_LEVELS)}
@@ -166,6 +201,10 @@ class Renderer:
                 cols.append(iso_tokens(columns[name][rows], self.tz))
             elif columns[name].dtype == object:
                 cols.append(columns[name][rows].tolist())
+            elif name in PRICES:
+                cols.append(price_column(columns[name][rows]))
+            elif columns[name].dtype.kind in "iu":
+                cols.append(int_column(columns[name][rows]))
             else:
                 cols.append(array_text(columns[name][rows]))
         pieces = tuple(template.replace(_TS, stamp).split(b"%s"))
@@ -173,13 +212,13 @@ class Renderer:
 
 
 def _best(columns: Mapping[str, np.ndarray], rows: slice | np.ndarray, name: str,
-          depth: list[bytes] | None) -> bytes:
+          depth: list[Column] | None) -> Column:
     column, position = BOOK_TOP[name]
     prices = columns[column][rows, 0]
     empty = prices <= 0
     if depth is not None and not empty.any():
         return depth[position]
-    return array_text(np.where(empty, np.nan, prices))
+    return price_column(np.where(empty, np.nan, prices))
 
 
 def static_head(doc: Mapping[str, object]) -> bytes:

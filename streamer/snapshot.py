@@ -38,7 +38,7 @@ class LatestSnapshot:
     def put(self, rows: np.ndarray, rendered: list[bytes], now: float) -> None:
         """Rows' newest ticks (a row repeated within `rows` keeps its last one)."""
         if len(rows):
-            self._text[rows] = rendered
+            self._text[rows] = np.fromiter(rendered, dtype=object, count=len(rendered))
             self._since[rows] = np.minimum(self._since[rows], now)
 
     def take(self, now: float, *, force: bool = False) -> dict[bytes, bytes]:

@@ -1,5 +1,5 @@
 """Enrichment alone: which forward each option is priced on, Greeks on a whole batch, the
-latest-tick map, bars; and the publisher's one pipeline against real Redis."""
+latest-tick map, bars; the publisher's one pipeline and the flusher's loops against real Redis."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from vollib.black_scholes import black_scholes
 from ticker.core.greeks import time_to_expiry
 from ticker.core.wire import Ticks
 from ticker.streamer.breaker import CircuitBreaker
-from ticker.streamer.buffer import Chunk, Taken
+from ticker.streamer.buffer import Chunk, Taken, TickBuffer
 from ticker.streamer.enrich import Enricher
+from ticker.streamer.flusher import Flusher
 from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.publisher import Publisher
 from ticker.streamer.registry import Registry
@@ -208,3 +209,26 @@ async def test_publisher_keeps_order_across_flights_and_drops_those_behind_a_fai
     assert breaker.state == "open" and publisher.published_total == 18
     await redis.delete(names.latest)
     await publisher.close()
+
+
+async def test_flusher_publishes_learns_its_lead_and_drains_the_snapshot(redis, names):
+    e = Enricher(Registry([index(), *chain()]), model="black76", rate=R, dividend_yield=0.0, bar_interval=60,
+                 tz=IST, metrics=StreamerMetrics(), snapshot_seconds=30.0)
+    buffer = TickBuffer(10_000, batch_max=100)
+    publisher = Publisher(redis, names, CircuitBreaker(reset_seconds=60), e.metrics, batch_max=100, timeout=2)
+    flusher = Flusher(buffer, e, publisher, e.metrics, window_seconds=0.2)
+    toks = [option(k, "CE").instrument_token for k in STRIKES]
+    await redis.delete(names.latest)
+    async with Recorder(redis, [names.options]) as rec, asyncio.TaskGroup() as tg:
+        loops = [tg.create_task(loop()) for loop in (flusher.run, flusher.publish_loop, flusher.reply_loop)]
+        for price in (50.0, 51.0, 52.0):
+            buffer.put(Chunk(Ticks.concat([full_ticks([NIFTY_INDEX], [SPOT]), full_ticks(toks, [price] * 5)]),
+                             time.time(), "acc"))
+            await _until(lambda n=price: any(t["last_price"] == n for _, _, d in rec.messages for t in d))
+        for loop in loops:
+            loop.cancel()
+    assert 0 < flusher.lead <= flusher.window / 2  # learnt from the flushes' durations, capped
+    assert await redis.hlen(names.latest) == 0  # held back: the snapshot interval is 30 s
+    await flusher.drain()  # shutdown writes what the snapshot still holds, newest ticks
+    latest = {int(k): orjson.loads(v) for k, v in (await redis.hgetall(names.latest)).items()}
+    assert {latest[t]["last_price"] for t in toks} == {52.0} and NIFTY_INDEX in latest

@@ -12,6 +12,8 @@ def test_packing_is_resp():
     publish = b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$5\r\n[1,2]\r\n"
     assert b"".join(resp.command(b"PUBLISH", b"ch", b"[1,2]")) == publish
     assert b"".join(resp.publish_array(b"ch", [b"1", b"2"])) == publish
+    assert b"".join(resp.publish_array(b"ch", [b'{"a":1}'])) == b'*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$9\r\n[{"a":1}]\r\n'
+    assert b"".join(resp.publish_array(b"ch", [])) == b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$2\r\n[]\r\n"
     assert b"".join(resp.hset(b"k", {b"1": b"{}", b"22": b""})) == (
         b"*6\r\n$4\r\nHSET\r\n$1\r\nk\r\n$1\r\n1\r\n$2\r\n{}\r\n$2\r\n22\r\n$0\r\n\r\n")
     big = b"x" * 10_000  # longer than the header table

@@ -12,7 +12,17 @@ import pytest
 from ticker.core.wire import Ticks
 from ticker.streamer import serialize
 from ticker.streamer.registry import KIND_FUT, KIND_SPOT, Registry
-from ticker.streamer.serialize import Renderer, array_text, assemble_py, iso_tokens, json_tokens, static_head
+from ticker.streamer.serialize import (
+    NULL,
+    Renderer,
+    array_text,
+    assemble_py,
+    int_column,
+    iso_tokens,
+    json_tokens,
+    price_column,
+    static_head,
+)
 
 from .helpers import EXPIRY, NIFTY_INDEX, STRIKES, chain, full_ticks, future, index, option
 
@@ -74,11 +84,38 @@ def test_assemble_refuses_columns_of_the_wrong_length(assemble, columns):
         assemble((b"", b"", b""), columns, 2)
 
 
+@pytest.mark.parametrize("assemble", ASSEMBLERS)
+def test_fixed_point_columns_read_exactly_like_orjson(assemble):
+    rng = np.random.default_rng(7)
+    paise = np.concatenate([rng.integers(-10**7, 10**9, 5000), [0, 5, 10, 100, -5, -100, 10**14 - 1, 99, 1]])
+    prices = paise / 100
+    prices[17] = np.nan
+    column = price_column(prices)
+    assert isinstance(column, tuple) and column[1] == 2
+    rendered = assemble((b"<", b">"), [column], len(prices))
+    assert [t[1:-1] for t in rendered] == json_tokens(prices)
+    ints = np.concatenate([rng.integers(-2**31, 2**31, 2000), [0, 9, 10, 2**63 - 1, -2**63 + 1]]).astype(np.int64)
+    got = assemble((b"", b""), [int_column(ints)], len(ints))
+    assert got == [b"%d" % v for v in ints.tolist()]
+    assert assemble((b"", b""), [(np.array([NULL, 5], dtype=np.int64), 0)], 2) == [b"null", b"5"]
+
+
+def test_prices_that_are_not_whole_paise_are_left_to_orjson():
+    for odd in ([1.005, 2.0], [np.inf, 1.0], [-0.0, 1.0], [1e14, 1.0]):
+        values = np.array(odd)
+        assert price_column(values) == orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+    assert int_column(np.array([2**64 - 1], dtype=np.uint64)) == b"[18446744073709551615]"
+
+
 def test_the_c_assembler_refuses_what_is_not_a_flat_array():
     if serialize.assemble is assemble_py:
         pytest.skip("built without the C assembler")
+    int64 = np.array([1, 2], dtype=np.int64)
     for columns, error in (([[b"1", b"2"], b"[[1],[2]]"], ValueError), ([[b"1", 2], b"[1,2]"], TypeError),
-                           ([[b"1", b"2"], "[1,2]"], TypeError), ([[b"1", b"2"], b"1,2"], ValueError)):
+                           ([[b"1", b"2"], "[1,2]"], TypeError), ([[b"1", b"2"], b"1,2"], ValueError),
+                           ([[b"1", b"2"], (int64, 3)], ValueError), ([[b"1", b"2"], (int64[:1], 0)], ValueError),
+                           ([[b"1", b"2"], (int64.astype(np.int32), 0)], ValueError),
+                           ([[b"1", b"2"], (np.arange(4, dtype=np.int64)[::2], 0)], ValueError)):
         with pytest.raises(error):
             serialize.assemble((b"", b"", b""), columns, 2)
     with pytest.raises(ValueError):
