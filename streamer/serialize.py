@@ -1,9 +1,10 @@
 """Tick JSON for subscribers, rendered a batch at a time.
 
 Building a dict per tick and serialising it costs more than everything else in the streamer put
-together, so ticks are rendered from columns instead: every numeric column becomes JSON text in
-one orjson call (NaN -> null), the few text columns (static heads, timestamps) are lists of ready
-bytes, and `assemble` stitches row i of every column between the template's literal pieces, in C
+together, so ticks are rendered from columns instead: prices (whole paise) and integers go to
+`assemble` as int64 arrays it writes itself, other numbers become JSON text in one orjson call per
+column (NaN -> null), the few text columns (static heads, timestamps) are lists of ready bytes, and
+`assemble` stitches row i of every column between the template's literal pieces, in C
 (`_assemble.c`) when it was built, else in Python with the same output. The template is chosen by
 the tick's packet layout; fields a layout does not carry are written as null. Static parts (token,
 symbol, expiry, strike, type) are pre-rendered once per instrument by the registry.
@@ -34,7 +35,7 @@ DEPTH_TEMPLATE = b'{"buy":[' + b",".join([_LEVEL] * DEPTH_LEVELS) + b'],"sell":[
     [_LEVEL] * DEPTH_LEVELS) + b"]}"
 
 NULL = np.iinfo(np.int64).min  # a fixed-point column's null
-Fixed = tuple[np.ndarray, int]  # int64 values and their decimals (0 or 2), see `fixed_column`
+Fixed = tuple[np.ndarray, int]  # int64 values and their decimals (0 or 2): `int_column`, `price_column`
 Column = bytes | list[bytes] | Fixed  # a rendered JSON array, ready text per row, or fixed-point
 
 
