@@ -7,7 +7,7 @@ tests can construct their own.
 from __future__ import annotations
 
 import functools
-from datetime import time
+from datetime import date, time
 from typing import Literal
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -133,6 +133,7 @@ class Settings(BaseSettings):
     schedule_cleanup: bool = True
     rebalance_enabled: bool = True
     rebalance_underlyings: str = "NIFTY,BANKNIFTY"
+    market_holidays: str = ""  # exchange holidays (comma-separated YYYY-MM-DD): no market jobs on them
     otm_levels: int = Field(10, ge=0)
     option_expiry_window: int = Field(2, gt=0)
 
@@ -172,6 +173,16 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {v!r}") from exc
         return v
 
+    @field_validator("market_holidays")
+    @classmethod
+    def _holidays(cls, v: str) -> str:
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            try:
+                date.fromisoformat(part)
+            except ValueError as exc:
+                raise ValueError(f"MARKET_HOLIDAYS must be comma-separated dates like 2026-01-26, not {part!r}") from exc
+        return v
+
     @field_validator("account_encryption_key")
     @classmethod
     def _fernet(cls, v: SecretStr | None) -> SecretStr | None:
@@ -201,6 +212,10 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.market_timezone)
+
+    @property
+    def holidays(self) -> frozenset[date]:
+        return frozenset(date.fromisoformat(p.strip()) for p in self.market_holidays.split(",") if p.strip())
 
     @property
     def api_key_value(self) -> str | None:

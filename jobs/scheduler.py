@@ -4,7 +4,9 @@ Every firing belongs to a slot: the scheduled run time, which is the same on eve
 jobs fire at a fixed wall time; interval jobs on epoch-aligned grids). A slot is claimed in Redis
 (SET NX) and enqueued under `derived_job_id(job, slot)`, so two replicas never run one period
 twice. Missed firings coalesce into one run, and on start-up a daily slot already due today that
-no replica claimed is run once.
+no replica claimed is run once. Schedules that concern the market (instrument refresh, order sync,
+strike rebalancing) skip the exchange holidays named in MARKET_HOLIDAYS; token refresh and cleanup
+run every weekday (Kite's other APIs work on holidays).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from arq.connections import ArqRedis
 
+from ticker.core.clock import is_trading_day
 from ticker.core.contracts import (
     JOB_CLEANUP,
     JOB_REBALANCE_STRIKES,
@@ -59,20 +62,22 @@ class Schedule:
     market_hours_only: bool = False
     daily_at: time | None = None  # set for once-a-trading-day schedules (start-up catch-up)
     coalesce: bool = True  # a backlog of missed firings runs once (the latest slot)
+    trading_days_only: bool = False  # skipped on exchange holidays
 
 
 # --- what runs when --------------------------------------------------------------------------------
-def daily(name: str, job_name: str, at: time, settings: Settings) -> Schedule:
+def daily(name: str, job_name: str, at: time, settings: Settings, *, trading_days_only: bool = False) -> Schedule:
     trigger = CronTrigger(day_of_week=TRADING_DAYS, hour=at.hour, minute=at.minute, second=at.second,
                           timezone=settings.tz)
-    return Schedule(name, job_name, trigger, DAILY_CLAIM_SECONDS, daily_at=at)
+    return Schedule(name, job_name, trigger, DAILY_CLAIM_SECONDS, daily_at=at, trading_days_only=trading_days_only)
 
 
 def every(name: str, job_name: str, seconds: float, settings: Settings, market_hours_only: bool) -> Schedule:
     # Epoch-aligned start: every replica fires on the same grid, so slots agree.
     start = datetime.fromtimestamp(math.ceil(_time.time() / seconds) * seconds, settings.tz)
     trigger = IntervalTrigger(seconds=seconds, start_date=start, timezone=settings.tz)
-    return Schedule(name, job_name, trigger, max(int(seconds * 10), 300), market_hours_only)
+    return Schedule(name, job_name, trigger, max(int(seconds * 10), 300), market_hours_only,
+                    trading_days_only=market_hours_only)
 
 
 def build_schedules(settings: Settings, available: set[str], test_interval: float | None = None) -> list[Schedule]:
@@ -85,7 +90,8 @@ def build_schedules(settings: Settings, available: set[str], test_interval: floa
         (settings.schedule_token_refresh,
          lambda: daily("token_refresh", JOB_REFRESH_TOKENS, settings.token_refresh_time, settings)),
         (settings.schedule_instrument_refresh,
-         lambda: daily("instrument_refresh", JOB_REFRESH_INSTRUMENTS, settings.instrument_refresh_time, settings)),
+         lambda: daily("instrument_refresh", JOB_REFRESH_INSTRUMENTS, settings.instrument_refresh_time, settings,
+                       trading_days_only=True)),
         (settings.schedule_cleanup, lambda: daily("cleanup", JOB_CLEANUP, settings.cleanup_time, settings)),
         (settings.schedule_order_sync,
          lambda: every("order_sync", JOB_SYNC_ORDERS, settings.order_sync_seconds, settings, True)),
@@ -113,7 +119,7 @@ def available_jobs() -> set[str]:
 
 def in_market_hours(at: datetime, settings: Settings) -> bool:
     local = at.astimezone(settings.tz)
-    return local.weekday() < 5 and settings.market_open <= local.time() <= settings.market_close
+    return is_trading_day(local.date(), settings.holidays) and settings.market_open <= local.time() <= settings.market_close
 
 
 # --- claiming and enqueueing a slot -----------------------------------------------------------------
@@ -132,6 +138,10 @@ class SlotRunner:
 
     async def fire(self, schedule: Schedule, run_time: datetime) -> bool:
         if schedule.market_hours_only and not in_market_hours(run_time, self.settings):
+            return False
+        day = run_time.astimezone(self.settings.tz).date()
+        if schedule.trading_days_only and not is_trading_day(day, self.settings.holidays):
+            log.info("exchange holiday: schedule skipped", extra={"schedule": schedule.name, "day": day.isoformat()})
             return False
         slot = self.slot_of(run_time)
         job_id = derived_job_id(schedule.job_name, schedule.name, slot)

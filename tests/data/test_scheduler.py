@@ -88,6 +88,23 @@ async def test_market_hours_schedules_stay_quiet_outside_hours(settings: Setting
     assert await runner.fire(sync, _ist(settings, 2030, 1, 7, 11, 0, 30))
 
 
+async def test_exchange_holidays_skip_market_schedules_only(settings: Settings, queue: ArqRedis, redis: Redis,
+                                                            names: Names) -> None:
+    holiday = settings.model_copy(update={"market_holidays": "2031-01-27, 2031-03-03"})
+    assert holiday.holidays == {datetime(2031, 1, 27).date(), datetime(2031, 3, 3).date()}
+    schedules = {s.name: s for s in build_schedules(holiday, ALL_JOBS)}
+    runner = SlotRunner(queue, names, holiday)
+    monday = _ist(holiday, 2031, 1, 27, 8, 15)  # a weekday, and a holiday
+    assert not await runner.fire(schedules["instrument_refresh"], monday)
+    assert not await runner.fire(schedules["order_sync"], monday.replace(hour=11))
+    assert await runner.fire(schedules["token_refresh"], monday.replace(hour=7, minute=35))  # Kite's APIs still work
+    skipped = derived_job_id(JOB_REFRESH_INSTRUMENTS, "instrument_refresh", runner.slot_of(monday))
+    assert skipped not in await _queued(redis, names, JOB_REFRESH_INSTRUMENTS)
+    assert await runner.fire(schedules["instrument_refresh"], monday + timedelta(days=1))  # the next trading day
+    with pytest.raises(ValueError, match="MARKET_HOLIDAYS"):
+        Settings(market_holidays="2031-01-27,26 Jan")
+
+
 async def test_restart_catches_up_todays_missed_slots_once(settings: Settings, queue: ArqRedis,
                                                            names: Names) -> None:
     schedules = build_schedules(settings, ALL_JOBS)
