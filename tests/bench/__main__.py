@@ -8,7 +8,7 @@ import inspect
 import pathlib
 import sys
 
-from tests.bench.harness import Report
+from tests.bench.harness import Report, fmt_time, machine_speed
 
 
 def main(argv: list[str]) -> int:
@@ -16,12 +16,15 @@ def main(argv: list[str]) -> int:
     names = sorted(p.stem for p in here.glob("bench_*.py"))
     wanted = [n for n in names if not argv or any(a in n for a in argv)]
     report = Report()
+    before = machine_speed()
     for name in wanted:
         print(f"== {name}", flush=True)
         module = importlib.import_module(f"tests.bench.{name}")
         result = module.run(report)
         if inspect.iscoroutine(result):
             asyncio.run(result)
+    report.row("machine speed: a fixed pure-Python loop, before / after the run (lower is faster)",
+               f"{fmt_time(before)} / {fmt_time(machine_speed())}")
     table = report.markdown()
     print("\n" + table)
     out = pathlib.Path(".ticker")

@@ -60,6 +60,17 @@ def best_of(fn: Callable[[], object], repeat: int = 5, number: int = 1) -> float
     return min(times)
 
 
+def machine_speed() -> float:
+    """Seconds a fixed pure-Python loop takes here, best of three. On a shared virtual machine it
+    has been seen to vary by nearly 2x from minute to minute as the host gets busier; every
+    absolute figure of a run scales with it, ratios against an anchor measured alongside far less."""
+    def loop() -> None:
+        total = 0
+        for i in range(5_000_000):
+            total += i
+    return best_of(loop, repeat=3)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
