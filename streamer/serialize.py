@@ -51,23 +51,33 @@ def json_tokens(values: np.ndarray) -> list[bytes]:
 
 def int_column(values: np.ndarray) -> Column:
     """Integers (volumes, quantities, order counts) for `assemble` to write itself."""
-    if COMPILED and (values.dtype.kind in "iu" and values.dtype.itemsize <= 4 or values.dtype == np.int64):
-        return np.ascontiguousarray(values, dtype=np.int64), 0
-    return array_text(values)
+    return int_columns(values[np.newaxis])[0]
+
+
+def int_columns(block: np.ndarray) -> list[Column]:
+    """`int_column` of each row of a 2-D block, converted in one pass."""
+    if COMPILED and (block.dtype.kind in "iu" and block.dtype.itemsize <= 4 or block.dtype == np.int64):
+        return [(row, 0) for row in np.ascontiguousarray(block, dtype=np.int64)]
+    return [array_text(row) for row in block]
 
 
 def price_column(values: np.ndarray) -> Column:
     """Prices as whole paise for `assemble` to write with two decimals (NaN -> null); the text
     is what orjson would write for the float. A column holding any other number (a fraction of
     a paisa, inf, -0.0, beyond 1e13) is rendered by orjson instead."""
-    paise = np.rint(values * 100)
-    nan = np.isnan(values)
-    exact = paise / 100 == values
+    return price_columns(values[np.newaxis])[0]
+
+
+def price_columns(block: np.ndarray) -> list[Column]:
+    """`price_column` of each row of a 2-D block, in one pass when every price is whole paise."""
+    paise = np.rint(block * 100)
+    nan = np.isnan(block)
+    exact = paise / 100 == block
     exact &= np.abs(paise) < 1e15
-    exact &= (values != 0) | ~np.signbit(values)
+    exact &= (block != 0) | ~np.signbit(block)
     if not COMPILED or not (exact | nan).all():
-        return array_text(values)
-    return np.where(nan, NULL, paise).astype(np.int64), 2
+        return [array_text(row) for row in block] if len(block) == 1 else [price_column(row) for row in block]
+    return [(row, 2) for row in np.where(nan, NULL, paise).astype(np.int64, order="C")]
 
 
 def column_tokens(column: Column, n: int) -> list[bytes]:
@@ -131,13 +141,12 @@ def text_column(tokens: Sequence[bytes]) -> np.ndarray:
 
 
 def depth_columns(columns: Mapping[str, np.ndarray], rows: slice | np.ndarray) -> list[Column]:
-    """30 columns in DEPTH_TEMPLATE order: per side, per level, price/quantity/orders."""
-    out: list[Column] = []
-    for side in DEPTH_SIDES:
-        price, qty, orders = (columns[f"depth_{side}_{part}"][rows].T for part in ("price", "quantity", "orders"))
-        for level in range(DEPTH_LEVELS):
-            out += [price_column(price[level]), int_column(qty[level]), int_column(orders[level])]
-    return out
+    """30 columns in DEPTH_TEMPLATE order: per side, per level, price/quantity/orders; each
+    part of the book (both sides' levels) is converted in one pass, as a (10, n) block."""
+    price, qty, orders = (np.concatenate([columns[f"depth_{side}_{part}"][rows] for side in DEPTH_SIDES], axis=1).T
+                          for part in ("price", "quantity", "orders"))
+    parts = zip(price_columns(price), int_columns(qty), int_columns(orders), strict=True)
+    return [column for level in parts for column in level]
 
 
 PRICES = frozenset({"last_price", "open", "high", "low", "close"})  # written with `price_column`

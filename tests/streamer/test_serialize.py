@@ -17,10 +17,12 @@ from ticker.streamer.serialize import (
     Renderer,
     array_text,
     assemble_py,
+    column_tokens,
     int_column,
     iso_tokens,
     json_tokens,
     price_column,
+    price_columns,
     static_head,
 )
 
@@ -98,6 +100,14 @@ def test_fixed_point_columns_read_exactly_like_orjson(assemble):
     got = assemble((b"", b""), [int_column(ints)], len(ints))
     assert got == [b"%d" % v for v in ints.tolist()]
     assert assemble((b"", b""), [(np.array([NULL, 5], dtype=np.int64), 0)], 2) == [b"null", b"5"]
+
+
+def test_a_block_of_prices_is_converted_row_by_row_only_when_it_must_be():
+    block = np.array([[101.25, np.nan, 0.05], [7.0, 1.005, 2.0]]).T.copy().T  # non-contiguous rows
+    whole, odd = price_columns(block[:1]), price_columns(block)
+    assert isinstance(whole[0], tuple) and whole[0][0].flags.c_contiguous
+    assert isinstance(odd[0], tuple) and odd[1] == array_text(block[1])
+    assert [column_tokens(c, 3) for c in odd] == [[b"101.25", b"null", b"0.05"], [b"7.0", b"1.005", b"2.0"]]
 
 
 def test_prices_that_are_not_whole_paise_are_left_to_orjson():
