@@ -5,10 +5,10 @@ TICK_BATCH_MAX_SIZE ticks, whichever first), enriches it (sync, CPU) and queues 
 flush; `publish_loop` writes queued flushes to Redis, one pipeline each, in order, on one
 connection; `reply_loop` reads their replies in the same order. Up to IN_FLIGHT flushes are
 written and unanswered at once, so rendering never stalls on Redis reading a large pipeline, and
-the outbox holds OUTBOX_FLUSHES more: memory stays bounded (at most
-(IN_FLIGHT + OUTBOX_FLUSHES) x FLUSH_MAX_BATCHES x TICK_BATCH_MAX_SIZE rendered ticks). Readers keep filling the buffer meanwhile, so a slow
-Redis never blocks them. The enrich loop also wakes once a second so bars of quiet instruments
-close on time.
+the outbox holds OUTBOX_FLUSHES more: memory stays bounded (at most (IN_FLIGHT + OUTBOX_FLUSHES)
+x FLUSH_MAX_BATCHES x TICK_BATCH_MAX_SIZE rendered ticks). Readers keep filling the buffer
+meanwhile, so a slow Redis never blocks them. The enrich loop also wakes once a second so bars of
+quiet instruments close on time.
 
 The window bounds a tick's age when its flush reaches Redis, not when the flush starts: a batch is
 taken `lead` seconds before its window ends, `lead` being a moving average of how long recent

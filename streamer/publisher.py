@@ -4,9 +4,9 @@ the next flush on the same connection while Redis still answers the last one.
 
 Per flush: PUBLISH `<prefix>:options` and `<prefix>:underlying` (JSON arrays of at most
 TICK_BATCH_MAX_SIZE ticks each), PUBLISH each order postback to `<prefix>:orders`, and HSET the
-latest tick per token into `<prefix>:latest` for late joiners when the snapshot is due. A failure or a flush slower than
-the publish timeout trips the breaker; while it is open flushes are dropped and counted, and it
-probes again by itself. Nothing here ever raises into the flusher.
+latest-tick snapshot fields that are due into `<prefix>:latest` for late joiners. A failure or a
+flush slower than the publish timeout trips the breaker; while it is open flushes are dropped and
+counted, and it probes again by itself. Nothing here ever raises into the flusher.
 """
 
 from __future__ import annotations
