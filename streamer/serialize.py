@@ -65,19 +65,31 @@ def price_column(values: np.ndarray) -> Column:
     """Prices as whole paise for `assemble` to write with two decimals (NaN -> null); the text
     is what orjson would write for the float. A column holding any other number (a fraction of
     a paisa, inf, -0.0, beyond 1e13) is rendered by orjson instead."""
-    return price_columns(values[np.newaxis])[0]
+    paise = _whole_paise(values)
+    return (paise, 2) if paise is not None else array_text(values)
 
 
 def price_columns(block: np.ndarray) -> list[Column]:
     """`price_column` of each row of a 2-D block, in one pass when every price is whole paise."""
-    paise = np.rint(block * 100)
-    nan = np.isnan(block)
-    exact = paise / 100 == block
+    paise = _whole_paise(block)
+    if paise is None:
+        return [price_column(row) for row in block]
+    return [(row, 2) for row in paise]
+
+
+def _whole_paise(prices: np.ndarray) -> np.ndarray | None:
+    """Prices of any shape as C-ordered int64 paise (NULL for NaN), or None when any is not a
+    whole number of paise (or there is no C assembler to write them)."""
+    if not COMPILED:
+        return None
+    paise = np.rint(prices * 100)
+    nan = np.isnan(prices)
+    exact = paise / 100 == prices
     exact &= np.abs(paise) < 1e15
-    exact &= (block != 0) | ~np.signbit(block)
-    if not COMPILED or not (exact | nan).all():
-        return [array_text(row) for row in block] if len(block) == 1 else [price_column(row) for row in block]
-    return [(row, 2) for row in np.where(nan, NULL, paise).astype(np.int64, order="C")]
+    exact &= (prices != 0) | ~np.signbit(prices)
+    if not (exact | nan).all():
+        return None
+    return np.where(nan, NULL, paise).astype(np.int64, order="C")
 
 
 def column_tokens(column: Column, n: int) -> list[bytes]:
@@ -166,7 +178,9 @@ class Renderer:
         self.tz = tz
         self._templates = {length: self._template(present, tail) for length, present in carried.items()}
 
-    def _template(self, present: frozenset[str], tail: bytes) -> tuple[bytes, tuple[str, ...]]:
+    def _template(self, present: frozenset[str], tail: bytes) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
+        """The literal pieces around the carried fields (the publish time goes into the last one),
+        and those fields in order."""
         parts, order = [], []
         for name in self.fields:
             if name in present:
@@ -176,7 +190,7 @@ class Renderer:
                 value = b"null"
             parts.append(b'"' + name.encode() + b'":' + value)
         body = b"%s" + b",".join(parts) + b"," + tail + b'"ts":' + _TS + b"}"
-        return body, tuple(order)
+        return tuple(body.split(b"%s")), tuple(order)
 
     def render(self, prefixes: Sequence[bytes], lengths: np.ndarray, columns: Mapping[str, np.ndarray],
                ts: float) -> list[bytes]:
@@ -199,7 +213,7 @@ class Renderer:
 
     def _render_group(self, length: int, prefixes: list[bytes], columns: Mapping[str, np.ndarray],
                       rows: slice | np.ndarray, stamp: bytes) -> list[bytes]:
-        template, order = self._templates[length]
+        pieces, order = self._templates[length]
         depth = depth_columns(columns, rows) if "depth" in order else None
         cols: list[Column] = [prefixes]
         for name in order:
@@ -217,8 +231,7 @@ class Renderer:
                 cols.append(int_column(columns[name][rows]))
             else:
                 cols.append(array_text(columns[name][rows]))
-        pieces = tuple(template.replace(_TS, stamp).split(b"%s"))
-        return assemble(pieces, cols, len(prefixes))
+        return assemble((*pieces[:-1], pieces[-1].replace(_TS, stamp)), cols, len(prefixes))
 
 
 def _best(columns: Mapping[str, np.ndarray], rows: slice | np.ndarray, name: str,
