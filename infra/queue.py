@@ -28,8 +28,12 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.redis_url)
 
 
-async def create_queue(settings: Settings) -> ArqRedis:
-    return await create_pool(redis_settings(settings), default_queue_name=names_for(settings).default_queue)
+async def create_queue(settings: Settings, *, retries: int | None = None) -> ArqRedis:
+    """arq's pool. `retries` overrides arq's own connect retries (0: the caller waits out outages)."""
+    rs = redis_settings(settings)
+    if retries is not None:
+        rs.conn_retries = retries
+    return await create_pool(rs, default_queue_name=names_for(settings).default_queue)
 
 
 def derived_job_id(kind: str, *parts: object) -> str:

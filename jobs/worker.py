@@ -19,11 +19,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from arq.connections import ArqRedis
 from arq.worker import Function, Worker, func
 
 from ticker.core.contracts import Names
 from ticker.infra.heartbeat import beat
+from ticker.infra.outage import REDIS_ERRORS, Outage
 from ticker.infra.queue import create_queue, names_for, redis_settings
 from ticker.infra.settings import Settings
 from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
@@ -41,6 +43,39 @@ ORDER_ARQ_MAX_TRIES = 500
 # arq keeps a job's in-progress marker for timeout + 10 s; after a worker dies the job waits that long
 # before another worker may take it. The job is cancelled at its timeout anyway, so 2 s is enough.
 IN_PROGRESS_MARGIN_S = 2.0
+# PostgreSQL refusing or not ready when the worker starts.
+STARTUP_ERRORS = (*REDIS_ERRORS, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                  asyncpg.CannotConnectNowError)
+
+
+class _ResilientWorker(Worker):
+    """arq's Worker, except that losing Redis pauses it instead of ending it.
+
+    arq lets any Redis error escape its poll loop, which ends the worker. Here a failed poll is
+    recorded on the process's Redis `Outage` (one log line per outage), waited out with jittered
+    back-off and tried again on fresh connections; jobs already running carry on (an order job whose
+    own Redis or Postgres call fails hands itself back, so no order is lost or placed twice).
+    """
+
+    outage: Outage
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except REDIS_ERRORS as exc:
+            await asyncio.sleep(self.outage.failed(exc, f"polling {self.queue_name}"))
+        else:
+            self.outage.ok()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq takes a concurrency slot before its claim transaction and does not give it back when
+        # that transaction dies with the connection; give it back here, one job at a time.
+        for job_id in job_ids:
+            try:
+                await super().start_jobs([job_id])
+            except REDIS_ERRORS:
+                self._release_sem_dec_counter_on_complete()
+                raise
 
 
 def queue_name(names: Names, queue: str) -> str:
@@ -55,7 +90,8 @@ def functions_for(queue: str, names: Names, functions: Sequence[Any] | None = No
 
 
 def make_worker(queue: str, settings: Settings, deps: Deps | None, *, concurrency: int | None = None,
-                burst: bool = False, functions: Sequence[Any] | None = None) -> Worker | None:
+                burst: bool = False, functions: Sequence[Any] | None = None,
+                outage: Outage | None = None) -> Worker | None:
     """One arq Worker for `queue` (None when no job function routes there)."""
     names = names_for(settings)
     chosen = functions_for(queue, names, functions)
@@ -63,7 +99,7 @@ def make_worker(queue: str, settings: Settings, deps: Deps | None, *, concurrenc
         return None
     orders = queue == "orders"
     timeout = settings.order_job_timeout_seconds if orders else settings.default_job_timeout_seconds
-    worker = Worker(
+    worker = _ResilientWorker(
         functions=chosen,
         queue_name=queue_name(names, queue),
         redis_settings=redis_settings(settings),
@@ -81,6 +117,7 @@ def make_worker(queue: str, settings: Settings, deps: Deps | None, *, concurrenc
         log_results=False,
     )
     worker.in_progress_timeout_s = max(f.timeout_s or timeout for f in chosen) + IN_PROGRESS_MARGIN_S
+    worker.outage = outage or Outage("redis")
     return worker
 
 
@@ -101,7 +138,8 @@ def instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def _heartbeat(deps: Deps, workers: list[Worker], instance: str, stop: asyncio.Event) -> None:
+async def _heartbeat(deps: Deps, workers: list[Worker], instance: str, stop: asyncio.Event,
+                     outage: Outage) -> None:
     while not stop.is_set():
         info = {
             "queues": [w.queue_name for w in workers],
@@ -109,24 +147,66 @@ async def _heartbeat(deps: Deps, workers: list[Worker], instance: str, stop: asy
             "complete": sum(w.jobs_complete for w in workers),
             "failed": sum(w.jobs_failed for w in workers),
             "retried": sum(w.jobs_retried for w in workers),
+            "redis": "down" if outage.down else "ok",
         }
         try:
             await beat(deps.redis, deps.names, "worker", instance, info)
-        except Exception:  # a missed beat is not worth dying for; the next one may land
-            log.warning("worker heartbeat failed", exc_info=True)
+        except REDIS_ERRORS as exc:  # a missed beat is not worth dying for; the next one may land
+            outage.failed(exc, "writing the heartbeat")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
 
 
-async def _postbacks(deps: Deps, stop: asyncio.Event) -> None:
+async def _postbacks(deps: Deps, stop: asyncio.Event, outage: Outage) -> None:
     """Keep the order-postback consumer running until stop; a lost Redis connection is retried."""
     while not stop.is_set():
         try:
             await consume_postbacks(deps, stop)
+        except REDIS_ERRORS as exc:
+            delay = outage.failed(exc, "reading order postbacks")
         except Exception:
-            log.warning("order postback consumer failed; restarting", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            log.exception("order postback consumer failed; restarting")
+            delay = 1.0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+
+async def _serve(worker: Worker, outage: Outage, stop: asyncio.Event) -> None:
+    """Run one arq worker loop; a loop that dies with Redis (e.g. Redis down when it starts) is
+    started again once Redis answers, on the same Worker so its running jobs stay counted."""
+    while True:
+        try:
+            await worker.async_run()
+            return
+        except REDIS_ERRORS as exc:
+            if stop.is_set():
+                return
+            delay = outage.failed(exc, f"starting {worker.queue_name}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+
+
+async def _open_deps(settings: Settings, stop: asyncio.Event, redis_outage: Outage) -> Deps | None:
+    """The queue pool and shared clients, waiting out Redis or PostgreSQL being down at startup."""
+    postgres = Outage("postgres")
+    while not stop.is_set():
+        pool: ArqRedis | None = None
+        try:
+            pool = await create_queue(settings, retries=0)
+            redis_outage.ok()
+            deps = await build_deps(settings, pool)
+            postgres.ok()
+            return deps
+        except REDIS_ERRORS + STARTUP_ERRORS as exc:
+            which = postgres if pool is not None else redis_outage
+            delay = which.failed(exc, "starting the worker")
+            if pool is not None:
+                await pool.aclose()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    return None
 
 
 async def _drain(workers: list[Worker], grace: float) -> None:
@@ -144,20 +224,23 @@ async def run(settings: Settings, queues: Sequence[str], *, concurrency: int | N
               burst: bool = False, stop: asyncio.Event | None = None) -> int:
     """Run workers for `queues` until `stop` is set (or, with burst, until the queues are empty)."""
     stop = stop or asyncio.Event()
-    pool: ArqRedis = await create_queue(settings)
-    deps = await build_deps(settings, pool)
+    outage = Outage("redis")
+    deps = await _open_deps(settings, stop, outage)
+    if deps is None:  # stopped before Redis and PostgreSQL ever answered
+        return 0
     attach_order_components(deps)
-    workers = [w for q in queues if (w := make_worker(q, settings, deps, concurrency=concurrency, burst=burst))]
+    workers = [w for q in queues
+               if (w := make_worker(q, settings, deps, concurrency=concurrency, burst=burst, outage=outage))]
     if not workers:
         log.error("no job functions are registered for queues %s", ", ".join(queues))
         await close_deps(deps)
-        await pool.aclose()
+        await deps.redis.aclose()
         return 1
     instance = instance_id()
-    runs = [asyncio.create_task(w.async_run(), name=f"arq-{w.queue_name}") for w in workers]
-    helpers = [asyncio.create_task(_heartbeat(deps, workers, instance, stop), name="worker-heartbeat")]
+    runs = [asyncio.create_task(_serve(w, outage, stop), name=f"arq-{w.queue_name}") for w in workers]
+    helpers = [asyncio.create_task(_heartbeat(deps, workers, instance, stop, outage), name="worker-heartbeat")]
     if "orders" in queues:
-        helpers.append(asyncio.create_task(_postbacks(deps, stop), name="order-postbacks"))
+        helpers.append(asyncio.create_task(_postbacks(deps, stop, outage), name="order-postbacks"))
     stopper = asyncio.create_task(stop.wait(), name="worker-stop")
     log.info("worker %s running queues %s", instance, ", ".join(w.queue_name for w in workers))
     try:
@@ -178,8 +261,9 @@ async def run(settings: Settings, queues: Sequence[str], *, concurrency: int | N
             with contextlib.suppress(Exception):
                 await w.close()
         await close_deps(deps)
-        await pool.aclose()
-        await _forget_heartbeat(settings, instance)
+        await deps.redis.aclose()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await _forget_heartbeat(settings, instance)
 
 
 async def _forget_heartbeat(settings: Settings, instance: str) -> None:

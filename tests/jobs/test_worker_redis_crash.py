@@ -1,0 +1,63 @@
+"""A real `ticker worker` keeps running when its Redis is killed (SIGKILL) and started again on the
+same port: orders accepted before the crash complete exactly once, orders after it are taken too."""
+
+from __future__ import annotations
+
+import uuid
+
+from ticker.core.orders import kite_tag
+from ticker.infra.embedded import EmbeddedRedis
+from ticker.infra.heartbeat import alive
+from ticker.infra.order_submit import submit_place
+from ticker.infra.queue import create_queue
+
+from .conftest import World, wait_for
+from .test_worker_processes import assert_exactly_once, order, statuses, wait_all_terminal
+
+
+async def _submit(world: World, db, names, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        req = order(world, world.accounts[i % len(world.accounts)])
+        ids.append((await submit_place(world.arq, db, names, world.settings, req, uuid.uuid4().hex)).job_id)
+    return ids
+
+
+async def test_worker_outlives_a_redis_crash_and_orders_complete_exactly_once(world_factory, db, names,
+                                                                               tmp_path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", persist=True)
+    server.start()
+    try:
+        world = await world_factory(accounts=2, overrides={"redis_url": server.url})
+        # Kite answers slowly, so some orders are running and the rest still queued when Redis dies.
+        await world.admin("POST", "/_sim/faults", {"route": "POST /orders/*", "kind": "latency", "rate": 1.0,
+                                                   "delay_ms": 300})
+        worker = world.start_worker("--queue", "orders", "--concurrency", "2", log_level="INFO")
+
+        async def serving() -> bool:
+            return bool(await alive(world.arq, names, "worker"))
+
+        await wait_for(serving, timeout=60)
+        before = await _submit(world, db, names, 12)
+
+        async def some_placed() -> bool:
+            return sum(world.orders_with_tag(kite_tag(j)) for j in before) >= 1
+
+        await wait_for(some_placed, timeout=60)
+        server.kill()
+        await world.arq.aclose()
+        server.start()  # same port, same append-only file
+        world.arq = await create_queue(world.settings)
+        await world.admin("DELETE", "/_sim/faults")
+
+        after = await _submit(world, db, names, 4)
+        final = await wait_all_terminal(db, before + after, [worker], timeout=120)
+        assert worker.poll() is None, World.log_of(worker)
+        assert set(final.values()) == {"complete"}, final
+        await assert_exactly_once(world, db, before + after, final)
+        log = World.log_of(worker)
+        assert "redis unreachable" in log and "reachable again" in log, log
+        assert log.count("redis unreachable") <= 2, log  # once per outage, not once per retry
+        assert await statuses(db, before) == {j: "complete" for j in before}
+    finally:
+        server.kill()
