@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -42,6 +43,7 @@ from ticker.core.contracts import (
     Names,
 )
 from ticker.infra.heartbeat import beat
+from ticker.infra.outage import REDIS_ERRORS, Outage
 from ticker.infra.queue import create_queue, derived_job_id, enqueue, names_for
 from ticker.infra.settings import Settings
 
@@ -126,10 +128,11 @@ def in_market_hours(at: datetime, settings: Settings) -> bool:
 class SlotRunner:
     """Turns one scheduled run time into at most one enqueued job across all replicas."""
 
-    def __init__(self, queue: ArqRedis, names: Names, settings: Settings) -> None:
+    def __init__(self, queue: ArqRedis, names: Names, settings: Settings, outage: Outage | None = None) -> None:
         self.queue = queue
         self.names = names
         self.settings = settings
+        self.outage = outage or Outage("redis")
         self.enqueued = 0
         self.taken = 0
 
@@ -144,6 +147,21 @@ class SlotRunner:
             log.info("exchange holiday: schedule skipped", extra={"schedule": schedule.name, "day": day.isoformat()})
             return False
         slot = self.slot_of(run_time)
+        # A slot survives a Redis outage shorter than its claim window: tried again until then.
+        give_up = _time.monotonic() + schedule.claim_seconds
+        while True:
+            try:
+                fresh = await self._claim(schedule, slot)
+            except REDIS_ERRORS as exc:
+                delay = self.outage.failed(exc, f"enqueueing {schedule.name}")
+                if _time.monotonic() + delay > give_up:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            self.outage.ok()
+            return fresh
+
+    async def _claim(self, schedule: Schedule, slot: str) -> bool:
         job_id = derived_job_id(schedule.job_name, schedule.name, slot)
         claim = self.names.key("schedule", job_id)
         if not await self.queue.set(claim, slot, nx=True, ex=schedule.claim_seconds):
@@ -154,7 +172,9 @@ class SlotRunner:
         try:
             fresh = await enqueue(self.queue, self.names, schedule.job_name, {}, job_id=job_id)
         except BaseException:
-            await self.queue.delete(claim)  # let another replica (or the next try) have the slot
+            # let another replica (or the next try) have the slot; with Redis gone it expires anyway
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self.queue.delete(claim)
             raise
         self.enqueued += fresh
         log.info("schedule slot enqueued" if fresh else "schedule slot already queued",
@@ -170,7 +190,10 @@ class SlotRunner:
                 continue
             due = datetime.combine(local.date(), schedule.daily_at, self.settings.tz)
             if due <= local:
-                ran += await self.fire(schedule, due)
+                try:
+                    ran += await self.fire(schedule, due)
+                except REDIS_ERRORS:  # Redis gone for the whole claim window: the slot is skipped
+                    log.error("missed today's slot: Redis was unreachable", extra={"schedule": schedule.name})
         return ran
 
 
@@ -222,17 +245,34 @@ def _bind(runner: SlotRunner, schedule: Schedule) -> Callable[..., Awaitable[boo
 
 
 # --- the process -------------------------------------------------------------------------------------
-async def heartbeat_loop(queue: ArqRedis, names: Names, stop: asyncio.Event, info: dict[str, Any]) -> None:
+async def heartbeat_loop(queue: ArqRedis, names: Names, stop: asyncio.Event, info: dict[str, Any],
+                         outage: Outage) -> None:
     instance = f"{socket.gethostname()}:{os.getpid()}"
     while not stop.is_set():
         try:
             await beat(queue, names, "scheduler", instance, info)
-        except Exception as exc:  # Redis away: keep scheduling, the next beat will tell /health
-            log.warning("heartbeat failed", extra={"error": str(exc)})
+            outage.ok()
+        except REDIS_ERRORS as exc:  # Redis away: keep scheduling, the next beat will tell /health
+            outage.failed(exc, "writing the heartbeat")
         try:
             await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
         except TimeoutError:
             pass
+
+
+async def _connect(settings: Settings, stop: asyncio.Event, outage: Outage) -> ArqRedis | None:
+    """The queue pool, waiting out a Redis that is down when the scheduler starts."""
+    while not stop.is_set():
+        try:
+            queue = await create_queue(settings, retries=0)
+        except REDIS_ERRORS as exc:
+            delay = outage.failed(exc, "starting the scheduler")
+        else:
+            outage.ok()
+            return queue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    return None
 
 
 async def run(settings: Settings, test_interval: float | None = None, stop: asyncio.Event | None = None) -> int:
@@ -240,12 +280,16 @@ async def run(settings: Settings, test_interval: float | None = None, stop: asyn
 
     stop = stop or stop_event()
     settings.require("redis_url")
-    queue = await create_queue(settings)
+    outage = Outage("redis")
+    queue = await _connect(settings, stop, outage)
+    if queue is None:  # stopped before Redis ever answered
+        return 0
     names = names_for(settings)
     schedules = build_schedules(settings, set() if test_interval else available_jobs(), test_interval)
-    runner = SlotRunner(queue, names, settings)
+    runner = SlotRunner(queue, names, settings, outage)
     scheduler, executor = make_scheduler(settings, schedules, runner)
-    beats = asyncio.create_task(heartbeat_loop(queue, names, stop, {"schedules": [s.name for s in schedules]}))
+    beats = asyncio.create_task(heartbeat_loop(queue, names, stop, {"schedules": [s.name for s in schedules]},
+                                               outage))
     try:
         await runner.catch_up(schedules, datetime.now(settings.tz))
         scheduler.start()
