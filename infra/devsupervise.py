@@ -109,8 +109,8 @@ class Supervisor:
             if self.stopping:
                 return
             if item.crashes.record():
-                self._give_up(f"{item.name} {how_it_ended(code)}, its {item.crashes.limit}th exit within "
-                              f"{item.crashes.window:.0f} s: a crash loop")
+                self._give_up(f"{item.name} {how_it_ended(code)}: {item.crashes.limit} exits within "
+                              f"{item.crashes.window:.0f} s, a crash loop")
                 return
             delay = item.crashes.delay()
             self.say(f"{item.name} {how_it_ended(code)}; restarting it in {delay:.1f} s")
