@@ -64,3 +64,13 @@ def test_compose_runs_redis_postgres_and_each_process() -> None:
     for name, command in procfile().items():
         got = services[name]["command"]
         assert got[:2] == shlex.split(command)[:2], name
+
+
+def test_compose_redis_keeps_queued_jobs_across_a_restart() -> None:
+    doc = yaml.safe_load((ROOT / "infra" / "docker-compose.yml").read_text())
+    redis = doc["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    volume = redis["volumes"][0].split(":")
+    assert volume[1] == "/data" and volume[0] in doc["volumes"]
