@@ -19,9 +19,12 @@ from prometheus_client import Gauge
 
 log = logging.getLogger(__name__)
 
-# What a lost Redis looks like from a client: refused, reset, timed out, closed under us.
+# What a lost Redis looks like from a client: refused, reset, timed out, closed under us, still
+# loading its append-only file (BusyLoadingError is a ConnectionError). redis-py also reports a
+# connection lost during WATCH as a WatchError; arq handles the contention kind itself, so one that
+# reaches us means the connection went.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.WatchError)
 
 DEPENDENCY_UP = Gauge(
     "ticker_dependency_up", "1 while this process reaches the dependency, 0 during an outage",
