@@ -114,7 +114,24 @@ class EmbeddedPostgres:
         """Start the server again on the same data folder after it died."""
         if self._server is None:
             raise RuntimeError("embedded postgres was never started")
+        self._forget_dead_postmaster()
         self._server.ensure_postgres_running()
+
+    def _forget_dead_postmaster(self) -> None:
+        # A killed postmaster can linger as a zombie where nothing reaps orphans (as in many
+        # containers); its pid still "exists", so its lock file would keep a new server from starting.
+        import psutil
+
+        lock = self.folder / "postmaster.pid"
+        with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
+            pid = int(lock.read_text().splitlines()[0])
+            try:
+                dead = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                dead = True
+            if dead:
+                for stale in (lock, *self.folder.glob(".s.PGSQL.*.lock")):
+                    stale.unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -110,6 +111,31 @@ class TextFormatter(logging.Formatter):
         return f"{line}\n{record.exc_text}" if record.exc_text else line
 
 
+class QuietRetries(logging.Filter):
+    """For a library that logs a full traceback on every retry while a server is down (asyncpg's pool
+    refilling its minimum size): one line, at most once per `every` seconds; our own `Outage` says
+    when the dependency is back."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = record.getMessage()
+        if now - self._last.get(key, -self.every) < self.every:
+            return False
+        if len(self._last) > 100:  # a bounded memory of messages
+            self._last.clear()
+        self._last[key] = now
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()} ({type(record.exc_info[1]).__name__})"
+            record.args = None
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RedactingFilter())
@@ -119,3 +145,5 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) ->
     root.setLevel(level)
     for noisy in ("aiohttp.access", "asyncio", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    pool_log = logging.getLogger("asyncpg.pool")
+    pool_log.filters[:] = [QuietRetries()]

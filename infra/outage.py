@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 
+import asyncpg
 import redis.exceptions
 from prometheus_client import Gauge
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 # reaches us means the connection went.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
     OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.WatchError)
+# PostgreSQL refused, restarting, or a pooled connection closed under us.
+POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
 
 DEPENDENCY_UP = Gauge(
     "ticker_dependency_up", "1 while this process reaches the dependency, 0 during an outage",

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from ticker.core.contracts import JOB_SYNC_ORDERS
 from ticker.infra.kite_rest import is_transient
 from ticker.infra.order_audit import TERMINAL_KITE
+from ticker.infra.outage import POSTGRES_ERRORS, Outage
 from ticker.infra.ratelimit import RateLimited
 from ticker.jobs import audit
 from ticker.jobs.context import Deps, deps
@@ -127,6 +128,7 @@ async def consume_postbacks(d: Deps, stop: asyncio.Event) -> None:
     """Apply order postbacks to the audit until `stop` is set (owned and awaited by the worker)."""
     pubsub = d.redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(d.names.orders)
+    postgres = Outage("postgres")
     try:
         while not stop.is_set():
             message = await pubsub.get_message(timeout=0.25)  # bounds how long a stop waits
@@ -135,7 +137,10 @@ async def consume_postbacks(d: Deps, stop: asyncio.Event) -> None:
             for order in postback_orders(message["data"]):
                 try:
                     await record_kite_state(d, order)
-                except Exception:  # a bad row or a database hiccup costs this update only
+                    postgres.ok()
+                except POSTGRES_ERRORS as exc:  # the order sync brings the audit up to date later
+                    postgres.failed(exc, "applying order postbacks")
+                except Exception:  # a bad row costs this update only
                     log.warning("postback for order %s not applied", order.get("order_id"), exc_info=True)
     finally:
         with contextlib.suppress(Exception):

@@ -19,13 +19,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 from arq.connections import ArqRedis
 from arq.worker import Function, Worker, func
 
 from ticker.core.contracts import Names
 from ticker.infra.heartbeat import beat
-from ticker.infra.outage import REDIS_ERRORS, Outage
+from ticker.infra.outage import POSTGRES_ERRORS, REDIS_ERRORS, Outage
 from ticker.infra.queue import create_queue, names_for, redis_settings
 from ticker.infra.settings import Settings
 from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
@@ -43,9 +42,6 @@ ORDER_ARQ_MAX_TRIES = 500
 # arq keeps a job's in-progress marker for timeout + 10 s; after a worker dies the job waits that long
 # before another worker may take it. The job is cancelled at its timeout anyway, so 2 s is enough.
 IN_PROGRESS_MARGIN_S = 2.0
-# PostgreSQL refusing or not ready when the worker starts.
-STARTUP_ERRORS = (*REDIS_ERRORS, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  asyncpg.CannotConnectNowError)
 
 
 class _ResilientWorker(Worker):
@@ -199,7 +195,7 @@ async def _open_deps(settings: Settings, stop: asyncio.Event, redis_outage: Outa
             deps = await build_deps(settings, pool)
             postgres.ok()
             return deps
-        except REDIS_ERRORS + STARTUP_ERRORS as exc:
+        except (*REDIS_ERRORS, *POSTGRES_ERRORS) as exc:
             which = postgres if pool is not None else redis_outage
             delay = which.failed(exc, "starting the worker")
             if pool is not None:
