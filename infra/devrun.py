@@ -201,15 +201,18 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
         env["DATABASE_URL"] = pg.start()
         run.supervise_postgres(pg)
         run.say(f"embedded PostgreSQL in {run.folder / 'pg'}")
+    worker_port = s.worker_port or free_port()
     api_key = s.api_key_value or _persistent(run.folder, "api_key", lambda: secrets.token_urlsafe(32))
     enc_key = (s.account_encryption_key.get_secret_value() if s.account_encryption_key
                else _persistent(run.folder, "encryption_key", new_key))
     env.update({"API_KEY": api_key, "ACCOUNT_ENCRYPTION_KEY": enc_key, "LOG_FORMAT": env.get("LOG_FORMAT", "text"),
-                "STREAMER_PORT": str(args.streamer_port), "PYTHONUNBUFFERED": "1"})
+                "STREAMER_PORT": str(args.streamer_port), "PYTHONUNBUFFERED": "1",
+                "WORKER_PORT": str(worker_port), "WORKER_HOST": "127.0.0.1"})
     run.env = env
     run.info.update({"redis_url": env["REDIS_URL"], "database_url": env["DATABASE_URL"],
                      "web_url": f"http://127.0.0.1:{run.web_port}", "api_key": api_key,
-                     "streamer_health": f"http://127.0.0.1:{args.streamer_port}/health"})
+                     "streamer_health": f"http://127.0.0.1:{args.streamer_port}/health",
+                     "worker_health": f"http://127.0.0.1:{worker_port}/health"})
 
 
 async def start_sim(run: DevRun, args: argparse.Namespace) -> list[dict]:
@@ -315,6 +318,7 @@ ticker is running.
   web API        {web}   (X-API-Key: {key})
   health         {web}/health
   streamer       {run.info['streamer_health']}
+  worker         {run.info['worker_health']}   (and /metrics)
   Kite stand-in  {run.info.get('sim_url', 'real Kite (credentials from settings)')}
   Redis          {run.info['redis_url']}
   PostgreSQL     {run.info['database_url']}

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     stall_seconds: float = Field(5.0, gt=0)
     reconnect_max_seconds: float = Field(30.0, gt=0)
     streamer_port: int = 8081
+    worker_port: int = Field(0, ge=0, le=65535)  # the worker's /health and /metrics; 0 serves none
+    worker_host: str = "0.0.0.0"
     streamer_lease_ms: int = Field(10_000, gt=0)
     bar_interval_seconds: int = Field(60, gt=0)
     redis_breaker_reset_seconds: float = Field(2.0, gt=0)

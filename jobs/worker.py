@@ -28,6 +28,7 @@ from ticker.infra.outage import POSTGRES_ERRORS, REDIS_ERRORS, Outage
 from ticker.infra.queue import create_queue, names_for, redis_settings
 from ticker.infra.settings import Settings
 from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
+from ticker.jobs.health import serve_health
 from ticker.jobs.order_runner import attach_order_components
 from ticker.jobs.registry import all_functions
 from ticker.jobs.sync import consume_postbacks
@@ -238,6 +239,7 @@ async def run(settings: Settings, queues: Sequence[str], *, concurrency: int | N
     if "orders" in queues:
         helpers.append(asyncio.create_task(_postbacks(deps, stop, outage), name="order-postbacks"))
     stopper = asyncio.create_task(stop.wait(), name="worker-stop")
+    health = await serve_health(settings.worker_host, settings.worker_port, workers, outage)
     log.info("worker %s running queues %s", instance, ", ".join(w.queue_name for w in workers))
     try:
         await asyncio.wait([*runs, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -253,6 +255,8 @@ async def run(settings: Settings, queues: Sequence[str], *, concurrency: int | N
         stop.set()
         stopper.cancel()
         await asyncio.gather(*helpers, stopper, return_exceptions=True)
+        if health is not None:
+            await health.cleanup()
         for w in workers:
             with contextlib.suppress(Exception):
                 await w.close()

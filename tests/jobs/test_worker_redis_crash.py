@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import uuid
 
+import aiohttp
+
 from ticker.core.orders import kite_tag
-from ticker.infra.embedded import EmbeddedRedis
+from ticker.infra.embedded import EmbeddedRedis, free_port
 from ticker.infra.heartbeat import alive
 from ticker.infra.order_submit import submit_place
 from ticker.infra.queue import create_queue
@@ -59,5 +61,43 @@ async def test_worker_outlives_a_redis_crash_and_orders_complete_exactly_once(wo
         assert "redis unreachable" in log and "reachable again" in log, log
         assert log.count("redis unreachable") <= 2, log  # once per outage, not once per retry
         assert await statuses(db, before) == {j: "complete" for j in before}
+    finally:
+        server.kill()
+
+
+async def test_worker_health_says_degraded_while_redis_is_down(world_factory, tmp_path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", persist=True)
+    server.start()
+    port = free_port()
+    try:
+        world = await world_factory(accounts=1, overrides={"redis_url": server.url})
+        worker = world.start_worker("--queue", "all", worker_port=port, worker_host="127.0.0.1")
+
+        async def status() -> str | None:
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health") as r:
+                    doc = await r.json()
+            except aiohttp.ClientError:
+                return None
+            return doc["status"]
+
+        async def ok() -> bool:
+            return await status() == "ok"
+
+        async def degraded() -> bool:
+            return await status() == "degraded"
+
+        await wait_for(ok, timeout=60)
+        server.kill()
+        await wait_for(degraded, timeout=60)
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health") as r:
+            doc = await r.json()
+        assert doc["reason"].startswith("redis unreachable") and doc["redis"]["ok"] is False
+        server.start()
+        await wait_for(ok, timeout=60)
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+            text = await r.text()
+        assert 'ticker_dependency_up{dependency="redis"} 1.0' in text
+        assert worker.poll() is None
     finally:
         server.kill()

@@ -1,0 +1,71 @@
+"""The worker's own `/health` and `/metrics` (on WORKER_PORT; 0 serves none).
+
+A worker cut off from Redis cannot write the heartbeat the web's /health reads, so it says so
+itself: `degraded` with the reason while Redis is unreachable (HTTP 200: the process is fine and
+resumes by itself; restarting it would not help), `ok` otherwise. `/metrics` is this process's
+Prometheus registry: dependency state, jobs by outcome, and the process's CPU and memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+from arq.worker import Worker
+from prometheus_client import REGISTRY, Gauge
+
+from ticker.infra.metrics import metrics_handler
+from ticker.infra.outage import Outage
+
+log = logging.getLogger(__name__)
+
+JOBS = Gauge("ticker_worker_jobs", "jobs this worker process has finished, by outcome (since start)",
+             ["queue", "outcome"])
+RUNNING = Gauge("ticker_worker_jobs_running", "jobs running now", ["queue"])
+
+
+def health_doc(workers: Sequence[Worker], outage: Outage) -> dict[str, Any]:
+    for w in workers:
+        JOBS.labels(w.queue_name, "complete").set(w.jobs_complete)
+        JOBS.labels(w.queue_name, "failed").set(w.jobs_failed)
+        JOBS.labels(w.queue_name, "retried").set(w.jobs_retried)
+        RUNNING.labels(w.queue_name).set(sum(not t.done() for t in w.tasks.values()))
+    doc: dict[str, Any] = {
+        "status": "degraded" if outage.down else "ok",
+        "redis": {"ok": not outage.down, "outages": outage.outages},
+        "queues": {w.queue_name: {"running": sum(not t.done() for t in w.tasks.values()),
+                                  "complete": w.jobs_complete, "failed": w.jobs_failed,
+                                  "retried": w.jobs_retried} for w in workers},
+    }
+    if outage.down:
+        doc["reason"] = outage.reason
+        doc["redis"]["down_seconds"] = round(outage.seconds_down(), 1)
+    return doc
+
+
+async def serve_health(host: str, port: int, workers: Sequence[Worker], outage: Outage) -> web.AppRunner | None:
+    """Start the health server; None when port is 0 or cannot be bound (logged, the worker runs on)."""
+    if not port:
+        return None
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response(health_doc(workers, outage))
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        health_doc(workers, outage)  # refresh the job gauges
+        return await metrics_handler(REGISTRY)(request)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        log.error("worker health server cannot listen on %s:%s (%s); running without it", host, port, exc)
+        await runner.cleanup()
+        return None
+    return runner
