@@ -200,7 +200,7 @@ class _Renewal:
     async def failing(self, message: str) -> None:
         """Warn once per outage, not at every retry of every job (the key outlives a long outage)."""
         if await self.d.redis.set(self._failing_key, b"1", nx=True, ex=FAILING_MEMORY_SECONDS):
-            log.warning("token renewal failed; it is tried again until it works", extra={
+            log.warning("token renewal failing; it is retried with back-off", extra={
                 "account": self.id, "error": message})
 
     async def once(self) -> AccountOutcome:

@@ -137,7 +137,7 @@ async def test_the_streamer_asks_again_after_a_refresh_job_gave_up(
         await wait_for(lambda: streaming(streamer, "acc1"), 90)
     assert market.state.faults.fired.get("503") == LOGIN_ATTEMPTS + 1
     assert logged(caplog, "token refresh asked for", "acc1") >= 2
-    assert logged(caplog, "token renewal failed; it is tried again until it works", "acc1") == 1
+    assert logged(caplog, "token renewal failing; it is retried with back-off", "acc1") == 1
     assert (await store.get("acc1")).token_state == "valid"
 
 
