@@ -95,3 +95,11 @@ class ControlMessage(BaseModel):
     account_id: str | None = None
     tokens: list[int] = Field(default_factory=list)
     reason: str = ""
+
+
+# `tokens` messages that report a problem with an account's token rather than a fix: a streamer
+# reloads the account but does not try a token it saw refused again. Any other `tokens` message that
+# names an account (a token stored, credentials saved) means "try this account again".
+TOKEN_REFUSED_REASON = "access token refused by the Kite ticker"
+LOGIN_REFUSED_REASON = "automated login refused by Kite"
+TOKEN_PROBLEM_REASONS = frozenset({TOKEN_REFUSED_REASON, LOGIN_REFUSED_REASON})

@@ -1,5 +1,8 @@
 """Kite accounts: the `kite_accounts` table with every secret encrypted, or the single account
 named by settings when the table is empty.
+
+Besides the secrets an account carries the health of its access token (`token_state`, and when the
+token was last stored) and, when Kite refused its automated login for good, why (`login_error`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ _SECRET_COLUMNS = {
     "password": "password_enc",
     "totp_secret": "totp_secret_enc",
 }
+LOGIN_SECRETS = ("api_secret", "user_id", "password", "totp_secret")  # what an automated login uses
 
 
 class KiteAccount(BaseModel):
@@ -35,6 +39,9 @@ class KiteAccount(BaseModel):
     auto_login: bool = False
     token_state: TokenState = "unknown"
     is_active: bool = True
+    token_updated_at: datetime | None = None  # when the access token was last stored (even unchanged)
+    login_error: str | None = None  # why Kite refused the automated login for good; None when it works
+    login_error_at: datetime | None = None
 
     def secret(self, name: str) -> str | None:
         value = getattr(self, name)
@@ -45,6 +52,15 @@ class KiteAccount(BaseModel):
         doc = self.model_dump(include={"account_id", "api_key", "auto_login", "token_state", "is_active"})
         doc.update({f"has_{name}": getattr(self, name) is not None for name in _SECRET_COLUMNS})
         return doc
+
+    def login_blocked(self, retry_seconds: float, now: datetime | None = None) -> bool:
+        """Whether Kite refused this account's login for good less than `retry_seconds` ago: its
+        credentials are wrong, and trying them again soon only risks Kite locking the account."""
+        if self.login_error is None:
+            return False
+        if self.login_error_at is None:
+            return True
+        return ((now or datetime.now(UTC)) - self.login_error_at).total_seconds() < retry_seconds
 
 
 def settings_account(settings: Settings) -> KiteAccount | None:
@@ -76,7 +92,8 @@ class AccountStore:
         secrets = {name: SecretStr(value) for name, value in (await self.backend.open(row)).items()}
         return KiteAccount(
             account_id=row["account_id"], api_key=row["api_key"], auto_login=row["auto_login"],
-            token_state=row["token_state"], is_active=row["is_active"], **secrets,
+            token_state=row["token_state"], is_active=row["is_active"], token_updated_at=row["token_updated_at"],
+            login_error=row["login_error"], login_error_at=row["login_error_at"], **secrets,
         )
 
     async def list(self, *, active_only: bool = True) -> list[KiteAccount]:
@@ -88,6 +105,9 @@ class AccountStore:
         return await self._from_row(row) if row else None
 
     async def upsert(self, account: KiteAccount) -> None:
+        """Insert or update; secrets not given are kept. A new access token takes the account's
+        token_state (a token registered again is tried again, even one refused before), and new
+        login credentials clear a recorded login error."""
         enc = await self.backend.seal(account.account_id, {name: account.secret(name) for name in _SECRET_COLUMNS})
         await self.pool.execute(
             """
@@ -102,11 +122,15 @@ class AccountStore:
                 password_enc = COALESCE(EXCLUDED.password_enc, kite_accounts.password_enc),
                 totp_secret_enc = COALESCE(EXCLUDED.totp_secret_enc, kite_accounts.totp_secret_enc),
                 token_updated_at = CASE WHEN $11 THEN now() ELSE kite_accounts.token_updated_at END,
+                token_state = CASE WHEN $11 THEN EXCLUDED.token_state ELSE kite_accounts.token_state END,
+                login_error = CASE WHEN $12 THEN NULL ELSE kite_accounts.login_error END,
+                login_error_at = CASE WHEN $12 THEN NULL ELSE kite_accounts.login_error_at END,
                 auto_login = EXCLUDED.auto_login, is_active = EXCLUDED.is_active, updated_at = now()
             """,
             account.account_id, account.api_key, enc["api_secret_enc"], enc["access_token_enc"],
             enc["user_id_enc"], enc["password_enc"], enc["totp_secret_enc"], account.auto_login,
             account.token_state, account.is_active, account.access_token is not None,
+            any(getattr(account, name) is not None for name in LOGIN_SECRETS),
         )
 
     async def set_token(self, account_id: str, access_token: str, state: TokenState = "valid") -> None:
@@ -121,6 +145,12 @@ class AccountStore:
         await self.pool.execute(
             "UPDATE kite_accounts SET token_state = $2, updated_at = now() WHERE account_id = $1", account_id, state
         )
+
+    async def set_login_error(self, account_id: str, error: str | None) -> None:
+        """Record why Kite refused the automated login (None: it worked, forget the last refusal)."""
+        await self.pool.execute(
+            "UPDATE kite_accounts SET login_error = $2, login_error_at = CASE WHEN $2::text IS NULL THEN NULL"
+            " ELSE now() END, updated_at = now() WHERE account_id = $1", account_id, error)
 
     async def remove(self, account_id: str) -> bool:
         removed = (await self.pool.execute("DELETE FROM kite_accounts WHERE account_id = $1", account_id)) != "DELETE 0"

@@ -92,7 +92,7 @@ def check_totp(secret: str | None) -> None:
 
 
 # --- commands ----------------------------------------------------------------------------------------
-async def add(store: AccountStore, args: argparse.Namespace, interactive: bool) -> str:
+async def add(store: AccountStore, settings: Settings, args: argparse.Namespace, interactive: bool) -> str:
     existing = await store.get(args.account_id)
     secrets = {"api_secret": read_secret("api_secret", required=existing is None or
                                          existing.api_secret is None, interactive=interactive),
@@ -106,11 +106,12 @@ async def add(store: AccountStore, args: argparse.Namespace, interactive: bool) 
         account_id=args.account_id, api_key=args.api_key, auto_login=args.auto_login,
         is_active=not args.inactive, **{k: SecretStr(v) for k, v in secrets.items() if v is not None})
     await store.upsert(account)
+    await _announce(settings, args.account_id, "account saved from the command line")  # e.g. the same token again
     return f"{'updated' if existing else 'added'} account {args.account_id}"
 
 
 async def list_accounts(store: AccountStore, args: argparse.Namespace, out: TextIO) -> None:
-    accounts = [a.public() for a in await store.list(active_only=False)]
+    accounts = [{**a.public(), "login_error": a.login_error} for a in await store.list(active_only=False)]
     if args.json:
         out.write(orjson.dumps(accounts, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
@@ -122,6 +123,10 @@ async def list_accounts(store: AccountStore, args: argparse.Namespace, out: Text
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     for line in [list(cols), *rows]:
         out.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
+    for a in accounts:
+        if a["login_error"]:
+            out.write(f"\n{a['account_id']}: automated login refused by Kite ({a['login_error']}); store the right "
+                      f"credentials with `ticker accounts add {a['account_id']} --api-key {a['api_key']} --auto-login`\n")
 
 
 async def set_token(store: AccountStore, settings: Settings, args: argparse.Namespace, interactive: bool) -> str:
@@ -129,11 +134,11 @@ async def set_token(store: AccountStore, settings: Settings, args: argparse.Name
         raise CliError(f"no account {args.account_id!r}; add it first with `ticker accounts add`")
     token = read_secret("access_token", required=True, interactive=interactive)
     await store.set_token(args.account_id, token, state="unknown")
-    told = await _announce(settings, args.account_id)
+    told = await _announce(settings, args.account_id, "token set from the command line")
     return f"token stored for {args.account_id}" + ("; the streamer was told" if told else "")
 
 
-async def _announce(settings: Settings, account_id: str) -> bool:
+async def _announce(settings: Settings, account_id: str, reason: str) -> bool:
     """Tell a running streamer to reconnect the account (best effort: the token is stored either way)."""
     if not settings.redis_url:
         return False
@@ -144,7 +149,7 @@ async def _announce(settings: Settings, account_id: str) -> bool:
     redis = connect(settings.redis_url)
     try:
         await publish_control(redis, names_for(settings), ControlMessage(
-            kind="tokens", account_id=account_id, reason="token set from the command line"))
+            kind="tokens", account_id=account_id, reason=reason))
         return True
     except Exception:
         return False
@@ -164,12 +169,13 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO, interac
         if not store.configured:
             raise CliError("set ACCOUNT_ENCRYPTION_KEY (or SECRETS_BACKEND=aws) to store Kite secrets")
         if args.command == "add":
-            out.write(await add(store, args, interactive) + "\n")
+            out.write(await add(store, settings, args, interactive) + "\n")
         elif args.command == "list":
             await list_accounts(store, args, out)
         elif args.command == "remove":
             if not await store.remove(args.account_id):
                 raise CliError(f"no account {args.account_id!r}")
+            await _announce(settings, args.account_id, "account removed from the command line")
             out.write(f"removed account {args.account_id}\n")
         else:
             out.write(await set_token(store, settings, args, interactive) + "\n")

@@ -8,6 +8,11 @@ never fetched: the token is read from the Location header.
 
 Every session here is private to one login (its own cookie jar) and closed at the end. Messages
 never contain the password, TOTP, cookies or request token.
+
+A failure is `transient` when trying again later may work (network trouble, a timeout, HTTP 429 or
+5xx, an answer that makes no sense); otherwise Kite refused what it was given (wrong user id,
+password, TOTP or api_key: its InputException / TokenException / TwoFAException) and only new
+credentials will help.
 """
 
 from __future__ import annotations
@@ -26,11 +31,17 @@ _REDIRECT = frozenset({301, 302, 303, 307, 308})
 
 
 class LoginError(Exception):
-    """The automated login failed; `step` says where (login, twofa, authorize)."""
+    """The automated login failed; `step` says where (login, twofa, authorize), `transient` whether
+    trying again later may work."""
 
-    def __init__(self, step: str, message: str) -> None:
+    def __init__(self, step: str, message: str, *, transient: bool = False) -> None:
         super().__init__(f"Kite login failed at {step}: {redact(message)}")
         self.step = step
+        self.transient = transient
+
+
+def _transient_status(status: int) -> bool:
+    return status == 429 or status >= 500
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,7 @@ async def request_token(login_root: str, creds: LoginCredentials, *, timeout: fl
                             {"user_id": creds.user_id, "password": creds.password})
         request_id = login.get("request_id")
         if not request_id:
-            raise LoginError("login", "Kite answered without a request_id")
+            raise LoginError("login", "Kite answered without a request_id", transient=True)
         await _post(session, f"{root}/api/twofa", "twofa", {
             "user_id": creds.user_id, "request_id": request_id,
             "twofa_value": creds.totp(), "twofa_type": "totp",
@@ -75,13 +86,16 @@ async def _post(session: aiohttp.ClientSession, url: str, step: str, form: dict[
             body = await resp.read()
             status = resp.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise LoginError(step, f"{exc.__class__.__name__} talking to Kite") from None
+        raise LoginError(step, f"{exc.__class__.__name__} talking to Kite", transient=True) from None
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise LoginError(step, f"unexpected answer (HTTP {status})") from None
+        raise LoginError(step, f"unexpected answer (HTTP {status})", transient=True) from None
+    if not isinstance(doc, dict):
+        raise LoginError(step, f"unexpected answer (HTTP {status})", transient=True)
     if status >= 400 or doc.get("status") != "success":
-        raise LoginError(step, f"{doc.get('error_type', 'error')}: {doc.get('message', f'HTTP {status}')}")
+        raise LoginError(step, f"{doc.get('error_type', 'error')}: {doc.get('message', f'HTTP {status}')}",
+                         transient=_transient_status(status) or status < 400)
     return doc.get("data") or {}
 
 
@@ -91,9 +105,9 @@ async def _follow_to_token(session: aiohttp.ClientSession, url: str) -> str:
             async with session.get(url, allow_redirects=False) as resp:
                 status, location, body = resp.status, resp.headers.get("Location"), await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise LoginError("authorize", f"{exc.__class__.__name__} talking to Kite") from None
+            raise LoginError("authorize", f"{exc.__class__.__name__} talking to Kite", transient=True) from None
         if status not in _REDIRECT or not location:
-            raise LoginError("authorize", _describe(status, body))
+            raise LoginError("authorize", _describe(status, body), transient=_transient_status(status))
         url = urljoin(url, location)
         query = parse_qs(urlsplit(url).query)
         if "request_token" in query:

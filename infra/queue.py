@@ -12,6 +12,7 @@ from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.jobs import Job, JobStatus
 from pydantic import BaseModel
 
 from ticker.core.contracts import Names
@@ -57,6 +58,12 @@ async def enqueue(
         job_name, body, _job_id=job_id, _queue_name=names.queue_for(job_name), _defer_by=defer_by
     )
     return job is not None
+
+
+async def unfinished(pool: ArqRedis, names: Names, job_name: str, job_id: str) -> bool:
+    """Whether that job is still queued, deferred (e.g. waiting for a retry) or running."""
+    status = await Job(job_id, pool, _queue_name=names.queue_for(job_name)).status()
+    return status in (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress)
 
 
 # --- one-round-trip enqueue ---------------------------------------------------------------------

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
     order_token_refresh_wait_seconds: float = Field(10.0, ge=0)  # after a 403, before retrying the order
     portfolio_cache_seconds: float = Field(2.0, ge=0)
+    # While an account's token is bad the streamer asks for a refresh again, and a refresh job retries
+    # a login that failed on the way (5xx, timeout), after these waits: doubled each time, jittered.
+    token_refresh_retry_seconds: float = Field(30.0, gt=0)  # first wait before a token refresh is tried again
+    token_refresh_retry_max_seconds: float = Field(600.0, gt=0)  # cap of that back-off
+    # A login Kite refused for good (wrong password, TOTP secret or api_secret) waits this long before
+    # it is tried again; storing the account's credentials again retries at once.
+    token_login_refused_retry_seconds: float = Field(21_600.0, gt=0)  # wrong credentials: login tried again after
 
     # --- scheduler ------------------------------------------------------------------------------
     token_refresh_time: time = time(7, 35)

@@ -118,6 +118,7 @@ class Reconciler:
             pool = self.pools.get(account_id)
             seen = last_tick.get(account_id)
             doc = {"owned": account_id in owned, "token_state": self.tokens.state(account),
+                   "login_error": account.login_error,
                    "planned_tokens": len(self.plan.tokens_of(account_id)),
                    "last_tick_age": round(now - seen, 3) if seen else None}
             doc.update(pool.describe() if pool else {"connections": 0, "connected": 0, "tokens": 0})

@@ -19,7 +19,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ticker.core.contracts import ControlMessage, Names
+from ticker.core.contracts import TOKEN_PROBLEM_REASONS, ControlMessage, Names
 from ticker.infra.accounts import account_store
 from ticker.infra.db import create_pool
 from ticker.infra.heartbeat import beat
@@ -41,7 +41,7 @@ from ticker.streamer.publisher import Publisher
 from ticker.streamer.reconcile import Reconciler
 from ticker.streamer.registry import Registry
 from ticker.streamer.tasks import Supervisor
-from ticker.streamer.tokens import REFUSED_REASON, TokenHealth, report_rejection
+from ticker.streamer.tokens import RefreshRequests, TokenHealth, report_rejection
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 5  # monitor ticks (seconds)
@@ -107,6 +107,7 @@ class Streamer:
         self.flusher = Flusher(self.buffer, self.enricher, self.publisher, self.metrics,
                                settings.tick_batch_window_ms / 1000)
         self.tokens = TokenHealth()
+        self.refreshes = RefreshRequests(settings, clients.queue, self.names)
         self.timing = Timing(settings.stall_seconds, settings.reconnect_base_seconds,
                              settings.reconnect_max_seconds, settings.ws_subscribe_batch)
         store = account_store(clients.db, settings)
@@ -128,12 +129,13 @@ class Streamer:
                            supervisor=self.supervisor, on_rejected=self._on_rejected)
 
     def _on_rejected(self, account_id: str, creds: Credentials) -> None:
-        self.tokens.refused(account_id, creds.access_token)
+        account = self.reconciler.accounts.get(account_id)
+        self.tokens.refused(account_id, creds.access_token, account.token_updated_at if account else None)
         self.wake.request(reload=False)
 
     def _on_control(self, message: ControlMessage | None) -> None:
         if message is not None and message.kind == "tokens" and message.account_id \
-                and message.reason != REFUSED_REASON:
+                and message.reason not in TOKEN_PROBLEM_REASONS:
             self.tokens.forgive(message.account_id)
         self.wake.request(instruments=message is not None and message.kind == "instruments")
 
@@ -187,8 +189,9 @@ class Streamer:
         """One coordination pass; False when Postgres could not be read (the old plan stays)."""
         for account_id, fp in list(self.tokens.pending.items()):
             del self.tokens.pending[account_id]
-            await report_rejection(account_id, fp, store=self.reconciler.store, queue=self.clients.queue,
-                                   redis=self.clients.redis, names=self.names)
+            account = self.reconciler.accounts.get(account_id)
+            await report_rejection(account_id, fp, auto_login=account is not None and account.auto_login,
+                                   store=self.reconciler.store, redis=self.clients.redis, names=self.names)
         ok = True
         try:
             if reload:
@@ -203,6 +206,8 @@ class Streamer:
         if lease_due or reload:
             await self.leases.refresh(self.reconciler.accounts)
         self.metrics.accounts_owned.set(len(self.leases.held))
+        accounts = self.reconciler.accounts
+        await self.refreshes.run([accounts[a] for a in sorted(self.leases.held) if a in accounts], self.tokens)
         await self.reconciler.apply(self.leases.held)
         self.ingest.forget(set(self.reconciler.accounts))
         self.metrics.reconciles.labels("ok" if ok else "failed").inc()

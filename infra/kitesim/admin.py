@@ -20,6 +20,8 @@
     GET    /_sim/ws/connections        live ticker connections: id, api_key, subscriptions, modes, stalled
     POST   /_sim/ws/drop               {"connection_id": 3 | null, "api_key": null} drop one / all
     POST   /_sim/ws/drop_every         {"seconds": 5} drop all connections every N s (null stops)
+    POST   /_sim/ws/refuse             {"api_key": null (each), "times": 1, "drop_connections": true} refuse
+                                       the next ticker handshakes with 403 though the token is good
     POST   /_sim/ws/stall              {"connection_id": 3 | null, "api_key": null, "stalled": true}
                                        open but silent: no ticks, heartbeats, postbacks or pongs
     POST   /_sim/ticks                 {"tick_interval_ms": 100, "tick_rate": 2.0, "ticks_per_second":
@@ -53,6 +55,12 @@ class Target(_Body):
 
 class Expire(_Body):
     api_key: str | None = None
+    drop_connections: bool = True
+
+
+class Refuse(_Body):
+    api_key: str | None = None
+    times: int = Field(1, ge=1, le=10_000)
     drop_connections: bool = True
 
 
@@ -184,6 +192,15 @@ async def drop_every(request: web.Request) -> web.Response:
     body = await _body(request, Every)
     sim_of(request).drop_every(body.seconds)
     return ok({"seconds": body.seconds})
+
+
+@routes.post("/_sim/ws/refuse")
+async def refuse(request: web.Request) -> web.Response:
+    body = await _body(request, Refuse)
+    sim = sim_of(request)
+    if body.api_key is not None and body.api_key not in sim.auth.accounts:
+        return ok({"error": f"unknown api_key {body.api_key!r}"}, status=404)
+    return ok({"refusing": sim.refuse_handshakes(body.api_key, body.times, body.drop_connections)})
 
 
 @routes.post("/_sim/ws/stall")

@@ -139,6 +139,17 @@ class SimState:
             self.hub.drop(api_key=api_key)
         return count
 
+    def refuse_handshakes(self, api_key: str | None = None, times: int = 1, drop_connections: bool = True) -> int:
+        """Refuse the next `times` ticker handshakes (of one api_key or of each) with a 403 although the
+        token is good, as Kite's ticker now and then does; open sockets are dropped by default so the
+        reconnect meets it. Returns how many api_keys are affected."""
+        keys = [self.account(api_key).api_key] if api_key else [a.api_key for a in self.accounts]
+        for key in keys:
+            self.hub.refusals[key] = times
+            if drop_connections:
+                self.hub.drop(api_key=key)
+        return len(keys)
+
     def set_ticks(self, **kwargs: object) -> None:
         self.engine.set_rates(**kwargs)  # type: ignore[arg-type]
 
@@ -158,6 +169,7 @@ class SimState:
         self.engine.set_rates(tick_rate=c.tick_rate, ticks_per_second=c.ticks_per_second)
         self.engine.drop_every = c.drop_every_seconds
         self.rate_limit.set(c.order_rate_limit)
+        self.hub.refusals.clear()
         for conn in self.hub.conns.values():
             conn.stall(False)
 

@@ -159,6 +159,7 @@ class TickerHub:
         self.auth, self.uni, self.counters = auth, uni, counters
         self.max_per_key, self.max_tokens = max_per_key, max_tokens
         self.conns: dict[int, TickerConn] = {}
+        self.refusals: dict[str, int] = {}  # api_key -> handshakes still to refuse with 403 (valid token or not)
 
     def of_key(self, api_key: str) -> list[TickerConn]:
         return [c for c in self.conns.values() if c.api_key == api_key]
@@ -179,10 +180,16 @@ class TickerHub:
             conn.abort()
         return len(targets)
 
+    def _refuse_next(self, api_key: str) -> bool:
+        left = self.refusals.get(api_key, 0)
+        if left:
+            self.refusals[api_key] = left - 1
+        return left > 0
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         api_key = request.query.get("api_key", "")
         account = self.auth.account_for(api_key, request.query.get("access_token", ""))
-        if account is None:
+        if account is None or self._refuse_next(api_key):
             self.counters.ws_refused["403"] += 1
             raise web.HTTPForbidden(text="403 Forbidden: invalid api_key or access_token")
         if len(self.of_key(api_key)) >= self.max_per_key:

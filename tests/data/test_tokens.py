@@ -9,6 +9,7 @@ import logging
 import aiohttp
 import orjson
 import pytest
+from arq import Retry
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -16,7 +17,7 @@ from tests.data.conftest import DataEnv
 from ticker.infra.kite_login import LoginCredentials, LoginError, request_token
 from ticker.infra.kite_rest import KiteApi, TokenException
 from ticker.infra.logs import RedactingFilter
-from ticker.jobs.tokens import TokenJobError, exchange_request_token, refresh_tokens
+from ticker.jobs.tokens import LOGIN_ATTEMPTS, TokenJobError, exchange_request_token, refresh_tokens
 
 
 async def _listen(redis: Redis, channel: str, until: int, box: list[dict]) -> None:
@@ -88,6 +89,50 @@ async def test_a_wrong_password_fails_clearly_and_marks_the_token_bad(data_env: 
     assert "nope-nope" not in str(info.value)
     assert (await env.deps.accounts.get("sim2")).token_state == "invalid"
     assert (await env.deps.accounts.get("sim1")).token_state != "invalid"
+
+
+async def test_a_login_failing_on_the_way_is_retried_in_the_job_then_by_arq(data_env: DataEnv) -> None:
+    env = data_env
+    env.sim.state.expire_tokens(env.sim.accounts[0].api_key)
+    env.sim.state.add_fault("POST /api/login", "503", times=LOGIN_ATTEMPTS - 1)
+    result = await refresh_tokens(env.ctx, {"account_id": "sim1"})
+    assert result["renewed"] == 1 and env.kite_requests("POST /api/login") == LOGIN_ATTEMPTS
+    assert await _works(env, "sim1")
+
+    env.sim.state.expire_tokens(env.sim.accounts[0].api_key)
+    env.sim.state.add_fault("POST /api/login", "timeout", times=LOGIN_ATTEMPTS, delay_ms=0)
+    with pytest.raises(Retry):  # every attempt of this try failed: arq runs the job again later
+        await refresh_tokens({**env.ctx, "job_try": 1}, {"account_id": "sim1"})
+    stored = await env.deps.accounts.get("sim1")
+    assert stored.token_state == "invalid" and stored.login_error is None  # bad token, credentials fine
+    result = await refresh_tokens({**env.ctx, "job_try": 2}, {"account_id": "sim1"})
+    assert result["renewed"] == 1 and await _works(env, "sim1")
+
+
+async def test_a_refused_login_is_recorded_and_not_retried_until_the_credentials_change(data_env: DataEnv) -> None:
+    env = data_env
+    good = await env.deps.accounts.get("sim2")
+    await env.deps.accounts.upsert(good.model_copy(update={"password": SecretStr("wrong-pass-1")}))
+    env.sim.state.expire_tokens(good.api_key)
+    with pytest.raises(TokenJobError, match="ticker accounts add sim2"):
+        await refresh_tokens({**env.ctx, "job_try": 1}, {"account_id": "sim2"})  # no Retry: it is not transient
+    stored = await env.deps.accounts.get("sim2")
+    assert "InputException" in stored.login_error and stored.login_error_at is not None
+    assert "wrong-pass-1" not in stored.login_error
+    tried = env.kite_requests("POST /api/login")
+    with pytest.raises(TokenJobError, match="refused earlier"):
+        await refresh_tokens(env.ctx, {"account_id": "sim2"})
+    everyone = await refresh_tokens(env.ctx, {})  # the daily run leaves it alone too
+    assert [o["failure"] for o in everyone["accounts"] if o["account_id"] == "sim2"] == ["refused"]
+    assert env.kite_requests("POST /api/login") == tried
+    with pytest.raises(TokenJobError):
+        await refresh_tokens(env.ctx, {"account_id": "sim2", "force": True})  # forced: Kite is asked again
+    assert env.kite_requests("POST /api/login") == tried + 1
+
+    await env.deps.accounts.upsert(good.model_copy(update={"access_token": None}))  # the right password again
+    assert (await env.deps.accounts.get("sim2")).login_error is None
+    assert (await refresh_tokens(env.ctx, {"account_id": "sim2"}))["renewed"] == 1
+    assert await _works(env, "sim2")
 
 
 async def test_accounts_without_auto_login_are_refused(data_env: DataEnv) -> None:

@@ -212,6 +212,27 @@ async def test_expired_token_drops_the_socket_and_reconnect_gets_403(kitesim, se
     await ws.close()
 
 
+async def test_refused_handshakes_of_a_good_token_over_the_admin_api(kitesim, session):
+    ws = await session.ws_connect(_url(kitesim))
+    await _wait_conns(kitesim, 1)
+    async with session.post(f"{kitesim.url}/_sim/ws/refuse",
+                            json={"api_key": kitesim.account.api_key, "times": 2}) as resp:
+        assert resp.status == 200 and (await resp.json()) == {"refusing": 1}
+    assert (await _next(ws)).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+    for _ in range(2):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await session.ws_connect(_url(kitesim))
+        assert err.value.status == 403
+    other = await session.ws_connect(_url(kitesim, 1))  # only that api_key was refused
+    again = await session.ws_connect(_url(kitesim))  # the same token works again
+    assert kitesim.state.counters.ws_refused["403"] == 2
+    async with session.post(f"{kitesim.url}/_sim/ws/refuse", json={"api_key": "nope"}) as resp:
+        assert resp.status == 404
+    await other.close()
+    await again.close()
+    await ws.close()
+
+
 async def test_admin_lists_connections_and_subscriptions(kitesim, session):
     opts = _options(kitesim, 7)
     async with session.ws_connect(_url(kitesim)) as ws:

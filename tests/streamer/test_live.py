@@ -12,15 +12,14 @@ from datetime import date, datetime
 import numpy as np
 import pytest
 from arq.jobs import Job, JobStatus
+from pydantic import SecretStr
 
-from ticker.core.contracts import JOB_REFRESH_TOKENS, ControlMessage
+from ticker.core.contracts import ControlMessage
 from ticker.core.greeks import time_to_expiry
 from ticker.infra.accounts import account_store
 from ticker.infra.control import publish_control
 from ticker.infra.kite_rest import KiteApi, KiteHttp
 from ticker.infra.kitesim.market import model_vol
-from ticker.infra.queue import derived_job_id
-from ticker.streamer.tokens import fingerprint
 
 from .conftest import Recorder, option_tokens, running_streamer, subscribe, wait_for
 
@@ -132,6 +131,8 @@ async def test_expired_token_fails_over_enqueues_refresh_and_takes_back(market, 
     await subscribe(sdb, tokens)
     store = account_store(sdb, ssettings)
     sick = market.accounts[1]
+    login = {k: SecretStr(getattr(sick, k)) for k in ("user_id", "password", "totp_secret")}
+    await store.upsert((await store.get("acc2")).model_copy(update={"auto_login": True, **login}))
     async with Recorder(sredis, [snames.options]) as rec, running_streamer(ssettings) as streamer:
         await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), 15)
         assert streamer.health()[1]["accounts"]["acc2"]["tokens"] > 0
@@ -141,9 +142,8 @@ async def test_expired_token_fails_over_enqueues_refresh_and_takes_back(market, 
         moved_at = time.time()
         await wait_for(lambda: rec.tokens(snames.options, since=moved_at) >= set(tokens), 5)
         assert (await store.get("acc2")).token_state == "invalid"
-        job = Job(derived_job_id(JOB_REFRESH_TOKENS, "acc2", fingerprint(sick.access_token)), streamer.clients.queue,
-                  _queue_name=snames.default_queue)
-        assert await job.status() == JobStatus.queued
+        job = Job(streamer.refreshes.job_of("acc2"), streamer.clients.queue, _queue_name=snames.default_queue)
+        assert await job.status() == JobStatus.queued  # no worker runs here
         # What the token job does once it has a new session: store it, announce it.
         http = KiteHttp(market.url, timeout=5)
         try:
