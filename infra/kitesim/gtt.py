@@ -148,14 +148,11 @@ class GttBook:
     # --- triggering ------------------------------------------------------------------------------
     def check(self, now: float) -> int:
         """Expire old triggers and fire every active one the current price reaches; returns fired."""
-        if not self.active or not self.market.is_open(now):
-            return 0
-        live = list(self.active.values())
-        for gtt in live:
+        for gtt in list(self.active.values()):
             if now >= gtt.expires_at:
                 self._finish(gtt, "expired", now)
-        live = [g for g in live if g.status == "active"]
-        if not live:
+        live = list(self.active.values())
+        if not live or not self.market.is_open(now):
             return 0
         prices = self.market.price_rows(np.array([g.spec.row for g in live]), now)
         fired = 0
