@@ -9,9 +9,9 @@ The model (plausible, not Zerodha's RMS):
 - Equity: `var` = the order value for CNC; MIS is 5× leveraged (20% of the value, `leverage` 5).
 - A basket's `initial` is the sum of its orders taken alone; its `final` scans the orders of each
   underlying together (SPAN style: scan loss less the net value of the options, floored at 0),
-  with `option_premium` the net premium (paid minus received) and `exposure` as summed. With
-  `consider_positions` the account's open positions join the scan and `final` is what the basket
-  adds to their margin.
+  with `option_premium` the net premium (paid minus received) and `exposure` on each instrument's
+  net quantity. With `consider_positions` the account's open positions join the scan and `final`
+  is what the basket adds to their margin (negative when it releases margin).
 - `POST /margins/orders` takes existing positions into account: the part of an order that closes
   an open position of the same product needs no margin.
 - Prices: the order's `price` for LIMIT/SL orders, the last price otherwise. `mode=compact`
@@ -153,7 +153,7 @@ class MarginModel:
             if derivs:
                 m["span"] += max(0.0, self._scan_loss(derivs, now) - net_option_value)
             m["option_premium"] += net_option_value
-            m["exposure"] += sum(self._exposure(leg) for leg in derivs)
+            m["exposure"] += sum(self._exposure(leg) for leg in _netted(derivs))
             m["var"] += sum(self._alone(leg, leg.quantity, now)["var"] for leg in group
                             if self.uni.kind[leg.row] == KIND_UNDERLYING)
         m["total"] = m["span"] + m["exposure"] + m["option_premium"] + m["var"]
@@ -205,6 +205,19 @@ class MarginModel:
             legs.append(Leg(row, self.uni.exchange_of(row), str(self.uni.symbol[row]),
                             "BUY" if net > 0 else "SELL", product, abs(net), price))
         return legs
+
+
+def _netted(legs: list[Leg]) -> list[Leg]:
+    """Legs of the same instrument offset each other: one leg per instrument, its net quantity."""
+    out = []
+    for row in dict.fromkeys(leg.row for leg in legs):
+        same = [leg for leg in legs if leg.row == row]
+        net = sum(leg.signed for leg in same)
+        if net:
+            first = same[0]
+            out.append(Leg(row, first.exchange, first.tradingsymbol, "BUY" if net > 0 else "SELL",
+                           first.product, abs(net), sum(leg.price for leg in same) / len(same)))
+    return out
 
 
 def _empty() -> dict:

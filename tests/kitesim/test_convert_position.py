@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from kiteconnect import exceptions as kex
 
-from tests.kitesim.trading_helpers import call, kite, option, ticks
+from tests.kitesim.trading_helpers import call, kite, option
 
 
 async def _buy(k, inst, qty: int, product: str = "MIS", side: str = "BUY") -> None:
-    price = ticks(inst.price * (1.5 if side == "BUY" else 0.5))
+    price = inst.grid(inst.price * (1.5 if side == "BUY" else 0.5))
     await call(k.place_order, variety="regular", exchange="NFO", tradingsymbol=inst.symbol, transaction_type=side,
                quantity=qty, product=product, order_type="LIMIT", price=price)
 

@@ -19,7 +19,6 @@ from tests.kitesim.trading_helpers import (
     kite,
     move_price,
     option,
-    ticks,
     wait_for,
 )
 
@@ -56,7 +55,7 @@ async def _order(k, order_id: str) -> dict:
 async def test_single_gtt_fires_on_the_price_and_its_order_fills_with_postbacks(kitesim):
     k, inst = kite(kitesim), option(kitesim)
     p = inst.price
-    trigger, limit = ticks(p * 1.2), ticks(p * 1.6)
+    trigger, limit = inst.grid(p * 1.2), inst.grid(p * 1.6)
     gtt_id = await _place(k, "single", inst, [trigger], p, [_leg("BUY", inst.lot, limit)])
     g = await call(k.get_gtt, gtt_id)
     assert set(g) == GTT_KEYS and g["status"] == "active" and g["type"] == "single"
@@ -66,8 +65,8 @@ async def test_single_gtt_fires_on_the_price_and_its_order_fills_with_postbacks(
     acc = kitesim.account
     async with aiohttp.ClientSession() as session, session.ws_connect(
             f"{kitesim.ws_url}?api_key={acc.api_key}&access_token={acc.access_token}") as ws:
-        moved = await move_price(kitesim, inst, ticks(p * 1.35))
-        assert moved["last_price"] == pytest.approx(p * 1.35, abs=0.05)
+        moved = await move_price(kitesim, inst, inst.grid(p * 1.35))
+        assert moved["last_price"] == pytest.approx(p * 1.35, abs=inst.tick)
         g = await _triggered(k, gtt_id)
         result = g["orders"][0]["result"]
         assert set(result) == RESULT_KEYS and result["order_result"]["status"] == "success"
@@ -93,13 +92,13 @@ async def test_oco_fires_only_the_leg_whose_trigger_is_hit(kitesim):
     k, inst = kite(kitesim), option(kitesim)
     p = inst.price
     await call(k.place_order, variety="regular", exchange="NFO", tradingsymbol=inst.symbol,
-               transaction_type="BUY", quantity=inst.lot, product="NRML", order_type="LIMIT", price=ticks(p * 1.5))
-    low, high = ticks(p * 0.8), ticks(p * 1.25)
+               transaction_type="BUY", quantity=inst.lot, product="NRML", order_type="LIMIT", price=inst.grid(p * 1.5))
+    low, high = inst.grid(p * 0.8), inst.grid(p * 1.25)
     gtt_id = await _place(k, "two-leg", inst, [low, high], p,
-                          [_leg("SELL", inst.lot, ticks(p * 0.6)), _leg("SELL", inst.lot, ticks(p * 1.2))])
+                          [_leg("SELL", inst.lot, inst.grid(p * 0.6)), _leg("SELL", inst.lot, inst.grid(p * 1.2))])
     g = await call(k.get_gtt, gtt_id)
     assert g["type"] == "two-leg" and g["condition"]["trigger_values"] == [low, high]
-    await move_price(kitesim, inst, ticks(p * 0.7))
+    await move_price(kitesim, inst, inst.grid(p * 0.7))
     g = await _triggered(k, gtt_id)
     stop, target = g["orders"]
     assert target["result"] is None
@@ -113,8 +112,8 @@ async def test_oco_fires_only_the_leg_whose_trigger_is_hit(kitesim):
 async def test_market_leg_is_placed_with_market_protection_and_fills(kitesim):
     k, inst = kite(kitesim), future(kitesim)
     p = inst.price
-    gtt_id = await _place(k, "single", inst, [ticks(p * 0.97)], p, [_leg("SELL", inst.lot, 0, "MARKET")])
-    await move_price(kitesim, inst, ticks(p * 0.95))
+    gtt_id = await _place(k, "single", inst, [inst.grid(p * 0.97)], p, [_leg("SELL", inst.lot, 0, "MARKET")])
+    await move_price(kitesim, inst, inst.grid(p * 0.95))
     g = await _triggered(k, gtt_id)
     order = await _order(k, g["orders"][0]["result"]["order_result"]["order_id"])
     assert order["order_type"] == "MARKET" and order["transaction_type"] == "SELL"
@@ -124,32 +123,32 @@ async def test_market_leg_is_placed_with_market_protection_and_fills(kitesim):
 async def test_modify_and_delete(kitesim):
     k, inst = kite(kitesim), option(kitesim)
     p = inst.price
-    gtt_id = await _place(k, "single", inst, [ticks(p * 1.3)], p, [_leg("BUY", inst.lot, ticks(p * 1.4))])
-    assert await call(k.modify_gtt, gtt_id, "two-leg", inst.symbol, "NFO", [ticks(p * 0.7), ticks(p * 1.5)],
-                      p, [_leg("SELL", inst.lot, ticks(p * 0.6)), _leg("SELL", 2 * inst.lot, ticks(p * 1.45))]) \
+    gtt_id = await _place(k, "single", inst, [inst.grid(p * 1.3)], p, [_leg("BUY", inst.lot, inst.grid(p * 1.4))])
+    assert await call(k.modify_gtt, gtt_id, "two-leg", inst.symbol, "NFO", [inst.grid(p * 0.7), inst.grid(p * 1.5)],
+                      p, [_leg("SELL", inst.lot, inst.grid(p * 0.6)), _leg("SELL", 2 * inst.lot, inst.grid(p * 1.45))]) \
         == {"trigger_id": gtt_id}
     g = await call(k.get_gtt, gtt_id)
     assert g["type"] == "two-leg" and g["status"] == "active"
-    assert g["condition"]["trigger_values"] == [ticks(p * 0.7), ticks(p * 1.5)]
+    assert g["condition"]["trigger_values"] == [inst.grid(p * 0.7), inst.grid(p * 1.5)]
     assert [o["quantity"] for o in g["orders"]] == [inst.lot, 2 * inst.lot]
     other = option(kitesim, offset=2)
     with pytest.raises(kex.InputException, match="instrument"):
-        await call(k.modify_gtt, gtt_id, "single", other.symbol, "NFO", [ticks(other.price * 1.3)],
-                   other.price, [_leg("BUY", other.lot, ticks(other.price * 1.4))])
+        await call(k.modify_gtt, gtt_id, "single", other.symbol, "NFO", [other.grid(other.price * 1.3)],
+                   other.price, [_leg("BUY", other.lot, other.grid(other.price * 1.4))])
     assert await call(k.delete_gtt, gtt_id) == {"trigger_id": gtt_id}
     assert (await call(k.get_gtt, gtt_id))["status"] == "deleted"
     with pytest.raises(kex.InputException, match="deleted"):
         await call(k.delete_gtt, gtt_id)
     with pytest.raises(kex.InputException, match="deleted"):
-        await call(k.modify_gtt, gtt_id, "single", inst.symbol, "NFO", [ticks(p * 1.3)], p,
-                   [_leg("BUY", inst.lot, ticks(p * 1.4))])
+        await call(k.modify_gtt, gtt_id, "single", inst.symbol, "NFO", [inst.grid(p * 1.3)], p,
+                   [_leg("BUY", inst.lot, inst.grid(p * 1.4))])
 
 
 async def test_list_is_newest_first_and_per_account(kitesim):
     k, inst = kite(kitesim), option(kitesim)
     p = inst.price
-    first = await _place(k, "single", inst, [ticks(p * 1.3)], p, [_leg("BUY", inst.lot, ticks(p * 1.4))])
-    second = await _place(k, "single", inst, [ticks(p * 0.7)], p, [_leg("SELL", inst.lot, ticks(p * 0.6))])
+    first = await _place(k, "single", inst, [inst.grid(p * 1.3)], p, [_leg("BUY", inst.lot, inst.grid(p * 1.4))])
+    second = await _place(k, "single", inst, [inst.grid(p * 0.7)], p, [_leg("SELL", inst.lot, inst.grid(p * 0.6))])
     listed = await call(k.get_gtts)
     assert [g["id"] for g in listed] == [second, first] and all(set(g) == GTT_KEYS for g in listed)
     other = kite(kitesim, 1)
@@ -175,10 +174,10 @@ async def test_invalid_gtts_raise_input_exception(kitesim, change, match):
     k, inst = kite(kitesim), option(kitesim)
     p = inst.price
     kind = change.get("kind", "single")
-    triggers = [ticks(p * f) for f in change.get("triggers", [1.3])]
+    triggers = [inst.grid(p * f) for f in change.get("triggers", [1.3])]
     leg = {"transaction_type": "BUY", "quantity": inst.lot + change.get("qty", 0),
            "order_type": change.get("order_type", "LIMIT"), "product": change.get("product", "NRML"),
-           "price": ticks(p * 1.4) + change.get("price_offset", 0)}
+           "price": inst.grid(p * 1.4) + change.get("price_offset", 0)}
     with pytest.raises(kex.InputException, match=match) as err:
         await call(k.place_gtt, kind, change.get("symbol", inst.symbol), "NFO", triggers, p,
                    [leg] * change.get("legs", 1))
@@ -198,8 +197,8 @@ async def test_raw_requests_the_sdk_would_refuse_get_kites_errors(kitesim, form,
     inst = option(kitesim)
     p = inst.price
     condition = {"exchange": "NFO", "tradingsymbol": inst.symbol, "last_price": p,
-                 "trigger_values": [ticks(p * f) for f in form.get("triggers", [1.3])]}
-    orders = [_leg("BUY", inst.lot, ticks(p * 1.4)) | {"exchange": "NFO", "tradingsymbol": inst.symbol}]
+                 "trigger_values": [inst.grid(p * f) for f in form.get("triggers", [1.3])]}
+    orders = [_leg("BUY", inst.lot, inst.grid(p * 1.4)) | {"exchange": "NFO", "tradingsymbol": inst.symbol}]
     data = {"type": form.get("type", "single"), "condition": form.get("condition", orjson.dumps(condition)),
             "orders": form.get("orders", orjson.dumps(orders))}
     r = await asyncio.to_thread(requests.post, f"{kitesim.url}/gtt/triggers", data=data,
@@ -213,7 +212,7 @@ async def test_raw_requests_the_sdk_would_refuse_get_kites_errors(kitesim, form,
 async def test_gtts_expire_after_a_year(kitesim):
     k, inst = kite(kitesim), option(kitesim)
     p = inst.price
-    gtt_id = await _place(k, "single", inst, [ticks(p * 1.3)], p, [_leg("BUY", inst.lot, ticks(p * 1.4))])
+    gtt_id = await _place(k, "single", inst, [inst.grid(p * 1.3)], p, [_leg("BUY", inst.lot, inst.grid(p * 1.4))])
     g = await call(k.get_gtt, gtt_id)
     assert g["expires_at"][:4] == str(int(g["created_at"][:4]) + 1)
     kitesim.state.gtts.check(time.time() + 366 * 86_400)
@@ -226,8 +225,8 @@ async def test_gtts_do_not_fire_while_the_market_is_closed(kitesim_factory):
         pytest.skip("NSE is open right now; a closed market cannot be shown")
     k, inst = kite(sim), option(sim)
     p = inst.price
-    gtt_id = await _place(k, "single", inst, [ticks(p * 1.2)], p, [_leg("BUY", inst.lot, ticks(p * 1.6))])
-    await move_price(sim, inst, ticks(p * 1.35))
+    gtt_id = await _place(k, "single", inst, [inst.grid(p * 1.2)], p, [_leg("BUY", inst.lot, inst.grid(p * 1.6))])
+    await move_price(sim, inst, inst.grid(p * 1.35))
     assert sim.state.gtts.check(time.time()) == 0
     assert (await call(k.get_gtt, gtt_id))["status"] == "active"
 
@@ -235,10 +234,10 @@ async def test_gtts_do_not_fire_while_the_market_is_closed(kitesim_factory):
 async def test_admin_price_moves_an_instrument_and_its_chain(kitesim):
     k, fut, call_opt = kite(kitesim), future(kitesim), option(kitesim)
     before = call_opt.price
-    target = ticks(fut.price * 1.02)
+    target = fut.grid(fut.price * 1.02)
     moved = await move_price(kitesim, fut, target)
     assert moved["instrument_token"] == fut.token and moved["underlying"] == "NIFTY"
-    assert moved["last_price"] == pytest.approx(target, abs=0.05)
+    assert moved["last_price"] == pytest.approx(target, abs=fut.tick)
     ltp = (await call(k.ltp, f"NFO:{fut.symbol}"))[f"NFO:{fut.symbol}"]["last_price"]
     assert ltp == pytest.approx(target, rel=0.002)
     assert call_opt.price > before  # the call rose with its underlying

@@ -27,11 +27,6 @@ async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def ticks(price: float) -> float:
-    """A price on the 0.05 grid."""
-    return round(round(price / 0.05) * 0.05, 2)
-
-
 class Instrument:
     def __init__(self, sim: Any, row: int) -> None:
         uni = sim.state.universe
@@ -39,6 +34,11 @@ class Instrument:
         self.symbol = str(uni.symbol[row])
         self.token = int(uni.token[row])
         self.lot = int(uni.lot[row])
+        self.tick = float(uni.tick[row])
+
+    def grid(self, price: float) -> float:
+        """`price` on this instrument's tick grid."""
+        return round(round(price / self.tick) * self.tick, 2)
 
     @property
     def price(self) -> float:
