@@ -7,5 +7,9 @@ market model, and fault injection on demand (what moto is for AWS, this is for K
     async with running_sim(SimConfig(accounts=2, seed=7)) as sim:
         KiteConnect(sim.accounts[0].api_key, sim.accounts[0].access_token, root=sim.url)
 
+Kite's REST side is in `rest.py` (session, instruments, quotes, orders, portfolio, user) and
+`rest_trading.py` (GTT triggers, margin calculation, charges, position conversion); GTTs fire on the
+stand-in's own prices, which the admin API can move (`POST /_sim/price`).
+
 `ticker sim --help` runs it as a process; the admin API is documented in `admin.py`.
 """

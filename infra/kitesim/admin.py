@@ -26,6 +26,11 @@
                                        open but silent: no ticks, heartbeats, postbacks or pongs
     POST   /_sim/ticks                 {"tick_interval_ms": 100, "tick_rate": 2.0, "ticks_per_second":
                                        300000, "rate_by_token": {"256265": 5}, "clear": false}
+    POST   /_sim/price                 {"instrument_token": 123 | "exchange": "NFO", "tradingsymbol": "...",
+                                       "last_price": 250.5} move an instrument to that price now: its
+                                       underlying's spot is solved for, so the whole chain moves with
+                                       it (ticks, quotes, order matching, GTT triggers); answers the
+                                       price reached (to the tick), the underlying and its new spot
     GET    /_sim/callback              default login redirect target: echoes its query as JSON
 """
 
@@ -37,6 +42,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ticker.infra.kitesim.errors import KiteError
 from ticker.infra.kitesim.faults import RouteFault
 from ticker.infra.kitesim.state import sim_of
 
@@ -83,6 +89,13 @@ class Every(_Body):
 
 class RateLimit(_Body):
     per_second: int = Field(ge=0)
+
+
+class PriceMove(_Body):
+    instrument_token: int | None = None
+    exchange: str | None = None
+    tradingsymbol: str | None = None
+    last_price: float = Field(gt=0, allow_inf_nan=False)
 
 
 def ok(data: Any, status: int = 200) -> web.Response:
@@ -217,6 +230,27 @@ async def ticks(request: web.Request) -> web.Response:
     sim.set_ticks(interval_ms=body.tick_interval_ms, tick_rate=body.tick_rate,
                   ticks_per_second=body.ticks_per_second, per_token=body.rate_by_token, clear=body.clear)
     return ok(sim.engine.describe())
+
+
+@routes.post("/_sim/price")
+async def price(request: web.Request) -> web.Response:
+    body = await _body(request, PriceMove)
+    sim = sim_of(request)
+    if body.instrument_token is not None:
+        row = sim.universe.row_of(body.instrument_token)
+    else:
+        row = sim.universe.row_of_symbol.get((body.exchange or "", body.tradingsymbol or ""), -1)
+    if row < 0:
+        return ok({"error": "unknown instrument: give instrument_token or exchange and tradingsymbol"},
+                  status=404)
+    try:
+        reached = sim.set_price(row, body.last_price)
+    except KiteError as exc:
+        return ok({"error": exc.message}, status=400)
+    und = sim.universe.underlyings[int(sim.universe.und[row])]
+    return ok({"instrument_token": int(sim.universe.token[row]), "exchange": sim.universe.exchange_of(row),
+               "tradingsymbol": str(sim.universe.symbol[row]), "last_price": reached,
+               "underlying": und.name, "spot": float(sim.market.spots[int(sim.universe.und[row])])})
 
 
 @routes.get("/_sim/callback")

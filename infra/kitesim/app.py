@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ticker.infra.kitesim import admin, rest
+from ticker.infra.kitesim import admin, rest, rest_trading
 from ticker.infra.kitesim.config import SimAccount, SimConfig
 from ticker.infra.kitesim.errors import KiteError, kite_errors
 from ticker.infra.kitesim.faults import Decision, status_error
@@ -95,6 +95,7 @@ def build_app(config: SimConfig | None = None, state: SimState | None = None) ->
     app.router.add_get("/ws", state.hub.handle)
     app.router.add_routes(admin.routes)
     app.router.add_routes(rest.routes)
+    app.router.add_routes(rest_trading.routes)
     app.cleanup_ctx.append(_run_engine)
     app.on_shutdown.append(_close_sockets)
     return app

@@ -39,6 +39,8 @@ class Engine:
         self.drop_every: float | None = None
         # Test hook: called with (connection, the Ticks meant, the encoded frame) for every frame.
         self.tap: Callable[[TickerConn, Ticks, bytes], None] | None = None
+        # Called with the time after each matching pass (GTT triggers watch prices here).
+        self.after_match: list[Callable[[float], object]] = []
         self._last = time.monotonic()
         self._last_drop = time.monotonic()
 
@@ -80,6 +82,8 @@ class Engine:
         dt, self._last = mono - self._last, mono
         self.market.step(now)
         self.orders.match(now)
+        for hook in self.after_match:
+            hook(now)
         self._maybe_drop(mono)
         live = [c for c in self.hub.conns.values() if not c.stalled]
         if self.market.is_open(now):

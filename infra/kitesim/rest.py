@@ -1,7 +1,8 @@
 """Kite's REST endpoints: login and session, instruments, history, quotes, orders, portfolio, user.
 
 Handlers are thin: they parse the request, call the state's books, and answer with Kite's
-envelope. Authentication, counting and faults happen in the middlewares of app.py.
+envelope. Authentication, counting and faults happen in the middlewares of app.py. GTT triggers,
+margins, charges and position conversion are in rest_trading.py.
 """
 
 from __future__ import annotations

@@ -15,9 +15,12 @@ from ticker.infra.kitesim.counters import Counters
 from ticker.infra.kitesim.engine import Engine
 from ticker.infra.kitesim.errors import input_error
 from ticker.infra.kitesim.faults import Faults, OrderRateLimit, RouteFault
+from ticker.infra.kitesim.gtt import GttBook
 from ticker.infra.kitesim.history import History
+from ticker.infra.kitesim.margins import MarginModel
 from ticker.infra.kitesim.market import Market
 from ticker.infra.kitesim.orders import OrderBook
+from ticker.infra.kitesim.pricemove import move_price
 from ticker.infra.kitesim.pricepath import PricePath, previous_weekday
 from ticker.infra.kitesim.universe import Universe, build_universe, profile_underlyings, today_ist
 from ticker.infra.kitesim.ws import TickerConn, TickerHub
@@ -63,6 +66,9 @@ class SimState:
         self.engine = Engine(self.market, self.orders, self.hub, self.counters, config.tick_interval_ms,
                              config.tick_rate, config.ticks_per_second, config.heartbeat_seconds)
         self.engine.drop_every = config.drop_every_seconds
+        self.gtts = GttBook(self.orders)
+        self.engine.after_match.append(self.gtts.check)
+        self.margin_model = MarginModel(self.market, self.orders)
         self._csv: dict[str | None, str] = {}
 
     # --- data ------------------------------------------------------------------------------------
@@ -152,6 +158,10 @@ class SimState:
 
     def set_ticks(self, **kwargs: object) -> None:
         self.engine.set_rates(**kwargs)  # type: ignore[arg-type]
+
+    def set_price(self, row: int, last_price: float, now: float | None = None) -> float:
+        """Move one instrument to `last_price` (its underlying's spot moves; see pricemove.py)."""
+        return move_price(self.market, row, last_price, time.time() if now is None else now)
 
     def set_order_rate_limit(self, per_second: int) -> None:
         self.rate_limit.set(per_second)
