@@ -2,7 +2,10 @@
 
 Called synchronously by every socket reader, so it does the least possible: decode the binary
 frame in one `ticker.core.wire.decode` call and append it to the buffer; route text frames (Kite's
-order postbacks, error and info messages). A malformed frame is counted and skipped.
+order postbacks, error and info messages). A malformed frame costs only its bad packets: the
+intact ones are recovered (`salvage`) and buffered, the rest counted as dropped, reason
+`malformed`. Checking each packet against its token's kind happens at render time (enrich.py),
+where the registry is at hand.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 
 import orjson
 
-from ticker.core.wire import WireError, decode
+from ticker.core.wire import Ticks, WireError, decode, salvage
 from ticker.streamer.buffer import Chunk, TickBuffer
 from ticker.streamer.metrics import StreamerMetrics
 
@@ -36,10 +39,8 @@ class Ingest:
             return 0
         try:
             ticks = decode(data)
-        except WireError as exc:
-            self.metrics.frames.labels("malformed").inc()
-            self._warn("malformed", "skipped a malformed tick frame", account_id=account_id, error=str(exc))
-            return 0
+        except WireError:
+            ticks = self._salvage(account_id, data)
         n = len(ticks)
         self._frames.inc()
         if n == 0:
@@ -53,6 +54,16 @@ class Ingest:
             self.metrics.dropped.labels("buffer_full").inc(dropped)
             self._warn("buffer_full", "tick buffer full: dropping the oldest ticks", dropped=dropped)
         return n
+
+    def _salvage(self, account_id: str, data: bytes) -> Ticks:
+        """The intact packets of a malformed frame; the lost ones are counted."""
+        self.metrics.frames.labels("malformed").inc()
+        saved = salvage(data)
+        if saved.lost:
+            self.metrics.dropped.labels("malformed").inc(saved.lost)
+        self._warn("malformed", "malformed tick frame: kept its intact packets", account_id=account_id,
+                   error=saved.problem, kept=len(saved.ticks), lost=saved.lost)
+        return saved.ticks
 
     def text(self, account_id: str, text: str | bytes) -> None:
         """Kite's JSON text messages: order postbacks are relayed, errors logged."""
