@@ -18,9 +18,9 @@ import orjson
 from ticker.core.wire import Ticks, WireError, decode, salvage
 from ticker.streamer.buffer import Chunk, TickBuffer
 from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.throttle import Throttle
 
 log = logging.getLogger(__name__)
-_LOG_EVERY = 60.0  # seconds between repeated warnings of one kind
 
 
 class Ingest:
@@ -30,7 +30,7 @@ class Ingest:
         self.received_total = 0
         self._heartbeats, self._frames = metrics.frames.labels("heartbeat"), metrics.frames.labels("ticks")
         self.last_tick: dict[str, float] = {}  # account id -> epoch of its last tick (bounded by accounts)
-        self._warned: dict[str, float] = {}
+        self._throttle = Throttle()
 
     def frame(self, account_id: str, data: bytes) -> int:
         """A binary frame; returns the number of ticks it held (0 for heartbeats and bad frames)."""
@@ -90,9 +90,6 @@ class Ingest:
 
     def _warn(self, kind: str, message: str, **extra: object) -> None:
         """Log a warning at most once a minute per kind, so a flood cannot flood the logs."""
-        now = time.monotonic()
-        if now - self._warned.get(kind, -_LOG_EVERY) >= _LOG_EVERY:
-            if len(self._warned) > 1000:
-                self._warned.clear()
-            self._warned[kind] = now
-            log.warning(message, extra=extra)
+        held = self._throttle.allow(kind)
+        if held is not None:
+            log.warning(message, extra={**extra, "repeats_not_logged": held} if held else extra)
