@@ -44,7 +44,7 @@ class ControlListener:
             try:
                 await self._listen(began)
             except (RedisError, OSError) as exc:
-                self.link.failed("control", exc)
+                self.link.failed("control", exc, since=began)
             finally:
                 self.listening = False
             await asyncio.sleep(jittered(self._attempt, self.retry_seconds / 8, self.retry_seconds))

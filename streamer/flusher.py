@@ -133,6 +133,8 @@ class Flusher:
             if self._flying == 0:
                 self._landed.set()
         self.flushes += 1
+        if not ok and flight.out.latest:  # the hash catches up once Redis is back
+            self.enricher.snapshot.restore(flight.out.latest, flight.out.started)
         if ok and flight.out.oldest_received is not None:
             now = time.time()
             self.metrics.pipeline_seconds.observe(max(0.0, now - flight.out.oldest_received))

@@ -85,7 +85,7 @@ class Leases:
                 if account not in held and await self._try(account):
                     held.add(account)
         except (RedisError, OSError) as exc:
-            self.link.failed("leases", exc)
+            self.link.failed("leases", exc, since=began)
             self.failing = True
             return self.held
         self.link.ok("leases", began)

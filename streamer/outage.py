@@ -4,7 +4,9 @@ Every part that talks to Redis (publisher, control listener, leases, heartbeat, 
 reports) tells `RedisLink` how each attempt went. The first failure after a working spell starts
 an outage and is logged; retries during it log nothing; the first success of an attempt begun
 after the outage was noticed ends it, logged once more. An attempt begun earlier proves nothing
-(its reply may have been read from a socket's buffer after Redis died), so it cannot end one.
+(its reply may have been read from a socket's buffer after Redis died), so it cannot end one; and
+a failure on a socket opened before the last outage ended is that outage's leftover (a
+connection held across a restart dies on its next use), so it cannot start a new one.
 While an outage lasts `/health` says `degraded` with `reason()`; the Kite sockets stay up and
 every part retries on its own with `jittered` back-off.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -32,8 +35,10 @@ class RedisLink:
         self._clock = clock
         self._on_change = on_change  # told True when an outage ends, False when one starts
         self.down_since: float | None = None  # monotonic time the current outage was noticed
+        self.up_since = clock()  # when the last outage ended (or the link was made)
         self.outages = 0
         self.failing: dict[str, str] = {}  # part -> its last error during this outage
+        self.failures: Counter[str] = Counter()  # failed attempts per part, ever (bounded by the parts)
 
     @property
     def up(self) -> bool:
@@ -43,7 +48,12 @@ class RedisLink:
         """The clock attempts are stamped with (pass it back to `ok`)."""
         return self._clock()
 
-    def failed(self, part: str, exc: BaseException) -> None:
+    def failed(self, part: str, exc: BaseException, since: float | None = None) -> None:
+        """An attempt of `part` failed; `since` is when the socket it used was opened, or when the
+        attempt began (from `now()`), if known."""
+        self.failures[part] += 1
+        if self.down_since is None and since is not None and since < self.up_since:
+            return  # a leftover of the last outage
         self.failing[part] = type(exc).__name__
         if self.down_since is not None:
             return
@@ -58,7 +68,8 @@ class RedisLink:
         """A Redis round trip of `part` that began at `began` (from `now()`) succeeded."""
         if self.down_since is None or began < self.down_since:
             return
-        down_for = self._clock() - self.down_since
+        self.up_since = self._clock()
+        down_for = self.up_since - self.down_since
         self.down_since = None
         failing, self.failing = self.failing, {}
         log.info("Redis reachable again", extra={"part": part, "down_for": round(down_for, 2),

@@ -136,7 +136,7 @@ class Publisher:
         self._state()
         if exc is None:
             return
-        self.link.failed("publisher", exc)
+        self.link.failed("publisher", exc, since=self._lane.taken_at)
         if not isinstance(exc, _EXPECTED):
             self.metrics.stage_failures.labels("publish").inc()
             held = self._throttle.allow(type(exc).__name__)

@@ -248,7 +248,7 @@ class Streamer:
                 "accounts": sorted(self.leases.held), "tokens": sum(len(p.tokens) for p in self.reconciler.pools.values()),
                 "backpressure": doc["backpressure"]["level"], "status": doc["status"]})
         except (RedisError, OSError) as exc:
-            self.link.failed("heartbeat", exc)
+            self.link.failed("heartbeat", exc, since=began)
         else:
             self.link.ok("heartbeat", began)
 

@@ -98,6 +98,22 @@ def test_an_outage_is_logged_once_each_way(caplog):
                      "Redis reachable again"]
 
 
+def test_a_socket_older_than_the_last_recovery_is_a_leftover_not_a_new_outage(caplog):
+    clock = Clock()
+    link = RedisLink(clock=clock)
+    caplog.set_level(logging.INFO, logger="ticker.streamer.outage")
+    held_since = link.now()  # the publisher's socket, opened before the restart
+    clock.t = 1.0
+    link.failed("control", ConnectionError("closed"), since=link.now())
+    clock.t = 1.5
+    link.ok("control", link.now())  # resubscribed on the restarted Redis
+    link.failed("publisher", ConnectionError("closed"), since=held_since)  # its old socket dies now
+    assert link.up and link.outages == 1 and link.failures["publisher"] == 1
+    link.failed("publisher", ConnectionError("refused"), since=link.now())  # a fresh socket failing is news
+    assert not link.up and link.outages == 2
+    assert len(caplog.records) == 3
+
+
 def test_breaker_periods_grow_with_jitter_up_to_the_cap():
     clock = Clock()
     breaker = CircuitBreaker(reset_seconds=1.0, clock=clock)
