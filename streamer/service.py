@@ -241,7 +241,7 @@ class Streamer:
                                  self.enricher.rejected_total, self.buffer.count + self.flusher.in_flight)
 
     async def _beat(self) -> None:
-        status, doc = self.health()
+        _, doc = self.health()
         began = self.link.now()
         try:
             await beat(self.clients.redis, self.names, "streamer", self.instance, {
