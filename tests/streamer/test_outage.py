@@ -10,10 +10,13 @@ import logging
 import time
 
 import pytest
+from arq.jobs import Job, JobStatus
 
-from ticker.core.contracts import ControlMessage
+from ticker.core.contracts import JOB_REFRESH_TOKENS, ControlMessage
 from ticker.infra.control import publish_control
+from ticker.infra.queue import derived_job_id
 from ticker.infra.redis import connect
+from ticker.streamer.tokens import fingerprint
 
 from .conftest import Recorder, option_tokens, running_streamer, subscribe, wait_for
 from .redis_server import RedisServer
@@ -121,6 +124,38 @@ async def test_a_reset_the_streamer_barely_sees_costs_at_most_one_outage(market,
             assert lines.count("Redis unreachable; streaming on and retrying with back-off until it is back") <= 1
             assert len(lines) == 2 * lines.count("Redis reachable again")  # each outage told once, each way
             assert streamer.link.failures["heartbeat"] == beats
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_a_token_refused_while_redis_is_down_is_reported_once_it_is_back(market, sdb, ssettings, snames,
+                                                                              tmp_path):
+    """The refresh job and the `tokens` control message would be lost on a dead Redis: the report
+    waits, and goes out by itself once Redis answers again."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    settings = ssettings.model_copy(update={"redis_url": server.url})
+    tokens = await option_tokens(sdb, 10)
+    await subscribe(sdb, tokens)
+    client = connect(server.url)
+    sick = market.accounts[1]
+    try:
+        async with Recorder(client, [snames.options]) as rec, running_streamer(settings) as streamer:
+            await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), BOUND)
+            server.kill()
+            await wait_for(lambda: not streamer.link.up, BOUND)
+            market.state.expire_tokens(api_key=sick.api_key)  # acc2 reconnects and meets a 403
+            await wait_for(lambda: "acc2" in streamer.tokens.pending, BOUND)
+            passes = streamer.link.failures["leases"]
+            await wait_for(lambda: streamer.link.failures["leases"] >= passes + RETRIES, BOUND)
+            assert "acc2" in streamer.tokens.pending  # coordinator passes went by; the report waits
+            server.start()
+            job = Job(derived_job_id(JOB_REFRESH_TOKENS, "acc2", fingerprint(sick.access_token)),
+                      streamer.clients.queue, _queue_name=snames.default_queue)
+
+            await wait_for(lambda: "acc2" not in streamer.tokens.pending, BOUND)
+            assert await job.status() == JobStatus.queued
     finally:
         await client.aclose()
         server.stop()
