@@ -1,7 +1,7 @@
 """Redis as the streamer's parts see it, told once per outage; and the back-off they retry with.
 
-Every part that talks to Redis (publisher, control listener, leases, heartbeat, token-refresh
-reports) tells `RedisLink` how each attempt went. The first failure after a working spell starts
+Every part that talks to Redis (publisher, control listener, leases, heartbeat) tells
+`RedisLink` how each attempt went; token-refresh reports wait while it says Redis is down. The first failure after a working spell starts
 an outage and is logged; retries during it log nothing; the first success of an attempt begun
 after the outage was noticed ends it, logged once more. An attempt begun earlier proves nothing
 (its reply may have been read from a socket's buffer after Redis died), so it cannot end one; and

@@ -100,7 +100,7 @@ class Lane:
     def __init__(self, redis: Redis) -> None:
         self.pool = redis.connection_pool
         self.epoch = 0
-        self.taken_at = 0.0  # time.monotonic() when the current (or last) connection was taken
+        self.taken_at = 0.0  # time.monotonic() (RedisLink's clock) when the current or last connection was taken
         self._conn = None
 
     async def write(self, commands: list[Packed]) -> int:
