@@ -30,10 +30,13 @@ def _value(counter, *labels) -> float:
     return (counter.labels(*labels) if labels else counter)._value.get()
 
 
+REDIS_USERS = {f"ticker.streamer.{m}" for m in ("publisher", "control", "leases", "service", "flusher", "tasks")}
+
+
 def _lines(caplog) -> list[str]:
-    """What the streamer said about Redis, and any warning or error it logged."""
+    """What the streamer said about Redis: the outage log, and any warning of a part using Redis."""
     return [r.getMessage() for r in caplog.records if r.name == "ticker.streamer.outage"
-            or (r.name.startswith("ticker.streamer") and r.levelno >= logging.WARNING)]
+            or (r.name in REDIS_USERS and r.levelno >= logging.WARNING)]
 
 
 def _sockets(market) -> int:
