@@ -4,7 +4,9 @@ A frame is a big-endian uint16 packet count, then per packet a uint16 length and
 Packets are grouped by length and each group is read (or written) with one structured
 big-endian dtype, so the cost per frame is a few dozen numpy operations, not a loop per tick.
 Values equal kiteconnect's `KiteTicker._parse_binary` field for field; `to_kite_ticks` gives
-its exact dicts for compatibility. Malformed frames raise `WireError`, never partial output.
+its exact dicts for compatibility. Malformed frames raise `WireError`, never partial output;
+`salvage` then recovers the packets such a frame still holds intact, for a reader that must keep
+every good tick.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from ticker.core.wire_layout import (
     U4_MAX,
     Layout,
     is_tradable,
+    packet_fits,
     price_divisor,
 )
 from ticker.core.wire_ticks import Ticks, percent_change, zeros
 
 __all__ = [
-    "MODE_FULL", "MODE_LTP", "MODE_NAMES", "MODE_QUOTE", "PACKET_LENGTHS", "Ticks", "WireError",
-    "decode", "encode", "kite_dicts", "price_divisor", "to_kite_ticks",
+    "MODE_FULL", "MODE_LTP", "MODE_NAMES", "MODE_QUOTE", "PACKET_LENGTHS", "Salvaged", "Ticks", "WireError",
+    "decode", "encode", "kite_dicts", "packet_fits", "price_divisor", "salvage", "to_kite_ticks",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -119,6 +122,65 @@ def _diagnose(frame: Buffer, count: int) -> NoReturn:
                             f"{size - pos - 2} remain")
         pos += 2 + length
     raise WireError(f"{size - pos} trailing bytes after {count} packets")
+
+
+@dataclass(frozen=True)
+class Salvaged:
+    """What `salvage` recovered from a malformed frame."""
+
+    ticks: Ticks
+    lost: int  # declared packets not recovered, plus one for unaccounted trailing bytes
+    problem: str  # the first defect found, for a log line
+
+
+def salvage(frame: Buffer) -> Salvaged:
+    """The intact packets of a frame `decode` refused, in order, and how many were lost.
+
+    A packet is kept when its bytes are all there and its length is a known layout. The framing
+    is trusted up to the first defect: a packet of unknown length is stepped over by its length
+    only when the walk still ends exactly at the frame's end with the declared count; otherwise
+    that length may be the corruption itself, and nothing after it is kept. Packets lost this way
+    cost only themselves. Runs only after `decode` failed, so well-formed frames never pay for it.
+    """
+    size = len(frame)
+    if size < 2:
+        return Salvaged(Ticks.empty(), 0, "")
+    count = (frame[0] << 8) | frame[1]
+    spans, walked, end, problem, first_unknown = _salvage_walk(frame, count)
+    trailing = walked == count and end < size
+    if trailing and not problem:
+        problem = f"{size - end} trailing bytes after {count} packets"
+    if first_unknown is not None and not (walked == count and end == size):
+        spans = spans[:first_unknown]
+    lost = count - len(spans) + int(trailing)
+    if not spans:
+        return Salvaged(Ticks.empty(), lost, problem)
+    clean = len(spans).to_bytes(2, "big") + b"".join(bytes(frame[start:start + 2 + n]) for start, n in spans)
+    return Salvaged(decode(clean), lost, problem)
+
+
+def _salvage_walk(frame: Buffer, count: int) -> tuple[list[tuple[int, int]], int, int, str, int | None]:
+    """(start and length of each intact known packet, packets walked, where the walk ended, the
+    first defect, how many intact packets preceded the first unknown length)."""
+    size, pos = len(frame), 2
+    spans: list[tuple[int, int]] = []
+    problem, first_unknown, walked = "", None, 0
+    for i in range(count):
+        if pos + 2 > size:
+            problem = problem or f"frame declares {count} packets but ends after {i} ({size} bytes)"
+            break
+        length = (frame[pos] << 8) | frame[pos + 1]
+        if pos + 2 + length > size:
+            problem = problem or f"packet {i} at byte {pos} is truncated: declares {length} bytes"
+            break
+        if length in LAYOUTS:
+            spans.append((pos, length))
+        else:
+            problem = problem or f"packet {i} at byte {pos} has unknown length {length}"
+            first_unknown = len(spans) if first_unknown is None else first_unknown
+        pos += 2 + length
+        walked = i + 1
+    return spans, walked, pos, problem, first_unknown
 
 
 def _mixed_columns(frame: Buffer, count: int) -> dict[str, np.ndarray]:

@@ -125,6 +125,24 @@ KNOWN_LENGTH[list(LAYOUTS)] = True
 MODE_OF_LENGTH = np.full(U2_MAX + 1, 255, dtype=np.uint8)
 for _lay in LAYOUTS.values():
     MODE_OF_LENGTH[_lay.length] = _lay.mode
+# Which layouts Kite sends for which token: indices (segment 9) get 8/28/32-byte packets, every
+# tradable instrument (equity, future, option) 8/44/184. Row 1 is indices.
+_FITS = np.zeros((2, U2_MAX + 1), dtype=bool)
+_FITS[0, [LTP.length, QUOTE.length, FULL.length]] = True
+_FITS[1, [LTP.length, INDEX_QUOTE.length, INDEX_FULL.length]] = True
+
+
+def packet_fits(token: np.ndarray, length: np.ndarray, mode: np.ndarray) -> np.ndarray:
+    """Per row: is the packet a layout Kite sends for that token's kind, with that layout's mode?
+
+    A 28-byte index packet carrying an option's token decodes without error but puts OHLC where a
+    quote packet keeps volumes; such a row cannot be read right and must be dropped.
+    """
+    index = (np.asarray(token, dtype=np.int64) & 0xFF) == SEGMENT_INDICES
+    length = np.asarray(length)
+    return _FITS[index.view(np.uint8), length] & (MODE_OF_LENGTH[length] == mode)
+
+
 # Kite's packet length per mode code, for tradable instruments and for indices.
 LENGTH_BY_MODE = np.array([LTP.length, QUOTE.length, FULL.length], dtype=np.uint16)
 INDEX_LENGTH_BY_MODE = np.array([LTP.length, INDEX_QUOTE.length, INDEX_FULL.length], dtype=np.uint16)

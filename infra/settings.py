@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     worker_host: str = "0.0.0.0"
     streamer_lease_ms: int = Field(10_000, gt=0)
     bar_interval_seconds: int = Field(60, gt=0)
-    redis_breaker_reset_seconds: float = Field(2.0, gt=0)
+    redis_breaker_reset_seconds: float = Field(1.0, gt=0)  # longest pause between the streamer's Redis retries
     reconnect_base_seconds: float = Field(0.25, gt=0)  # first reconnect delay, doubled per failure
     ws_subscribe_batch: int = Field(500, gt=0, le=3000)  # tokens per subscribe/mode message
     streamer_underlyings: bool = True  # also stream the index/stock under every subscribed derivative

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from aiohttp import WSMsgType
 
 from ticker.streamer.ingest import Ingest
 from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.outage import jittered
 from ticker.streamer.plan import MODES, Mode
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,8 @@ class Timing:
     subscribe_batch: int
 
     def backoff(self, attempt: int) -> float:
-        """Full-jitter exponential backoff: uniform in [base*2^attempt / 2, base*2^attempt], capped."""
-        ceiling = min(self.reconnect_max, self.reconnect_base * 2 ** min(attempt, 30))
-        return random.uniform(ceiling / 2, ceiling)
+        """Jittered exponential backoff: uniform in [base*2^attempt / 2, base*2^attempt], capped."""
+        return jittered(attempt, self.reconnect_base, self.reconnect_max)
 
 
 def ticker_url(ws_root: str, creds: Credentials) -> str:

@@ -2,7 +2,9 @@
 
 Messages are `ControlMessage` JSON (kind subscriptions / tokens / instruments). An invalid one is
 counted and logged, never fatal. After every (re)subscription a reconcile is requested too, since
-messages sent while we were not listening are lost (pub/sub does not queue).
+messages sent while we were not listening are lost (pub/sub does not queue). A lost subscription
+is retried with jittered back-off (capped at `retry_seconds`) and told to the shared `RedisLink`,
+which logs the outage once, not once per retry.
 """
 
 from __future__ import annotations
@@ -18,38 +20,43 @@ from redis.exceptions import RedisError
 
 from ticker.core.contracts import ControlMessage, Names
 from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.outage import RedisLink, jittered
 
 log = logging.getLogger(__name__)
 
 
 class ControlListener:
     def __init__(self, redis: Redis, names: Names, metrics: StreamerMetrics,
-                 on_message: Callable[[ControlMessage | None], None], retry_seconds: float = 1.0) -> None:
+                 on_message: Callable[[ControlMessage | None], None], retry_seconds: float = 1.0,
+                 link: RedisLink | None = None) -> None:
         self.redis = redis
         self.names = names
         self.metrics = metrics
         self.on_message = on_message  # None means "resynchronise": we may have missed messages
-        self.retry_seconds = retry_seconds
+        self.retry_seconds = retry_seconds  # the longest pause between attempts
+        self.link = link or RedisLink()
         self.listening = False
+        self._attempt = 0  # failed attempts since the channel last worked
 
     async def run(self) -> None:
-        warned = False
         while True:
+            began = self.link.now()
             try:
-                await self._listen()
+                await self._listen(began)
             except (RedisError, OSError) as exc:
-                if self.listening or not warned:  # once per outage, not once per retry
-                    log.warning("control channel lost; resubscribing", extra={"error": type(exc).__name__})
-                    warned = True
+                self.link.failed("control", exc, since=began)
             finally:
                 self.listening = False
-            await asyncio.sleep(self.retry_seconds)
+            await asyncio.sleep(jittered(self._attempt, self.retry_seconds / 8, self.retry_seconds))
+            self._attempt += 1
 
-    async def _listen(self) -> None:
+    async def _listen(self, began: float) -> None:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.names.control)
             self.listening = True
+            self._attempt = 0
+            self.link.ok("control", began)
             self.on_message(None)
             while True:
                 message = await pubsub.get_message(timeout=1.0)

@@ -5,6 +5,11 @@ prices are recorded first, so an option priced in the same flush as its future s
 IV and Greeks for every option tick come from one vectorised `iv_and_greeks` call; underlying
 ticks feed the OHLC bars. Output is per-tick JSON (see serialize.py) plus the latest-tick snapshot
 fields that are due (see snapshot.py).
+
+Before anything else each tick is checked against what its token is, in one vectorised pass: a
+token not in the registry is dropped as `unknown_token`, a packet whose layout or mode is not one
+Kite sends for that token's kind (a 28-byte index packet carrying an option's token, say) as
+`malformed`. Only the offending rows go; the rest of the batch is rendered as usual.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 import orjson
 
 from ticker.core.greeks import iv_and_greeks, time_to_expiry
-from ticker.core.wire import Ticks
+from ticker.core.wire import Ticks, packet_fits
 from ticker.streamer.bars import Bar, BarBuilder, bar_doc
 from ticker.streamer.buffer import Taken
 from ticker.streamer.market import Market, Model
@@ -92,6 +97,7 @@ class Enricher:
         self.bars = BarBuilder(bar_interval)
         self.tz = tz
         self.metrics = metrics
+        self.rejected_total = 0  # ticks dropped as malformed or of unknown tokens
         self._options = Renderer(OPTION_FIELDS, OPTION_CARRIED, b'"model":"' + model.encode() + b'",', tz)
         self._ticks = Renderer(TICK_FIELDS, TICK_CARRIED, b"", tz)
 
@@ -117,10 +123,9 @@ class Enricher:
         # A frame's ticks share its receipt time: rendered once per frame, not once per tick.
         received = Received(np.repeat(frames, sizes), np.repeat(text_column(json_tokens(frames)), sizes))
         rows = self.registry.rows_of(ticks.token)
-        known = rows >= 0
-        if not known.all():
-            self.metrics.dropped.labels("unknown_token").inc(int((~known).sum()))
-            ticks, rows, received = ticks.take(known), rows[known], received.take(known)
+        keep = self._valid(ticks, rows)
+        if keep is not None:
+            ticks, rows, received = ticks.take(keep), rows[keep], received.take(keep)
         self.market.observe(rows, ticks.last_price)
         is_option = self.registry.is_option[rows]
         for options, mask in ((True, is_option), (False, ~is_option)):
@@ -128,6 +133,22 @@ class Enricher:
                 continue
             part = (ticks, rows, received) if mask.all() else (ticks.take(mask), rows[mask], received.take(mask))
             self._split_into(out, *part, options=options, now=now)
+
+    def _valid(self, ticks: Ticks, rows: np.ndarray) -> np.ndarray | None:
+        """Mask of the rows fit to render, None when all are; the others are counted as dropped."""
+        fits = packet_fits(ticks.token, ticks.packet_length, ticks.mode)
+        known = rows >= 0
+        keep = fits & known
+        if keep.all():
+            return None
+        malformed = int(len(fits) - np.count_nonzero(fits))
+        if malformed:
+            self.metrics.dropped.labels("malformed").inc(malformed)
+        unknown = len(keep) - np.count_nonzero(keep) - malformed
+        if unknown:
+            self.metrics.dropped.labels("unknown_token").inc(int(unknown))
+        self.rejected_total += len(keep) - int(np.count_nonzero(keep))
+        return keep
 
     def _split_into(self, out: Outgoing, ticks: Ticks, rows: np.ndarray, received: Received, *,
                     options: bool, now: float) -> None:

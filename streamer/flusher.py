@@ -10,6 +10,10 @@ x FLUSH_MAX_BATCHES x TICK_BATCH_MAX_SIZE rendered ticks). Readers keep filling 
 meanwhile, so a slow Redis never blocks them. The enrich loop also wakes once a second so bars of
 quiet instruments close on time.
 
+A failing stage costs one batch, never the stream: a batch whose enrichment raises is dropped
+(counted, reason `enrich_failed`; its order postbacks still go out) and the loop goes straight on
+to the next one, and a flush the publisher could not even write is settled as failed.
+
 The window bounds a tick's age when its flush reaches Redis, not when the flush starts: a batch is
 taken `lead` seconds before its window ends, `lead` being a moving average of how long recent
 flushes took from start to Redis's reply (at most half the window).
@@ -18,13 +22,16 @@ flushes took from start to Redis's reply (at most half the window).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
-from ticker.streamer.buffer import TickBuffer
+from ticker.streamer.buffer import Taken, TickBuffer
 from ticker.streamer.enrich import Enricher, Outgoing
 from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.publisher import Flight, Publisher
+from ticker.streamer.throttle import Throttle
 
+log = logging.getLogger(__name__)
 IDLE_WAKE_SECONDS = 1.0
 FLUSH_MAX_BATCHES = 4  # a backlog goes out a few batches per flush: each flush has fixed costs (the
 # Greeks call, a column per field), while much larger ones would hold the oldest ticks back
@@ -52,6 +59,7 @@ class Flusher:
         self._flying_ticks = 0
         self._landed = asyncio.Event()  # set whenever nothing is in flight
         self._landed.set()
+        self._throttle = Throttle()
 
     @property
     def in_flight(self) -> int:
@@ -92,12 +100,24 @@ class Flusher:
         taken = self.buffer.take(self.buffer.batch_max * FLUSH_MAX_BATCHES)
         self.metrics.buffer_ticks.set(self.buffer.count)
         started, began = time.perf_counter(), time.time()
-        out = self.enricher.process(taken, began)
+        try:
+            out = self.enricher.process(taken, began)
+        except Exception:  # a bug must cost this batch, never the stream
+            out = self._enrich_failed(taken)
         out.started = began
         self.metrics.enrich_seconds.observe(time.perf_counter() - started)
         if out.ticks:
             self.metrics.batch_size.observe(out.ticks)
         return out
+
+    def _enrich_failed(self, taken: Taken) -> Outgoing:
+        self.metrics.stage_failures.labels("enrich").inc()
+        self.metrics.dropped.labels("enrich_failed").inc(taken.ticks)
+        held = self._throttle.allow("enrich")
+        if held is not None:
+            log.exception("enriching a batch failed; dropped it and went on with the next",
+                          extra={"ticks": taken.ticks, "failures_not_logged": held})
+        return Outgoing(orders=taken.orders)
 
     def _take_off(self, ticks: int) -> None:
         self._flying += 1
@@ -113,6 +133,8 @@ class Flusher:
             if self._flying == 0:
                 self._landed.set()
         self.flushes += 1
+        if not ok and flight.out.latest:  # the hash catches up once Redis is back
+            self.enricher.snapshot.restore(flight.out.latest, flight.out.started)
         if ok and flight.out.oldest_received is not None:
             now = time.time()
             self.metrics.pipeline_seconds.observe(max(0.0, now - flight.out.oldest_received))

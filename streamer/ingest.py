@@ -2,7 +2,10 @@
 
 Called synchronously by every socket reader, so it does the least possible: decode the binary
 frame in one `ticker.core.wire.decode` call and append it to the buffer; route text frames (Kite's
-order postbacks, error and info messages). A malformed frame is counted and skipped.
+order postbacks, error and info messages). A malformed frame costs only its bad packets: the
+intact ones are recovered (`salvage`) and buffered, the rest counted as dropped, reason
+`malformed`. Checking each packet against its token's kind happens at render time (enrich.py),
+where the registry is at hand.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ import time
 
 import orjson
 
-from ticker.core.wire import WireError, decode
+from ticker.core.wire import Ticks, WireError, decode, salvage
 from ticker.streamer.buffer import Chunk, TickBuffer
 from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.throttle import Throttle
 
 log = logging.getLogger(__name__)
-_LOG_EVERY = 60.0  # seconds between repeated warnings of one kind
 
 
 class Ingest:
@@ -27,7 +30,7 @@ class Ingest:
         self.received_total = 0
         self._heartbeats, self._frames = metrics.frames.labels("heartbeat"), metrics.frames.labels("ticks")
         self.last_tick: dict[str, float] = {}  # account id -> epoch of its last tick (bounded by accounts)
-        self._warned: dict[str, float] = {}
+        self._throttle = Throttle()
 
     def frame(self, account_id: str, data: bytes) -> int:
         """A binary frame; returns the number of ticks it held (0 for heartbeats and bad frames)."""
@@ -36,10 +39,8 @@ class Ingest:
             return 0
         try:
             ticks = decode(data)
-        except WireError as exc:
-            self.metrics.frames.labels("malformed").inc()
-            self._warn("malformed", "skipped a malformed tick frame", account_id=account_id, error=str(exc))
-            return 0
+        except WireError:
+            ticks = self._salvage(account_id, data)
         n = len(ticks)
         self._frames.inc()
         if n == 0:
@@ -53,6 +54,16 @@ class Ingest:
             self.metrics.dropped.labels("buffer_full").inc(dropped)
             self._warn("buffer_full", "tick buffer full: dropping the oldest ticks", dropped=dropped)
         return n
+
+    def _salvage(self, account_id: str, data: bytes) -> Ticks:
+        """The intact packets of a malformed frame; the lost ones are counted."""
+        self.metrics.frames.labels("malformed").inc()
+        saved = salvage(data)
+        if saved.lost:
+            self.metrics.dropped.labels("malformed").inc(saved.lost)
+        self._warn("malformed", "malformed tick frame: kept its intact packets", account_id=account_id,
+                   error=saved.problem, kept=len(saved.ticks), lost=saved.lost)
+        return saved.ticks
 
     def text(self, account_id: str, text: str | bytes) -> None:
         """Kite's JSON text messages: order postbacks are relayed, errors logged."""
@@ -79,9 +90,6 @@ class Ingest:
 
     def _warn(self, kind: str, message: str, **extra: object) -> None:
         """Log a warning at most once a minute per kind, so a flood cannot flood the logs."""
-        now = time.monotonic()
-        if now - self._warned.get(kind, -_LOG_EVERY) >= _LOG_EVERY:
-            if len(self._warned) > 1000:
-                self._warned.clear()
-            self._warned[kind] = now
-            log.warning(message, extra=extra)
+        held = self._throttle.allow(kind)
+        if held is not None:
+            log.warning(message, extra={**extra, "repeats_not_logged": held} if held else extra)

@@ -4,7 +4,9 @@ Each replica also keeps a membership key with the same TTL, so every replica kno
 alive and claims only its fair share, ceil(accounts / replicas): a newcomer gets accounts handed
 over (the others release their surplus), and a replica that dies stops renewing, its keys
 expire, and the survivors' shares grow to cover its accounts within the lease time.
-While Redis cannot be reached nothing is given up: streaming what we hold beats streaming nothing.
+While Redis cannot be reached nothing is given up: streaming what we hold beats streaming nothing
+(the outage is told to the shared `RedisLink`, which logs it once). A Redis that lost its keys
+(restarted empty) hands every lease back to whoever renews first, normally its holder.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
+from ticker.streamer.outage import RedisLink
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,10 @@ return 0
 
 
 class Leases:
-    def __init__(self, redis: Redis, names: Names, instance: str, lease_ms: int) -> None:
+    def __init__(self, redis: Redis, names: Names, instance: str, lease_ms: int,
+                 link: RedisLink | None = None) -> None:
         self.redis = redis
+        self.link = link or RedisLink()
         self.names = names
         self.instance = instance
         self.lease_ms = lease_ms
@@ -65,6 +70,7 @@ class Leases:
     async def refresh(self, accounts: Iterable[str]) -> set[str]:
         """Renew, release surplus, claim up to our share; returns the accounts held now."""
         wanted = sorted(set(accounts))
+        began = self.link.now()
         try:
             await self.redis.set(self._member_key(self.instance), b"1", px=self.lease_ms)
             self.members = max(1, await self._count_members())
@@ -79,12 +85,10 @@ class Leases:
                 if account not in held and await self._try(account):
                     held.add(account)
         except (RedisError, OSError) as exc:
-            if not self.failing:  # once per outage, not once per renewal
-                log.warning("lease refresh failed; keeping current accounts", extra={"error": type(exc).__name__})
+            self.link.failed("leases", exc, since=began)
             self.failing = True
             return self.held
-        if self.failing:
-            log.info("lease refresh works again")
+        self.link.ok("leases", began)
         self.failing = False
         for gone in sorted(self.held - held):
             log.info("account lease handed over", extra={"account_id": gone})

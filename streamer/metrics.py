@@ -49,5 +49,13 @@ class StreamerMetrics:
                                ["kind"], registry=r)
         self.reconciles = Counter("ticker_streamer_reconciles", "Reconcile passes, by outcome",
                                   ["outcome"], registry=r)
+        self.stage_failures = Counter("ticker_streamer_stage_failures",
+                                      "Pipeline stages or loops that failed and were restarted at once, by stage",
+                                      ["stage"], registry=r)
+        self.redis_up = Gauge("ticker_streamer_redis_up", "1 while Redis answers, 0 during an outage", registry=r)
+        self.redis_up.set(1)
+        self.redis_outages = Counter("ticker_streamer_redis_outages", "Redis outages (each logged once)",
+                                     registry=r)
+        self.degraded = Gauge("ticker_streamer_degraded", "1 while /health reports degraded", registry=r)
         self.token_rejections = Counter("ticker_streamer_token_rejections", "403s from the Kite ticker",
                                         registry=r)

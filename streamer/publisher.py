@@ -6,7 +6,9 @@ Per flush: PUBLISH `<prefix>:options` and `<prefix>:underlying` (JSON arrays of 
 TICK_BATCH_MAX_SIZE ticks each), PUBLISH each order postback to `<prefix>:orders`, and HSET the
 latest-tick snapshot fields that are due into `<prefix>:latest` for late joiners. A failure or a
 flush slower than the publish timeout trips the breaker; while it is open flushes are dropped and
-counted, and it probes again by itself. Nothing here ever raises into the flusher.
+counted, and it probes again by itself with growing, jittered, capped pauses. Outages are told to
+the shared `RedisLink` (logged once each way). Nothing here ever raises into the flusher, not
+even an unexpected error of the Redis client (it is logged, and costs that flush).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from ticker.streamer import resp
 from ticker.streamer.breaker import STATE_CODES, CircuitBreaker
 from ticker.streamer.enrich import Outgoing
 from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.outage import RedisLink
+from ticker.streamer.throttle import Throttle
 
 log = logging.getLogger(__name__)
+_EXPECTED = (RedisError, OSError, TimeoutError)  # what a Redis outage raises
 
 
 def chunked(items: list[bytes], size: int) -> Iterator[list[bytes]]:
@@ -41,6 +46,7 @@ class Flight:
     out: Outgoing
     started: float  # perf_counter at send
     deadline: float  # loop time by which its replies must be in
+    began: float = 0.0  # RedisLink.now() at send
     status: str = "sent"  # sent | empty | dropped | failed
     probing: bool = False
     replies: int = 0
@@ -49,8 +55,9 @@ class Flight:
 
 class Publisher:
     def __init__(self, redis: Redis, names: Names, breaker: CircuitBreaker, metrics: StreamerMetrics,
-                 *, batch_max: int, timeout: float) -> None:
+                 *, batch_max: int, timeout: float, link: RedisLink | None = None) -> None:
         self.redis = redis
+        self.link = link or RedisLink()
         self.names = names
         self.breaker = breaker
         self.metrics = metrics
@@ -60,6 +67,7 @@ class Publisher:
         self._options, self._underlying = names.options.encode(), names.underlying.encode()
         self._orders, self._latest = names.orders.encode(), names.latest.encode()
         self._lane = resp.Lane(redis)
+        self._throttle = Throttle()
 
     async def publish(self, out: Outgoing) -> bool:
         """Send one flush and wait for its replies: True when it reached Redis (or there was
@@ -69,7 +77,8 @@ class Publisher:
     async def send(self, out: Outgoing) -> Flight:
         """Write one flush's pipeline without waiting for its replies; `settle` reads them.
         Flights must be settled in the order they were sent."""
-        flight = Flight(out, time.perf_counter(), asyncio.get_running_loop().time() + self.timeout)
+        flight = Flight(out, time.perf_counter(), asyncio.get_running_loop().time() + self.timeout,
+                        self.link.now())
         if out.ticks == 0 and not out.orders and not out.bars and not out.latest:
             flight.status = "empty"
             return flight
@@ -78,12 +87,12 @@ class Publisher:
             flight.status = "dropped"
             return flight
         flight.probing = self.breaker.state == "half_open"
-        packed = self._pipeline(out)
-        flight.replies = len(packed)
         try:
+            packed = self._pipeline(out)
+            flight.replies = len(packed)
             async with asyncio.timeout_at(flight.deadline):
                 flight.epoch = await self._lane.write(packed)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # see _failed: nothing may raise into the flusher
             self._failed(flight, exc)
         return flight
 
@@ -97,15 +106,14 @@ class Publisher:
         try:
             async with asyncio.timeout_at(flight.deadline):
                 await self._lane.read(flight.replies)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # see _failed
             if flight.epoch == self._lane.epoch:
                 await self._lane.reset()
             self._failed(flight, exc)
             return False
         self.breaker.success()
         self._state()
-        if flight.probing:
-            log.info("Redis publishing recovered")
+        self.link.ok("publisher", flight.began)
         out = flight.out
         self.metrics.publish_seconds.observe(time.perf_counter() - flight.started)
         self.published_total += out.ticks
@@ -120,13 +128,21 @@ class Publisher:
         await self._lane.close()
 
     def _failed(self, flight: Flight, exc: BaseException | None) -> None:
+        """A flush that did not reach Redis: dropped and counted. An error a Redis outage does not
+        explain (a client bug, a reply we cannot parse) is logged with its traceback, throttled."""
         flight.status = "failed"
         self.breaker.failure()
         self._dropped(flight.out, "redis_error")
         self._state()
-        if exc is not None and not flight.probing:
-            log.warning("Redis publish failed; dropping ticks until it recovers",
-                        extra={"error": type(exc).__name__, "ticks": flight.out.ticks})
+        if exc is None:
+            return
+        self.link.failed("publisher", exc, since=self._lane.taken_at)
+        if not isinstance(exc, _EXPECTED):
+            self.metrics.stage_failures.labels("publish").inc()
+            held = self._throttle.allow(type(exc).__name__)
+            if held is not None:
+                log.error("publishing a flush failed unexpectedly; dropped it", exc_info=exc,
+                          extra={"ticks": flight.out.ticks, "failures_not_logged": held})
 
     def _pipeline(self, out: Outgoing) -> list[resp.Packed]:
         packed = [resp.publish_array(self._options, part) for part in chunked(out.options, self.batch_max)]

@@ -11,6 +11,7 @@ so a half-read reply can never leak into the next command.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from itertools import chain
 
@@ -99,11 +100,13 @@ class Lane:
     def __init__(self, redis: Redis) -> None:
         self.pool = redis.connection_pool
         self.epoch = 0
+        self.taken_at = 0.0  # time.monotonic() (RedisLink's clock) when the current or last connection was taken
         self._conn = None
 
     async def write(self, commands: list[Packed]) -> int:
         """Send the commands in one write; returns the epoch they were written in."""
         if self._conn is None:
+            self.taken_at = time.monotonic()
             self._conn = await self.pool.get_connection()
         epoch = self.epoch
         try:

@@ -213,7 +213,10 @@ class Renderer:
 
     def _render_group(self, length: int, prefixes: list[bytes], columns: Mapping[str, np.ndarray],
                       rows: slice | np.ndarray, stamp: bytes) -> list[bytes]:
-        pieces, order = self._templates[length]
+        template = self._templates.get(length)
+        if template is None:  # callers filter rows first (enrich.py); this is the last line of defence
+            raise ValueError(f"no {length}-byte packet layout for this channel; expected one of {sorted(self._templates)}")
+        pieces, order = template
         depth = depth_columns(columns, rows) if "depth" in order else None
         cols: list[Column] = [prefixes]
         for name in order:

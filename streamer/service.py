@@ -4,6 +4,10 @@ with the coordinator (leases, reconcile, token rejections), the control listener
 
 Stopping follows SIGTERM's contract: stop reading (close every socket), flush what was read,
 hand the leases back, close clients.
+
+Redis may go away at any time: every part that uses it reports to one `RedisLink` (an outage is
+logged once, its end once), retries on its own, and the Kite sockets never notice; `/health`
+says `degraded` with the reason meanwhile, as it does when ticks come in but none get published.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ticker.streamer.health import Backpressure
 from ticker.streamer.ingest import Ingest
 from ticker.streamer.leases import Leases
 from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.outage import RedisLink
 from ticker.streamer.pool import AccountPool
 from ticker.streamer.publisher import Publisher
 from ticker.streamer.reconcile import Reconciler
@@ -57,18 +62,20 @@ class Clients:
     db: asyncpg.Pool
     queue: ArqRedis
     session: aiohttp.ClientSession
+    control: Redis  # the control channel's own client: no silent reconnects (see infra.redis)
 
     @classmethod
     async def open(cls, settings: Settings) -> Clients:
         settings.require("redis_url", "database_url")
         db = await create_pool(settings.database_url, min_size=1, max_size=4)
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-        return cls(connect(settings.redis_url), db, await create_queue(settings),
-                   aiohttp.ClientSession(timeout=timeout))
+        return cls(connect(settings.redis_url, retries=1), db, await create_queue(settings),
+                   aiohttp.ClientSession(timeout=timeout), connect(settings.redis_url, max_connections=2))
 
     async def close(self) -> None:
         await self.session.close()
         await self.queue.aclose()
+        await self.control.aclose()
         await self.redis.aclose()
         await self.db.close()
 
@@ -94,7 +101,8 @@ class Streamer:
         self.instance = instance
         self.names: Names = names_for(settings)
         self.metrics = StreamerMetrics()
-        self.supervisor = Supervisor()
+        self.supervisor = Supervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
+        self.link = RedisLink(on_change=self._on_redis)
         self.buffer = TickBuffer(settings.tick_buffer_max, settings.tick_batch_max_size)
         self.ingest = Ingest(self.buffer, self.metrics)
         self.enricher = Enricher(
@@ -103,7 +111,8 @@ class Streamer:
             tz=settings.tz, metrics=self.metrics, snapshot_seconds=settings.latest_snapshot_ms / 1000)
         self.breaker = CircuitBreaker(settings.redis_breaker_reset_seconds)
         self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
-                                   batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout)
+                                   batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout,
+                                   link=self.link)
         self.flusher = Flusher(self.buffer, self.enricher, self.publisher, self.metrics,
                                settings.tick_batch_window_ms / 1000)
         self.tokens = TokenHealth()
@@ -113,8 +122,9 @@ class Streamer:
         store = account_store(clients.db, settings)
         self.reconciler = Reconciler(settings, clients.db, store if store.configured else None, self.tokens,
                                      self.enricher, self.metrics, self._new_pool)
-        self.leases = Leases(clients.redis, self.names, instance, settings.streamer_lease_ms)
-        self.control = ControlListener(clients.redis, self.names, self.metrics, self._on_control)
+        self.leases = Leases(clients.redis, self.names, instance, settings.streamer_lease_ms, self.link)
+        self.control = ControlListener(clients.control, self.names, self.metrics, self._on_control,
+                                       retry_seconds=settings.redis_breaker_reset_seconds, link=self.link)
         self.backpressure = Backpressure()
         self.wake = Wake()
         self.started_at = time.time()
@@ -133,6 +143,11 @@ class Streamer:
         self.tokens.refused(account_id, creds.access_token, account.token_updated_at if account else None)
         self.wake.request(reload=False)
 
+    def _on_redis(self, up: bool) -> None:
+        self.metrics.redis_up.set(1 if up else 0)
+        if not up:
+            self.metrics.redis_outages.inc()
+
     def _on_control(self, message: ControlMessage | None) -> None:
         if message is not None and message.kind == "tokens" and message.account_id \
                 and message.reason not in TOKEN_PROBLEM_REASONS:
@@ -141,9 +156,10 @@ class Streamer:
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._flusher_tasks = [self.supervisor.keep("enrich", self.flusher.run),
-                               self.supervisor.keep("publish", self.flusher.publish_loop),
-                               self.supervisor.keep("replies", self.flusher.reply_loop)]
+        keep = self.supervisor.keep  # the pipeline's loops come back at once: a sleep would stall publishing
+        self._flusher_tasks = [keep("enrich", self.flusher.run, at_once=True),
+                               keep("publish", self.flusher.publish_loop, at_once=True),
+                               keep("replies", self.flusher.reply_loop, at_once=True)]
         self.supervisor.keep("coordinator", self._coordinate)
         self.supervisor.keep("control", self.control.run)
         self.supervisor.keep("monitor", self._monitor)
@@ -187,7 +203,9 @@ class Streamer:
 
     async def _pass(self, reload: bool, instruments: bool, lease_due: bool) -> bool:
         """One coordination pass; False when Postgres could not be read (the old plan stays)."""
-        for account_id, fp in list(self.tokens.pending.items()):
+        for account_id, fp in list(self.tokens.pending.items()) if self.link.up else []:
+            # While Redis is down the report (a token-refresh job, a control message) would be
+            # lost: it stays pending until Redis is back.
             del self.tokens.pending[account_id]
             account = self.reconciler.accounts.get(account_id)
             await report_rejection(account_id, fp, auto_login=account is not None and account.auto_login,
@@ -216,36 +234,64 @@ class Streamer:
     async def _monitor(self) -> None:
         ticks = 0
         while True:
-            # Ticks still buffered or in a flush are late, not lost: count them as on their way.
-            on_their_way = self.publisher.published_total + self.buffer.count + self.flusher.in_flight
-            self.backpressure.sample(self.ingest.received_total, on_their_way)
+            self._sample()
             self.metrics.buffer_ticks.set(self.buffer.count)
             if ticks % HEARTBEAT_EVERY == 0:
                 await self._beat()
             ticks += 1
             await asyncio.sleep(1.0)
 
+    def _sample(self) -> None:
+        self.backpressure.sample(self.ingest.received_total, self.publisher.published_total,
+                                 self.enricher.rejected_total, self.buffer.count + self.flusher.in_flight)
+
     async def _beat(self) -> None:
+        _, doc = self.health()
+        began = self.link.now()
         try:
             await beat(self.clients.redis, self.names, "streamer", self.instance, {
                 "accounts": sorted(self.leases.held), "tokens": sum(len(p.tokens) for p in self.reconciler.pools.values()),
-                "backpressure": self.backpressure.report(self.buffer.fill)["level"]})
+                "backpressure": doc["backpressure"]["level"], "status": doc["status"]})
         except (RedisError, OSError) as exc:
-            log.debug("heartbeat failed", extra={"error": type(exc).__name__})
+            self.link.failed("heartbeat", exc, since=began)
+        else:
+            self.link.ok("heartbeat", began)
 
     # --- surface ---------------------------------------------------------------------------------
     def health(self) -> tuple[int, dict]:
+        """`streaming` / `idle`, `degraded` (working, but something is wrong: `reason` says what),
+        or `down` (503: nothing can stream)."""
+        self._sample()
         owned = self.leases.held
         accounts = self.reconciler.describe(owned, self.ingest.last_tick, time.time())
         working = [a for a in accounts.values() if a["owned"] and a["planned_tokens"]]
         streaming = any(a["connected"] for a in working)
         stranded = bool(self.reconciler.wanted) and self.reconciler.plan.placed == 0  # no account can stream
         status = "streaming" if streaming else ("down" if working or stranded else "idle")
+        backpressure = self.backpressure.report(self.buffer.fill)
+        reasons = self._troubles(backpressure)
+        if reasons and status != "down":
+            status = "degraded"
+        self.metrics.degraded.set(1 if status == "degraded" else 0)
         doc = {
             "status": status, "instance": self.instance, "uptime": round(time.time() - self.started_at, 1),
             "accounts": accounts, "unplaced_tokens": len(self.reconciler.plan.unplaced),
-            "redis": {"breaker": self.breaker.state, "control_listening": self.control.listening},
-            "backpressure": self.backpressure.report(self.buffer.fill),
+            "redis": {"up": self.link.up, "outages": self.link.outages, "breaker": self.breaker.state,
+                      "control_listening": self.control.listening},
+            "backpressure": backpressure,
             "tasks": len(self.supervisor), "task_failures": self.supervisor.failures,
         }
+        if reasons:
+            doc["reason"] = "; ".join(reasons)
         return (503 if status == "down" else 200), doc
+
+    def _troubles(self, backpressure: dict) -> list[str]:
+        reasons = []
+        redis = self.link.reason()
+        if redis:
+            reasons.append(redis)
+        elif self.breaker.state != "closed":
+            reasons.append(f"publishing paused: the Redis breaker is {self.breaker.state.replace('_', '-')}")
+        if backpressure["stalled_seconds"] >= self.backpressure.stall:
+            reasons.append(f"ticks received but none published for {backpressure['stalled_seconds']:.0f} s")
+        return reasons

@@ -8,6 +8,10 @@ taking any newer tick of it meanwhile, and then written once: a busy token costs
 per interval however often it ticks, and the writes are spread over the flushes. State is kept
 per registry row in arrays, so it costs a few vectorised operations per flush and is bounded by
 the registry's size.
+
+A flush that never reached Redis (an outage) gives its fields back (`restore`): each goes out
+again with the next flush unless a newer tick of that token was taken or is waiting meanwhile, so
+the hash catches up by itself once Redis is back, quiet tokens included.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ class LatestSnapshot:
         self._fields = np.empty(0, dtype=object)  # the hash field (token text) of each registry row
         self._text = np.empty(0, dtype=object)  # each row's pending tick JSON, None when none
         self._since = np.empty(0)  # when each row's pending tick became pending; inf when none
+        self._taken = np.empty(0)  # when each row's tick was last taken for a flush
+        self._row_of: dict[bytes, int] = {}  # hash field -> row, for `restore`
         self._carry: dict[bytes, bytes] = {}  # still pending when the registry was replaced
 
     @property
@@ -34,6 +40,8 @@ class LatestSnapshot:
         self._fields = fields
         self._text = np.empty(len(fields), dtype=object)
         self._since = np.full(len(fields), np.inf)
+        self._taken = np.full(len(fields), -np.inf)
+        self._row_of = dict(zip(fields.tolist(), range(len(fields)), strict=True))
 
     def put(self, rows: np.ndarray, rendered: list[bytes], now: float) -> None:
         """Rows' newest ticks (a row repeated within `rows` keeps its last one)."""
@@ -46,7 +54,21 @@ class LatestSnapshot:
         due = np.flatnonzero(np.isfinite(self._since) if force else self._since <= now - self.interval)
         out, self._carry = self._carry, {}
         out.update(self._items(due))
+        self._taken[due] = now
         return out
+
+    def restore(self, lost: dict[bytes, bytes], taken_at: float) -> int:
+        """Fields of a flush taken at `taken_at` that did not reach Redis: due again at once,
+        except where a newer tick of the token was taken since or is pending. Returns how many."""
+        back = 0
+        for field, text in lost.items():
+            row = self._row_of.get(field)
+            if row is None or self._taken[row] > taken_at or np.isfinite(self._since[row]):
+                continue
+            self._text[row] = text
+            self._since[row] = 0.0  # long overdue: the next take writes it
+            back += 1
+        return back
 
     def _items(self, rows: np.ndarray) -> dict[bytes, bytes]:
         if not len(rows):

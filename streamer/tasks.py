@@ -1,8 +1,9 @@
 """Ownership of every background task: nothing is fire-and-forget.
 
 `spawn` starts a task the supervisor holds until it ends and logs if it failed; `keep` runs a
-long-lived loop that is restarted with backoff (and logged) whenever it fails; `close` cancels
-and awaits everything still running.
+long-lived loop that is restarted whenever it fails, counted and logged (at most once a minute per
+loop): with exponential backoff by default, or at once for the pipeline's stages, whose next
+batch must not wait behind a sleep; `close` cancels and awaits everything still running.
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from ticker.streamer.throttle import Throttle
+
 log = logging.getLogger(__name__)
 CANCEL_GRACE_SECONDS = 2.0
 
 
 class Supervisor:
-    def __init__(self, name: str = "streamer") -> None:
+    def __init__(self, name: str = "streamer", on_restart: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.name = name
+        self._sleep = sleep  # the pause before a restart (tests observe it)
         self._tasks: dict[asyncio.Task, str] = {}
         self.failures = 0
+        self._on_restart = on_restart  # told the loop's name on every restart (a metric)
+        self._throttle = Throttle()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -31,11 +38,14 @@ class Supervisor:
         task.add_done_callback(self._finished)
         return task
 
-    def keep(self, name: str, loop: Callable[[], Awaitable[Any]], *, max_backoff: float = 30.0) -> asyncio.Task:
-        """Run `loop()` for the life of the supervisor, restarting it after a failure."""
-        return self.spawn(name, self._restarting(name, loop, max_backoff))
+    def keep(self, name: str, loop: Callable[[], Awaitable[Any]], *, max_backoff: float = 30.0,
+             at_once: bool = False) -> asyncio.Task:
+        """Run `loop()` for the life of the supervisor, restarting it after a failure: after a
+        growing pause, or with `at_once` as soon as the event loop has had a turn."""
+        return self.spawn(name, self._restarting(name, loop, max_backoff, at_once))
 
-    async def _restarting(self, name: str, loop: Callable[[], Awaitable[Any]], max_backoff: float) -> None:
+    async def _restarting(self, name: str, loop: Callable[[], Awaitable[Any]], max_backoff: float,
+                          at_once: bool) -> None:
         delay = 0.5
         while True:
             try:
@@ -45,9 +55,15 @@ class Supervisor:
                 raise
             except Exception:
                 self.failures += 1
-                log.exception("background loop failed; restarting", extra={"task": name, "retry_in": delay})
-            await asyncio.sleep(delay)
-            delay = min(max_backoff, delay * 2)
+                if self._on_restart is not None:
+                    self._on_restart(name)
+                held = self._throttle.allow(name)
+                if held is not None:
+                    log.exception("background loop failed; restarting", extra={
+                        "task": name, "retry_in": 0.0 if at_once else delay, "failures_not_logged": held})
+            await self._sleep(0.0 if at_once else delay)
+            if not at_once:
+                delay = min(max_backoff, delay * 2)
 
     def _finished(self, task: asyncio.Task) -> None:
         name = self._tasks.pop(task, "?")

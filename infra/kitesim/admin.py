@@ -24,6 +24,12 @@
                                        the next ticker handshakes with 403 though the token is good
     POST   /_sim/ws/stall              {"connection_id": 3 | null, "api_key": null, "stalled": true}
                                        open but silent: no ticks, heartbeats, postbacks or pongs
+    POST   /_sim/ws/inject             {"frame_hex": "0001...", "times": 1, "interval_ms": 0} send these
+                                       exact bytes as a binary frame on every open, unstalled ticker
+                                       connection, `times` rounds (1..10000) `interval_ms` apart
+                                       (0..60000, at most 120 s in all); answers when done with
+                                       {"connections", "frames_sent", "times", "interval_ms", "bytes"}.
+                                       Bad input: 400 {"error": {"code", "message", "details"}}
     POST   /_sim/ticks                 {"tick_interval_ms": 100, "tick_rate": 2.0, "ticks_per_second":
                                        300000, "rate_by_token": {"256265": 5}, "clear": false}
     POST   /_sim/price                 {"instrument_token": 123 | "exchange": "NFO", "tradingsymbol": "...",
@@ -96,6 +102,32 @@ class PriceMove(_Body):
     exchange: str | None = None
     tradingsymbol: str | None = None
     last_price: float = Field(gt=0, allow_inf_nan=False)
+
+
+MAX_INJECT_BYTES = 1024 * 1024
+MAX_INJECT_TIMES = 10_000
+MAX_INJECT_INTERVAL_MS = 60_000
+MAX_INJECT_SPAN_MS = 120_000  # the request answers when every round is sent
+
+
+class Inject(_Body):
+    frame_hex: str = Field(min_length=1, max_length=2 * MAX_INJECT_BYTES)
+    times: int = Field(1, ge=1, le=MAX_INJECT_TIMES, strict=True)
+    interval_ms: float = Field(0.0, ge=0, le=MAX_INJECT_INTERVAL_MS, strict=True)
+
+    def frame(self) -> bytes:
+        try:
+            frame = bytes.fromhex(self.frame_hex)
+        except ValueError:
+            raise ValueError("frame_hex must be hexadecimal digits, two per byte") from None
+        if not frame:
+            raise ValueError("frame_hex holds no bytes")
+        return frame
+
+
+def invalid(message: str, details: list[dict] | None = None) -> web.Response:
+    """400 in the project's error envelope."""
+    return ok({"error": {"code": "invalid_request", "message": message, "details": details or []}}, status=400)
 
 
 def ok(data: Any, status: int = 200) -> web.Response:
@@ -221,6 +253,24 @@ async def stall(request: web.Request) -> web.Response:
     body = await _body(request, Target)
     return ok({"stalled" if body.stalled else "resumed":
                sim_of(request).stall(body.connection_id, body.api_key, body.stalled)})
+
+
+@routes.post("/_sim/ws/inject")
+async def inject(request: web.Request) -> web.Response:
+    try:
+        body = Inject.model_validate_json(await request.read() or b"{}")
+    except ValidationError as exc:
+        details = [{"field": ".".join(map(str, e["loc"])) or "body", "error": e["msg"]} for e in exc.errors()]
+        return invalid("invalid inject request: " + "; ".join(f"{d['field']}: {d['error']}" for d in details),
+                       details)
+    try:
+        frame = body.frame()
+    except ValueError as exc:
+        return invalid(str(exc), [{"field": "frame_hex", "error": str(exc)}])
+    if (body.times - 1) * body.interval_ms > MAX_INJECT_SPAN_MS:
+        message = f"times x interval_ms must stay within {MAX_INJECT_SPAN_MS} ms"
+        return invalid(message, [{"field": "interval_ms", "error": message}])
+    return ok(await sim_of(request).inject(frame, body.times, body.interval_ms))
 
 
 @routes.post("/_sim/ticks")

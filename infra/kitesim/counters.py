@@ -33,6 +33,7 @@ class Counters:
         self.frames_sent = 0
         self.ticks_sent = 0
         self.frames_skipped = 0                           # a client too slow to take its frame
+        self.frames_injected = 0                          # raw frames sent by POST /_sim/ws/inject
 
     def request(self, route_key: str) -> None:
         _bump(self.requests, route_key)
@@ -66,4 +67,5 @@ class Counters:
             "frames_sent": self.frames_sent,
             "ticks_sent": self.ticks_sent,
             "frames_skipped": self.frames_skipped,
+            "frames_injected": self.frames_injected,
         }

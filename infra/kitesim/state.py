@@ -137,6 +137,10 @@ class SimState:
             conn.stall(stalled)
         return len(targets)
 
+    async def inject(self, frame: bytes, times: int = 1, interval_ms: float = 0.0) -> dict:
+        """Send these exact bytes as binary frames on every open ticker connection (see ws.py)."""
+        return await self.hub.inject(frame, times, interval_ms)
+
     def expire_tokens(self, api_key: str | None = None, drop_connections: bool = True) -> int:
         """Invalidate access tokens (one api_key or all); open sockets are dropped by default, so
         the reconnect meets the 403 a real expiry produces."""

@@ -6,7 +6,9 @@ connections of one api_key. Clients send `{"a":"subscribe"|"unsubscribe","v":[to
 one binary frame per tick interval (built by `engine.py`), a 1-byte heartbeat when idle for
 `heartbeat_seconds`, and order postbacks as text. Every connection has one writer task, owned
 and awaited by its handler; the engine never blocks on a slow client (it skips the client's
-frame instead, and counts it).
+frame instead, and counts it). `TickerHub.inject` sends arbitrary bytes (bad frames, for tests)
+on every open connection through the same per-connection lock, so they never interleave with
+the writer's frames.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class TickerConn:
         self.last_sent = time.monotonic()
         self.ticks_sent = 0
         self.connected_at = time.time()
+        self._send_lock = asyncio.Lock()  # the writer and `send_raw` take turns on the socket
 
     @property
     def stalled(self) -> bool:
@@ -128,11 +131,25 @@ class TickerConn:
                     self.texts.clear()
                     self.frames.clear()
                     break
-                if self.texts:
-                    await self.ws.send_str(self.texts.popleft())
-                else:
-                    await self.ws.send_bytes(self.frames.popleft())
+                async with self._send_lock:
+                    if self.texts:
+                        await self.ws.send_str(self.texts.popleft())
+                    else:
+                        await self.ws.send_bytes(self.frames.popleft())
                 self.last_sent = time.monotonic()
+
+    async def send_raw(self, frame: bytes) -> bool:
+        """Send `frame` as one binary message now, between the writer's; False when the
+        connection is stalled or gone."""
+        if self.stalled or self.ws.closed:
+            return False
+        async with self._send_lock:
+            try:
+                await self.ws.send_bytes(frame)
+            except (ConnectionError, RuntimeError):  # closed under us
+                return False
+        self.last_sent = time.monotonic()
+        return True
 
     def abort(self) -> None:
         """Drop the connection without a close frame, as a network failure would."""
@@ -185,6 +202,24 @@ class TickerHub:
         if left:
             self.refusals[api_key] = left - 1
         return left > 0
+
+    async def inject(self, frame: bytes, times: int = 1, interval_ms: float = 0.0) -> dict:
+        """Send `frame` on every open connection, `times` rounds `interval_ms` apart; a connection
+        that opens meanwhile joins the remaining rounds."""
+        reached: set[int] = set()
+        sent = 0
+        for round_ in range(times):
+            if round_ and interval_ms:
+                await asyncio.sleep(interval_ms / 1000)
+            conns = list(self.conns.values())
+            results = await asyncio.gather(*(c.send_raw(frame) for c in conns))
+            for conn, ok in zip(conns, results, strict=True):
+                if ok:
+                    reached.add(conn.id)
+                    sent += 1
+        self.counters.frames_injected += sent
+        return {"connections": len(reached), "frames_sent": sent, "times": times, "interval_ms": interval_ms,
+                "bytes": len(frame)}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         api_key = request.query.get("api_key", "")

@@ -20,7 +20,9 @@ from ticker.core.wire import (
     WireError,
     decode,
     encode,
+    packet_fits,
     price_divisor,
+    salvage,
     to_kite_ticks,
 )
 
@@ -272,6 +274,34 @@ def test_any_bytes_either_decode_like_kiteconnect_or_raise_wire_error(frame: byt
     except WireError:
         return
     assert ours == KITE._parse_binary(frame)
+
+
+@pytest.mark.parametrize(("frame", "kept", "lost"), [
+    (frame_of([LTP_PACKET, LTP_PACKET])[:-1], 1, 1),  # the truncated packet
+    (frame_of([FULL_PACKET, LTP_PACKET], count=5), 2, 3),  # three declared packets are missing
+    (frame_of([LTP_PACKET, b"\x00" * 30, FULL_PACKET]), 2, 1),  # sound framing: step over the unknown length
+    (frame_of([LTP_PACKET, b"\x00" * 30, FULL_PACKET])[:-1], 1, 2),  # broken framing: trust nothing after it
+    (frame_of([LTP_PACKET, LTP_PACKET]) + b"\x00\x08", 2, 1),  # trailing bytes count as one lost packet
+    (b"\x00\x00\x00", 0, 1),
+])
+def test_salvage_keeps_the_intact_packets_of_a_malformed_frame(frame: bytes, kept: int, lost: int) -> None:
+    saved = salvage(frame)
+    assert (len(saved.ticks), saved.lost) == (kept, lost) and saved.problem
+
+
+@FAST
+@given(packet_lists)
+def test_salvage_of_a_sound_frame_is_its_decode(pkts: list[bytes]) -> None:
+    saved = salvage(frame_of(pkts))
+    assert saved.ticks == decode(frame_of(pkts)) and saved.lost == 0
+
+
+def test_packet_fits_follows_the_token_kind_and_mode() -> None:
+    index, option = (256265, 12_800_002)
+    tokens = np.array([index, index, index, option, option, option, option, index])
+    lengths = np.array([8, 28, 44, 8, 184, 28, 44, 32], dtype=np.uint16)
+    modes = np.array([MODE_LTP, MODE_QUOTE, MODE_QUOTE, MODE_LTP, MODE_FULL, MODE_QUOTE, MODE_FULL, MODE_FULL])
+    assert packet_fits(tokens, lengths, modes).tolist() == [True, True, False, True, True, False, False, True]
 
 
 def test_decode_accepts_bytearray_and_memoryview() -> None:

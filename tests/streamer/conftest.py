@@ -106,7 +106,7 @@ class Recorder:
 
     async def __aenter__(self) -> Recorder:
         self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._ready.wait(), 5)
+        await asyncio.wait_for(self._ready.wait(), BOUND)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -140,8 +140,12 @@ class Recorder:
         return {t["instrument_token"] for t in self.ticks(channel, since) if t.get("type") != "bar"}
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> float:
-    """Poll until `predicate()` holds; returns the seconds it took, fails after `timeout`."""
+BOUND = 60.0  # how long a condition may take to hold: generous, since a busy machine is slow, not wrong
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = BOUND, step: float = 0.05) -> float:
+    """Poll until `predicate()` holds; returns the seconds it took (for a printout, never an
+    assertion), fails after `timeout`."""
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > timeout:

@@ -134,7 +134,7 @@ async def test_publisher_sends_one_pipeline_and_drops_while_the_breaker_is_open(
     assert e.metrics.dropped.labels("redis_unavailable")._value.get() == 6
 
 
-async def _until(predicate, timeout: float = 5.0) -> None:
+async def _until(predicate, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline
@@ -232,3 +232,39 @@ async def test_flusher_publishes_learns_its_lead_and_drains_the_snapshot(redis, 
     await flusher.drain()  # shutdown writes what the snapshot still holds, newest ticks
     latest = {int(k): orjson.loads(v) for k, v in (await redis.hgetall(names.latest)).items()}
     assert {latest[t]["last_price"] for t in toks} == {52.0} and NIFTY_INDEX in latest
+
+
+class FailingOnce(Enricher):
+    """An enricher with a bug that hits one batch (the batch carrying `poison` as a price)."""
+
+    poison = 66.0
+
+    def process(self, taken: Taken, now: float):
+        if any(self.poison in c.ticks.last_price for c in taken.chunks):
+            raise ZeroDivisionError("a bug in enrichment")
+        return super().process(taken, now)
+
+
+async def test_a_batch_that_fails_enrichment_costs_only_itself(redis, names):
+    e = FailingOnce(Registry([index(), *chain()]), model="black76", rate=R, dividend_yield=0.0, bar_interval=60,
+                    tz=IST, metrics=StreamerMetrics())
+    buffer = TickBuffer(10_000, batch_max=100)
+    publisher = Publisher(redis, names, CircuitBreaker(reset_seconds=60), e.metrics, batch_max=100, timeout=2)
+    flusher = Flusher(buffer, e, publisher, e.metrics, window_seconds=0.05)
+    toks = [option(k, "CE").instrument_token for k in STRIKES]
+    async with Recorder(redis, [names.options, names.orders]) as rec, asyncio.TaskGroup() as tg:
+        loops = [tg.create_task(loop()) for loop in (flusher.run, flusher.publish_loop, flusher.reply_loop)]
+        for price in (50.0, FailingOnce.poison, 52.0):
+            buffer.put(Chunk(full_ticks(toks, [price] * 5), time.time(), "acc"))
+            if price == FailingOnce.poison:
+                buffer.put_order(b'{"order_id":"9"}')
+                await _until(lambda: e.metrics.stage_failures.labels("enrich")._value.get() == 1, 30)
+            else:
+                await _until(lambda n=price: any(t.get("last_price") == n for _, _, d in rec.messages
+                                                 if isinstance(d, list) for t in d), 30)
+        await _until(lambda: any(d == {"order_id": "9"} for _, _, d in rec.messages), 30)
+        for loop in loops:
+            loop.cancel()
+    assert e.metrics.dropped.labels("enrich_failed")._value.get() == 5
+    prices = {t["last_price"] for _, ch, d in rec.messages if ch == names.options for t in d}
+    assert prices == {50.0, 52.0}

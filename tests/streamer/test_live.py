@@ -1,7 +1,7 @@
 """The streamer end to end: Kite stand-in → streamer (in this process) → real Redis → a subscriber.
 
-Deadlines in these tests are the behaviours the streamer promises (reconnect within 3 s, stall
-caught within STALL_SECONDS, control changes within 1 s), not speed measurements.
+Every wait is on a condition, bounded generously (conftest.BOUND); how long things took is
+printed, never asserted.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ async def test_options_stream_batched_with_greeks_across_two_accounts(market, sd
     await subscribe(sdb, tokens)
     async with Recorder(sredis, [snames.options, snames.underlying]) as rec, \
             running_streamer(ssettings) as streamer:
-        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), 15)
+        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens))
         ticks = rec.ticks(snames.options)
         status, health = streamer.health()
     assert status == 200 and health["status"] == "streaming"
@@ -77,13 +77,13 @@ async def test_postbacks_are_relayed_to_the_orders_channel(market, sdb, ssetting
     await subscribe(sdb, await option_tokens(sdb, 4))
     acc = market.accounts[0]
     async with Recorder(sredis, [snames.orders, snames.options]) as rec, running_streamer(ssettings):
-        await wait_for(lambda: rec.tokens(snames.options), 10)
+        await wait_for(lambda: rec.tokens(snames.options))
         http = KiteHttp(market.url, timeout=5)
         try:
             order_id = await _any_order(http, acc, sdb)
         finally:
             await http.close()
-        await wait_for(lambda: any(d.get("order_id") == order_id for _, ch, d in rec.messages if ch == snames.orders), 10)
+        await wait_for(lambda: any(d.get("order_id") == order_id for _, ch, d in rec.messages if ch == snames.orders))
     doc = next(d for _, ch, d in rec.messages if ch == snames.orders and d.get("order_id") == order_id)
     assert doc["account_id"] in ("acc1", "acc2")
 
@@ -96,29 +96,32 @@ async def _any_order(http: KiteHttp, acc, sdb) -> str:
         "product": "NRML", "order_type": "MARKET"})
 
 
-async def test_dropped_connections_come_back_within_3s(market, sdb, ssettings, snames, sredis):
+async def test_dropped_connections_come_back(market, sdb, ssettings, snames, sredis):
     tokens = await option_tokens(sdb, 60)
     await subscribe(sdb, tokens)
     async with Recorder(sredis, [snames.options]) as rec, running_streamer(ssettings) as streamer:
-        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), 15)
-        dropped_at = time.time()
+        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens))
+        connects = _connects(streamer)
         assert market.state.drop() >= 2
-        took = await wait_for(lambda: rec.tokens(snames.options, since=dropped_at + 0.2) >= set(tokens), 3.0)
-        reconnects = sum(c["connects"] for a in streamer.health()[1]["accounts"].values() for c in a["sockets"])
-    assert reconnects >= 4  # two accounts, each connected twice
-    print(f"every token ticking again {took:.2f} s after the drop")
+        took = await wait_for(lambda: _connects(streamer) >= connects + 2)  # both accounts reconnected
+        await wait_for(lambda: _sim_subscribed(market) >= set(tokens))  # ... and resubscribed everything
+        since = time.time()
+        await wait_for(lambda: rec.tokens(snames.options, since=since) >= set(tokens))
+    print(f"both sockets reconnected {took:.2f} s after the drop")
 
 
-async def test_stalled_connection_is_caught_within_stall_seconds(market, sdb, ssettings, snames, sredis):
+async def test_stalled_connection_is_caught_and_replaced(market, sdb, ssettings, snames, sredis):
     tokens = await option_tokens(sdb, 20)
     await subscribe(sdb, tokens)
     async with Recorder(sredis, [snames.options]) as rec, running_streamer(ssettings) as streamer:
-        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), 15)
+        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens))
         before = _stalls(streamer)
         assert market.state.stall(api_key=market.accounts[0].api_key) == 1
-        took = await wait_for(lambda: _stalls(streamer) > before, ssettings.stall_seconds + 0.5)
-        stalled_at = time.time()
-        await wait_for(lambda: rec.tokens(snames.options, since=stalled_at + 0.2) >= set(tokens), 5)
+        connects = _connects(streamer)
+        took = await wait_for(lambda: _stalls(streamer) > before)
+        await wait_for(lambda: _connects(streamer) > connects)
+        since = time.time()
+        await wait_for(lambda: rec.tokens(snames.options, since=since) >= set(tokens))
     print(f"stall detected after {took:.2f} s (STALL_SECONDS={ssettings.stall_seconds})")
 
 
@@ -134,13 +137,13 @@ async def test_expired_token_fails_over_enqueues_refresh_and_takes_back(market, 
     login = {k: SecretStr(getattr(sick, k)) for k in ("user_id", "password", "totp_secret")}
     await store.upsert((await store.get("acc2")).model_copy(update={"auto_login": True, **login}))
     async with Recorder(sredis, [snames.options]) as rec, running_streamer(ssettings) as streamer:
-        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), 15)
+        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens))
         assert streamer.health()[1]["accounts"]["acc2"]["tokens"] > 0
         market.state.expire_tokens(api_key=sick.api_key)
-        await wait_for(lambda: streamer.health()[1]["accounts"]["acc2"]["token_state"] == "invalid", 5)
-        await wait_for(lambda: streamer.health()[1]["accounts"]["acc1"]["tokens"] == len(tokens) + 1, 5)
+        await wait_for(lambda: streamer.health()[1]["accounts"]["acc2"]["token_state"] == "invalid")
+        await wait_for(lambda: streamer.health()[1]["accounts"]["acc1"]["tokens"] == len(tokens) + 1)
         moved_at = time.time()
-        await wait_for(lambda: rec.tokens(snames.options, since=moved_at) >= set(tokens), 5)
+        await wait_for(lambda: rec.tokens(snames.options, since=moved_at) >= set(tokens))
         assert (await store.get("acc2")).token_state == "invalid"
         job = Job(streamer.refreshes.job_of("acc2"), streamer.clients.queue, _queue_name=snames.default_queue)
         assert await job.status() == JobStatus.queued  # no worker runs here
@@ -153,29 +156,36 @@ async def test_expired_token_fails_over_enqueues_refresh_and_takes_back(market, 
             await http.close()
         await store.set_token("acc2", session["access_token"], "valid")
         await publish_control(sredis, snames, ControlMessage(kind="tokens", account_id="acc2", reason="renewed"))
-        await wait_for(lambda: streamer.health()[1]["accounts"]["acc2"]["connected"] > 0, 5)
+        await wait_for(lambda: streamer.health()[1]["accounts"]["acc2"]["connected"] > 0)
         health = streamer.health()[1]["accounts"]
     assert health["acc2"]["token_state"] == "valid" and health["acc2"]["tokens"] > 0
     assert health["acc1"]["tokens"] + health["acc2"]["tokens"] == len(tokens) + 1  # + the NIFTY index
 
 
-async def test_control_channel_adds_and_removes_within_1s(market, sdb, ssettings, snames, sredis):
+async def test_control_channel_adds_and_removes_without_touching_connections(market, sdb, ssettings, snames,
+                                                                              sredis):
     tokens = await option_tokens(sdb, 30)
     await subscribe(sdb, tokens[:20])
     async with Recorder(sredis, [snames.options]) as rec, running_streamer(ssettings) as streamer:
-        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens[:20]), 15)
+        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens[:20]))
         connects = _connects(streamer)
         await subscribe(sdb, tokens[20:])
         sent = time.time()
         await publish_control(sredis, snames, ControlMessage(kind="subscriptions", tokens=tokens[20:]))
-        added = await wait_for(lambda: rec.tokens(snames.options, since=sent) >= set(tokens[20:]), 1.0)
+        added = await wait_for(lambda: rec.tokens(snames.options, since=sent) >= set(tokens[20:]))
         await sdb.execute("UPDATE subscriptions SET status = 'inactive' WHERE instrument_token = ANY($1::bigint[])",
                           tokens[:10])
         await publish_control(sredis, snames, ControlMessage(kind="subscriptions", tokens=tokens[:10]))
-        removed = await wait_for(lambda: not set(tokens[:10]) & _sim_subscribed(market), 1.0)
-        gone_at = time.time() + 0.3  # what was in flight has been published by now
-        await wait_for(lambda: rec.tokens(snames.options, since=gone_at + 0.3) >= set(tokens[10:]), 5)
-        assert not rec.tokens(snames.options, since=gone_at) & set(tokens[:10])
+        removed = await wait_for(lambda: not set(tokens[:10]) & _sim_subscribed(market))
+        # Frames the stand-in built before the unsubscribe may still be on their way; once every
+        # kept token has ticked twice after the last removed tick, none is left, and from then on
+        # a removed token must never be seen again.
+        gone = set(tokens[:10])
+        await wait_for(lambda: _rounds_since_last(rec, snames.options, gone, set(tokens[10:])) >= 2)
+        last = _last_index(rec, snames.options, gone)
+        mark = len(rec.messages)
+        await wait_for(lambda: _tokens_after(rec, snames.options, mark) >= set(tokens[10:]))
+        assert _last_index(rec, snames.options, gone) == last
         pools = streamer.reconciler.pools
         assert sum(len(p.tokens) for p in pools.values()) == 21
         assert _connects(streamer) == connects  # no connection was dropped or reopened
@@ -184,6 +194,31 @@ async def test_control_channel_adds_and_removes_within_1s(market, sdb, ssettings
 
 def _connects(streamer) -> int:
     return sum(c.connects for p in streamer.reconciler.pools.values() for c in p.conns.values())
+
+
+def _channel(rec: Recorder, channel: str) -> list[tuple[int, set[int]]]:
+    return [(i, {t["instrument_token"] for t in doc}) for i, (_, ch, doc) in enumerate(rec.messages)
+            if ch == channel and isinstance(doc, list)]
+
+
+def _last_index(rec: Recorder, channel: str, tokens: set[int]) -> int:
+    """Index of the last message carrying any of `tokens` (-1 if none)."""
+    return max((i for i, seen in _channel(rec, channel) if seen & tokens), default=-1)
+
+
+def _tokens_after(rec: Recorder, channel: str, index: int) -> set[int]:
+    return {t for i, seen in _channel(rec, channel) if i >= index for t in seen}
+
+
+def _rounds_since_last(rec: Recorder, channel: str, gone: set[int], kept: set[int]) -> int:
+    """How many times every kept token has ticked after the last message with a removed one."""
+    last = _last_index(rec, channel, gone)
+    counts = dict.fromkeys(kept, 0)
+    for i, seen in _channel(rec, channel):
+        if i > last:
+            for t in seen & kept:
+                counts[t] += 1
+    return min(counts.values())
 
 
 def _sim_subscribed(sim) -> set[int]:
@@ -196,13 +231,13 @@ async def test_modes_per_token_and_a_mode_change_over_control(market, sdb, ssett
     await subscribe(sdb, tokens[2:4], "QUOTE")
     await subscribe(sdb, tokens[4:], "FULL")
     async with Recorder(sredis, [snames.options]) as rec, running_streamer(ssettings):
-        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), 15)
+        await wait_for(lambda: rec.tokens(snames.options) >= set(tokens))
         latest = {t["instrument_token"]: t for t in rec.ticks(snames.options)}
         await sdb.execute("UPDATE subscriptions SET requested_mode = 'FULL' WHERE instrument_token = $1", tokens[0])
         changed = time.time()
         await publish_control(sredis, snames, ControlMessage(kind="subscriptions", tokens=tokens[:1]))
         await wait_for(lambda: any(t["instrument_token"] == tokens[0] and t["depth"]
-                                   for t in rec.ticks(snames.options, since=changed)), 2)
+                                   for t in rec.ticks(snames.options, since=changed)))
     ltp, quote, full = latest[tokens[0]], latest[tokens[2]], latest[tokens[4]]
     assert ltp["volume"] is None and ltp["depth"] is None and ltp["last_price"] > 0 and ltp["iv"] is not None
     assert quote["volume"] is not None and quote["depth"] is None and quote["bid"] is None

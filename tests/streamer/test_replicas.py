@@ -1,5 +1,5 @@
 """Two real `ticker streamer` processes split the accounts through Redis leases; when one is
-killed the other takes its accounts over within the lease time; SIGTERM exits 0."""
+killed the other takes its accounts over once the lease expires; SIGTERM exits 0."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from ticker.infra.embedded import free_port
 from ticker.infra.settings import Settings
 
-from .conftest import Recorder, option_tokens, subscribe, wait_for
+from .conftest import BOUND, Recorder, option_tokens, subscribe, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 LEASE_MS = 2000
@@ -82,8 +82,8 @@ async def test_two_processes_split_accounts_and_take_over(market, sdb, ssettings
                 owned_a, owned_b = await a.owned(), await b.owned()
                 return len(owned_a) == 1 and len(owned_b) == 1 and owned_a | owned_b == {"acc1", "acc2"}
 
-            await poll(split, 30)
-            await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), 10)
+            await poll(split, BOUND)
+            await wait_for(lambda: rec.tokens(snames.options) >= set(tokens))
             kept = await b.owned()
             a.proc.kill()
             killed_at = time.time()
@@ -91,14 +91,14 @@ async def test_two_processes_split_accounts_and_take_over(market, sdb, ssettings
             async def taken_over() -> bool:
                 return await b.owned() == {"acc1", "acc2"}
 
-            took = await poll(taken_over, LEASE_MS / 1000 + LEASE_MS / 4000 + 2.0)
+            took = await poll(taken_over, BOUND)
             after = time.time()
-            await wait_for(lambda: rec.tokens(snames.options, since=after) >= set(tokens), 5)
+            await wait_for(lambda: rec.tokens(snames.options, since=after) >= set(tokens))
             assert kept <= await b.owned()
             print(f"accounts taken over {took:.2f} s after the kill (lease {LEASE_MS} ms); "
                   f"{time.time() - killed_at:.2f} s until every token ticked again")
         b.proc.send_signal(signal.SIGTERM)
-        assert b.proc.wait(15) == 0
+        assert b.proc.wait(BOUND) == 0
         assert "streamer stopped" in b.log.read_text()
     finally:
         a.stop()

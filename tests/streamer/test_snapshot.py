@@ -50,3 +50,18 @@ def test_pending_ticks_survive_a_registry_reload_and_shutdown_forces_the_rest():
     assert snap.take(10.2) == {b"101": b"a1", b"303": b"c1"}  # carried over, written at once
     assert snap.take(10.2, force=True) == {b"404": b"d1"}
     assert snap.pending == 0
+
+
+def test_fields_of_a_lost_flush_go_out_again_unless_a_newer_tick_did():
+    snap = snapshot()
+    snap.put(np.array([0, 1, 2]), [b"a1", b"b1", b"c1"], now=10.0)
+    lost = snap.take(10.5)  # this flush never reaches Redis
+    snap.put(np.array([1]), [b"b2"], now=10.6)  # a newer tick of 202 is waiting
+    snap.put(np.array([2]), [b"c2"], now=10.6)
+    newer = snap.take(11.1)  # ... and 303's newer tick was taken by a later flush already
+    assert newer == {b"202": b"b2", b"303": b"c2"}
+    assert snap.restore(lost, taken_at=10.5) == 1  # only 101 comes back
+    assert snap.take(11.2) == {b"101": b"a1"}
+    assert snap.restore(newer, taken_at=11.1) == 2  # that later flush was lost too: both come back
+    assert snap.take(11.3) == {b"202": b"b2", b"303": b"c2"}
+    assert snap.restore({b"999": b"x"}, taken_at=11.3) == 0  # a token no longer in the registry

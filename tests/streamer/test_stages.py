@@ -55,7 +55,7 @@ async def test_buffer_batch_is_due_at_max_size_or_after_window():
     assert await buf.wait_batch(window=0.02, idle_timeout=1.0) is True  # window ran out
     assert buf.take().ticks == 2
     buf.put(chunk(5))
-    await asyncio.wait_for(buf.wait_batch(window=3600, idle_timeout=1.0), 5)  # size reached, no wait
+    await asyncio.wait_for(buf.wait_batch(window=3600, idle_timeout=1.0), 60)  # size reached: not the window
     assert buf.take().ticks == 5
     assert buf.put_order(b"{}") and buf.take().orders == [b"{}"]
 
@@ -66,7 +66,7 @@ async def test_buffer_take_with_a_limit_leaves_the_rest_due():
         buf.put(chunk(4, first=first))
     taken = buf.take(limit=8)
     assert [len(c.ticks) for c in taken.chunks] == [4, 4] and buf.count == 4 and buf.pending()
-    await asyncio.wait_for(buf.wait_batch(window=3600, idle_timeout=1.0), 5)  # a backlog: no window wait
+    await asyncio.wait_for(buf.wait_batch(window=3600, idle_timeout=1.0), 60)  # a backlog: not the window
     assert buf.take(limit=1).ticks == 4 and not buf.pending()  # at least one whole frame
 
 

@@ -36,14 +36,14 @@ async def test_unknown_retired_and_expired_subscriptions_are_deactivated(market,
 async def test_health_and_metrics_endpoints(market, sdb, ssettings, snames, sredis):
     await subscribe(sdb, await option_tokens(sdb, 10))
     async with Recorder(sredis, [snames.options]) as rec, running_streamer(ssettings) as streamer:
-        await wait_for(lambda: rec.tokens(snames.options), 10)
-        await wait_for(lambda: streamer.backpressure.report(0)["received_per_second"] > 0, 5)
+        await wait_for(lambda: rec.tokens(snames.options))
+        await wait_for(lambda: streamer.backpressure.report(0)["received_per_second"] > 0)
         async with TestClient(TestServer(build_app(streamer.health, streamer.metrics.registry))) as client:
             health = await client.get("/health")
             doc = await health.json()
             metrics = await (await client.get("/metrics")).text()
         market.state.expire_tokens()  # every account's token: nothing can stream any more
-        await wait_for(lambda: streamer.health()[1]["unplaced_tokens"] == 11, 5)  # re-planned without them
+        await wait_for(lambda: streamer.health()[1]["unplaced_tokens"] == 11)  # re-planned without them
         code, down = streamer.health()
     assert health.status == 200 and doc["status"] == "streaming" and doc["redis"]["breaker"] == "closed"
     assert doc["backpressure"]["level"] == "healthy" and doc["task_failures"] == 0
