@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -113,6 +114,9 @@ class LimitSettings:
 @dataclass
 class RateLimits:
     settings: LimitSettings = field(default_factory=LimitSettings)
+    # Time sources; a test may pin them to put every request in one window.
+    mono: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         self.configure(self.settings)
@@ -134,8 +138,8 @@ class RateLimits:
         """Count one request of `user_id` in `bucket` if every window has room; False = a 429."""
         if not self.settings.enabled:
             return True
-        mono = time.monotonic() if mono is None else mono
-        wall = time.time() if wall is None else wall
+        mono = self.mono() if mono is None else mono
+        wall = self.wall() if wall is None else wall
         windows = self.windows[bucket]
         daily = self.orders_daily if bucket == "orders" else None
         if not all(w.room(user_id, mono) for w in windows) or (daily and not daily.room(user_id, wall)):
