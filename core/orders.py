@@ -28,8 +28,6 @@ OrderKind = Literal["place", "modify", "cancel"]
 EQUITY_EXCHANGES = frozenset({"NSE", "BSE"})
 PRICED_TYPES = frozenset({"LIMIT", "SL"})
 TRIGGERED_TYPES = frozenset({"SL", "SL-M"})
-MARKET_PROTECTED_TYPES = frozenset({"MARKET", "SL-M"})
-AUTO_MARKET_PROTECTION = -1
 KITE_TAG_MAX = 20
 MAX_BASKET_LEGS = 50
 
@@ -95,12 +93,8 @@ class OrderRequest(BaseModel):
     tag: str | None = Field(None, min_length=1, max_length=KITE_TAG_MAX, pattern=r"^[A-Za-z0-9]+$")
 
     def kite_params(self, kite_tag: str) -> dict[str, Any]:
-        """The form Kite's place-order endpoint takes (variety goes in the path). Kite refuses MARKET
-        and SL-M orders without market protection (since April 2026): unless the caller chose one,
-        they go with Kite's automatic protection (-1)."""
+        """The form Kite's place-order endpoint takes (variety goes in the path)."""
         body = self.model_dump(exclude={"account_id", "variety", "tag"}, exclude_none=True)
-        if self.order_type in MARKET_PROTECTED_TYPES and self.market_protection is None:
-            body["market_protection"] = AUTO_MARKET_PROTECTION
         body["tag"] = kite_tag
         return body
 

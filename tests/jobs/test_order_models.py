@@ -120,15 +120,6 @@ def test_kite_params_carry_the_derived_tag_not_the_client_tag() -> None:
     assert params["price"] == 101.05 and params["quantity"] == 75
 
 
-def test_market_and_slm_orders_go_with_automatic_market_protection_unless_given() -> None:
-    market = opt(order_type="MARKET", price=None).kite_params("t")
-    slm = opt(order_type="SL-M", price=None, trigger_price=99.0).kite_params("t")
-    assert market["market_protection"] == -1 and slm["market_protection"] == -1
-    assert opt(order_type="MARKET", price=None, market_protection=3).kite_params("t")["market_protection"] == 3
-    assert "market_protection" not in opt().kite_params("t")  # LIMIT orders need none
-    assert "market_protection" not in opt(order_type="SL", trigger_price=101.0).kite_params("t")
-
-
 def test_basket_plan_gives_each_leg_its_own_stable_job_on_the_named_account() -> None:
     basket = BasketRequest(account_id="acct2", legs=[opt(), opt(transaction_type="SELL", account_id="acct3")])
     plan = plan_basket(basket, "b-1")

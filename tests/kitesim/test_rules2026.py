@@ -11,6 +11,7 @@ import requests
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
+from ticker.infra.kite_rest import KiteApi, KiteHttp
 from ticker.infra.kitesim.order_rules import MAX_SLICES
 from ticker.infra.kitesim.specs import max_order_quantity
 from ticker.infra.kitesim.universe import KIND_CE, KIND_FUT
@@ -219,3 +220,26 @@ async def test_quote_takes_500_and_ltp_ohlc_1000_instruments(kitesim_factory):
     assert len(await asyncio.to_thread(kite.ohlc, keys[:1000])) == 1000
     await _refused(asyncio.to_thread(kite.ltp, keys[:1001]), "at most 1000")
     await _refused(asyncio.to_thread(kite.ohlc, keys[:1001]), "at most 1000")
+
+
+# --- our own client ------------------------------------------------------------------------------
+async def test_our_client_speaks_v3_with_automatic_market_protection(kitesim):
+    """infra/kite_rest sends X-Kite-Version: 3 and, for MARKET/SL-M orders given no protection,
+    Kite's automatic one (-1); a protection the caller chose goes as given."""
+    acc = kitesim.account
+    symbol, lot, _ = _contract(kitesim, "NIFTY")
+    http = KiteHttp(kitesim.url, timeout=10)
+    try:
+        api = KiteApi(http, acc.api_key, acc.access_token)
+        base = {"exchange": "NFO", "tradingsymbol": symbol, "transaction_type": "BUY", "quantity": lot,
+                "product": "NRML"}
+        market = await api.place_order("regular", {**base, "order_type": "MARKET"})
+        chosen = await api.place_order("regular", {**base, "order_type": "MARKET", "market_protection": 3})
+        stop = await api.place_order("regular", {**base, "order_type": "SL-M", "trigger_price": 100_000.0})
+        limit = await api.place_order("regular", {**base, "order_type": "LIMIT", "price": 0.05})
+        await api.modify_order("regular", limit, {"order_type": "MARKET"})
+        book = {o["order_id"]: o for o in await api.orders()}
+    finally:
+        await http.close()
+    assert [book[o]["market_protection"] for o in (market, chosen, stop, limit)] == [-1, 3, -1, -1]
+    assert book[limit]["status"] == "COMPLETE"
