@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import TypeVar
 
 from ticker.core.clock import TUESDAY, upcoming_expiries
 
@@ -115,7 +116,10 @@ STATIC_SPECS: dict[str, StaticSpec] = {s.name: s for s in (
 STOCK_FREEZE_LOTS = 24
 
 
-def _pick(rows: Iterable, name: str, on: date, key: str):  # noqa: ANN202 - one of the row types
+Row = TypeVar("Row", LotRow, FreezeRow, ExpiryRow)
+
+
+def _pick(rows: Iterable[Row], name: str, on: date, key: str) -> Row:
     """The latest row of `name` whose `key` date is on or before `on` (else the earliest row)."""
     mine = sorted((r for r in rows if r.name == name), key=lambda r: getattr(r, key))
     if not mine:
@@ -136,18 +140,9 @@ def lot_size(name: str, expiry: date) -> int:
     return _pick(LOT_SIZES, name, expiry, "series_from").lot_size
 
 
-def current_lot_size(name: str, on: date) -> int:
-    """Lot size of the series NSE is listing on `on` (what an index's newest contracts carry)."""
-    return lot_size(name, on)
-
-
 def freeze_quantity(name: str, on: date) -> int:
     """The most units one order in `name`'s contracts may carry on trading day `on`."""
     return _pick(FREEZE_QUANTITIES, name, on, "effective").quantity
-
-
-def expiry_rule(name: str, expiry: date) -> ExpiryRow:
-    return _pick(EXPIRY_RULES, name, expiry, "effective")
 
 
 def max_order_quantity(freeze: int, lot: int) -> int:
