@@ -1,15 +1,17 @@
 """The NSE market clock: trading days, session hours and expiry dates, in India Standard Time.
 
-Pure calendar arithmetic. Exchange holidays are passed in by the caller (NSE publishes them once
-a year); nothing is read here. India has kept UTC+05:30 without daylight saving since 1945, so
-IST is a fixed offset and needs no time-zone database. Naive datetimes are taken to be IST, as
-Kite sends them.
+Pure calendar arithmetic. Exchange holidays default to NSE's calendar (`core.holidays`); a
+caller passes its own set instead (the scheduler passes the calendar plus its MARKET_HOLIDAYS).
+India has kept UTC+05:30 without daylight saving since 1945, so IST is a fixed offset and needs no
+time-zone database. Naive datetimes are taken to be IST, as Kite sends them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta, timezone
+
+from ticker.core.holidays import NSE_HOLIDAYS
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 MARKET_OPEN = time(9, 15)
@@ -30,28 +32,33 @@ def ist_date(day: date | datetime) -> date:
     return to_ist(day).date() if isinstance(day, datetime) else day
 
 
-def is_trading_day(day: date | datetime, holidays: Iterable[date] = ()) -> bool:
-    """Monday to Friday and not an exchange holiday."""
+def is_trading_day(day: date | datetime, holidays: Iterable[date] | None = None) -> bool:
+    """Monday to Friday and not an exchange holiday (None: NSE's calendar)."""
     d = ist_date(day)
     return d.weekday() < SATURDAY and d not in _as_set(holidays)
 
 
 def is_market_open(dt: datetime, open: time = MARKET_OPEN, close: time = MARKET_CLOSE,  # noqa: A002
-                   holidays: Iterable[date] = ()) -> bool:
+                   holidays: Iterable[date] | None = None) -> bool:
     """True from `open` (inclusive) to `close` (exclusive) on a trading day."""
     local = to_ist(dt)
     return is_trading_day(local.date(), holidays) and open <= local.time() < close
 
 
-def next_open(dt: datetime, open: time = MARKET_OPEN, holidays: Iterable[date] = ()) -> datetime:  # noqa: A002
+def next_open(dt: datetime, open: time = MARKET_OPEN, holidays: Iterable[date] | None = None) -> datetime:  # noqa: A002
     """The first session opening at or after `dt`, as an aware IST datetime."""
     local = to_ist(dt)
     day = local.date() if local.time() <= open else local.date() + _ONE_DAY
     return datetime.combine(_trading_day_from(day, _ONE_DAY, _as_set(holidays)), open, IST)
 
 
+def previous_trading_day(day: date | datetime, holidays: Iterable[date] | None = None) -> date:
+    """The last trading day strictly before `day`."""
+    return _trading_day_from(ist_date(day) - _ONE_DAY, -_ONE_DAY, _as_set(holidays))
+
+
 def upcoming_expiries(today: date | datetime, weekday: int, count: int, monthly: bool = False,
-                      holidays: Iterable[date] = ()) -> list[date]:
+                      holidays: Iterable[date] | None = None) -> list[date]:
     """The next `count` expiry dates on or after `today`, earliest first.
 
     Weekly contracts expire every `weekday` (0 = Monday; NIFTY: Tuesday), monthly ones on the
@@ -96,5 +103,7 @@ def _trading_day_from(day: date, direction: timedelta, closed: frozenset[date]) 
     raise ValueError("no trading day within ten years: check the holiday list")
 
 
-def _as_set(holidays: Iterable[date]) -> frozenset[date]:
+def _as_set(holidays: Iterable[date] | None) -> frozenset[date]:
+    if holidays is None:
+        return NSE_HOLIDAYS
     return holidays if isinstance(holidays, frozenset) else frozenset(holidays)

@@ -20,6 +20,10 @@ from kiteconnect import exceptions as kex
 
 KITE_VERSION = "3"
 USER_AGENT = "ticker-service/0.1"
+# Kite refuses MARKET and SL-M orders without market protection (SEBI's retail-algo rules, April
+# 2026). Unless the caller chose a protection, they go with Kite's automatic one.
+MARKET_PROTECTED_TYPES = frozenset({"MARKET", "SL-M"})
+AUTO_MARKET_PROTECTION = -1
 
 # Re-exported so callers need not know where they come from.
 KiteException = kex.KiteException
@@ -132,6 +136,13 @@ def _parse(status: int, content_type: str, body: bytes) -> Any:
     raise DataException(f"unexpected Content-Type {content_type!r} (HTTP {status})", code=502)
 
 
+def with_market_protection(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with automatic market protection when they make a MARKET/SL-M order without one."""
+    if params.get("order_type") in MARKET_PROTECTED_TYPES and params.get("market_protection") is None:
+        return {**params, "market_protection": AUTO_MARKET_PROTECTION}
+    return params
+
+
 def checksum(api_key: str, request_token: str, api_secret: str) -> str:
     return hashlib.sha256(f"{api_key}{request_token}{api_secret}".encode()).hexdigest()
 
@@ -170,10 +181,12 @@ class KiteApi:
 
     # orders
     async def place_order(self, variety: str, params: dict[str, Any], timeout: float | None = None) -> str:
+        params = with_market_protection(params)
         return (await self._call("POST", f"/orders/{variety}", params, timeout))["order_id"]
 
     async def modify_order(self, variety: str, order_id: str, params: dict[str, Any],
                            timeout: float | None = None) -> str:
+        params = with_market_protection(params)
         return (await self._call("PUT", f"/orders/{variety}/{order_id}", params, timeout))["order_id"]
 
     async def cancel_order(self, variety: str, order_id: str, parent_order_id: str | None = None,

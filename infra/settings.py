@@ -16,6 +16,8 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ticker.core.holidays import nse_holidays
+
 PositiveInt = Field(gt=0)
 
 
@@ -142,7 +144,7 @@ class Settings(BaseSettings):
     schedule_cleanup: bool = True
     rebalance_enabled: bool = True
     rebalance_underlyings: str = "NIFTY,BANKNIFTY"
-    market_holidays: str = ""  # exchange holidays (comma-separated YYYY-MM-DD): no market jobs on them
+    market_holidays: str = ""  # holidays besides NSE's calendar (comma-separated YYYY-MM-DD): no market jobs
     otm_levels: int = Field(10, ge=0)
     option_expiry_window: int = Field(2, gt=0)
 
@@ -224,7 +226,9 @@ class Settings(BaseSettings):
 
     @property
     def holidays(self) -> frozenset[date]:
-        return frozenset(date.fromisoformat(p.strip()) for p in self.market_holidays.split(",") if p.strip())
+        """NSE's trading-holiday calendar (core.holidays) plus the MARKET_HOLIDAYS dates."""
+        extra = frozenset(date.fromisoformat(p.strip()) for p in self.market_holidays.split(",") if p.strip())
+        return nse_holidays(extra)
 
     @property
     def api_key_value(self) -> str | None:

@@ -5,8 +5,8 @@ jobs fire at a fixed wall time; interval jobs on epoch-aligned grids). A slot is
 (SET NX) and enqueued under `derived_job_id(job, slot)`, so two replicas never run one period
 twice. Missed firings coalesce into one run, and on start-up a daily slot already due today that
 no replica claimed is run once. Schedules that concern the market (instrument refresh, order sync,
-strike rebalancing) skip the exchange holidays named in MARKET_HOLIDAYS; token refresh and cleanup
-run every weekday (Kite's other APIs work on holidays).
+strike rebalancing) skip exchange holidays: NSE's calendar (core.holidays) plus any dates named in
+MARKET_HOLIDAYS; token refresh and cleanup run every weekday (Kite's other APIs work on holidays).
 """
 
 from __future__ import annotations

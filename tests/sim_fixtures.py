@@ -7,8 +7,13 @@
   password, totp_secret, access_token), `.account` (the first) and `.state` (SimState: counters,
   faults, tokens, connections, orders; see ticker.infra.kitesim.state / admin).
 - `kitesim_factory`: `await kitesim_factory(**config)` starts one with any SimConfig fields
-  overriding the defaults above (e.g. `order_rate_limit=0`, `market_hours="nse"`); every stand-in
-  it started is stopped after the test.
+  overriding the defaults above (e.g. `order_rate_limit=0`, `quote_rate_limit=0`, `rate_limits=False`,
+  `market_hours="nse"`, `postback_url=...`); every stand-in it started is stopped after the test.
+
+The stand-in enforces Kite's 2026 rules by default: `X-Kite-Version: 3` on every REST call,
+`market_protection` on MARKET/SL-M orders, per-user rate limits (a test that fires several quote
+calls at once switches that limit off rather than sleeping). Take lot sizes from the instrument
+master (`sim.state.universe.lot[row]` or the SDK's `instruments()`), never from constants.
 
 The real kiteconnect SDK is synchronous: call it through `asyncio.to_thread` when the stand-in
 runs in the test's own loop, e.g. `await asyncio.to_thread(KiteConnect(key, token, root=sim.url).orders)`.

@@ -5,10 +5,13 @@
     GET    /_sim/accounts              every account with its secrets and live access tokens
     GET    /_sim/counters              what the sim received: requests per route ("GET /quote"),
                                        orders_by_tag, orders_per_account (epoch times of created orders),
-                                       max_orders_per_second, order_attempts, rate_limited, ws_accepted,
-                                       ws_refused, subscribe_messages, tokens_refused, frames/ticks sent
+                                       max_orders_per_second, order_attempts, rate_limited (placements
+                                       refused, by api_key), rate_limited_by_route / rate_limited_by_user
+                                       (every 429 Kite's rate limits gave, by "METHOD /route" and by user
+                                       id; injected 429 faults are not in them), ws_accepted, ws_refused,
+                                       subscribe_messages, tokens_refused, frames/ticks sent
     GET    /_sim/orders?tag=T          orders (all accounts) carrying tag T
-    POST   /_sim/reset                 counters, faults, tick rates, stalls, order rate limit -> configured
+    POST   /_sim/reset                 counters, faults, tick rates, stalls, rate limits -> configured
     GET    /_sim/faults                current fault rules, latency, error rate, how often each fired
     POST   /_sim/faults                add a rule {"route": "POST /orders/*", "kind": "503", "rate": 1.0,
                                        "times": 2, "delay_ms": null}; kinds: 429 500 502 503 timeout drop
@@ -16,6 +19,10 @@
     DELETE /_sim/faults                remove every rule
     POST   /_sim/latency               {"latency_ms": 50, "error_rate": 0.1} for every REST route
     POST   /_sim/order_rate_limit      {"per_second": 10} Kite's order placement limit; 0 disables
+    GET    /_sim/rate_limits           Kite's per-user limits in force (see limits.py)
+    POST   /_sim/rate_limits           change some: {"enabled": false} or {"quote_per_second": 1,
+                                       "orders_per_minute": 400, ...}; 0 switches one window off
+    GET    /_sim/postbacks             HTTP postback delivery: queued, sent, failed, dropped
     POST   /_sim/tokens/expire         {"api_key": "sim_api_key" | null (all), "drop_connections": true}
     GET    /_sim/ws/connections        live ticker connections: id, api_key, subscriptions, modes, stalled
     POST   /_sim/ws/drop               {"connection_id": 3 | null, "api_key": null} drop one / all
@@ -130,6 +137,16 @@ def invalid(message: str, details: list[dict] | None = None) -> web.Response:
     return ok({"error": {"code": "invalid_request", "message": message, "details": details or []}}, status=400)
 
 
+class Limits(_Body):
+    enabled: bool | None = None
+    orders_per_second: int | None = Field(None, ge=0)
+    orders_per_minute: int | None = Field(None, ge=0)
+    orders_per_day: int | None = Field(None, ge=0)
+    quote_per_second: int | None = Field(None, ge=0)
+    historical_per_second: int | None = Field(None, ge=0)
+    api_per_second: int | None = Field(None, ge=0)
+
+
 def ok(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), status=status,
                         content_type="application/json")
@@ -210,6 +227,23 @@ async def order_rate_limit(request: web.Request) -> web.Response:
     body = await _body(request, RateLimit)
     sim_of(request).set_order_rate_limit(body.per_second)
     return ok({"per_second": body.per_second})
+
+
+@routes.get("/_sim/rate_limits")
+async def rate_limits(request: web.Request) -> web.Response:
+    return ok(sim_of(request).limits.describe())
+
+
+@routes.post("/_sim/rate_limits")
+async def set_rate_limits(request: web.Request) -> web.Response:
+    body = await _body(request, Limits)
+    updated = sim_of(request).set_limits(**body.model_dump(exclude_none=True))
+    return ok(updated.__dict__)
+
+
+@routes.get("/_sim/postbacks")
+async def postbacks(request: web.Request) -> web.Response:
+    return ok(sim_of(request).postbacks.describe())
 
 
 @routes.post("/_sim/tokens/expire")

@@ -1,8 +1,13 @@
 """The stand-in as an aiohttp application, and `running_sim` to serve it from tests.
 
 Request path through the middlewares: Kite's error envelope (outermost) -> count the route and
-apply injected faults -> authenticate (`Authorization: token api_key:access_token`) -> handler.
-The admin API (`/_sim/`) and the ticker WebSocket (`/ws`) bypass the counting/fault layer.
+apply injected faults -> require `X-Kite-Version: 3` (400 InputException without it, as Kite)
+-> authenticate (`Authorization: token api_key:access_token`) -> Kite's per-user rate limits
+(limits.py: 429 NetworkException "Too many requests") -> handler. The admin API (`/_sim/`) and
+the ticker WebSocket (`/ws`) bypass all of it; the browser login pages need no version header.
+
+The server accepts request lines and header fields up to `MAX_LINE_BYTES`, enough for a quote of
+500 or an LTP of 1,000 instruments in the query string.
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ from aiohttp import web
 
 from ticker.infra.kitesim import admin, rest, rest_trading
 from ticker.infra.kitesim.config import SimAccount, SimConfig
-from ticker.infra.kitesim.errors import KiteError, kite_errors
+from ticker.infra.kitesim.errors import KiteError, input_error, kite_errors, too_many_requests
 from ticker.infra.kitesim.faults import Decision, status_error
+from ticker.infra.kitesim.limits import bucket_of
 from ticker.infra.kitesim.state import ACCOUNT_KEY, SIM_KEY, SimState, sim_of
 
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset({"/connect/login", "/session/token", "/api/login", "/api/twofa"})
+VERSIONLESS_PATHS = frozenset({"/connect/login", "/api/login", "/api/twofa"})  # browser pages
+KITE_VERSION = "3"
+MAX_LINE_BYTES = 128 * 1024
 
 
 def route_key(request: web.Request) -> str:
@@ -48,14 +57,31 @@ async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
         return await _misbehave(request, decision)
     if request.match_info.http_exception is not None:
         raise request.match_info.http_exception
+    if path not in VERSIONLESS_PATHS and request.headers.get("X-Kite-Version", "").strip() != KITE_VERSION:
+        raise input_error("Invalid or missing `X-Kite-Version` header: this API needs `X-Kite-Version: 3`.")
     if path not in PUBLIC_PATHS:
-        request[ACCOUNT_KEY] = sim.auth.check_header(request.headers.get("Authorization"))
+        account = sim.auth.check_header(request.headers.get("Authorization"))
+        request[ACCOUNT_KEY] = account
+        _rate_limit(sim, key, account.api_key, account.user_id)
     response = await handler(request)
     if decision.after == "accept_timeout":
         await asyncio.sleep(decision.hold)
     elif decision.after == "accept_drop":
         return _drop(request)
     return response
+
+
+def _rate_limit(sim: SimState, key: str, api_key: str, user_id: str) -> None:
+    """Kite's per-user limits; a refused request is counted by route and user, and does not count."""
+    bucket = bucket_of(key)
+    if bucket == "orders":
+        sim.counters.order_attempts[api_key] += 1
+    if sim.limits.admit(user_id, bucket):
+        return
+    sim.counters.throttled(key, user_id)
+    if bucket == "orders":
+        sim.counters.rate_limited[api_key] += 1
+    raise too_many_requests()
 
 
 async def _misbehave(request: web.Request, d: Decision) -> web.StreamResponse:
@@ -83,6 +109,14 @@ async def _run_engine(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _deliver_postbacks(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[SIM_KEY].postbacks.run(), name="sim-postbacks")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _close_sockets(app: web.Application) -> None:
     for conn in list(app[SIM_KEY].hub.conns.values()):
         conn.abort()
@@ -97,6 +131,7 @@ def build_app(config: SimConfig | None = None, state: SimState | None = None) ->
     app.router.add_routes(rest.routes)
     app.router.add_routes(rest_trading.routes)
     app.cleanup_ctx.append(_run_engine)
+    app.cleanup_ctx.append(_deliver_postbacks)
     app.on_shutdown.append(_close_sockets)
     return app
 
@@ -121,7 +156,8 @@ async def running_sim(config: SimConfig | None = None, host: str = "127.0.0.1",
     """Serve a stand-in in the running event loop on host:port (0 = a free port)."""
     state = SimState(config or SimConfig())
     runner = web.AppRunner(build_app(state=state), handle_signals=False, access_log=None,
-                           shutdown_timeout=0.25)
+                           shutdown_timeout=0.25, max_line_size=MAX_LINE_BYTES,
+                           max_field_size=MAX_LINE_BYTES)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -18,23 +18,40 @@ log = logging.getLogger("ticker.sim")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ticker sim", description="A Kite Connect stand-in: REST at "
-                                "http://HOST:PORT, the ticker WebSocket at ws://HOST:PORT/ws, admin "
-                                "API at /_sim/ (see ticker.infra.kitesim.admin).")
+    p = argparse.ArgumentParser(
+        prog="ticker sim", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A Kite Connect stand-in: REST at http://HOST:PORT, the ticker WebSocket at "
+                    "ws://HOST:PORT/ws, admin API at /_sim/ (see ticker.infra.kitesim.admin).",
+        epilog="""Kite's 2026 rules, enforced as Kite enforces them:
+  - every REST call sends X-Kite-Version: 3 (else 400 InputException)
+  - MARKET and SL-M orders carry market_protection: -1 (automatic) or 1..100 (percent)
+  - quantity is a lot multiple and within the freeze quantity unless autoslice=true
+    (at most 10 slices); co needs trigger_price; iceberg needs iceberg_legs (2..10) and
+    iceberg_quantity; validity=TTL needs validity_ttl; modify/cancel name the order's variety
+  - per-user rate limits: orders 10/s, 400/min, 5,000/day; quote 1/s; historical 3/s;
+    everything else 10/s; beyond: 429 NetworkException "Too many requests"
+  - quote takes up to 500 instruments, ltp and ohlc up to 1,000
+  - contracts follow NSE's dated specifications (lot sizes from the January 2026 series:
+    NIFTY 65, BANKNIFTY 30, FINNIFTY 60, MIDCPNIFTY 120; freeze quantities; Tuesday expiries
+    moved off NSE holidays) and the market closes on NSE holidays (--market-hours nse)
+  - order postbacks carry app_id and checksum = sha256(order_id + order_timestamp + api_secret)""")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8780)
     p.add_argument("--seed", type=int, default=1, help="same seed: same instruments, prices, history")
     p.add_argument("--profile", choices=("small", "full"), default="small",
                    help="small: four indices' chains; full: an NFO-sized universe (~90k rows)")
     p.add_argument("--market-hours", choices=("always", "nse"), default="always",
-                   help="always: the market is open at any hour; nse: 09:15-15:30 IST on weekdays")
+                   help="always: the market is open at any hour; nse: 09:15-15:30 IST on NSE trading days")
     p.add_argument("--accounts", metavar="FILE_OR_N", default="1",
                    help="a YAML/JSON list of accounts, or how many default accounts to create")
     p.add_argument("--redirect-url", help="where /connect/login redirects (default /_sim/callback)")
+    p.add_argument("--postback-url", help="where order postbacks (COMPLETE, CANCELLED, REJECTED, UPDATE) "
+                   "are POSTed for accounts that name none")
     p.add_argument("--tick-interval-ms", type=int, default=500)
     p.add_argument("--tick-rate", type=float, help="ticks per second per instrument (default: every interval)")
     p.add_argument("--ticks-per-second", type=float, help="total tick target across all connections")
-    p.add_argument("--order-rate-limit", type=int, default=10, help="orders/s per api_key (0 disables)")
+    p.add_argument("--order-rate-limit", type=int, default=10, help="order placements/s per user (0 disables)")
+    p.add_argument("--no-rate-limits", action="store_true", help="switch off every Kite rate limit")
     p.add_argument("--drop-every", type=float, metavar="S", help="drop every ticker connection every S seconds")
     p.add_argument("--error-rate", type=float, default=0.0, help="random 500/502/503 share of REST calls")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added to every REST call")
@@ -50,7 +67,8 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         accounts["accounts_file"] = Path(args.accounts)
     return SimConfig(
         host=args.host, port=args.port, seed=args.seed, profile=args.profile,
-        market_hours=args.market_hours, redirect_url=args.redirect_url,
+        market_hours=args.market_hours, redirect_url=args.redirect_url, postback_url=args.postback_url,
+        rate_limits=not args.no_rate_limits,
         tick_interval_ms=args.tick_interval_ms, tick_rate=args.tick_rate,
         ticks_per_second=args.ticks_per_second, order_rate_limit=args.order_rate_limit,
         drop_every_seconds=args.drop_every, error_rate=args.error_rate, latency_ms=args.latency_ms,

@@ -15,6 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ticker.infra.kitesim.limits import LimitSettings
+
 DEFAULT_API_KEY = "sim_api_key"
 DEFAULT_API_SECRET = "sim_api_secret"
 
@@ -32,6 +34,8 @@ class SimAccount(BaseModel):
     access_token: str = ""
     user_name: str = ""
     redirect_url: str | None = None
+    postback_url: str | None = None  # the app's registered postback URL (Kite's developer console)
+    app_id: int = Field(0, ge=0)      # the app's numeric id, as postbacks carry it
 
     def completed(self, seed: int, index: int) -> SimAccount:
         """This account with every blank field derived from (seed, api_key)."""
@@ -43,6 +47,7 @@ class SimAccount(BaseModel):
             "totp_secret": base64.b32encode(digest[:20]).decode(),
             "access_token": hashlib.sha256(b"access:" + digest).hexdigest()[:32],
             "user_name": f"Sim User {index + 1}",
+            "app_id": 100_000 + int.from_bytes(digest[20:24], "big") % 900_000,
         }
         return self.model_copy(update={k: v for k, v in fill.items() if not getattr(self, k)})
 
@@ -60,6 +65,7 @@ class SimConfig(BaseModel):
     accounts: int | list[SimAccount] = 1
     accounts_file: Path | None = None
     redirect_url: str | None = None
+    postback_url: str | None = None  # where order postbacks go for accounts that name none
     rate: float = Field(0.10, ge=-0.5, le=1.0)
 
     # ticker
@@ -70,8 +76,14 @@ class SimConfig(BaseModel):
     max_connections_per_key: int = Field(3, ge=1)
     max_tokens_per_connection: int = Field(3000, ge=1)
 
-    # REST limits and faults at start-up (all changeable later over /_sim/)
-    order_rate_limit: int = Field(10, ge=0)  # orders/s per api_key, 0 disables
+    # Kite's per-user REST limits (limits.py) and faults at start-up (all changeable over /_sim/).
+    rate_limits: bool = True                          # False: no rate limit at all
+    order_rate_limit: int = Field(10, ge=0)           # order placements per second per user, 0 disables
+    order_minute_limit: int = Field(400, ge=0)
+    order_day_limit: int = Field(5000, ge=0)
+    quote_rate_limit: int = Field(1, ge=0)            # /quote, /quote/ltp, /quote/ohlc per second
+    historical_rate_limit: int = Field(3, ge=0)
+    api_rate_limit: int = Field(10, ge=0)             # every other endpoint, per second
     latency_ms: float = Field(0.0, ge=0)
     error_rate: float = Field(0.0, ge=0, le=1)  # random 500/502/503 on every REST route
     drop_every_seconds: float | None = Field(None, gt=0)
@@ -104,7 +116,15 @@ class SimConfig(BaseModel):
             given = self.accounts
         else:
             given = [SimAccount(api_key=default_api_key(i)) for i in range(self.accounts)]
-        return [a.completed(self.seed, i) for i, a in enumerate(given)]
+        done = [a.completed(self.seed, i) for i, a in enumerate(given)]
+        if self.postback_url:
+            done = [a if a.postback_url else a.model_copy(update={"postback_url": self.postback_url}) for a in done]
+        return done
+
+    def limit_settings(self) -> LimitSettings:
+        return LimitSettings(self.rate_limits, self.order_rate_limit, self.order_minute_limit,
+                             self.order_day_limit, self.quote_rate_limit, self.historical_rate_limit,
+                             self.api_rate_limit)
 
 
 def default_api_key(index: int) -> str:

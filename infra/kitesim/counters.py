@@ -26,6 +26,8 @@ class Counters:
         self.order_times: dict[str, deque[float]] = {}   # api_key -> epoch times of created orders
         self.order_attempts: Counter[str] = Counter()    # api_key -> placement requests seen
         self.rate_limited: Counter[str] = Counter()      # api_key -> placements refused with 429
+        self.rate_limited_by_route: Counter[str] = Counter()  # "METHOD /route" -> 429s of Kite's limits
+        self.rate_limited_by_user: Counter[str] = Counter()   # Kite user id -> 429s of Kite's limits
         self.ws_accepted: Counter[str] = Counter()       # api_key -> WebSocket upgrades accepted
         self.ws_refused: Counter[str] = Counter()        # "403" / "429" -> refused upgrades
         self.subscribe_messages = 0
@@ -37,6 +39,11 @@ class Counters:
 
     def request(self, route_key: str) -> None:
         _bump(self.requests, route_key)
+
+    def throttled(self, route_key: str, user_id: str) -> None:
+        """A request refused by Kite's rate limits (not an injected 429 fault)."""
+        _bump(self.rate_limited_by_route, route_key)
+        _bump(self.rate_limited_by_user, user_id)
 
     def order_created(self, api_key: str, tag: str | None, at: float) -> None:
         _bump(self.orders_by_tag, tag or "")
@@ -60,6 +67,8 @@ class Counters:
             "max_orders_per_second": {k: self.max_orders_in_window(k) for k in self.order_times},
             "order_attempts": dict(self.order_attempts),
             "rate_limited": dict(self.rate_limited),
+            "rate_limited_by_route": dict(self.rate_limited_by_route),
+            "rate_limited_by_user": dict(self.rate_limited_by_user),
             "ws_accepted": dict(self.ws_accepted),
             "ws_refused": dict(self.ws_refused),
             "subscribe_messages": self.subscribe_messages,

@@ -1,4 +1,4 @@
-"""REST fault injection and Kite's order rate limit.
+"""REST fault injection (Kite's rate limits live in limits.py).
 
 A rule matches requests by an fnmatch pattern over "METHOD /route/template" (e.g. "POST /orders/*",
 "GET /quote*", "*") and fires with probability `rate`, optionally only for the next `times` matches.
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import random
-import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -112,25 +110,3 @@ class Faults:
             d.before = self.rng.choice(("500", "502", "503"))
             self.fired[d.before] = self.fired.get(d.before, 0) + 1
         return d
-
-
-class OrderRateLimit:
-    """Kite's order placement limit per api_key: at most `per_second` in any one-second window."""
-
-    def __init__(self, per_second: int) -> None:
-        self.per_second = per_second
-        self._times: dict[str, deque[float]] = {}
-
-    def set(self, per_second: int) -> None:
-        self.per_second = per_second
-        self._times.clear()
-
-    def admit(self, api_key: str, now: float | None = None) -> bool:
-        if self.per_second <= 0:
-            return True
-        now = time.monotonic() if now is None else now
-        window = self._times.setdefault(api_key, deque(maxlen=self.per_second))
-        if len(window) == self.per_second and now - window[0] < 1.0:
-            return False
-        window.append(now)
-        return True

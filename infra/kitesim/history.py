@@ -1,11 +1,11 @@
 """Historical candles, deterministic for any range: a pure function of the seed, the instrument
-and the timestamp (see pricepath.py). Candles exist only in NSE session minutes on weekdays, up to
+and the timestamp (see pricepath.py). Candles exist only in NSE session minutes on trading days, up to
 now and, for derivatives, up to expiry.
 
 An option candle prices the underlying's candle with the model (`market.model_prices`) at the
 candle's own timestamp, so an IV recomputed from (option close, underlying close, candle time)
 matches `market.model_vol` up to tick rounding. Kite's per-request day limits per interval are
-enforced with Kite's InputException message.
+enforced with Kite's InputException message. NSE holidays (core.holidays) have no candles.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from ticker.core.clock import IST
 from ticker.infra.kitesim.errors import input_error
 from ticker.infra.kitesim.market import model_prices
-from ticker.infra.kitesim.pricepath import STEPS_PER_MINUTE, PricePath, is_weekday, session_open_epoch
+from ticker.infra.kitesim.pricepath import STEPS_PER_MINUTE, PricePath, is_session_day, session_open_epoch
 from ticker.infra.kitesim.universe import KIND_UNDERLYING, Universe
 
 INTERVAL_MINUTES = {"minute": 1, "3minute": 3, "5minute": 5, "10minute": 10, "15minute": 15,
@@ -64,7 +64,7 @@ class History:
         out: list[list] = []
         d = start.date()
         while d <= last_day:
-            if is_weekday(d):
+            if is_session_day(d):
                 out.extend(self._day(row, d, interval, start.timestamp(), end.timestamp(), oi, now))
             d += timedelta(days=1)
         return out

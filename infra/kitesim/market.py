@@ -17,7 +17,7 @@ import numpy as np
 from ticker.core.clock import IST, is_market_open
 from ticker.core.greeks import price as bs_price
 from ticker.core.instruments import round_to_tick
-from ticker.infra.kitesim.pricepath import STEPS, TRADING_DAYS, PricePath, previous_weekday
+from ticker.infra.kitesim.pricepath import STEPS, TRADING_DAYS, PricePath, previous_session_day
 from ticker.infra.kitesim.universe import (
     INDICES,
     KIND_CE,
@@ -105,7 +105,7 @@ class Market:
     def _init_rows(self, now: float) -> None:
         uni, n = self.uni, len(self.uni)
         rows = np.arange(n)
-        prev_day = previous_weekday(_ist_datetime(now).date())
+        prev_day = previous_session_day(_ist_datetime(now).date())
         prev_spots = np.array([self.path.day(u.name, u.spot, u.vol, prev_day)[-1]
                                for u in uni.underlyings])
         self.prev_close = model_prices(uni, rows, prev_spots[uni.und], now - 86_400.0, self.rate)

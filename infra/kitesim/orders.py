@@ -1,29 +1,34 @@
 """The order book: placement, modification, cancellation, matching against the model price,
 trades and positions, with a postback on every state change.
 
-MARKET orders fill at once at the current model price; LIMIT orders rest until the price crosses
-them; SL/SL-M orders wait in TRIGGER PENDING until the trigger is crossed. Memory is bounded by
-`max_orders` per account (placing beyond it is refused as Kite refuses past its daily cap).
+MARKET orders fill at once at the current model price (within any market protection, which the
+model price always is); LIMIT orders rest until the price crosses them; SL/SL-M orders wait in
+TRIGGER PENDING until the trigger is crossed. An autoslice request becomes one order per slice,
+each tagged `autoslice` and `autoslice:<parent id>`. Memory is bounded by `max_orders` per account
+(Kite's daily order cap is a rate limit, see limits.py; this bound only keeps memory finite).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
 
 from ticker.core.clock import IST
-from ticker.infra.kitesim.errors import input_error, order_error
+from ticker.infra.kitesim.errors import KiteError, input_error, order_error
 from ticker.infra.kitesim.market import Market
 from ticker.infra.kitesim.order_rules import (
+    MARKET_TYPES,
     MAX_MODIFICATIONS,
+    NO_PROTECTION,
     ModifyRequest,
     OrderRequest,
     check_instrument,
     check_prices,
+    slice_sizes,
 )
 
 OPEN_STATES = ("OPEN", "TRIGGER PENDING", "AMO REQ RECEIVED")
@@ -55,6 +60,8 @@ class SimOrder:
     average_price: float = 0.0
     updated_at: float = 0.0
     modifications: int = 0
+    market_protection: float = 0.0
+    extra_tags: tuple[str, ...] = ()
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -73,15 +80,21 @@ class SimOrder:
             "exchange_timestamp": kite_time(self.updated_at), "variety": r.variety,
             "modified": self.modifications > 0, "exchange": r.exchange, "tradingsymbol": r.tradingsymbol,
             "instrument_token": self.token, "order_type": self.order_type,
-            "transaction_type": r.transaction_type, "validity": self.validity, "validity_ttl": 0,
+            "transaction_type": r.transaction_type, "validity": self.validity,
+            "validity_ttl": r.validity_ttl if self.validity == "TTL" else 0,
             "product": r.product, "quantity": self.quantity, "disclosed_quantity": r.disclosed_quantity,
             "price": self.price, "trigger_price": self.trigger_price, "average_price": self.average_price,
             "filled_quantity": self.filled_quantity,
             "pending_quantity": self.quantity - self.filled_quantity - self.cancelled_quantity
             if self.is_open else 0,
-            "cancelled_quantity": self.cancelled_quantity, "market_protection": 0, "meta": {},
-            "tag": r.tag, "tags": [r.tag] if r.tag else [], "guid": f"sim{self.order_id}",
+            "cancelled_quantity": self.cancelled_quantity, "market_protection": _number(self.market_protection),
+            "meta": {}, "tag": r.tag, "tags": ([r.tag] if r.tag else []) + list(self.extra_tags),
+            "guid": f"sim{self.order_id}",
         }
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
 
 
 @dataclass
@@ -93,7 +106,7 @@ class Position:
 
 
 class OrderBook:
-    def __init__(self, market: Market, notify: Notify, max_orders: int = 5000) -> None:
+    def __init__(self, market: Market, notify: Notify, max_orders: int = 50_000) -> None:
         self.market = market
         self.uni = market.uni
         self.notify = notify
@@ -118,8 +131,40 @@ class OrderBook:
         return f"{self._day}{self._seq:09d}"
 
     # --- commands --------------------------------------------------------------------------------
-    def place(self, api_key: str, user_id: str, req: OrderRequest, now: float | None = None) -> SimOrder:
+    def submit(self, api_key: str, user_id: str, req: OrderRequest,
+               now: float | None = None) -> tuple[dict, list[SimOrder]]:
+        """POST /orders/{variety}: (the response's data, the orders created). An autoslice request
+        answers with the parent id and one child per slice (its order_id, or the error it met)."""
         now = time.time() if now is None else now
+        row = self._admissible(req, now)
+        slices = slice_sizes(req, int(self.uni.lot[row]), int(self.uni.freeze[row]))
+        if not req.autoslice:
+            order = self._create(api_key, user_id, req, row, now)
+            return {"order_id": order.order_id}, [order]
+        parent = self._next_id()
+        tags = ("autoslice", f"autoslice:{parent}")
+        children: list[dict] = []
+        created: list[SimOrder] = []
+        for quantity in slices:
+            try:
+                child = self._create(api_key, user_id, replace(req, quantity=quantity), row, now, tags)
+            except KiteError as err:
+                children.append({"error": {"code": err.status, "error_type": err.error_type,
+                                           "message": err.message, "data": None}})
+                continue
+            created.append(child)
+            children.append({"order_id": child.order_id})
+        return {"order_id": parent, "children": children}, created
+
+    def place(self, api_key: str, user_id: str, req: OrderRequest, now: float | None = None) -> SimOrder:
+        """One order (no autoslicing), as `submit` places it."""
+        now = time.time() if now is None else now
+        row = self._admissible(req, now)
+        slice_sizes(replace(req, autoslice=False), int(self.uni.lot[row]), int(self.uni.freeze[row]))
+        return self._create(api_key, user_id, req, row, now)
+
+    def _admissible(self, req: OrderRequest, now: float) -> int:
+        """The instrument's row once the instrument, lot, tick and session rules pass."""
         row = self.uni.row_of_symbol.get((req.exchange, req.tradingsymbol))
         if row is None:
             raise input_error("The instrument you are placing an order for has either expired or does not exist.")
@@ -127,12 +172,17 @@ class OrderBook:
                          float(self.uni.tick[row]), not self.uni.is_index_row[row])
         if req.variety == "regular" and not self.market.is_open(now):
             raise input_error("Markets are closed right now. Use GTT for placing long standing orders instead.")
+        return row
+
+    def _create(self, api_key: str, user_id: str, req: OrderRequest, row: int, now: float,
+                tags: tuple[str, ...] = ()) -> SimOrder:
         mine = self.by_account.setdefault(api_key, [])
         if len(mine) >= self.max_orders:
             raise order_error(f"Maximum allowed order requests exceeded ({self.max_orders} per day).")
         order = SimOrder(self._next_id(), api_key, user_id, row, int(self.uni.token[row]), req, now,
                          price=req.price, trigger_price=req.trigger_price, quantity=req.quantity,
-                         order_type=req.order_type, validity=req.validity, updated_at=now)
+                         order_type=req.order_type, validity=req.validity, updated_at=now,
+                         market_protection=req.market_protection, extra_tags=tags)
         self.orders[order.order_id] = order
         mine.append(order.order_id)
         if req.product == "CNC" and req.exchange in ("NFO", "BFO"):
@@ -145,15 +195,20 @@ class OrderBook:
             self._try_fill(order, now)
         return order
 
-    def get(self, api_key: str, order_id: str) -> SimOrder:
+    def get(self, api_key: str, order_id: str, variety: str | None = None) -> SimOrder:
+        """The account's order; with `variety`, it must be the order's own (as modify/cancel need)."""
         order = self.orders.get(order_id)
         if order is None or order.api_key != api_key:
             raise order_error("Couldn't find that `order_id`.", status=404)
+        if variety is not None and variety != order.req.variety:
+            raise input_error(f"Invalid `variety`: order {order_id} is a `{order.req.variety}` order, "
+                              f"not `{variety}`.")
         return order
 
-    def modify(self, api_key: str, order_id: str, m: ModifyRequest, now: float | None = None) -> SimOrder:
+    def modify(self, api_key: str, order_id: str, m: ModifyRequest, now: float | None = None,
+               variety: str | None = None) -> SimOrder:
         now = time.time() if now is None else now
-        order = self.get(api_key, order_id)
+        order = self.get(api_key, order_id, variety)
         if not order.is_open:
             raise order_error(f"Order cannot be modified as it is in {order.status} state.")
         if order.modifications >= MAX_MODIFICATIONS:
@@ -163,11 +218,16 @@ class OrderBook:
         trigger = order.trigger_price if m.trigger_price is None else m.trigger_price
         quantity = order.quantity if m.quantity is None else m.quantity
         check_prices(order_type, price, trigger, order.req.transaction_type)
+        protection = self._protection_after(order, order_type, m.market_protection)
         if quantity <= order.filled_quantity:
             raise input_error("Invalid `quantity`: must exceed the filled quantity.")
         check_instrument(quantity, price, trigger, int(self.uni.lot[order.row]),
                          float(self.uni.tick[order.row]), True)
+        freeze = int(self.uni.freeze[order.row])
+        if freeze and quantity > freeze and order.req.variety != "iceberg":
+            raise input_error(f"Quantity exceeds the freeze limit of {freeze} for this instrument.")
         order.order_type, order.price, order.trigger_price, order.quantity = order_type, price, trigger, quantity
+        order.market_protection = protection
         order.validity = m.validity or order.validity
         order.modifications += 1
         self._set(order, "UPDATE", now)
@@ -175,9 +235,22 @@ class OrderBook:
         self._try_fill(order, now)
         return order
 
-    def cancel(self, api_key: str, order_id: str, now: float | None = None) -> SimOrder:
+    @staticmethod
+    def _protection_after(order: SimOrder, order_type: str, given: float | None) -> float:
+        """Market protection once modified: a MARKET/SL-M order keeps its own unless a new one is
+        given; turning a LIMIT/SL order into MARKET/SL-M needs one."""
+        if order_type not in MARKET_TYPES:
+            return order.market_protection if given is None else given
+        if given:
+            return given
+        if order.order_type in MARKET_TYPES and order.market_protection and given is None:
+            return order.market_protection
+        raise input_error(NO_PROTECTION)
+
+    def cancel(self, api_key: str, order_id: str, now: float | None = None,
+               variety: str | None = None) -> SimOrder:
         now = time.time() if now is None else now
-        order = self.get(api_key, order_id)
+        order = self.get(api_key, order_id, variety)
         if not order.is_open:
             raise order_error(f"Order cannot be cancelled as it is in {order.status} state.")
         order.cancelled_quantity = order.quantity - order.filled_quantity

@@ -1,6 +1,6 @@
 """A deterministic price path for each underlying: a pure function of (seed, name, timestamp).
 
-Each trading day (weekdays) has a level from a few seeded slow waves plus daily noise, and an
+Each trading day (weekdays that are not NSE holidays, see core.holidays) has a level from a few seeded slow waves plus daily noise, and an
 intraday path at 15-second resolution drawn as a Brownian bridge from the day's open to its close,
 from a generator seeded by (seed, name, date). History candles and the live market's starting
 price both read it, so any range of history can be asked for in any order and always agrees.
@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 
 import numpy as np
 
-from ticker.core.clock import IST
+from ticker.core.clock import IST, is_trading_day, previous_trading_day
 
 SESSION_OPEN = time(9, 15)
 SESSION_MINUTES = 375            # 09:15 .. 15:30
@@ -30,15 +30,13 @@ def session_open_epoch(d: date) -> float:
     return datetime.combine(d, SESSION_OPEN, IST).timestamp()
 
 
-def is_weekday(d: date) -> bool:
-    return d.weekday() < 5
+def is_session_day(d: date) -> bool:
+    """A day NSE trades (weekday, not a holiday in NSE's calendar)."""
+    return is_trading_day(d)
 
 
-def previous_weekday(d: date) -> date:
-    d -= timedelta(days=1)
-    while not is_weekday(d):
-        d -= timedelta(days=1)
-    return d
+def previous_session_day(d: date) -> date:
+    return previous_trading_day(d)
 
 
 def _name_key(name: str) -> int:
@@ -99,10 +97,10 @@ class PricePath:
         """Level at an epoch timestamp: inside a session the path, outside it the last close."""
         dt = datetime.fromtimestamp(ts, IST)
         d = dt.date()
-        if is_weekday(d):
+        if is_session_day(d):
             step = int((ts - session_open_epoch(d)) // STEP_SECONDS)
             if 0 <= step <= STEPS:
                 return float(self.day(name, spot, vol, d)[step])
             if step > STEPS:
                 return float(self.day(name, spot, vol, d)[-1])
-        return float(self.day(name, spot, vol, previous_weekday(d))[-1])
+        return float(self.day(name, spot, vol, previous_session_day(d))[-1])

@@ -1,7 +1,8 @@
 """Kite's REST endpoints: login and session, instruments, history, quotes, orders, portfolio, user.
 
 Handlers are thin: they parse the request, call the state's books, and answer with Kite's
-envelope. Authentication, counting and faults happen in the middlewares of app.py. GTT triggers,
+envelope. The version header, authentication, rate limits, counting and faults happen in the
+middlewares of app.py. Quotes take up to 500 instruments, LTP and OHLC up to 1,000. GTT triggers,
 margins, charges and position conversion are in rest_trading.py.
 """
 
@@ -17,9 +18,9 @@ from aiohttp import web
 from ticker.core.instruments import is_tradable
 from ticker.infra.kitesim.auth import profile_payload
 from ticker.infra.kitesim.config import SimAccount
-from ticker.infra.kitesim.errors import input_error, success, too_many_requests
+from ticker.infra.kitesim.errors import input_error, success
 from ticker.infra.kitesim.history import check_request, parse_when
-from ticker.infra.kitesim.order_rules import parse_modify, parse_place
+from ticker.infra.kitesim.order_rules import VARIETIES, parse_modify, parse_place
 from ticker.infra.kitesim.orders import kite_time
 from ticker.infra.kitesim.state import ACCOUNT_KEY, SimState, sim_of
 
@@ -169,30 +170,31 @@ async def quote_ltp(request: web.Request) -> web.Response:
 @routes.post("/orders/{variety}")
 async def place_order(request: web.Request) -> web.Response:
     sim, account = sim_of(request), _account(request)
-    sim.counters.order_attempts[account.api_key] += 1
-    if not sim.rate_limit.admit(account.api_key):
-        sim.counters.rate_limited[account.api_key] += 1
-        raise too_many_requests()
     form = {k: str(v) for k, v in (await request.post()).items()}
     req = parse_place(request.match_info["variety"], form)
-    order = sim.orders.place(account.api_key, account.user_id, req)
-    sim.counters.order_created(account.api_key, req.tag, order.placed_at)
-    return success({"order_id": order.order_id})
+    data, created = sim.orders.submit(account.api_key, account.user_id, req)
+    for order in created:
+        sim.counters.order_created(account.api_key, req.tag, order.placed_at)
+    return success(data)
 
 
 @routes.put("/orders/{variety}/{order_id}")
 async def modify_order(request: web.Request) -> web.Response:
     sim, account = sim_of(request), _account(request)
     form = {k: str(v) for k, v in (await request.post()).items()}
-    m = parse_modify(request.match_info["variety"], form)
-    order = sim.orders.modify(account.api_key, request.match_info["order_id"], m)
+    variety = request.match_info["variety"]
+    m = parse_modify(variety, form)
+    order = sim.orders.modify(account.api_key, request.match_info["order_id"], m, variety=variety)
     return success({"order_id": order.order_id})
 
 
 @routes.delete("/orders/{variety}/{order_id}")
 async def cancel_order(request: web.Request) -> web.Response:
     sim, account = sim_of(request), _account(request)
-    order = sim.orders.cancel(account.api_key, request.match_info["order_id"])
+    variety = request.match_info["variety"]
+    if variety not in VARIETIES:
+        raise input_error(f"Invalid `variety`. Allowed: {', '.join(VARIETIES)}.")
+    order = sim.orders.cancel(account.api_key, request.match_info["order_id"], variety=variety)
     return success({"order_id": order.order_id})
 
 

@@ -14,14 +14,16 @@ from ticker.infra.kitesim.config import SimAccount, SimConfig
 from ticker.infra.kitesim.counters import Counters
 from ticker.infra.kitesim.engine import Engine
 from ticker.infra.kitesim.errors import input_error
-from ticker.infra.kitesim.faults import Faults, OrderRateLimit, RouteFault
+from ticker.infra.kitesim.faults import Faults, RouteFault
 from ticker.infra.kitesim.gtt import GttBook
 from ticker.infra.kitesim.history import History
+from ticker.infra.kitesim.limits import LimitSettings, RateLimits
 from ticker.infra.kitesim.margins import MarginModel
 from ticker.infra.kitesim.market import Market
 from ticker.infra.kitesim.orders import OrderBook
+from ticker.infra.kitesim.postbacks import Postbacks, signed
 from ticker.infra.kitesim.pricemove import move_price
-from ticker.infra.kitesim.pricepath import PricePath, previous_weekday
+from ticker.infra.kitesim.pricepath import PricePath, previous_session_day
 from ticker.infra.kitesim.universe import Universe, build_universe, profile_underlyings, today_ist
 from ticker.infra.kitesim.ws import TickerConn, TickerHub
 
@@ -32,7 +34,7 @@ def cached_universe(profile: str, seed: int, today: date) -> Universe:
     strikes centred on each underlying's previous close, so they hold still through the day."""
     path = PricePath(seed)
     underlyings = profile_underlyings(profile)  # type: ignore[arg-type]
-    prev = previous_weekday(today)
+    prev = previous_session_day(today)
     centers = {u.name: float(path.day(u.name, u.spot, u.vol, prev)[-1]) for u in underlyings}
     return build_universe(profile, today, centers)  # type: ignore[arg-type]
 
@@ -59,10 +61,11 @@ class SimState:
         self.counters = Counters()
         self.hub = TickerHub(self.auth, self.universe, self.counters, config.max_connections_per_key,
                              config.max_tokens_per_connection)
-        self.orders = OrderBook(self.market, self.hub.notify)
+        self.postbacks = Postbacks()
+        self.orders = OrderBook(self.market, self._order_update)
         self.history = History(self.universe, self.path, config.seed, config.rate)
         self.faults = Faults(config.seed, config.timeout_seconds, config.latency_ms, config.error_rate)
-        self.rate_limit = OrderRateLimit(config.order_rate_limit)
+        self.limits = RateLimits(config.limit_settings())
         self.engine = Engine(self.market, self.orders, self.hub, self.counters, config.tick_interval_ms,
                              config.tick_rate, config.ticks_per_second, config.heartbeat_seconds)
         self.engine.drop_every = config.drop_every_seconds
@@ -70,6 +73,13 @@ class SimState:
         self.engine.after_match.append(self.gtts.check)
         self.margin_model = MarginModel(self.market, self.orders)
         self._csv: dict[str | None, str] = {}
+
+    def _order_update(self, api_key: str, update: dict) -> None:
+        """Every order status change: signed, to the account's ticker connections and postback URL."""
+        account = self.auth.accounts[api_key]
+        update = signed(account, update)
+        self.hub.notify(api_key, update)
+        self.postbacks.offer(account, update)
 
     # --- data ------------------------------------------------------------------------------------
     def instruments_csv(self, exchange: str | None) -> str:
@@ -168,13 +178,19 @@ class SimState:
         return move_price(self.market, row, last_price, time.time() if now is None else now)
 
     def set_order_rate_limit(self, per_second: int) -> None:
-        self.rate_limit.set(per_second)
+        self.set_limits(orders_per_second=per_second)
+
+    def set_limits(self, **changes: int | bool) -> LimitSettings:
+        """Change some of Kite's rate limits (LimitSettings fields); every window starts empty."""
+        updated = LimitSettings(**{**self.limits.settings.__dict__, **changes})
+        self.limits.configure(updated)
+        return updated
 
     def orders_with_tag(self, tag: str) -> list[dict]:
         return [o.as_kite() for o in self.orders.orders.values() if o.req.tag == tag]
 
     def reset(self) -> None:
-        """Counters, faults, tick rates, stalls and the order rate limit back to the configuration."""
+        """Counters, faults, tick rates, stalls and the rate limits back to the configuration."""
         c = self.config
         self.counters.reset()
         self.faults.reset()
@@ -182,7 +198,7 @@ class SimState:
         self.engine.set_rates(interval_ms=c.tick_interval_ms, clear=True)
         self.engine.set_rates(tick_rate=c.tick_rate, ticks_per_second=c.ticks_per_second)
         self.engine.drop_every = c.drop_every_seconds
-        self.rate_limit.set(c.order_rate_limit)
+        self.limits.configure(c.limit_settings())
         self.hub.refusals.clear()
         for conn in self.hub.conns.values():
             conn.stall(False)
@@ -197,6 +213,8 @@ class SimState:
             "connections_per_api_key": self.connections_per_key(),
             "faults": self.faults.describe(),
             "ticks": self.engine.describe(),
-            "order_rate_limit": self.rate_limit.per_second,
+            "order_rate_limit": self.limits.settings.orders_per_second,
+            "rate_limits": self.limits.describe(),
+            "postbacks": self.postbacks.describe(),
             "spots": {u.name: float(s) for u, s in zip(self.universe.underlyings, self.market.spots, strict=True)},
         }

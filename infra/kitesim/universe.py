@@ -1,8 +1,11 @@
 """The stand-in's instrument universe: indices, their futures and option chains (and, in the
 `full` profile, ~200 stock underlyings), kept as numpy columns so 90k rows stay cheap.
 
-Expiries are always upcoming relative to the day the universe is built. Exchange tokens come from
-a hash of the tradingsymbol, so a contract keeps its token from day to day as Kite's do.
+The universe is built for one day and follows NSE's rules for that day (specs.py): each
+contract's lot size by its series, the freeze quantity of the day, strike steps, expiry weekdays,
+and expiries moved off NSE trading holidays (core.holidays). Expiries are always upcoming relative
+to that day. Exchange tokens come from a hash of the tradingsymbol, so a contract keeps its token
+from day to day as Kite's do.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from ticker.core.clock import IST, upcoming_expiries
+from ticker.core.clock import IST, TUESDAY, upcoming_expiries
 from ticker.core.instruments import (
     CSV_COLUMNS,
     SEG_INDICES,
@@ -26,10 +29,10 @@ from ticker.core.instruments import (
     make_token,
     option_symbol,
 )
+from ticker.infra.kitesim import specs
 
 KIND_UNDERLYING, KIND_FUT, KIND_CE, KIND_PE = 0, 1, 2, 3
 _TYPE_OF_KIND = ("EQ", "FUT", "CE", "PE")
-TUESDAY = 1
 EXPIRY_CLOSE = time(15, 30)
 
 
@@ -45,8 +48,8 @@ class Underlying:
     skew: float        # d(vol)/d ln(K/F)
     curvature: float   # d2(vol)/d ln(K/F)^2
     strike_step: float
-    lot_size: int
-    weekly: int = 0    # weekly expiries listed besides the monthlies
+    lot_size: int      # for underlyings without an NSE row in specs.py (synthetic stocks); else 0
+    weekly: int = 0    # weekly expiries listed besides the monthlies (where the expiry rule has them)
     monthly: int = 3
     strikes_each_side: int = 25
 
@@ -54,13 +57,37 @@ class Underlying:
     def is_index(self) -> bool:
         return self.token & 0xFF == SEG_INDICES
 
+    def lot_for(self, expiry: date) -> int:
+        """Lot size of this underlying's contract expiring on `expiry`."""
+        return specs.lot_size(self.name, expiry) if specs.has_spec(self.name) else self.lot_size
 
-# Real Kite tokens for the indices; parameters are plausible, not market data.
+    def freeze_for(self, lot: int, today: date) -> int:
+        """The most units one order may carry on `today`."""
+        if specs.has_spec(self.name):
+            return specs.freeze_quantity(self.name, today)
+        return lot * specs.STOCK_FREEZE_LOTS
+
+    def expiries(self, today: date) -> tuple[list[date], list[date]]:
+        """(monthlies, every listed expiry) on `today`, ascending."""
+        if specs.has_spec(self.name):
+            return specs.listed_expiries(self.name, today, self.monthly, self.weekly)
+        months = upcoming_expiries(today, TUESDAY, self.monthly, monthly=True)
+        return months, months
+
+
+def _index(name: str, symbol: str, token: int, spot: float, vol: float, skew: float, curvature: float,
+           **kw: int) -> Underlying:
+    """An index underlying whose strike step (and, by series, lot size) come from NSE's specs."""
+    return Underlying(name, symbol, token, spot, vol, skew, curvature, specs.STATIC_SPECS[name].strike_step,
+                      0, **kw)
+
+
+# Real Kite tokens for the indices; price-model parameters are plausible, not market data.
 INDICES = (
-    Underlying("NIFTY", "NIFTY 50", 256265, 25_800.0, 0.12, -0.18, 0.60, 50, 75, weekly=3),
-    Underlying("BANKNIFTY", "NIFTY BANK", 260105, 58_500.0, 0.14, -0.20, 0.55, 100, 35),
-    Underlying("FINNIFTY", "NIFTY FIN SERVICE", 257801, 27_300.0, 0.13, -0.18, 0.55, 50, 65, monthly=2),
-    Underlying("MIDCPNIFTY", "NIFTY MID SELECT", 288009, 13_400.0, 0.16, -0.15, 0.50, 25, 140, monthly=2),
+    _index("NIFTY", "NIFTY 50", 256265, 25_800.0, 0.12, -0.18, 0.60, weekly=3),
+    _index("BANKNIFTY", "NIFTY BANK", 260105, 58_500.0, 0.14, -0.20, 0.55),
+    _index("FINNIFTY", "NIFTY FIN SERVICE", 257801, 27_300.0, 0.13, -0.18, 0.55, monthly=2),
+    _index("MIDCPNIFTY", "NIFTY MID SELECT", 288009, 13_400.0, 0.16, -0.15, 0.50, monthly=2),
 )
 _FULL_STRIKES = {"NIFTY": 150, "BANKNIFTY": 100, "FINNIFTY": 60, "MIDCPNIFTY": 60}
 _FULL_NIFTY_WEEKLIES = 6
@@ -69,11 +96,8 @@ _STOCK_STRIKES = 35
 
 
 def expiry_dates(u: Underlying, today: date) -> list[date]:
-    """Monthly (last Tuesday) and weekly (Tuesday) expiries from today on, ascending, unique."""
-    dates = set(upcoming_expiries(today, TUESDAY, u.monthly, monthly=True))
-    if u.weekly:
-        dates.update(upcoming_expiries(today, TUESDAY, u.weekly))
-    return sorted(dates)
+    """Every expiry of `u` listed on `today` (monthly and weekly), ascending, unique."""
+    return u.expiries(today)[1]
 
 
 def expiry_epoch(d: date) -> float:
@@ -149,8 +173,15 @@ class Universe:
         self.strike = np.array(rows.strike, dtype=np.float64)
         self.expiry = [e for e in rows.expiry]
         self.expiry_ts = np.array([expiry_epoch(e) if e else np.inf for e in rows.expiry])
-        ulots = np.array([u.lot_size for u in self.underlyings])
-        self.lot = np.where(self.kind == KIND_UNDERLYING, 1, ulots[self.und]).astype(np.int64)
+        # Lot and freeze quantity (most units per order; 0 = no limit) per contract, looked up
+        # once per (underlying, expiry): a full universe has 90k rows but a few hundred contracts.
+        specs_of: dict[tuple[int, date | None], tuple[int, int]] = {}
+        for key in set(zip(rows.und, rows.expiry, strict=True)):
+            u, e = self.underlyings[key[0]], key[1]
+            lot = u.lot_for(e) if e else 1
+            specs_of[key] = (lot, u.freeze_for(lot, self.today) if e else 0)
+        pairs = np.array([specs_of[k] for k in zip(rows.und, rows.expiry, strict=True)], dtype=np.int64)
+        self.lot, self.freeze = pairs[:, 0].copy(), pairs[:, 1].copy()
         self.is_index_row = np.array([self.underlyings[u].is_index for u in rows.und]) & (
             self.kind == KIND_UNDERLYING)
         self.tick = np.where(self.is_index_row, 0.0, 0.05)
@@ -229,13 +260,14 @@ def _csv_field(v: str) -> str:
 def _add_underlying(rows: _Rows, i: int, u: Underlying, today: date, each_side: int,
                     center: float) -> None:
     rows.add(u.symbol, i, KIND_UNDERLYING, 0.0, None)
-    monthlies = set(upcoming_expiries(today, TUESDAY, u.monthly, monthly=True))
-    for exp in sorted(monthlies):
+    months, every = u.expiries(today)
+    monthlies = set(months)
+    for exp in months:
         rows.add(future_symbol(u.name, exp), i, KIND_FUT, 0.0, exp)
     atm = round(center / u.strike_step) * u.strike_step
     strikes = [atm + k * u.strike_step for k in range(-each_side, each_side + 1)
                if atm + k * u.strike_step > 0]
-    for exp in expiry_dates(u, today):
+    for exp in every:
         weekly = exp not in monthlies
         for strike in strikes:
             for kind, code in (("CE", KIND_CE), ("PE", KIND_PE)):

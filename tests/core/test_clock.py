@@ -12,9 +12,11 @@ from ticker.core.clock import (
     is_market_open,
     is_trading_day,
     next_open,
+    previous_trading_day,
     to_ist,
     upcoming_expiries,
 )
+from ticker.core.holidays import CALENDAR_YEARS, NSE_HOLIDAYS, holiday_name, nse_holidays
 
 HOLI = date(2025, 3, 14)            # a Friday holiday
 TUE_HOLIDAY = date(2025, 10, 21)    # a Tuesday holiday (Diwali, as an example)
@@ -106,3 +108,23 @@ def test_monthly_expiries_are_the_last_tuesday_of_each_month():
 def test_bad_weekday_is_an_error():
     with pytest.raises(ValueError):
         upcoming_expiries(date(2025, 1, 1), 7, 1)
+
+
+def test_nse_calendar_is_the_default_and_lists_weekdays_only():
+    assert {d.year for d in NSE_HOLIDAYS} == set(CALENDAR_YEARS)
+    assert all(d.weekday() < 5 for d in NSE_HOLIDAYS)  # weekend holidays need no listing
+    assert holiday_name(date(2026, 1, 26)) == "Republic Day" and holiday_name(date(2026, 1, 27)) is None
+    assert not is_trading_day(date(2026, 11, 24))                     # Guru Nanak Jayanti, a Tuesday
+    assert is_trading_day(date(2026, 11, 24), holidays=())            # an explicit empty calendar
+    assert not is_market_open(ist(2026, 3, 3, 11, 0))                  # Holi
+    assert next_open(ist(2026, 3, 31, 8, 0)) == ist(2026, 4, 1, 9, 15)  # Mahavir Jayanti
+    assert previous_trading_day(date(2026, 4, 6)) == date(2026, 4, 2)  # over a weekend and Good Friday
+    assert nse_holidays({date(2031, 1, 1)}) == NSE_HOLIDAYS | {date(2031, 1, 1)}
+
+
+def test_expiries_on_nse_holidays_move_to_the_previous_trading_day():
+    # The January 2027 monthly falls on Republic Day and moves to Monday the 25th.
+    assert upcoming_expiries(date(2027, 1, 1), TUESDAY, 1, monthly=True) == [date(2027, 1, 25)]
+    weeklies = upcoming_expiries(date(2026, 11, 18), TUESDAY, 2)
+    assert weeklies == [date(2026, 11, 23), date(2026, 12, 1)]       # 24 Nov is a holiday
+    assert upcoming_expiries(date(2026, 3, 1), TUESDAY, 1) == [date(2026, 3, 2)]  # Holi on the 3rd

@@ -24,6 +24,7 @@ from ticker.core.contracts import (
     JOB_SYNC_ORDERS,
     Names,
 )
+from ticker.core.holidays import NSE_HOLIDAYS
 from ticker.infra.heartbeat import alive
 from ticker.infra.queue import create_queue, derived_job_id
 from ticker.infra.settings import Settings
@@ -91,7 +92,8 @@ async def test_market_hours_schedules_stay_quiet_outside_hours(settings: Setting
 async def test_exchange_holidays_skip_market_schedules_only(settings: Settings, queue: ArqRedis, redis: Redis,
                                                             names: Names) -> None:
     holiday = settings.model_copy(update={"market_holidays": "2031-01-27, 2031-03-03"})
-    assert holiday.holidays == {datetime(2031, 1, 27).date(), datetime(2031, 3, 3).date()}
+    extra = {datetime(2031, 1, 27).date(), datetime(2031, 3, 3).date()}
+    assert holiday.holidays == NSE_HOLIDAYS | extra  # MARKET_HOLIDAYS adds to NSE's calendar
     schedules = {s.name: s for s in build_schedules(holiday, ALL_JOBS)}
     runner = SlotRunner(queue, names, holiday)
     monday = _ist(holiday, 2031, 1, 27, 8, 15)  # a weekday, and a holiday
@@ -103,6 +105,16 @@ async def test_exchange_holidays_skip_market_schedules_only(settings: Settings, 
     assert await runner.fire(schedules["instrument_refresh"], monday + timedelta(days=1))  # the next trading day
     with pytest.raises(ValueError, match="MARKET_HOLIDAYS"):
         Settings(market_holidays="2031-01-27,26 Jan")
+
+
+async def test_nse_calendar_holidays_are_skipped_without_configuration(settings: Settings, queue: ArqRedis,
+                                                                       names: Names) -> None:
+    schedules = {s.name: s for s in build_schedules(settings, ALL_JOBS)}
+    runner = SlotRunner(queue, names, settings)
+    republic_day = _ist(settings, 2027, 1, 26, 8, 15)  # a Tuesday in NSE's calendar
+    assert not await runner.fire(schedules["instrument_refresh"], republic_day)
+    assert not await runner.fire(schedules["order_sync"], republic_day.replace(hour=11))
+    assert await runner.fire(schedules["instrument_refresh"], republic_day + timedelta(days=1))
 
 
 async def test_restart_catches_up_todays_missed_slots_once(settings: Settings, queue: ArqRedis,

@@ -148,3 +148,4 @@ async def test_two_workers_never_exceed_the_per_account_order_rate(world_factory
     busy = world.api_key(world.accounts[0])
     assert per_second[busy] == 10, per_second  # saturated, and never above Kite's limit
     assert per_second[world.api_key(world.accounts[1])] <= 10
+    assert world.counters["rate_limited_by_route"] == {}  # no other Kite limit was drawn either

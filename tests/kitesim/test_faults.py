@@ -24,9 +24,12 @@ def _future(sim) -> str:
     return str(uni.symbol[np.flatnonzero(uni.kind == KIND_FUT)[0]])
 
 
-def _order(kite: KiteConnect, symbol: str, tag: str):
+def _order(kite: KiteConnect, sim, symbol: str, tag: str):
+    uni = sim.state.universe
+    lot = int(uni.lot[uni.row_of_symbol[("NFO", symbol)]])  # from the instrument master
     return asyncio.to_thread(kite.place_order, variety="regular", exchange="NFO", tradingsymbol=symbol,
-                             transaction_type="BUY", quantity=75, product="NRML", order_type="MARKET", tag=tag)
+                             transaction_type="BUY", quantity=lot, product="NRML", order_type="MARKET",
+                             market_protection=-1, tag=tag)
 
 
 @pytest.mark.parametrize("kind, exc, code", [
@@ -50,14 +53,14 @@ async def test_status_faults_on_a_route_for_n_calls(kitesim, kind, exc, code):
 async def test_timeout_fault_withholds_the_response_and_does_nothing(kitesim):
     kitesim.state.add_fault(route="POST /orders/*", kind="timeout", times=1, delay_ms=1000)
     with pytest.raises(requests.exceptions.ReadTimeout):
-        await _order(_kite(kitesim, timeout=0.2), _future(kitesim), "to1")
+        await _order(_kite(kitesim, timeout=0.2), kitesim, _future(kitesim), "to1")
     assert kitesim.state.counters.orders_by_tag["to1"] == 0
 
 
 async def test_accept_then_timeout_places_the_order(kitesim):
     kitesim.state.add_fault(route="POST /orders/*", kind="accept_timeout", times=1, delay_ms=1000)
     with pytest.raises(requests.exceptions.ReadTimeout):
-        await _order(_kite(kitesim, timeout=0.2), _future(kitesim), "att1")
+        await _order(_kite(kitesim, timeout=0.2), kitesim, _future(kitesim), "att1")
     assert kitesim.state.counters.orders_by_tag["att1"] == 1
     orders = await asyncio.to_thread(_kite(kitesim).orders)
     assert [o["tag"] for o in orders] == ["att1"] and orders[0]["status"] == "COMPLETE"
@@ -66,16 +69,16 @@ async def test_accept_then_timeout_places_the_order(kitesim):
 async def test_accept_then_drop_places_the_order(kitesim):
     kitesim.state.add_fault(route="POST /orders/*", kind="accept_drop", times=1)
     with pytest.raises(requests.exceptions.ConnectionError):
-        await _order(_kite(kitesim), _future(kitesim), "atd1")
+        await _order(_kite(kitesim), kitesim, _future(kitesim), "atd1")
     assert [o["tag"] for o in kitesim.state.orders_with_tag("atd1")] == ["atd1"]
 
 
 async def test_drop_fault_closes_without_placing(kitesim):
     kitesim.state.add_fault(route="POST /orders/*", kind="drop", times=1)
     with pytest.raises(requests.exceptions.ConnectionError):
-        await _order(_kite(kitesim), _future(kitesim), "drop1")
+        await _order(_kite(kitesim), kitesim, _future(kitesim), "drop1")
     assert kitesim.state.orders_with_tag("drop1") == []
-    await _order(_kite(kitesim), _future(kitesim), "drop2")
+    await _order(_kite(kitesim), kitesim, _future(kitesim), "drop2")
     assert len(kitesim.state.orders_with_tag("drop2")) == 1
 
 

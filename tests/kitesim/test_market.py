@@ -15,7 +15,8 @@ import pytest
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
-from ticker.core.clock import IST
+from ticker.core.clock import IST, previous_trading_day
+from ticker.core.holidays import NSE_HOLIDAYS
 from ticker.infra.kitesim.config import SimConfig
 from ticker.infra.kitesim.history import MAX_DAYS
 from ticker.infra.kitesim.market import YEAR_SECONDS, model_vol
@@ -94,7 +95,9 @@ def test_universe_profiles_and_expiries():
     today = date(2026, 11, 21)
     small = build_universe("small", today)
     expiries = {e for e in small.expiry if e}
-    assert min(expiries) >= today and all(e.weekday() == 1 for e in expiries)
+    # Tuesdays, except where NSE closes on the Tuesday: then the trading day before (24 Nov 2026).
+    assert min(expiries) >= today and date(2026, 11, 23) in expiries
+    assert all(e.weekday() == 1 or e + timedelta(days=1) in NSE_HOLIDAYS for e in expiries)
     nifty_exp = {e for e, u in zip(small.expiry, small.und.tolist(), strict=True) if e and u == 0}
     assert len(nifty_exp) >= 4
     monthly_exp = {e for e, k in zip(small.expiry, small.kind.tolist(), strict=True) if k == KIND_FUT}
@@ -196,7 +199,7 @@ async def test_history_bad_requests(kitesim, path, match):
 
     acc = kitesim.account
     r = await asyncio.to_thread(requests.get, kitesim.url + path,
-                                headers={"Authorization": f"token {acc.api_key}:{acc.access_token}"})
+                                headers={"Authorization": f"token {acc.api_key}:{acc.access_token}", "X-Kite-Version": "3"})
     assert r.status_code == 400 and r.json()["error_type"] == "InputException" and match in r.json()["message"]
 
 
@@ -204,11 +207,9 @@ async def test_bare_to_date_covers_the_whole_day(kitesim):
     import requests
 
     acc = kitesim.account
-    day = datetime.now(IST).date() - timedelta(days=1)
-    while day.weekday() >= 5:
-        day -= timedelta(days=1)
+    day = previous_trading_day(datetime.now(IST).date())
     r = await asyncio.to_thread(
         requests.get, f"{kitesim.url}/instruments/historical/256265/60minute?from={day}&to={day}",
-        headers={"Authorization": f"token {acc.api_key}:{acc.access_token}"})
+        headers={"Authorization": f"token {acc.api_key}:{acc.access_token}", "X-Kite-Version": "3"})
     stamps = [c[0][11:16] for c in r.json()["data"]["candles"]]
     assert stamps == ["09:15", "10:15", "11:15", "12:15", "13:15", "14:15", "15:15"]

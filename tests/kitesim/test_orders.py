@@ -1,4 +1,5 @@
-"""Orders through the real SDK: validation, fills, modify/cancel, tags, postbacks, rate limit."""
+"""Orders through the real SDK: validation, fills, modify/cancel, tags, postbacks, rate limit.
+(Kite's 2026 order rules have their own tests in test_rules2026.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
-from ticker.infra.kitesim.faults import OrderRateLimit
+from ticker.infra.kitesim.limits import SlidingLimit
+from ticker.infra.kitesim.postbacks import postback_checksum
 from ticker.infra.kitesim.universe import KIND_CE
 
 
@@ -28,26 +30,33 @@ def _option(sim) -> tuple[str, float]:
     return str(uni.symbol[row]), float(m.price_rows(np.array([row]))[0])
 
 
-def _place(kite: KiteConnect, symbol: str, **kw):
+def _lot(sim, symbol: str) -> int:
+    """The contract's lot size from the stand-in's instrument master."""
+    uni = sim.state.universe
+    return int(uni.lot[uni.row_of_symbol[("NFO", symbol)]])
+
+
+def _place(kite: KiteConnect, symbol: str, lot: int, **kw):
     args = {"variety": "regular", "exchange": "NFO", "tradingsymbol": symbol, "transaction_type": "BUY",
-            "quantity": 75, "product": "NRML", "order_type": "MARKET", **kw}
+            "quantity": lot, "product": "NRML", "order_type": "MARKET", "market_protection": -1, **kw}
     return asyncio.to_thread(kite.place_order, **args)
 
 
 async def test_market_order_fills_with_tag_and_trade(kitesim):
     kite = _kite(kitesim)
     symbol, _ = _option(kitesim)
-    order_id = await _place(kite, symbol, tag="abc123")
+    lot = _lot(kitesim, symbol)
+    order_id = await _place(kite, symbol, lot, tag="abc123")
     orders = await asyncio.to_thread(kite.orders)
     [order] = [o for o in orders if o["order_id"] == order_id]
-    assert order["status"] == "COMPLETE" and order["tag"] == "abc123" and order["filled_quantity"] == 75
-    assert order["average_price"] > 0
+    assert order["status"] == "COMPLETE" and order["tag"] == "abc123" and order["filled_quantity"] == lot
+    assert order["average_price"] > 0 and order["market_protection"] == -1
     trades = await asyncio.to_thread(kite.order_trades, order_id)
-    assert trades[0]["quantity"] == 75 and trades[0]["average_price"] == order["average_price"]
+    assert trades[0]["quantity"] == lot and trades[0]["average_price"] == order["average_price"]
     history = await asyncio.to_thread(kite.order_history, order_id)
     assert [h["status"] for h in history] == ["OPEN", "COMPLETE"]
     positions = await asyncio.to_thread(kite.positions)
-    assert positions["net"][0]["quantity"] == 75
+    assert positions["net"][0]["quantity"] == lot
     assert kitesim.state.counters.orders_by_tag["abc123"] == 1
     assert [o["order_id"] for o in kitesim.state.orders_with_tag("abc123")] == [order_id]
 
@@ -55,16 +64,17 @@ async def test_market_order_fills_with_tag_and_trade(kitesim):
 async def test_limit_rests_then_fills_when_crossed_and_cancel(kitesim):
     kite = _kite(kitesim)
     symbol, _ = _option(kitesim)
-    resting = await _place(kite, symbol, order_type="LIMIT", price=0.05)
+    lot = _lot(kitesim, symbol)
+    resting = await _place(kite, symbol, lot, order_type="LIMIT", price=0.05)
     assert (await asyncio.to_thread(kite.order_history, resting))[-1]["status"] == "OPEN"
     # a buy limit far above the market is crossed at once
     await asyncio.to_thread(kite.modify_order, "regular", resting, price=100_000.0)
     last = (await asyncio.to_thread(kite.order_history, resting))[-1]
     assert last["status"] == "COMPLETE" and last["average_price"] < 100_000
-    other = await _place(kite, symbol, order_type="LIMIT", price=0.05, transaction_type="BUY")
+    other = await _place(kite, symbol, lot, order_type="LIMIT", price=0.05, transaction_type="BUY")
     assert await asyncio.to_thread(kite.cancel_order, "regular", other) == other
     [o] = [o for o in await asyncio.to_thread(kite.orders) if o["order_id"] == other]
-    assert o["status"] == "CANCELLED" and o["cancelled_quantity"] == 75
+    assert o["status"] == "CANCELLED" and o["cancelled_quantity"] == lot
     with pytest.raises(kex.OrderException):
         await asyncio.to_thread(kite.cancel_order, "regular", other)
     with pytest.raises(kex.OrderException):
@@ -75,7 +85,7 @@ async def test_stop_orders_wait_for_their_trigger(kitesim):
     kite = _kite(kitesim)
     symbol, price = _option(kitesim)
     far = round(price * 3 / 0.05) * 0.05
-    sl = await _place(kite, symbol, order_type="SL-M", trigger_price=far)
+    sl = await _place(kite, symbol, _lot(kitesim, symbol), order_type="SL-M", trigger_price=far)
     assert (await asyncio.to_thread(kite.order_history, sl))[-1]["status"] == "TRIGGER PENDING"
     near = 0.05
     await asyncio.to_thread(kite.modify_order, "regular", sl, trigger_price=near)
@@ -99,7 +109,7 @@ async def test_invalid_orders_raise_input_exception(kitesim, change, match):
     kite = _kite(kitesim)
     symbol, _ = _option(kitesim)
     with pytest.raises(kex.InputException, match=match) as err:
-        await _place(kite, change.pop("tradingsymbol", symbol), **change)
+        await _place(kite, change.pop("tradingsymbol", symbol), _lot(kitesim, symbol), **change)
     assert err.value.code == 400
     assert kitesim.state.orders.orders == {}
 
@@ -108,9 +118,10 @@ async def test_index_is_not_tradable_and_cnc_on_nfo_is_rejected(kitesim):
     kite = _kite(kitesim)
     with pytest.raises(kex.OrderException):
         await asyncio.to_thread(kite.place_order, variety="regular", exchange="NSE", tradingsymbol="NIFTY 50",
-                                transaction_type="BUY", quantity=1, product="MIS", order_type="MARKET")
+                                transaction_type="BUY", quantity=1, product="MIS", order_type="MARKET",
+                                market_protection=-1)
     symbol, _ = _option(kitesim)
-    order_id = await _place(kite, symbol, product="CNC")
+    order_id = await _place(kite, symbol, _lot(kitesim, symbol), product="CNC")
     [o] = await asyncio.to_thread(kite.orders)
     assert o["order_id"] == order_id and o["status"] == "REJECTED" and "CNC" in o["status_message"]
 
@@ -121,7 +132,7 @@ async def test_orders_outside_nse_hours_are_refused(kitesim_factory):
         pytest.skip("NSE is open right now; the closed-market refusal cannot be shown")
     symbol, _ = _option(sim)
     with pytest.raises(kex.InputException, match="closed"):
-        await _place(_kite(sim), symbol)
+        await _place(_kite(sim), symbol, _lot(sim, symbol))
 
 
 async def test_order_postbacks_reach_that_accounts_ticker(kitesim):
@@ -132,14 +143,17 @@ async def test_order_postbacks_reach_that_accounts_ticker(kitesim):
         other = kitesim.accounts[1]
         async with session.ws_connect(url) as ws, session.ws_connect(
                 f"{kitesim.ws_url}?api_key={other.api_key}&access_token={other.access_token}") as ws2:
-            order_id = await _place(_kite(kitesim), symbol, tag="pb1")
+            order_id = await _place(_kite(kitesim), symbol, _lot(kitesim, symbol), tag="pb1")
             statuses = []
             while len(statuses) < 2:
                 msg = await asyncio.wait_for(ws.receive(), 5)
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     body = orjson.loads(msg.data)
-                    assert body["type"] == "order" and body["data"]["order_id"] == order_id
-                    statuses.append(body["data"]["status"])
+                    data = body["data"]
+                    assert body["type"] == "order" and data["order_id"] == order_id
+                    assert data["app_id"] == acc.app_id and data["checksum"] == postback_checksum(
+                        order_id, data["order_timestamp"], acc.api_secret)
+                    statuses.append(data["status"])
             assert statuses == ["OPEN", "COMPLETE"]
             assert not kitesim.state.hub.of_key(other.api_key)[0].texts  # nothing queued for others
             await ws2.close()
@@ -149,19 +163,20 @@ async def test_rate_limit_returns_kites_429(kitesim_factory):
     sim = await kitesim_factory(order_rate_limit=2)
     kite = _kite(sim)
     symbol, _ = _option(sim)
-    await _place(kite, symbol)
-    await _place(kite, symbol)
+    lot = _lot(sim, symbol)
+    await _place(kite, symbol, lot)
+    await _place(kite, symbol, lot)
     with pytest.raises(kex.NetworkException, match="Too many requests") as err:
-        await _place(kite, symbol)
+        await _place(kite, symbol, lot)
     assert err.value.code == 429
     assert sim.state.counters.rate_limited[sim.account.api_key] == 1
     sim.state.set_order_rate_limit(0)
-    await _place(kite, symbol)
+    await _place(kite, symbol, lot)
     assert sim.state.counters.order_attempts[sim.account.api_key] == 4
 
 
 def test_rate_window_is_any_one_second():
-    limit = OrderRateLimit(10)
+    limit = SlidingLimit(10)
     assert all(limit.admit("k", now=100 + i * 0.01) for i in range(10))
     assert not limit.admit("k", now=100.5)
     assert limit.admit("k", now=101.0) and limit.admit("other", now=100.5)
@@ -185,9 +200,10 @@ def test_amo_waits_for_the_open_then_matches():
     from ticker.infra.kitesim.state import SimState
 
     state = SimState(SimConfig(seed=7, market_hours="nse"))
-    sym = str(state.universe.symbol[np.flatnonzero(state.universe.kind == KIND_CE)[0]])
-    form = {"exchange": "NFO", "tradingsymbol": sym, "transaction_type": "BUY", "quantity": "75",
-            "product": "NRML", "order_type": "SL-M", "trigger_price": "100000"}
+    row = np.flatnonzero(state.universe.kind == KIND_CE)[0]
+    sym, lot = str(state.universe.symbol[row]), int(state.universe.lot[row])
+    form = {"exchange": "NFO", "tradingsymbol": sym, "transaction_type": "BUY", "quantity": str(lot),
+            "product": "NRML", "order_type": "SL-M", "trigger_price": "100000", "market_protection": "-1"}
     saturday = datetime(2026, 11, 21, 11, 0, tzinfo=IST).timestamp()
     monday = datetime(2026, 11, 23, 10, 0, tzinfo=IST).timestamp()
     order = state.orders.place("sim_api_key", "SIM001", parse_place("amo", form), now=saturday)

@@ -14,6 +14,8 @@ from kiteconnect import exceptions as kex
 
 from ticker.core.instruments import SEG_INDICES, SEG_NFO
 
+V3 = {"X-Kite-Version": "3"}
+
 
 def _login_redirect(url: str, api_key: str, session: requests.Session | None = None) -> dict:
     r = (session or requests).get(f"{url}/connect/login", params={"api_key": api_key, "v": 3},
@@ -75,7 +77,8 @@ async def test_totp_web_login_then_request_token(kitesim):
     params = await asyncio.to_thread(flow)
     checksum = hashlib.sha256((acc.api_key + params["request_token"] + acc.api_secret).encode()).hexdigest()
     r = await asyncio.to_thread(requests.post, f"{kitesim.url}/session/token", data={
-        "api_key": acc.api_key, "request_token": params["request_token"], "checksum": checksum})
+        "api_key": acc.api_key, "request_token": params["request_token"], "checksum": checksum},
+        headers=V3)
     assert r.json()["data"]["access_token"]
 
 
@@ -90,7 +93,7 @@ async def test_bad_token_is_403_token_exception(kitesim):
     with pytest.raises(kex.TokenException) as err:
         await asyncio.to_thread(kite.positions)
     assert err.value.code == 403
-    r = await asyncio.to_thread(requests.get, f"{kitesim.url}/orders")
+    r = await asyncio.to_thread(requests.get, f"{kitesim.url}/orders", headers=V3)
     assert r.status_code == 403 and r.json()["error_type"] == "TokenException"
 
 
@@ -107,7 +110,11 @@ async def test_instruments_dump(kitesim):
         assert seg == (SEG_INDICES if r["segment"] == "INDICES" else SEG_NFO if r["exchange"] == "NFO" else 1)
     opts = [r for r in rows if r["instrument_type"] in ("CE", "PE")]
     nifty = [r for r in opts if r["name"] == "NIFTY"]
-    assert {r["lot_size"] for r in nifty} == {75} and {r["tick_size"] for r in opts} == {0.05}
+    # NSE's lots from the January 2026 series on (every contract listed today is of one)
+    lots = {name: {r["lot_size"] for r in opts if r["name"] == name} for name in ("NIFTY", "BANKNIFTY")}
+    assert lots == {"NIFTY": {65}, "BANKNIFTY": {30}} and {r["tick_size"] for r in opts} == {0.05}
+    assert {r["lot_size"] for r in opts if r["name"] == "FINNIFTY"} == {60}
+    assert {r["lot_size"] for r in opts if r["name"] == "MIDCPNIFTY"} == {120}
     assert len({r["expiry"] for r in nifty}) >= 4
     strikes = sorted({r["strike"] for r in nifty})
     assert all(b - a == 50 for a, b in zip(strikes, strikes[1:], strict=False)) and len(strikes) >= 41
@@ -126,7 +133,8 @@ async def test_same_seed_same_instruments(kitesim_factory):
     assert ua.token.tolist() == uc.token.tolist() or ua.csv() != uc.csv()
 
 
-async def test_quotes(kitesim):
+async def test_quotes(kitesim_factory):
+    kitesim = await kitesim_factory(quote_rate_limit=0)  # four quote calls at once: shapes, not limits
     acc = kitesim.account
     kite = KiteConnect(acc.api_key, acc.access_token, root=kitesim.url)
     uni = kitesim.state.universe

@@ -7,7 +7,7 @@ import pytest
 from tests.web.conftest import API_KEY
 from tests.web.seed import CALL
 
-ORDER = {"exchange": "NFO", "tradingsymbol": CALL.tradingsymbol, "transaction_type": "BUY", "quantity": 75,
+ORDER = {"exchange": "NFO", "tradingsymbol": CALL.tradingsymbol, "transaction_type": "BUY", "quantity": CALL.lot_size,
          "product": "NRML", "order_type": "MARKET"}
 
 

@@ -55,7 +55,7 @@ async def test_same_key_for_a_different_order_is_a_conflict(api) -> None:
 
 
 @pytest.mark.parametrize(("change", "field", "words"), [
-    ({"quantity": LOT + 1}, "quantity", "multiple of lot size 75"),
+    ({"quantity": LOT + 1}, "quantity", f"multiple of lot size {LOT}"),
     ({"price": 101.53}, "price", "tick size"),
     ({"order_type": "MARKET"}, "price", "not allowed"),
     ({"tradingsymbol": "NOSUCHSYMBOL"}, "tradingsymbol", "unknown instrument"),
