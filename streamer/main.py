@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ import asyncpg
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from ticker.infra.outage import Outage
 from ticker.infra.runtime import init_process, stop_event
 from ticker.infra.settings import Settings, SettingsError
 from ticker.streamer.health import build_app
@@ -40,14 +42,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def _open_clients(settings: Settings, stop: asyncio.Event) -> Clients | None:
+    """The streamer's clients, waiting out Redis or PostgreSQL being down when it starts."""
+    outage = Outage("redis or postgres")
+    while not stop.is_set():
+        try:
+            clients = await Clients.open(settings)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+            delay = outage.failed(exc, "starting the streamer")
+        else:
+            outage.ok()
+            return clients
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    return None
+
+
 async def serve(settings: Settings, *, host: str, port: int, instance: str) -> int:
     stop = stop_event()
-    try:
-        clients = await Clients.open(settings)
-    except (OSError, asyncpg.PostgresError, RedisError) as exc:
-        log.error("streamer cannot start: Postgres or Redis unreachable", extra={"error": type(exc).__name__,
-                                                                              "detail": str(exc)[:300]})
-        return 1
+    clients = await _open_clients(settings, stop)
+    if clients is None:  # stopped before Redis and PostgreSQL ever answered
+        return 0
     streamer = Streamer(settings, clients, instance)
     runner = web.AppRunner(build_app(streamer.health, streamer.metrics.registry), access_log=None)
     await runner.setup()
