@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 from aiohttp import web
+from arq.connections import ArqRedis
 
 from ticker.http import (
     routes_accounts,
@@ -26,6 +28,7 @@ from ticker.http.health import health
 from ticker.http.inputs import MAX_BODY_BYTES
 from ticker.http.observe import HttpMetrics, observe_middleware
 from ticker.http.openapi import openapi_json
+from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages, quiet_pool_floor_retries
 from ticker.http.ratelimit import RateLimiter, rate_limit_middleware
 from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
@@ -76,25 +79,42 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await redis.aclose()
         raise
     pipe = RedisPipe(settings.redis_url)
-    app[LIMITER].bind(pipe)
+    outages = _outages(redis, db, metrics)
+    app[LIMITER].bind(pipe, outages)
     hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,
-                  max_clients=settings.ws_max_clients)
+                  max_clients=settings.ws_max_clients, outages=outages)
     svc = Services(settings=settings, names=names, redis=redis, db=db, metrics=metrics,
                    accounts=account_store(db, settings), limiter=app[LIMITER],
                    jwt=JwtVerifier(settings), hub=hub, refs=Refs(db, settings), pipe=pipe,
-                   audit=AuditBatcher(db))
+                   audit=AuditBatcher(db), outages=outages)
     app[SERVICES] = svc
+    app[OUTAGES] = outages
+    outages.start()
     await hub.start()
     try:
         yield
     finally:
         svc.stopping.set()
+        await outages.close()
         await hub.close()
         await pipe.close()
         await svc.audit.close()
         await svc.jwt.close()
         await db.close()
         await redis.aclose()
+
+
+def _outages(redis: ArqRedis, db: asyncpg.Pool, metrics: HttpMetrics) -> Outages:
+    async def ping_postgres() -> None:
+        await db.fetchval("SELECT 1")
+
+    def show(dependency: str, up: bool) -> None:
+        metrics.dependency_up.labels(dependency).set(1 if up else 0)
+
+    for dependency in (REDIS, POSTGRES):
+        show(dependency, True)
+    quiet_pool_floor_retries()
+    return Outages({REDIS: redis.ping, POSTGRES: ping_postgres}, on_change=show)
 
 
 async def _stop_taking_work(app: web.Application) -> None:
