@@ -201,9 +201,11 @@ async def authenticate_ws(settings: Settings, verifier: JwtVerifier, request: we
         claims = await verifier.verify(token)
         return {"sub": claims.get("sub"), "via": "jwt"}
     keys = ApiKeys(settings)
-    if API_KEY_HEADER in request.headers and keys.any:
-        keys.check(request.headers[API_KEY_HEADER], admin_route=False)
-        return {"sub": "api-key", "via": "api_key"}
+    presented = request.headers.get(API_KEY_HEADER)
+    if presented is not None and keys.any:
+        keys.check(presented, admin_route=False)  # a wrong key is refused, not ignored
+        if keys.role(presented) is not None:
+            return {"sub": "api-key", "via": "api_key"}
     if keys.trading is None and not verifier.enabled:
         return {"sub": None, "via": "open"}
     raise AuthError("a JWT (?token=) or the API key is required")

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.web.conftest import API_KEY
+from tests.web.conftest import ADMIN_KEY, API_KEY
 from ticker.http.observe import HttpMetrics
 from ticker.http.state import SERVICES
 from ticker.http.ws_hub import TickHub
@@ -204,3 +204,12 @@ async def test_a_slow_client_drops_and_counts_instead_of_growing(redis, names) -
     hub.disconnect(fast)
     assert hub.by_token == {} and hub.clients == {}
     assert hub.dispatch(ticks([5])) == 0
+
+
+async def test_either_key_opens_the_socket_and_a_wrong_one_does_not(make_api) -> None:
+    api = await make_api(api_key=API_KEY, admin_api_key=ADMIN_KEY)
+    for key in (API_KEY, ADMIN_KEY):
+        ws = await connect(api, headers={"X-API-Key": key})
+        await ws.close()
+    assert await refused(api, headers={"X-API-Key": "not-a-key"}) == 401
+    assert await refused(api) == 401
