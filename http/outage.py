@@ -88,6 +88,12 @@ class Outages:
             self._suspects |= fresh
             self._wake.set()
 
+    def look(self) -> None:
+        """Have the watcher probe every dependency now (at startup: an outage already under way is
+        reported at once, not at the first request)."""
+        self._suspects |= set(self.probes)
+        self._wake.set()
+
     def failed(self, dependency: str, exc: BaseException) -> None:
         """A probe of `dependency` failed: the outage begins (or goes on)."""
         if dependency in self.current:

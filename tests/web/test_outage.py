@@ -201,4 +201,30 @@ async def _echo(pipe: RedisPipe, text: str) -> bytes | None:
         return None
 
 
-__all__ = ["ThrowawayRedis"]
+
+async def test_web_starts_while_redis_and_postgres_are_away_and_serves_once_they_are_back(settings) -> None:
+    with tempfile.TemporaryDirectory(prefix="ticker-web-cold-") as folder:
+        redis, postgres = ThrowawayRedis(Path(folder) / "redis"), ThrowawayPostgres(Path(folder) / "pg")
+        try:
+            await migrate(postgres.url)
+            postgres.stop()  # neither server is running when the web starts
+            env = _env(settings, REDIS_URL=redis.url, DATABASE_URL=postgres.url)
+            async with web_process(env) as web, aiohttp.ClientSession(headers=HEADERS) as http:
+                status, doc = await health(http, web.url)
+                assert status == 503 and doc["status"] == "down"
+                assert not doc["checks"]["redis"]["ok"] and not doc["checks"]["postgres"]["ok"]
+                await _unavailable(await http.get(f"{web.url}/subscriptions"))
+                await _unavailable(await http.get(f"{web.url}/quotes?tokens={NIFTY_INDEX}"))
+                redis.start()
+                postgres.start()
+                await until(lambda: _redis_healthy(http, web.url))
+                assert (await http.get(f"{web.url}/subscriptions")).status == 200
+                assert (await http.get(f"{web.url}/quotes?tokens={NIFTY_INDEX}")).status == 200
+            log = await web.output()
+        finally:
+            redis.stop()
+            postgres.close()
+    for dependency in ("redis", "postgres"):
+        assert _count(log, f"{dependency} unavailable") == 1, log
+        assert _count(log, f"{dependency} is back") == 1, log
+    assert "Traceback" not in log and "ERROR" not in log, log
