@@ -112,12 +112,15 @@ def _from_http(exc: web.HTTPException) -> web.Response:
 
 def dependency_unavailable(request: web.Request, exc: BaseException) -> web.Response:
     """503 for a request that failed on Redis or Postgres. Logged once per outage, by the watcher."""
+    suspects = dependencies_of(exc)
     outages = request.app.get(OUTAGES)
     if outages is not None:
         outages.suspect(exc)
+        known = tuple(d for d in suspects if d in outages.current)
+        suspects = known if len(known) == 1 else suspects  # a bare socket error, during a known outage
     log.debug("dependency unavailable: %s", type(exc).__name__,
               extra={"path": request.path, "request_id": request.get(REQUEST_ID)})
-    which = _DEPENDENCY_NAMES.get(dependencies_of(exc), "a backing service (Redis or PostgreSQL)")
+    which = _DEPENDENCY_NAMES.get(suspects, "a backing service (Redis or PostgreSQL)")
     return error_response(503, "unavailable", f"{which} is unavailable; retry shortly", None, {"Retry-After": "1"})
 
 
