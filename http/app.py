@@ -1,15 +1,19 @@
 """`create_app(settings)`: the aiohttp application, its middlewares, routes and lifecycle.
 
 Middlewares, outermost first: request id + metrics, the error envelope, the API key, the rate limit.
-Startup opens one arq/Redis pool, one Postgres pool and the tick feed; shutdown first ends
-long-polls and WebSocket sessions so in-flight requests can finish inside the drain window.
+Startup opens one arq/Redis pool, one Postgres pool and the tick feed, without waiting for Redis or
+PostgreSQL: a web started during an outage answers (503s, health `down`) and serves once they are
+back. Shutdown first ends long-polls and WebSocket sessions so in-flight requests can finish inside
+the drain window.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 from aiohttp import web
+from arq.connections import ArqRedis
 
 from ticker.http import (
     routes_accounts,
@@ -21,11 +25,12 @@ from ticker.http import (
 )
 from ticker.http.audit_batch import AuditBatcher
 from ticker.http.auth import JwtVerifier, api_key_middleware
-from ticker.http.errors import error_middleware
+from ticker.http.errors import DEPENDENCY_ERRORS, error_middleware
 from ticker.http.health import health
 from ticker.http.inputs import MAX_BODY_BYTES
 from ticker.http.observe import HttpMetrics, observe_middleware
 from ticker.http.openapi import openapi_json
+from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages, quiet_pool_floor_retries
 from ticker.http.ratelimit import RateLimiter, rate_limit_middleware
 from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
@@ -35,7 +40,7 @@ from ticker.http.ws_ticks import ws_ticks
 from ticker.infra.accounts import account_store
 from ticker.infra.db import create_pool
 from ticker.infra.metrics import metrics_handler, new_registry
-from ticker.infra.queue import create_queue, names_for
+from ticker.infra.queue import names_for, queue_client
 from ticker.infra.settings import Settings
 
 LIMITER = web.AppKey("limiter", RateLimiter)
@@ -68,33 +73,59 @@ def create_app(settings: Settings) -> web.Application:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[SETTINGS], app[METRICS]
     names = names_for(settings)
-    redis = await create_queue(settings)
+    redis = queue_client(settings)  # connects on first use: Redis may be away while we start
     try:
-        db = await create_pool(settings.database_url, min_size=settings.db_pool_min,
-                               max_size=settings.db_pool_max)
+        db = await _open_db(settings)
     except BaseException:
         await redis.aclose()
         raise
     pipe = RedisPipe(settings.redis_url)
-    app[LIMITER].bind(pipe)
+    outages = _outages(redis, db, metrics)
+    app[LIMITER].bind(pipe, outages)
     hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,
-                  max_clients=settings.ws_max_clients)
+                  max_clients=settings.ws_max_clients, outages=outages)
     svc = Services(settings=settings, names=names, redis=redis, db=db, metrics=metrics,
                    accounts=account_store(db, settings), limiter=app[LIMITER],
                    jwt=JwtVerifier(settings), hub=hub, refs=Refs(db, settings), pipe=pipe,
-                   audit=AuditBatcher(db))
+                   audit=AuditBatcher(db), outages=outages)
     app[SERVICES] = svc
+    app[OUTAGES] = outages
+    outages.start()
+    outages.look()
     await hub.start()
     try:
         yield
     finally:
         svc.stopping.set()
+        await outages.close()
         await hub.close()
         await pipe.close()
         await svc.audit.close()
         await svc.jwt.close()
         await db.close()
         await redis.aclose()
+
+
+async def _open_db(settings: Settings) -> asyncpg.Pool:
+    """The Postgres pool; with PostgreSQL away, an empty one whose connections open on first use,
+    so the web starts anyway, answers 503s and health `down`, and serves once Postgres is back."""
+    try:
+        return await create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    except DEPENDENCY_ERRORS:
+        return await create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_max)
+
+
+def _outages(redis: ArqRedis, db: asyncpg.Pool, metrics: HttpMetrics) -> Outages:
+    async def ping_postgres() -> None:
+        await db.fetchval("SELECT 1")
+
+    def show(dependency: str, up: bool) -> None:
+        metrics.dependency_up.labels(dependency).set(1 if up else 0)
+
+    for dependency in (REDIS, POSTGRES):
+        show(dependency, True)
+    quiet_pool_floor_retries()
+    return Outages({REDIS: redis.ping, POSTGRES: ping_postgres}, on_change=show)
 
 
 async def _stop_taking_work(app: web.Application) -> None:

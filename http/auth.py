@@ -1,9 +1,15 @@
-"""Who may call: the API key for the REST surface, a JWT (or the API key) for WebSocket clients.
+"""Who may call: API keys for the REST surface, a JWT (or an API key) for WebSocket clients.
 
-The API key is compared in constant time. JWTs are HS256 with JWT_SECRET or RS256 against the keys
-published at JWT_JWKS_URL (fetched without blocking the loop, cached, refetched at most every
-`JWKS_MIN_REFRESH` seconds when an unknown key id shows up so a flood of bad tokens cannot turn
-into a flood of fetches).
+Two keys, both sent as `X-API-Key`. The trading key (API_KEY) opens every route but the admin ones:
+Kite accounts, on-demand refreshes and the dead-letter queue (listing shows every account's failed
+orders, a replay places them again). Those need the admin key (ADMIN_API_KEY), which also opens
+everything else; a trading key there is a 403. Outside production, a server without an admin key
+lets the trading key (or, with no key at all, anyone) use the admin routes too, so a development
+setup keeps working with one key. Keys are compared in constant time.
+
+JWTs are HS256 with JWT_SECRET or RS256 against the keys published at JWT_JWKS_URL (fetched without
+blocking the loop, cached, refetched at most every `JWKS_MIN_REFRESH` seconds when an unknown key
+id shows up so a flood of bad tokens cannot turn into a flood of fetches).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import jwt
@@ -26,12 +32,20 @@ API_KEY_HEADER = "X-API-Key"
 # GET that cannot carry headers; the request token it brings is useless without our api_secret).
 # /ws/ticks authenticates itself (JWT or API key) before the upgrade.
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/auth/kite/callback", "/ws/ticks"})
+# First path segments of the routes that need the admin key.
+ADMIN_SECTIONS = frozenset({"accounts", "admin", "dlq"})
 JWKS_TTL = 300.0
 JWKS_MIN_REFRESH = 30.0
+
+Role = Literal["admin", "trading"]
 
 
 class AuthError(Exception):
     """A credential was missing or wrong; the message is safe to show the caller."""
+
+
+class ForbiddenError(AuthError):
+    """A valid credential that does not open this route."""
 
 
 def key_matches(expected: str, presented: str | None) -> bool:
@@ -40,23 +54,54 @@ def key_matches(expected: str, presented: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), presented.encode())
 
 
-def check_api_key(settings: Settings, request: web.Request) -> None:
-    expected = settings.api_key_value
-    if expected is None:
-        return
-    presented = request.headers.get(API_KEY_HEADER)
-    if presented is None:
-        raise AuthError(f"missing {API_KEY_HEADER} header")
-    if not key_matches(expected, presented):
-        raise AuthError("invalid API key")
+def is_admin_path(path: str) -> bool:
+    return path.split("/", 2)[1] in ADMIN_SECTIONS
+
+
+class ApiKeys:
+    """The configured keys and what each opens."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.trading = settings.api_key_value
+        self.admin = settings.admin_api_key_value
+
+    @property
+    def any(self) -> bool:
+        return self.trading is not None or self.admin is not None
+
+    def role(self, presented: str | None) -> Role | None:
+        """Whose key `presented` is (both keys are always compared, so timing tells nothing)."""
+        admin = self.admin is not None and key_matches(self.admin, presented)
+        trading = self.trading is not None and key_matches(self.trading, presented)
+        return "admin" if admin else "trading" if trading else None
+
+    def check(self, presented: str | None, admin_route: bool) -> None:
+        """Nothing when `presented` opens the route; AuthError (401) or ForbiddenError (403) otherwise."""
+        if admin_route and self.admin is not None:
+            required: str | None = self.admin
+        else:  # a trading route, or an admin route on a server without an admin key (not production)
+            required = self.trading
+        if required is None:
+            return
+        if presented is None:
+            raise AuthError(f"missing {API_KEY_HEADER} header")
+        role = self.role(presented)
+        if role is None:
+            raise AuthError("invalid API key")
+        if admin_route and role != "admin" and self.admin is not None:
+            raise ForbiddenError("this route needs the admin key (ADMIN_API_KEY); a trading key cannot use it")
 
 
 def api_key_middleware(settings: Settings):
+    keys = ApiKeys(settings)
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in OPEN_PATHS:
             try:
-                check_api_key(settings, request)
+                keys.check(request.headers.get(API_KEY_HEADER), is_admin_path(request.path))
+            except ForbiddenError as exc:
+                raise ApiError(403, "forbidden", str(exc)) from None
             except AuthError as exc:
                 raise ApiError(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "ApiKey"}) from None
         return await handler(request)
@@ -155,9 +200,12 @@ async def authenticate_ws(settings: Settings, verifier: JwtVerifier, request: we
             raise AuthError("JWT authentication is not configured; use the API key")
         claims = await verifier.verify(token)
         return {"sub": claims.get("sub"), "via": "jwt"}
-    if API_KEY_HEADER in request.headers and settings.api_key_value is not None:
-        check_api_key(settings, request)
-        return {"sub": "api-key", "via": "api_key"}
-    if settings.api_key_value is None and not verifier.enabled:
+    keys = ApiKeys(settings)
+    presented = request.headers.get(API_KEY_HEADER)
+    if presented is not None and keys.any:
+        keys.check(presented, admin_route=False)  # a wrong key is refused, not ignored
+        if keys.role(presented) is not None:
+            return {"sub": "api-key", "via": "api_key"}
+    if keys.trading is None and not verifier.enabled:
         return {"sub": None, "via": "open"}
     raise AuthError("a JWT (?token=) or the API key is required")

@@ -13,12 +13,19 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from asyncpg.exceptions import CannotConnectNowError, PostgresConnectionError, TooManyConnectionsError
+from aiohttp.http_exceptions import HttpProcessingError
+from asyncpg.exceptions import (
+    ConnectionDoesNotExistError,
+    OperatorInterventionError,
+    PostgresConnectionError,
+    TooManyConnectionsError,
+)
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ticker.http.keys import REQUEST_ID, Handler
+from ticker.http.outage import OUTAGES, POSTGRES, REDIS, dependencies_of
 
 log = logging.getLogger("ticker.http")
 
@@ -39,9 +46,12 @@ _CODES = {
 
 
 # Redis or Postgres out of reach: the request may well succeed in a moment, so a 503 with Retry-After,
-# not a 500 (OSError covers refused and reset sockets, TimeoutError the hot path's call deadline).
+# not a 500 (OSError covers refused and reset sockets, TimeoutError the hot path's call deadline;
+# OperatorInterventionError is a server shutting down or starting up, ConnectionDoesNotExistError
+# a connection that died under a query).
 DEPENDENCY_ERRORS = (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError, PostgresConnectionError,
-                     CannotConnectNowError, TooManyConnectionsError)
+                     OperatorInterventionError, ConnectionDoesNotExistError, TooManyConnectionsError)
+_DEPENDENCY_NAMES = {(REDIS,): "Redis", (POSTGRES,): "PostgreSQL"}
 
 
 class ApiError(Exception):
@@ -100,6 +110,20 @@ def _from_http(exc: web.HTTPException) -> web.Response:
     return error_response(exc.status, _CODES.get(exc.status, f"http_{exc.status}"), message, None, headers)
 
 
+def dependency_unavailable(request: web.Request, exc: BaseException) -> web.Response:
+    """503 for a request that failed on Redis or Postgres. Logged once per outage, by the watcher."""
+    suspects = dependencies_of(exc)
+    outages = request.app.get(OUTAGES)
+    if outages is not None:
+        outages.suspect(exc)
+        known = tuple(d for d in suspects if d in outages.current)
+        suspects = known if len(known) == 1 else suspects  # a bare socket error, during a known outage
+    log.debug("dependency unavailable: %s", type(exc).__name__,
+              extra={"path": request.path, "request_id": request.get(REQUEST_ID)})
+    which = _DEPENDENCY_NAMES.get(suspects, "a backing service (Redis or PostgreSQL)")
+    return error_response(503, "unavailable", f"{which} is unavailable; retry shortly", None, {"Retry-After": "1"})
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -114,10 +138,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         err = validation_error(exc, "request")
         return error_response(err.status, err.code, err.message, err.details)
     except DEPENDENCY_ERRORS as exc:
-        log.warning("dependency unavailable: %s", type(exc).__name__,
-                    extra={"path": request.path, "request_id": request.get(REQUEST_ID)})
-        return error_response(503, "unavailable", "a backing service (Redis or PostgreSQL) is unavailable; "
-                              "retry shortly", None, {"Retry-After": "1"})
+        return dependency_unavailable(request, exc)
+    except HttpProcessingError as exc:  # the body broke off or broke the framing after the headers
+        return error_response(400, "bad_request", f"malformed request body ({type(exc).__name__})")
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method,
                                                 "request_id": request.get(REQUEST_ID)})

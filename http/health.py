@@ -3,6 +3,10 @@
 Redis and PostgreSQL are this process's own dependencies: either one down makes the status `down`
 (503, so a load balancer routes around the replica). Missing worker or streamer heartbeats make it
 `degraded` (200): the API still answers and enqueues, work just waits.
+
+Every check is live (a `/health` right after Redis is back says so). A failed Redis or PostgreSQL
+check also says why (`reason`) and since when this replica has seen it down (`down_since`), and
+feeds the outage watcher, which logs each outage once.
 """
 
 from __future__ import annotations
@@ -15,21 +19,36 @@ from typing import Any
 from aiohttp import web
 
 from ticker.http.errors import json_response
+from ticker.http.outage import POSTGRES, REDIS, reason_of
 from ticker.http.state import Services, services
 from ticker.infra.heartbeat import alive
 
 CHECK_TIMEOUT = 2.0
 
 
-async def _timed(probe: Awaitable[Any]) -> dict[str, Any]:
+async def _timed(probe: Awaitable[Any]) -> tuple[dict[str, Any], Exception | None]:
+    """(the check as shown, the failure if it failed)."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             extra = await probe
     except Exception as exc:  # any failure of a probe is a finding, not a crash
         # Only our own messages are shown: driver errors can carry hosts and ports of internal servers.
-        return {"ok": False, "error": str(exc) if isinstance(exc, LookupError) else type(exc).__name__}
-    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2), **(extra or {})}
+        if isinstance(exc, LookupError):
+            return {"ok": False, "error": str(exc)}, exc
+        return {"ok": False, "error": type(exc).__name__, "reason": reason_of(exc)}, exc
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2), **(extra or {})}, None
+
+
+def _note(svc: Services, dependency: str, check: dict[str, Any], failure: Exception | None) -> None:
+    """Tell the outage watcher what the check found; show since when the dependency has been down."""
+    if failure is None:
+        svc.outages.succeeded(dependency)
+        return
+    svc.outages.failed(dependency, failure)
+    outage = svc.outages.current.get(dependency)
+    if outage is not None:
+        check["down_since"] = outage.doc()["down_since"]
 
 
 async def _redis(svc: Services) -> None:
@@ -58,12 +77,14 @@ async def _queues(svc: Services) -> dict[str, Any]:
 async def health(request: web.Request) -> web.Response:
     svc = services(request)
     names = ("redis", "postgres", "worker", "streamer", "queues")
-    results = await asyncio.gather(_timed(_redis(svc)), _timed(_postgres(svc)), _timed(_process(svc, "worker")),
-                                   _timed(_process(svc, "streamer")), _timed(_queues(svc)))
-    checks = dict(zip(names, results, strict=True))
+    found = await asyncio.gather(_timed(_redis(svc)), _timed(_postgres(svc)), _timed(_process(svc, "worker")),
+                                 _timed(_process(svc, "streamer")), _timed(_queues(svc)))
+    checks = {name: check for name, (check, _) in zip(names, found, strict=True)}
+    _note(svc, REDIS, *found[0])
+    _note(svc, POSTGRES, *found[1])
     if not (checks["redis"]["ok"] and checks["postgres"]["ok"]):
         status = "down"
-    elif all(c["ok"] for c in results):
+    elif all(c["ok"] for c in checks.values()):
         status = "ok"
     else:
         status = "degraded"

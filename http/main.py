@@ -15,6 +15,7 @@ import sys
 from aiohttp import web
 
 from ticker.http.app import create_app
+from ticker.http.edge import ApiRunner
 from ticker.infra.runtime import init_process, stop_event
 from ticker.infra.settings import Settings, SettingsError
 
@@ -30,7 +31,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def serve(settings: Settings, host: str, port: int) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+    runner = ApiRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=settings.http_shutdown_seconds)
     await runner.setup()
     try:

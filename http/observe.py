@@ -30,6 +30,11 @@ class HttpMetrics:
         self.inflight = Gauge("ticker_http_inflight", "requests being handled", registry=registry)
         self.rate_limited = Counter("ticker_http_rate_limited_total", "requests refused by the rate limit",
                                     registry=registry)
+        self.rate_limit_skipped = Counter("ticker_http_rate_limit_skipped_total",
+                                          "requests let through unmetered because Redis was unavailable",
+                                          registry=registry)
+        self.dependency_up = Gauge("ticker_http_dependency_up", "1 while this replica reaches the dependency",
+                                   ["dependency"], registry=registry)
         self.enqueued = Counter("ticker_http_jobs_enqueued_total", "jobs enqueued (new, not duplicates)",
                                 ["job"], registry=registry)
         self.ws_clients = Gauge("ticker_ws_clients", "connected WebSocket clients", registry=registry)

@@ -8,8 +8,9 @@ Under high limits a replica takes tokens from the shared bucket in small leases 
 about a tenth of a second's worth of the limit) and spends them locally, so a busy client costs one
 Redis call per lease instead of one per request. Leased tokens not spent within LEASE_SECONDS are
 dropped, never carried; with the default limit (100/min) the lease is a single token, which is the
-exact per-request check. When Redis cannot be reached the request is let through (and counted):
-the quota protects the service, it must not become the reason the service is down.
+exact per-request check. When Redis cannot be reached the request is let through (and counted, and
+reported to the outage watcher, which logs the outage once): the quota protects the service, it
+must not become the reason the service is down.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ticker.http.auth import API_KEY_HEADER
 from ticker.http.errors import ApiError
 from ticker.http.keys import Handler
 from ticker.http.observe import HttpMetrics
+from ticker.http.outage import Outages
 from ticker.http.redis_pipe import RedisPipe, Script
 
 log = logging.getLogger("ticker.http.ratelimit")
@@ -71,11 +73,18 @@ class RateLimiter:
         self.names = names
         self.lease = max(1, min(LEASE_MAX, per_minute // 600))
         self._redis: RedisPipe | None = None
+        self._outages: Outages | None = None
         self._leases: OrderedDict[str, tuple[int, int, float]] = OrderedDict()  # client -> (left, shared, until)
         self._refills: dict[str, asyncio.Future] = {}
 
-    def bind(self, redis: RedisPipe) -> None:
+    def bind(self, redis: RedisPipe, outages: Outages | None = None) -> None:
         self._redis = redis
+        self._outages = outages
+
+    def unavailable(self, exc: BaseException) -> None:
+        """Redis could not be asked: the request goes through unmetered; an outage is suspected."""
+        if self._outages is not None:
+            self._outages.suspect(exc)
 
     async def take(self, client: str) -> tuple[bool, int, int]:
         """(allowed, remaining, retry_after_ms) for one request by `client`."""
@@ -134,7 +143,9 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: HttpMetrics):
         try:
             allowed, remaining, wait_ms = await limiter.take(client_id(request))
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("rate limit unavailable, letting the request through: %s", type(exc).__name__)
+            metrics.rate_limit_skipped.inc()
+            limiter.unavailable(exc)
+            log.debug("rate limit unavailable, letting the request through: %s", type(exc).__name__)
             return await handler(request)
         limit_headers = {"X-RateLimit-Limit": str(limiter.per_minute), "X-RateLimit-Remaining": str(remaining)}
         if not allowed:

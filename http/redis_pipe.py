@@ -7,9 +7,12 @@ one turn of the event loop leave in a single write, and replies are matched to c
 trip and one syscall; a lone request waits for nothing (the write goes out on the next loop turn).
 
 Scripts are called by SHA; a server that does not know one yet (fresh or restarted Redis) gets the
-source once through EVAL, which also caches it. A lost connection fails the calls in flight with a
-ConnectionError (callers decide: the rate limit lets requests through, an enqueue answers 503) and
-the next call reconnects.
+source once through EVAL, which also caches it. A lost connection fails the calls in flight with
+redis-py's ConnectionError, as a pooled client would (callers decide: the rate limit lets requests
+through, an enqueue answers 503), and the next call reconnects. One connect is tried at a time: calls
+that arrive while it is under way share its outcome, so an outage (or a server that does not answer
+at all) costs one attempt per `CONNECT_TIMEOUT` at most, not one per request, and the first call
+after Redis is back gets through.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
-from redis.exceptions import ResponseError
+from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 CONNECT_TIMEOUT = 3.0
 CALL_TIMEOUT = 5.0  # a reply this late means the connection is stuck: drop it, the next call reconnects
@@ -47,7 +52,7 @@ class _Conn(asyncio.Protocol):
 
     def send(self, packed: bytes) -> asyncio.Future:
         if self.lost is not None or self.transport is None:
-            raise ConnectionError("redis connection lost")
+            raise RedisConnectionError("redis connection lost")
         future = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         self.out.append(packed)
@@ -68,27 +73,50 @@ class _Conn(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionError("redis closed the connection")
+        self.lost = exc or RedisConnectionError("redis closed the connection")
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
-                future.set_exception(ConnectionError(f"redis connection lost: {self.lost}"))
+                future.set_exception(RedisConnectionError(f"redis connection lost: {self.lost}"))
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _reply(reply: Any) -> Any:
+    if isinstance(reply, hiredis.ReplyError):
+        text = str(reply)
+        # a restarted Redis still reading its data set: unavailable for now, as redis-py reports it
+        raise BusyLoadingError(text) if text.startswith("LOADING") else ResponseError(text)
+    return reply
 
 
 class RedisPipe:
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: _Conn | None = None
-        self._lock = asyncio.Lock()
+        self._connecting: asyncio.Future[_Conn] | None = None  # the connect under way, shared by callers
 
     async def _connection(self) -> _Conn:
         conn = self._conn
         if conn is not None and conn.lost is None:
             return conn
-        async with self._lock:
-            if self._conn is None or self._conn.lost is not None:
-                self._conn = await self._connect()
-            return self._conn
+        attempt = self._connecting
+        if attempt is None or attempt.done():
+            attempt = self._connecting = asyncio.ensure_future(self._reconnect())
+            attempt.add_done_callback(_retrieved)  # its failure is its callers' to report, not the loop's
+        return await asyncio.shield(attempt)  # a caller that gives up does not cancel it for the others
+
+    async def _reconnect(self) -> _Conn:
+        try:
+            self._conn = await self._connect()
+        except RedisConnectionError:
+            raise
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"cannot connect to redis: {type(exc).__name__}") from exc
+        return self._conn
 
     async def _connect(self) -> _Conn:
         parts = urlsplit(self.url)
@@ -110,7 +138,7 @@ class RedisPipe:
             for reply in await asyncio.gather(*setup):
                 if isinstance(reply, hiredis.ReplyError):
                     conn.transport.close()  # type: ignore[union-attr]
-                    raise ConnectionError(f"redis refused the connection setup: {reply}")
+                    raise RedisConnectionError(f"redis refused the connection setup: {reply}")
         return conn
 
     async def _send(self, args: tuple[Any, ...]) -> Any:
@@ -121,23 +149,20 @@ class RedisPipe:
         except TimeoutError:
             if conn.transport is not None:
                 conn.transport.abort()  # fails everything queued behind this call too
-            raise
+            raise RedisTimeoutError(f"no reply from redis within {CALL_TIMEOUT} s") from None
 
     async def command(self, *args: Any) -> Any:
-        reply = await self._send(args)
-        if isinstance(reply, hiredis.ReplyError):
-            raise ResponseError(str(reply))
-        return reply
+        return _reply(await self._send(args))
 
     async def call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         reply = await self._send(("EVALSHA", script.sha, len(keys), *keys, *args))
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             return await self.command("EVAL", script.source, len(keys), *keys, *args)
-        if isinstance(reply, hiredis.ReplyError):
-            raise ResponseError(str(reply))
-        return reply
+        return _reply(reply)
 
     async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         conn, self._conn = self._conn, None
         if conn is not None and conn.transport is not None:
             conn._flush()

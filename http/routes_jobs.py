@@ -1,19 +1,24 @@
 """Jobs by id (status, long-poll, cancel) and the history request that becomes one.
 
-`GET /history` derives its job id from the normalised parameters, so repeating the same request
-returns the same job while its result is kept, and a finished one answers from that result.
+`GET /history` checks the range by the rules the history job applies (`ticker.core.history`), so a
+range the job would refuse is a 422 naming the field and nothing is queued. Its job id derives from
+the normalised parameters (times in India time), so repeating the same request returns the same job
+while its result is kept, and a finished one answers from that result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime, tzinfo
 from typing import Literal
 
 from aiohttp import web
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from ticker.core.clock import IST
 from ticker.core.contracts import JOB_FETCH_HISTORY
+from ticker.core.history import range_issues
 from ticker.http.accept import accepted, submit
 from ticker.http.errors import ApiError, json_response, not_found
 from ticker.http.inputs import QueryBool, QueryDateTime, Strict, read_query
@@ -25,6 +30,7 @@ routes = web.RouteTableDef()
 
 MAX_WAIT_SECONDS = 30.0
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# the keys of ticker.core.history.KITE_MAX_DAYS (a test holds them equal)
 Interval = Literal["minute", "3minute", "5minute", "10minute", "15minute", "30minute", "60minute", "day"]
 
 
@@ -42,14 +48,6 @@ class HistoryQuery(Strict):
     oi: QueryBool = False
     continuous: QueryBool = False
     greeks: QueryBool = False
-
-    @model_validator(mode="after")
-    def _range(self) -> HistoryQuery:
-        if (self.from_.tzinfo is None) != (self.to.tzinfo is None):
-            raise ValueError("give both from and to with a time zone offset, or neither")
-        if self.to <= self.from_:
-            raise ValueError("to must be after from")
-        return self
 
 
 def _job_id(request: web.Request) -> str:
@@ -102,10 +100,28 @@ async def cancel(request: web.Request) -> web.Response:
                    "started can be cancelled", {"status": status.status})
 
 
-def history_payload(q: HistoryQuery, svc: Services) -> dict:
-    tz = svc.settings.tz
+def history_range(q: HistoryQuery, tz: tzinfo) -> tuple[datetime, datetime]:
+    """The query's range in India time (naive times are in `tz`, the market's zone), or a 422."""
+    if (q.from_.tzinfo is None) != (q.to.tzinfo is None):
+        raise _range_error("to", "tz_mismatch", "give both from and to with a time zone offset, or neither")
     start = q.from_ if q.from_.tzinfo else q.from_.replace(tzinfo=tz)
     end = q.to if q.to.tzinfo else q.to.replace(tzinfo=tz)
+    issues = range_issues(start, end, q.interval)
+    if issues:
+        details = [{"field": i.field, "location": "query", "message": i.message, "type": i.kind} for i in issues]
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        raise ApiError(422, "validation_error", f"invalid query: {summary}", details)
+    return start.astimezone(IST), end.astimezone(IST)
+
+
+def _range_error(field: str, kind: str, message: str) -> ApiError:
+    return ApiError(422, "validation_error", f"invalid query: {field}: {message}",
+                    [{"field": field, "location": "query", "message": message, "type": kind}])
+
+
+def history_payload(q: HistoryQuery, tz: tzinfo) -> dict:
+    """The history job's payload for a checked query (ApiError 422 when the range is refused)."""
+    start, end = history_range(q, tz)
     return {"instrument_token": q.instrument_token, "from": start.isoformat(), "to": end.isoformat(),
             "interval": q.interval, "oi": q.oi, "continuous": q.continuous, "greeks": q.greeks}
 
@@ -114,11 +130,11 @@ def history_payload(q: HistoryQuery, svc: Services) -> dict:
 async def history(request: web.Request) -> web.Response:
     svc = services(request)
     q = read_query(request, HistoryQuery)
+    payload = history_payload(q, svc.settings.tz)  # the range first: it needs no database
     if await svc.refs.instrument_by_token(q.instrument_token) is None:
         raise ApiError(422, "validation_error", f"instrument_token: unknown instrument {q.instrument_token}",
                        [{"field": "instrument_token", "location": "query", "message": "unknown instrument",
                          "type": "unknown_instrument"}])
-    payload = history_payload(q, svc)
     job_id = derived_job_id("history", *(payload[k] for k in sorted(payload)))
     new = await submit(svc, JOB_FETCH_HISTORY, payload, job_id)
     return accepted(job_id, new)

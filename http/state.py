@@ -13,6 +13,7 @@ from ticker.core.contracts import Names
 from ticker.http.audit_batch import AuditBatcher
 from ticker.http.auth import JwtVerifier
 from ticker.http.observe import HttpMetrics
+from ticker.http.outage import Outages
 from ticker.http.ratelimit import RateLimiter
 from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
@@ -35,6 +36,7 @@ class Services:
     refs: Refs
     pipe: RedisPipe  # the hot path's auto-pipelined Redis connection (rate limit, enqueue)
     audit: AuditBatcher  # coalesces queued-order audit rows into group commits
+    outages: Outages  # which of Redis and Postgres is down, since when; logs each outage once
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end long-polls
 
 

@@ -5,6 +5,11 @@ each batch once, encodes each wanted tick once, and offers the same bytes to eve
 subscribed to that token (each client's sender wraps them as `tick` or batched `ticks` messages). Each client has a bounded queue drained by its own sender; when a client
 is too slow its queue fills and further ticks for it are dropped and counted, so one stuck phone
 never grows the process's memory or slows anyone else.
+
+When the pub/sub connection is lost (Redis restarted, killed, or unreachable) the feed resubscribes
+on its own, retrying every `RECONNECT_MAX` seconds at most, and at once when the outage watcher
+sees Redis back, so ticks flow again within a fraction of a second; clients stay connected. The loss and the return are logged
+once each, however many attempts it takes.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -22,10 +28,11 @@ from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
 from ticker.http.observe import HttpMetrics
+from ticker.http.outage import REDIS, Outages
 
 log = logging.getLogger("ticker.http.ws")
 
-RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
+RECONNECT_MIN, RECONNECT_MAX = 0.05, 1.0
 
 
 class WsClient:
@@ -64,8 +71,9 @@ def _ticks(raw: bytes | str) -> list:
 
 class TickHub:
     def __init__(self, redis: Redis, names: Names, metrics: HttpMetrics, *, queue_max: int,
-                 max_clients: int) -> None:
+                 max_clients: int, outages: Outages | None = None) -> None:
         self.redis = redis
+        self.outages = outages
         self.names = names
         self.metrics = metrics
         self.queue_max = queue_max
@@ -155,19 +163,25 @@ class TickHub:
         return self._ready.is_set()
 
     async def _run(self) -> None:
-        delay = RECONNECT_MIN
+        delay, lost_at = RECONNECT_MIN, None
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.names.options, self.names.underlying)
                 self._ready.set()
-                delay = RECONNECT_MIN
+                if lost_at is not None:
+                    log.info("tick feed resubscribed after %.1f s", time.monotonic() - lost_at)
+                delay, lost_at = RECONNECT_MIN, None
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         self.dispatch(message["data"])
             except (RedisError, OSError) as exc:
                 self.metrics.ws_feed_errors.labels("redis").inc()
-                log.warning("tick feed lost (%s); reconnecting in %.1f s", type(exc).__name__, delay)
+                if lost_at is None:  # the outage itself is logged by the outage watcher
+                    log.info("tick feed lost (%s); resubscribing", type(exc).__name__)
+                    lost_at = time.monotonic()
+                if self.outages is not None:
+                    self.outages.suspect(exc)
             except Exception:  # a bug must not silence every client for the rest of the process's life
                 self.metrics.ws_feed_errors.labels("internal").inc()
                 log.exception("tick feed failed; restarting in %.1f s", delay)
@@ -175,7 +189,10 @@ class TickHub:
                 self._ready.clear()
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
-            await asyncio.sleep(delay)
+            if self.outages is not None:
+                await self.outages.pause(REDIS, delay)  # cut short when the outage watcher sees Redis back
+            else:
+                await asyncio.sleep(delay)
             delay = min(RECONNECT_MAX, delay * 2)
 
     async def send_away(self, timeout: float = 5.0) -> None:

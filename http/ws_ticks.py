@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import orjson
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import RedisError
 
 from ticker.http.auth import AuthError, authenticate_ws
 from ticker.http.errors import ApiError, field_errors
@@ -112,7 +113,11 @@ class Session:
                                   f"{len(self.client.tokens)} already subscribed"))
             return
         # Snapshot first, then join the feed: nothing older than the snapshot arrives after it.
-        latest = await hub.snapshot(new)
+        try:
+            latest = await hub.snapshot(new)
+        except (RedisError, OSError) as exc:  # Redis is away: subscribe anyway, ticks follow once it is back
+            self.svc.outages.suspect(exc)
+            latest = []
         hub.subscribe(self.client, new)
         await self.reply(_msg("subscribed", tokens=tokens, total=len(self.client.tokens)))
         for message in latest:

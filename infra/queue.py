@@ -8,7 +8,7 @@ with an id that is queued, running, or still has a stored result.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
@@ -35,6 +35,16 @@ async def create_queue(settings: Settings, *, retries: int | None = None) -> Arq
     if retries is not None:
         rs.conn_retries = retries
     return await create_pool(rs, default_queue_name=names_for(settings).default_queue)
+
+
+def queue_client(settings: Settings) -> ArqRedis:
+    """The client `create_queue` gives, without connecting first: its first command connects. For a
+    process that must start, and answer, while Redis is away (create_queue waits, then fails)."""
+    rs = redis_settings(settings)
+    client = cast(ArqRedis, ArqRedis.from_url(settings.redis_url, socket_connect_timeout=rs.conn_timeout,
+                                              max_connections=rs.max_connections))
+    client.default_queue_name = names_for(settings).default_queue
+    return client
 
 
 def derived_job_id(kind: str, *parts: object) -> str:

@@ -19,7 +19,7 @@ def init_process(**overrides: object) -> Settings:
         print(f"ticker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging(settings.log_level, settings.log_format)
-    for secret in (settings.api_key, settings.kite_api_secret, settings.kite_access_token,
+    for secret in (settings.api_key, settings.admin_api_key, settings.kite_api_secret, settings.kite_access_token,
                    settings.account_encryption_key, settings.jwt_secret):
         if secret is not None:
             for part in secret.get_secret_value().split(","):

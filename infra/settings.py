@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ticker.core.holidays import nse_holidays
 
 PositiveInt = Field(gt=0)
+# Production API keys: long, and not a repeated pattern of a few characters (32 spaces are 32 long).
+MIN_KEY_LENGTH = 32
+MIN_KEY_DISTINCT = 10
 
 
 class SettingsError(RuntimeError):
@@ -39,7 +42,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
 
     # --- security -------------------------------------------------------------------------------
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = None  # trading key: every route except the admin ones
+    admin_api_key: SecretStr | None = None  # account and admin routes (and every other route)
     account_encryption_key: SecretStr | None = None  # comma-separated Fernet keys, newest first
     secrets_backend: Literal["fernet", "aws"] = "fernet"
     aws_region: str = "ap-south-1"
@@ -194,6 +198,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"MARKET_HOLIDAYS must be comma-separated dates like 2026-01-26, not {part!r}") from exc
         return v
 
+    @field_validator("api_key", "admin_api_key")
+    @classmethod
+    def _unset_when_empty(cls, v: SecretStr | None) -> SecretStr | None:
+        # `API_KEY=` in a .env means no key, not a key that is the empty string
+        return None if v is None or v.get_secret_value() == "" else v
+
     @field_validator("account_encryption_key")
     @classmethod
     def _fernet(cls, v: SecretStr | None) -> SecretStr | None:
@@ -210,9 +220,9 @@ class Settings(BaseSettings):
     def _production(self) -> Settings:
         if self.environment != "production":
             return self
-        problems = []
-        if self.api_key is None or len(self.api_key.get_secret_value()) < 32:
-            problems.append("API_KEY of at least 32 characters is required in production")
+        problems = [*_key_problems("API_KEY", self.api_key), *_key_problems("ADMIN_API_KEY", self.admin_api_key)]
+        if self.api_key is not None and self.api_key == self.admin_api_key:
+            problems.append("ADMIN_API_KEY must differ from API_KEY")
         if self.account_encryption_key is None:
             problems.append("ACCOUNT_ENCRYPTION_KEY (a Fernet key) is required in production")
         if problems:
@@ -235,6 +245,10 @@ class Settings(BaseSettings):
         return self.api_key.get_secret_value() if self.api_key else None
 
     @property
+    def admin_api_key_value(self) -> str | None:
+        return self.admin_api_key.get_secret_value() if self.admin_api_key else None
+
+    @property
     def kite_configured(self) -> bool:
         return bool(self.kite_api_key and self.kite_api_secret)
 
@@ -243,6 +257,19 @@ class Settings(BaseSettings):
         missing = [n.upper() for n in names if getattr(self, n) in (None, "")]
         if missing:
             raise SettingsError(f"set {', '.join(missing)} (environment or .env)")
+
+
+def _key_problems(name: str, key: SecretStr | None) -> list[str]:
+    """Why `key` is not good enough to guard a production deployment (nothing when it is)."""
+    if key is None:
+        return [f"{name} is required in production"]
+    value = key.get_secret_value()
+    if len(value) < MIN_KEY_LENGTH:
+        return [f"{name} must be at least {MIN_KEY_LENGTH} characters long in production"]
+    if len(set(value)) < MIN_KEY_DISTINCT:
+        return [f"{name} must contain at least {MIN_KEY_DISTINCT} distinct characters in production "
+                "(a random key, not a repeated character)"]
+    return []
 
 
 def _url(v: str | None, schemes: tuple[str, ...]) -> str | None:

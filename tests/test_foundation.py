@@ -96,15 +96,44 @@ def test_defaults_match_the_documented_knobs() -> None:
     assert (s.max_ws_connections, s.max_instruments_per_ws, s.market_timezone) == (3, 3000, "Asia/Kolkata")
 
 
+TRADING_KEY = "trading-0123456789abcdefghijklmnopq"
+ADMIN_KEY = "admin-0123456789ABCDEFGHIJKLMNOPQRS"
+
+
 def test_production_refuses_without_keys() -> None:
     with pytest.raises(SettingsError) as err:
-        load_settings(environment="production", api_key="short", account_encryption_key=new_key())
-    assert "API_KEY" in str(err.value)
+        load_settings(environment="production", api_key="short", admin_api_key=ADMIN_KEY,
+                      account_encryption_key=new_key())
+    assert "API_KEY must be at least 32 characters" in str(err.value)
     with pytest.raises(SettingsError) as err:
-        load_settings(environment="production", api_key="k" * 32)
+        load_settings(environment="production", api_key=TRADING_KEY, admin_api_key=ADMIN_KEY)
     assert "ACCOUNT_ENCRYPTION_KEY" in str(err.value)
-    ok = load_settings(environment="production", api_key="k" * 32, account_encryption_key=new_key())
+    ok = load_settings(environment="production", api_key=TRADING_KEY, admin_api_key=ADMIN_KEY,
+                       account_encryption_key=new_key())
     assert ok.environment == "production"
+
+
+@pytest.mark.parametrize(("api_key", "admin_key", "rule"), [
+    (" " * 32, ADMIN_KEY, "API_KEY must contain at least 10 distinct characters"),
+    ("ab" * 20, ADMIN_KEY, "API_KEY must contain at least 10 distinct characters"),
+    ("0123456789" * 3 + "x", ADMIN_KEY, "API_KEY must be at least 32 characters"),
+    (TRADING_KEY, None, "ADMIN_API_KEY is required"),
+    (TRADING_KEY, "", "ADMIN_API_KEY is required"),
+    (TRADING_KEY, "k" * 40, "ADMIN_API_KEY must contain at least 10 distinct characters"),
+    (TRADING_KEY, "admin-123", "ADMIN_API_KEY must be at least 32 characters"),
+    (TRADING_KEY, TRADING_KEY, "ADMIN_API_KEY must differ from API_KEY"),
+])
+def test_production_refuses_weak_or_shared_keys_naming_the_rule(api_key, admin_key, rule) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(environment="production", api_key=api_key, admin_api_key=admin_key,
+                      account_encryption_key=new_key())
+    assert rule in str(err.value)
+
+
+def test_outside_production_keys_are_optional_and_empty_means_unset() -> None:
+    s = load_settings(environment="development", api_key="", admin_api_key="")
+    assert s.api_key_value is None and s.admin_api_key_value is None
+    assert load_settings(environment="development", api_key="short").api_key_value == "short"
 
 
 def test_production_process_refuses_to_start_with_a_clear_message() -> None:

@@ -23,13 +23,15 @@ from tests.web.seed import seed_instruments
 from tests.web.spec_check import SpecChecker
 from ticker.core.contracts import Names
 from ticker.http.app import create_app
+from ticker.http.edge import ApiRunner
 from ticker.http.openapi import spec
 from ticker.infra.crypto import new_key
 from ticker.infra.db import create_pool
 from ticker.infra.queue import names_for
 from ticker.infra.settings import Settings, load_settings
 
-API_KEY = "k" * 40
+API_KEY = "trading-key-0123456789abcdefghijklmnop"
+ADMIN_KEY = "admin-key-0123456789ABCDEFGHIJKLMNOPQR"
 KITE = {"kite_api_key": "webtestkey", "kite_api_secret": "webtestsecret", "kite_account_id": "primary"}
 
 
@@ -57,6 +59,13 @@ def _run(coro: Awaitable[Any]) -> Any:
         return asyncio.run(coro)  # type: ignore[arg-type]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+class ApiTestServer(TestServer):
+    """The app on a real port, served as `ticker web` serves it (`ApiRunner`)."""
+
+    async def _make_runner(self, **kwargs: Any) -> ApiRunner:
+        return ApiRunner(self.app, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -97,14 +106,15 @@ async def seeded(db) -> None:
 @pytest_asyncio.fixture
 async def make_api(settings: Settings, spec_checker: SpecChecker, seeded: None
                    ) -> AsyncIterator[Callable[..., Awaitable[TestClient]]]:
-    """`await make_api(**settings_overrides)`: a started app and a client for it; every response
-    it gives during the test must match the spec."""
+    """`await make_api(headers=None, **settings_overrides)`: a started app and a client for it
+    (sending `headers` with every request); every response it gives during the test must match
+    the spec."""
     spec_checker.take_failures()
     async with contextlib.AsyncExitStack() as stack:
-        async def start(**overrides: Any) -> TestClient:
+        async def start(headers: dict[str, str] | None = None, **overrides: Any) -> TestClient:
             app = create_app(web_settings(settings, **overrides))
             app.middlewares.insert(0, spec_checker.middleware())
-            client = TestClient(TestServer(app))
+            client = TestClient(ApiTestServer(app), headers=headers)
             await client.start_server()
             stack.push_async_callback(client.close)
             return client
@@ -117,3 +127,9 @@ async def make_api(settings: Settings, spec_checker: SpecChecker, seeded: None
 @pytest_asyncio.fixture
 async def api(make_api) -> TestClient:
     return await make_api()
+
+
+@pytest_asyncio.fixture
+async def admin_api(make_api) -> TestClient:
+    """An app with both keys, and a client that sends the admin key."""
+    return await make_api(headers={"X-API-Key": ADMIN_KEY}, api_key=API_KEY, admin_api_key=ADMIN_KEY)

@@ -46,7 +46,7 @@ class Child:
         self.proc = proc
         self.url = url
 
-    async def stop(self, timeout: float = 20.0) -> int:
+    async def stop(self, timeout: float = 60.0) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -68,7 +68,7 @@ async def spawn(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
                                                 stderr=asyncio.subprocess.PIPE)
 
 
-async def wait_listening(url: str, proc: asyncio.subprocess.Process, timeout: float = 20.0) -> None:
+async def wait_listening(url: str, proc: asyncio.subprocess.Process, timeout: float = 60.0) -> None:
     async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
         while True:
             if proc.returncode is not None:

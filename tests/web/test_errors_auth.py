@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import orjson
 import pytest
 
 from tests.web.conftest import API_KEY
@@ -66,6 +69,56 @@ async def test_unknown_route_wrong_method_too_large_and_wrong_media_type(api) ->
     assert "application/json" in err["message"]
 
 
+async def _raw(api, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are to the app's real port; (status, headers, body) of the answer."""
+    reader, writer = await asyncio.open_connection(api.host, api.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head, _, body = (await reader.read()).partition(b"\r\n\r\n")
+    finally:
+        writer.close()
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def _envelope(body: bytes) -> dict:
+    doc = orjson.loads(body)
+    assert set(doc) == {"error"} and set(doc["error"]) == {"code", "message", "details"}
+    return doc["error"]
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "code"), [
+    (b"GET /instruments?q=" + b"A" * 20_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414, "uri_too_long"),
+    (b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"B" * 20_000 + b"\r\n\r\n", 431, "headers_too_large"),
+    (b"GET /health HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-H%d: 1\r\n" % i for i in range(150)) + b"\r\n",
+     431, "headers_too_large"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n", 400, "bad_request"),
+    (b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n", 400, "bad_request"),
+])
+async def test_requests_aiohttp_cannot_parse_get_the_envelope_without_an_echo(api, request_bytes, status,
+                                                                               code) -> None:
+    got, headers, body = await _raw(api, request_bytes)
+    assert got == status, body
+    assert headers["content-type"].startswith("application/json")
+    assert _envelope(body)["code"] == code
+    assert b"AAAA" not in body and b"BBBB" not in body and b"not http" not in body  # nothing sent is echoed
+    assert (await api.get("/health")).status == 200  # and the server carries on
+
+
+async def test_a_long_url_just_under_the_limit_is_served(api) -> None:
+    resp = await api.get("/instruments?q=" + "A" * 60 + "&name=" + "N" * 64 + "&x=" + "y" * 7_500)
+    assert (await _error(resp, 422))["details"][0]["field"] == "x"  # reached the app, not refused at the door
+
+
+async def test_unknown_routes_and_wrong_methods_on_the_real_server(api) -> None:
+    status, headers, body = await _raw(api, b"GET /no/such/route HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert status == 404 and _envelope(body)["code"] == "not_found"
+    status, headers, body = await _raw(api, b"PATCH /orders HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert status == 405 and "POST" in headers["allow"] and _envelope(body)["code"] == "method_not_allowed"
+
+
 async def test_request_ids_are_echoed_or_made(api) -> None:
     resp = await api.get("/health", headers={"X-Request-ID": "trace-123"})
     assert resp.headers["X-Request-ID"] == "trace-123"
@@ -81,7 +134,7 @@ async def test_api_key_guards_everything_but_the_open_paths(make_api) -> None:
         assert (await api.get(path)).status == 200, path
     err = await _error(await api.get("/subscriptions"), 401)
     assert "X-API-Key" in err["message"]
-    err = await _error(await api.get("/subscriptions", headers={"X-API-Key": "k" * 39 + "x"}), 401)
+    err = await _error(await api.get("/subscriptions", headers={"X-API-Key": API_KEY[:-1] + "x"}), 401)
     assert err["message"] == "invalid API key"
     assert (await api.post("/orders", json=ORDER)).status == 401
     ok = await api.get("/subscriptions", headers={"X-API-Key": API_KEY})

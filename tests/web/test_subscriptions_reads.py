@@ -21,7 +21,7 @@ async def control_listener(redis, names):
 
 
 async def next_control(pubsub) -> dict:
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         while True:
             message = await pubsub.get_message(timeout=1.0)
             if message is not None:

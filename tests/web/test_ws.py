@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.web.conftest import API_KEY
+from tests.web.conftest import ADMIN_KEY, API_KEY
 from ticker.http.observe import HttpMetrics
 from ticker.http.state import SERVICES
 from ticker.http.ws_hub import TickHub
@@ -24,7 +24,7 @@ JWT_SECRET = "j" * 32
 KEYED = {"X-API-Key": API_KEY}
 
 
-async def receive(ws, kind: str, timeout: float = 5.0) -> dict:
+async def receive(ws, kind: str, timeout: float = 30.0) -> dict:
     async with asyncio.timeout(timeout):
         while True:
             message = await ws.receive_json()
@@ -44,7 +44,7 @@ def ticks(tokens, **extra) -> bytes:
 
 async def test_a_client_gets_exactly_the_tokens_it_subscribed(make_api, redis, names) -> None:
     api = await make_api(api_key=API_KEY)
-    assert await api.app[SERVICES].hub.wait_ready()
+    assert await api.app[SERVICES].hub.wait_ready(30)
     ws = await connect(api, headers=KEYED)
     mine, others = [101, 102, 103, 104, 105], [201, 202, 203, 204, 205]
     await ws.send_json({"action": "subscribe", "tokens": mine})
@@ -54,7 +54,7 @@ async def test_a_client_gets_exactly_the_tokens_it_subscribed(make_api, redis, n
     await redis.publish(names.underlying, ticks(others[3:] + mine[3:]))
     await redis.publish(names.options, ticks([mine[0]], last=True))
     got: list[int] = []
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         while True:
             message = await ws.receive_json()
             assert message["type"] == "tick", message
@@ -72,14 +72,14 @@ async def test_a_client_gets_exactly_the_tokens_it_subscribed(make_api, redis, n
 
 async def test_batch_mode_delivers_ticks_together(make_api, redis, names) -> None:
     api = await make_api()
-    assert await api.app[SERVICES].hub.wait_ready()
+    assert await api.app[SERVICES].hub.wait_ready(30)
     ws = await api.ws_connect("/ws/ticks?batch=true")
     assert (await receive(ws, "connected"))["batch"] is True
     await ws.send_json({"action": "subscribe", "tokens": [301, 302, 303]})
     await receive(ws, "subscribed")
     await redis.publish(names.options, ticks([301, 302, 399, 303]))
     got: list[int] = []
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):
         while len(got) < 3:
             message = await receive(ws, "ticks")
             got += [t["instrument_token"] for t in message["data"]]
@@ -204,3 +204,12 @@ async def test_a_slow_client_drops_and_counts_instead_of_growing(redis, names) -
     hub.disconnect(fast)
     assert hub.by_token == {} and hub.clients == {}
     assert hub.dispatch(ticks([5])) == 0
+
+
+async def test_either_key_opens_the_socket_and_a_wrong_one_does_not(make_api) -> None:
+    api = await make_api(api_key=API_KEY, admin_api_key=ADMIN_KEY)
+    for key in (API_KEY, ADMIN_KEY):
+        ws = await connect(api, headers={"X-API-Key": key})
+        await ws.close()
+    assert await refused(api, headers={"X-API-Key": "not-a-key"}) == 401
+    assert await refused(api) == 401
