@@ -30,7 +30,7 @@ from ticker.http.health import health
 from ticker.http.inputs import MAX_BODY_BYTES
 from ticker.http.observe import HttpMetrics, observe_middleware
 from ticker.http.openapi import openapi_json
-from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages, quiet_pool_floor_retries
+from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages
 from ticker.http.ratelimit import RateLimiter, rate_limit_middleware
 from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
@@ -124,7 +124,6 @@ def _outages(redis: ArqRedis, db: asyncpg.Pool, metrics: HttpMetrics) -> Outages
 
     for dependency in (REDIS, POSTGRES):
         show(dependency, True)
-    quiet_pool_floor_retries()
     return Outages({REDIS: redis.ping, POSTGRES: ping_postgres}, on_change=show)
 
 

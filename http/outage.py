@@ -165,17 +165,3 @@ class Outages:
 
 
 OUTAGES = web.AppKey("outages", Outages)
-
-
-class _PoolFloorRetries(logging.Filter):
-    """asyncpg logs every retry to refill its pool's minimum size, each with a traceback, for as long
-    as PostgreSQL is away. The watcher reports the outage; those retries are left out."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Failed to restore the pool connection floor")
-
-
-def quiet_pool_floor_retries() -> None:
-    pool_log = logging.getLogger("asyncpg.pool")
-    if not any(isinstance(f, _PoolFloorRetries) for f in pool_log.filters):
-        pool_log.addFilter(_PoolFloorRetries())
