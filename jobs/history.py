@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ticker.core.history import KITE_MAX_DAYS, max_span_days
 from ticker.core.strikes import INDEX_SYMBOL
 from ticker.infra.account_pick import data_accounts
 from ticker.infra.kite_rest import KiteException, is_transient
@@ -37,9 +38,7 @@ IST = ZoneInfo("Asia/Kolkata")  # Kite's timestamps are IST whatever the deploym
 Interval = Literal["minute", "3minute", "5minute", "10minute", "15minute", "30minute", "60minute", "day"]
 INTERVAL_SECONDS = {"minute": 60, "3minute": 180, "5minute": 300, "10minute": 600, "15minute": 900,
                     "30minute": 1800, "60minute": 3600, "day": 86_400}
-MAX_DAYS = {"minute": 60, "3minute": 100, "5minute": 100, "10minute": 100, "15minute": 200,
-            "30minute": 200, "60minute": 400, "day": 2000}
-MAX_RANGE_DAYS = 20 * 365  # one request may not ask for more than this in total
+MAX_DAYS = KITE_MAX_DAYS  # days of candles per Kite request, by interval
 FETCH_TRIES = 3
 
 
@@ -67,8 +66,9 @@ class HistoryPayload(BaseModel):
     def _range(self) -> HistoryPayload:
         if self.to <= self.from_:
             raise ValueError("`to` must be after `from`")
-        if (self.to - self.from_).days > MAX_RANGE_DAYS:
-            raise ValueError(f"the range may span at most {MAX_RANGE_DAYS} days")
+        limit = max_span_days(self.interval)  # the same limit the API checks before enqueueing
+        if (self.to - self.from_).days > limit:
+            raise ValueError(f"the range may span at most {limit} days for {self.interval} candles")
         return self
 
 

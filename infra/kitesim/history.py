@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 
 from ticker.core.clock import IST
+from ticker.core.history import KITE_MAX_DAYS
 from ticker.infra.kitesim.errors import input_error
 from ticker.infra.kitesim.market import model_prices
 from ticker.infra.kitesim.pricepath import STEPS_PER_MINUTE, PricePath, is_session_day, session_open_epoch
@@ -22,8 +23,7 @@ from ticker.infra.kitesim.universe import KIND_UNDERLYING, Universe
 
 INTERVAL_MINUTES = {"minute": 1, "3minute": 3, "5minute": 5, "10minute": 10, "15minute": 15,
                     "30minute": 30, "60minute": 60, "day": 375}
-MAX_DAYS = {"minute": 60, "3minute": 100, "5minute": 100, "10minute": 100, "15minute": 200,
-            "30minute": 200, "60minute": 400, "day": 2000}
+MAX_DAYS = KITE_MAX_DAYS  # Kite's per-request limits, which the stand-in enforces
 _FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 

@@ -21,10 +21,19 @@ from ticker.jobs import history as job_history
 KOLKATA = ZoneInfo("Asia/Kolkata")
 
 
-def test_the_job_and_the_api_use_the_same_limits() -> None:
-    assert job_history.MAX_DAYS == core_history.KITE_MAX_DAYS
-    assert job_history.MAX_RANGE_DAYS == core_history.MAX_RANGE_DAYS
+def test_the_job_and_the_api_know_the_same_intervals() -> None:
     assert set(get_args(job_history.Interval)) == set(get_args(Interval)) == set(core_history.INTERVALS)
+
+
+@pytest.mark.parametrize("interval", core_history.INTERVALS)
+def test_the_job_refuses_a_range_just_over_what_the_api_allows(interval: str) -> None:
+    start = datetime(2020, 1, 1, 9, 15)
+    limit = core_history.max_span_days(interval)
+    job_history.parse_payload({"instrument_token": 256265, "from": start.isoformat(),
+                               "to": (start + timedelta(days=limit)).isoformat(), "interval": interval})
+    with pytest.raises(job_history.HistoryError):
+        job_history.parse_payload({"instrument_token": 256265, "from": start.isoformat(),
+                                   "to": (start + timedelta(days=limit + 1)).isoformat(), "interval": interval})
 
 
 @pytest.mark.parametrize(("query", "field", "kind"), [
