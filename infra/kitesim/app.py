@@ -2,8 +2,9 @@
 
 Request path through the middlewares: Kite's error envelope (outermost) -> count the route and
 apply injected faults -> require `X-Kite-Version: 3` (400 InputException without it, as Kite)
--> authenticate (`Authorization: token api_key:access_token`) -> Kite's per-user rate limits
-(limits.py: 429 NetworkException "Too many requests") -> handler. The admin API (`/_sim/`) and
+-> authenticate (`Authorization: token api_key:access_token`) -> the static-IP rule for order
+routes (ipallow.py: 403 PermissionException) -> Kite's per-user rate limits (limits.py: 429
+NetworkException "Too many requests") -> handler. The admin API (`/_sim/`) and
 the ticker WebSocket (`/ws`) bypass all of it; the browser login pages need no version header.
 
 The server accepts request lines and header fields up to `MAX_LINE_BYTES`, enough for a quote of
@@ -62,6 +63,7 @@ async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
     if path not in PUBLIC_PATHS:
         account = sim.auth.check_header(request.headers.get("Authorization"))
         request[ACCOUNT_KEY] = account
+        sim.order_ips.check(key, request.remote)
         _rate_limit(sim, key, account.api_key, account.user_id)
     response = await handler(request)
     if decision.after == "accept_timeout":
