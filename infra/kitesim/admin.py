@@ -29,6 +29,8 @@
                                        with the account's api_secret, or with `checksum` instead (a forged
                                        one), over its ticker connections and/or to its postback URL
                                        (HTTP only for COMPLETE, CANCELLED, REJECTED, UPDATE)
+    POST   /_sim/postbacks/url         {"url": "http://.../kite/postback" | null, "api_key": null (every
+                                       account)} where HTTP postbacks go from now on
     GET    /_sim/order_ip_allowlist    {"ips": [...], "refused": {address: count}}: the static IPs order
                                        requests must come from (empty: any address)
     POST   /_sim/order_ip_allowlist    {"ips": ["127.0.0.2"]} set them ([] lifts the rule); order calls
@@ -134,6 +136,11 @@ class PostbackSend(_Body):
     checksum: str | None = None
     ws: bool = True
     http: bool = True
+
+
+class PostbackUrl(_Body):
+    url: str | None = Field(None, max_length=2048, pattern=r"^https?://")
+    api_key: str | None = None
 
 
 class IpList(_Body):
@@ -279,6 +286,15 @@ async def send_postback(request: web.Request) -> web.Response:
     if body.api_key is not None and body.api_key not in sim.auth.accounts:
         return ok({"error": f"unknown api_key {body.api_key!r}"}, status=404)
     return ok(sim.send_postback(body.update, body.api_key, body.checksum, body.ws, body.http))
+
+
+@routes.post("/_sim/postbacks/url")
+async def postback_url(request: web.Request) -> web.Response:
+    body = await _body(request, PostbackUrl)
+    sim = sim_of(request)
+    if body.api_key is not None and body.api_key not in sim.auth.accounts:
+        return ok({"error": f"unknown api_key {body.api_key!r}"}, status=404)
+    return ok({"accounts": sim.set_postback_url(body.url, body.api_key), "url": body.url})
 
 
 @routes.get("/_sim/order_ip_allowlist")

@@ -83,6 +83,16 @@ class SimState:
         self.hub.notify(api_key, update)
         self.postbacks.offer(account, update)
 
+    def set_postback_url(self, url: str | None, api_key: str | None = None) -> int:
+        """Point the postback URL of one account (or of every account) at `url` (None: no HTTP
+        postbacks), as changing it in Kite's developer console does; returns the accounts changed."""
+        keys = [self.account(api_key).api_key] if api_key else [a.api_key for a in self.accounts]
+        for key in keys:
+            changed = self.auth.accounts[key].model_copy(update={"postback_url": url})
+            self.auth.accounts[key] = self.auth.by_user[changed.user_id] = changed
+            self.accounts = [changed if a.api_key == key else a for a in self.accounts]
+        return len(keys)
+
     def send_postback(self, update: dict, api_key: str | None = None, checksum: str | None = None,
                       ws: bool = True, http: bool = True) -> dict:
         """An order update of our choosing, signed as Kite signs it unless `checksum` overrides it (a
