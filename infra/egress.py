@@ -12,10 +12,9 @@ The proxy URL may carry credentials; they are sent as Proxy-Authorization and ne
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
-
-import aiohttp
 
 from ticker.infra.logs import register_secret
 from ticker.infra.settings import Settings
@@ -24,7 +23,7 @@ from ticker.infra.settings import Settings
 @dataclass(frozen=True)
 class Egress:
     proxy: str | None = None  # scheme://host:port, no credentials
-    auth: aiohttp.BasicAuth | None = field(default=None, repr=False)
+    headers: dict[str, str] | None = field(default=None, repr=False)  # Proxy-Authorization, when given
     all_rest: bool = False
 
     def proxy_for(self, order_path: bool) -> str | None:
@@ -48,12 +47,14 @@ def parse_proxy(url: str, all_rest: bool = False) -> Egress:
         raise ValueError("a proxy URL looks like http://[user:pass@]host:port")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    auth = None
+    headers = None
     if parts.username is not None:
         password = unquote(parts.password or "")
         register_secret(password)
-        auth = aiohttp.BasicAuth(unquote(parts.username), password)
-    return Egress(f"{parts.scheme}://{host}:{port}", auth, all_rest)
+        token = base64.b64encode(f"{unquote(parts.username)}:{password}".encode()).decode()
+        register_secret(token)
+        headers = {"Proxy-Authorization": f"Basic {token}"}
+    return Egress(f"{parts.scheme}://{host}:{port}", headers, all_rest)
 
 
 def egress_from(settings: Settings) -> Egress:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -65,12 +66,14 @@ class KiteHttp:
     """Owns the aiohttp session; close it on shutdown. `egress` says which calls go through a proxy
     (Kite accepts orders only from a registered static IP; see ticker.infra.egress)."""
 
-    def __init__(self, root: str, *, timeout: float = 7.0, limit: int = 100, egress: Egress | None = None) -> None:
+    def __init__(self, root: str, *, timeout: float = 7.0, limit: int = 100, egress: Egress | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.root = root.rstrip("/")
         self.timeout = timeout
         self.egress = egress or Egress()
+        tls = {"ssl": ssl_context} if ssl_context is not None else {}  # else the system's trusted CAs
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, **tls),
             headers={"X-Kite-Version": KITE_VERSION, "User-Agent": USER_AGENT},
             json_serialize=lambda v: orjson.dumps(v).decode(),
         )
@@ -97,11 +100,19 @@ class KiteHttp:
         query = clean if method in ("GET", "DELETE") or json_body is not None else None
         form = clean if method in ("POST", "PUT") and json_body is None else None
         proxy = self.egress.proxy_for(order_path)
+        proxy_headers = None
+        if proxy and self.egress.headers:
+            # A tunnel (https, as Kite is) authenticates on its CONNECT; a plain-http request is sent to
+            # the proxy itself and carries the credentials in its own headers.
+            if self.root.startswith("https:"):
+                proxy_headers = dict(self.egress.headers)
+            else:
+                headers.update(self.egress.headers)
         try:
             async with self._session.request(
                 method, self.root + path, params=query, data=form, json=json_body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
-                proxy=proxy, proxy_auth=self.egress.auth if proxy else None,
+                proxy=proxy, proxy_headers=proxy_headers,
             ) as resp:
                 body = await resp.read()
                 return _parse(resp.status, resp.headers.get("Content-Type", ""), body)
