@@ -3,7 +3,9 @@
     GET    /_sim/health                {"status": "ok"} once the stand-in serves
     GET    /_sim/state                 configuration, accounts, live connections, faults, tick rates, spots
     GET    /_sim/accounts              every account with its secrets and live access tokens
-    GET    /_sim/counters              what the sim received: requests per route ("GET /quote"),
+    GET    /_sim/counters              what the sim received: requests per route ("GET /quote") and per
+                                       route and source address (requests_by_source: "POST /orders/{variety}
+                                       from 127.0.0.2"),
                                        orders_by_tag, orders_per_account (epoch times of created orders),
                                        max_orders_per_second, order_attempts, rate_limited (placements
                                        refused, by api_key), rate_limited_by_route / rate_limited_by_user

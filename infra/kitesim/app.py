@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,7 @@ async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     sim = sim_of(request)
     key = route_key(request)
-    sim.counters.request(key)
+    sim.counters.request(key, request.remote)
     decision = sim.faults.decide(key)
     if decision.delay:
         await asyncio.sleep(decision.delay)
@@ -153,20 +154,21 @@ class SimHandle:
 
 
 @contextlib.asynccontextmanager
-async def running_sim(config: SimConfig | None = None, host: str = "127.0.0.1",
-                      port: int = 0) -> AsyncIterator[SimHandle]:
-    """Serve a stand-in in the running event loop on host:port (0 = a free port)."""
+async def running_sim(config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0,
+                      ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[SimHandle]:
+    """Serve a stand-in in the running event loop on host:port (0 = a free port); over TLS (https,
+    wss, as Kite is) when given a server `ssl_context`."""
     state = SimState(config or SimConfig())
     runner = web.AppRunner(build_app(state=state), handle_signals=False, access_log=None,
                            shutdown_timeout=0.25, max_line_size=MAX_LINE_BYTES,
                            max_field_size=MAX_LINE_BYTES)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound = runner.addresses[0][1]
-        url = f"http://{host}:{bound}"
-        yield SimHandle(url, f"ws://{host}:{bound}/ws", state.accounts, state)
+        secure = "s" if ssl_context is not None else ""
+        yield SimHandle(f"http{secure}://{host}:{bound}", f"ws{secure}://{host}:{bound}/ws", state.accounts, state)
     finally:
         await runner.cleanup()
 
