@@ -224,3 +224,27 @@ async def test_margin_preview_is_kites_basket_answer(live: Stack) -> None:
     status, err = await stack.call("POST", "/orders/margins", "/orders/margins",
                                    json={"orders": [buy, {**sell, "quantity": 1}]})
     assert status == 422 and err["error"]["details"][0]["field"] == "orders.1.quantity"
+
+
+async def test_gtt_writes_retry_transient_failures_and_adopt_a_gtt_whose_answer_was_lost(live: Stack) -> None:
+    stack = live
+    last = await priced(stack, 100.0)
+    # two 503s, then Kite answers: one GTT, placed on the third attempt
+    await sim_admin(stack, "POST", "/_sim/faults", {"route": "POST /gtt/triggers", "kind": "503", "times": 2})
+    body = gtt_body(stack, last, [on_tick(last * 1.3)], [leg(stack, "BUY", last * 1.4)])
+    status, accepted = await stack.call("POST", "/gtt", "/gtt", json=body)
+    result = await completed(stack, accepted)
+    assert result["attempts"] == 3 and result["adopted"] is False
+
+    # the same GTT again, but Kite's answer is lost (the connection drops after it placed it): the retry
+    # finds it by content, and not the first one, which another job already recorded as its own
+    await sim_admin(stack, "POST", "/_sim/faults", {"route": "POST /gtt/triggers", "kind": "accept_drop",
+                                                     "times": 1})
+    status, accepted = await stack.call("POST", "/gtt", "/gtt", json=body)
+    adopted = await completed(stack, accepted)
+    assert adopted["adopted"] is True and adopted["attempts"] == 2
+    assert adopted["trigger_id"] != result["trigger_id"]
+    gtts = stack.sim.state.gtts.of_account(stack.sim.account.api_key)
+    assert sorted(g["id"] for g in gtts) == sorted([result["trigger_id"], adopted["trigger_id"]])
+    placed = stack.sim.state.counters.snapshot()["requests"]["POST /gtt/triggers"]
+    assert placed == 4  # 503, 503, placed, placed-but-dropped: never a second call for the adopted one
