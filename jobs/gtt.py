@@ -111,11 +111,19 @@ def _kite_time(text: Any) -> datetime | None:
         return None
 
 
+def is_replay(job: OrderJob) -> bool:
+    """A replay of a dead letter (its idempotency key is `replay:<job id>:<n>`, see
+    ticker.core.orders.replay_key): the job it replays may have placed the GTT already."""
+    return (job.idempotency_key or "").startswith("replay:")
+
+
 async def find_placed(job: OrderJob, api: KiteApi, req: GttRequest, timeout: float) -> Outcome | None:
-    """A GTT an earlier attempt of this job placed: same content, created since the job started,
-    not recorded by another place job."""
+    """A GTT an earlier attempt of this job placed: same content, created since the job started (or,
+    for a replay, at any time), not recorded by another place job."""
     record = await audit.state(job.deps.db, job.job_id)
-    since = (record.started_at or record.created_at) - CLOCK_SKEW if record is not None else None
+    since = None
+    if record is not None and not is_replay(job):
+        since = (record.started_at or record.created_at) - CLOCK_SKEW
     for gtt in await api.gtts(timeout=timeout):
         created = _kite_time(gtt.get("created_at"))
         if since is not None and (created is None or created < since):
@@ -128,6 +136,8 @@ async def find_placed(job: OrderJob, api: KiteApi, req: GttRequest, timeout: flo
 async def place_gtt(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     p, job = await _open(ctx, payload, "gtt_place")
     req: GttRequest = p.gtt
+    if is_replay(job):  # the first attempt looks before it places (order replays carry prior tags)
+        job = replace(job, prior_tags=[job.idempotency_key or ""])
     timeout = job.deps.settings.order_request_timeout
 
     async def lookup(api: KiteApi) -> Outcome | None:
