@@ -39,6 +39,7 @@ from ticker.jobs.context import deps
 from ticker.jobs.order_runner import (
     INFRA_ERRORS,
     Attempt,
+    Check,
     OrderJob,
     Outcome,
     error_text,
@@ -79,7 +80,9 @@ async def _open(ctx: dict[str, Any], payload: dict[str, Any], kind: GttKind) -> 
     return p, job
 
 
-def _checker(job: OrderJob, req: GttRequest):
+def _checker(job: OrderJob, req: GttRequest) -> Check:
+    """Why the GTT can never succeed (it is then dead-lettered without a call to Kite), or None."""
+
     async def check() -> str | None:
         issues = validate_gtt(req, await find_instrument(job.deps.db, req.exchange, req.tradingsymbol))
         return f"{issues[0].field}: {issues[0].message}" if issues else None
@@ -99,7 +102,7 @@ async def _settled(job: OrderJob, result: dict[str, Any]) -> dict[str, Any]:
             pipe.delete(*keys)
             pipe.incr(gtt_version_key(d.names, job.account_id))
             await pipe.execute()
-    except INFRA_ERRORS as exc:  # the cache then expires by itself, within PORTFOLIO_CACHE_SECONDS
+    except INFRA_ERRORS as exc:  # reads may then answer from before the write for one cache window
         log.warning("GTT job %s: cached GTT reads not dropped: %s", job.job_id, error_text(exc))
     return result
 
