@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any, Literal
 
 Rejection = Literal["missing_checksum", "bad_checksum", "malformed"]
 REJECTIONS: tuple[Rejection, ...] = ("missing_checksum", "bad_checksum", "malformed")
 
 
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
 def postback_checksum(order_id: str, order_timestamp: str, api_secret: str) -> str:
-    return hashlib.sha256(f"{order_id}{order_timestamp}{api_secret}".encode()).hexdigest()
+    # surrogatepass: an update is untrusted input, and no text in it may make hashing it fail
+    return hashlib.sha256(f"{order_id}{order_timestamp}{api_secret}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_postback(update: Any, api_secret: str) -> Rejection | None:
@@ -27,5 +32,7 @@ def check_postback(update: Any, api_secret: str) -> Rejection | None:
     given = update.get("checksum")
     if not isinstance(given, str) or not given:
         return "missing_checksum"
+    if not _HEX64.match(given):
+        return "bad_checksum"
     expected = postback_checksum(str(update["order_id"]), str(update.get("order_timestamp") or ""), api_secret)
     return None if hmac.compare_digest(expected, given.lower()) else "bad_checksum"

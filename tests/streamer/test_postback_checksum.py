@@ -9,7 +9,7 @@ import logging
 import orjson
 import pytest
 
-from ticker.core.postbacks import postback_checksum
+from ticker.core.postbacks import check_postback, postback_checksum
 from ticker.streamer.buffer import TickBuffer
 from ticker.streamer.ingest import Ingest
 from ticker.streamer.metrics import StreamerMetrics
@@ -58,6 +58,7 @@ def test_a_genuine_postback_is_relayed_with_its_account(ingest: Ingest) -> None:
     (update("B6", secret=None), "missing_checksum"),
     ({**update("B7"), "checksum": 12345}, "missing_checksum"),
     ({**update("B8"), "checksum": update("B8")["checksum"].upper()}, None),  # hex case does not matter
+    ({**update("B9"), "checksum": "\u00f8#\U0001f600"}, "bad_checksum"),  # not hex at all
 ])
 def test_a_postback_is_relayed_only_when_its_checksum_verifies(ingest: Ingest, data: dict, reason: str | None,
                                                                caplog: pytest.LogCaptureFixture) -> None:
@@ -88,3 +89,8 @@ def test_an_account_without_a_secret_passes_unverified_and_is_reported_once(
     assert ingest.unverified == set()
     ingest.text("bare", message(update("C3", secret="anything")))
     assert relayed(ingest) == [] and rejected(ingest, "bad_checksum") == 1
+
+
+def test_text_that_no_codec_takes_is_a_bad_checksum_not_a_crash() -> None:
+    assert check_postback({**update("D1"), "order_id": "\ud800x"}, SECRET) == "bad_checksum"
+    assert check_postback({**update("D2"), "checksum": "\udc00" * 64}, SECRET) == "bad_checksum"

@@ -90,6 +90,8 @@ async def test_a_forged_postback_is_refused_and_counted_and_a_genuine_one_is_pub
     assert (await response.json())["error"]["code"] == "bad_checksum"
     response = await app.post("/kite/postback", json=update("F2", secret=None))
     assert response.status == 403 and (await response.json())["error"]["code"] == "missing_checksum"
+    response = await app.post("/kite/postback", json={**update("F3"), "checksum": "\u00f8#\U0001f600"})
+    assert response.status == 403 and (await response.json())["error"]["code"] == "bad_checksum"
 
     genuine = update("G1")
     response = await app.post("/kite/postback", json=genuine)  # the account is found by its checksum
@@ -97,7 +99,7 @@ async def test_a_forged_postback_is_refused_and_counted_and_a_genuine_one_is_pub
     assert await response.json() == {"published": True, "verified": True, "account_id": "keyed"}
     first = await next_order(orders_channel)  # channel order is publish order: nothing came before it
     assert first == {**genuine, "account_id": "keyed"}
-    assert await metric(app, "ticker_http_postbacks_rejected_total", 'reason="bad_checksum"') == 1
+    assert await metric(app, "ticker_http_postbacks_rejected_total", 'reason="bad_checksum"') == 2
     assert await metric(app, "ticker_http_postbacks_rejected_total", 'reason="missing_checksum"') == 1
     assert await metric(app, "ticker_http_postbacks_published_total", 'verified="true"') == 1
 
