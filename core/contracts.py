@@ -25,8 +25,14 @@ JOB_SYNC_ORDERS = "sync_orders"
 JOB_CLEANUP = "cleanup"
 JOB_REBALANCE_STRIKES = "rebalance_strikes"
 JOB_PORTFOLIO = "portfolio"
+JOB_PLACE_GTT = "place_gtt"
+JOB_MODIFY_GTT = "modify_gtt"
+JOB_DELETE_GTT = "delete_gtt"
+JOB_ORDER_MARGINS = "order_margins"
 
-ORDER_JOBS = frozenset({JOB_PLACE_ORDER, JOB_MODIFY_ORDER, JOB_CANCEL_ORDER})
+GTT_JOBS = frozenset({JOB_PLACE_GTT, JOB_MODIFY_GTT, JOB_DELETE_GTT})
+# The orders queue (short poll delay) carries every job a trader waits on before acting.
+ORDER_JOBS = frozenset({JOB_PLACE_ORDER, JOB_MODIFY_ORDER, JOB_CANCEL_ORDER, *GTT_JOBS, JOB_ORDER_MARGINS})
 
 
 @dataclass(frozen=True)

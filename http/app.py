@@ -18,9 +18,11 @@ from arq.connections import ArqRedis
 from ticker.http import (
     routes_accounts,
     routes_admin,
+    routes_gtt,
     routes_instruments,
     routes_jobs,
     routes_orders,
+    routes_postback,
     routes_subscriptions,
 )
 from ticker.http.audit_batch import AuditBatcher
@@ -65,7 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/ws/ticks", ws_ticks)
     for module in (routes_orders, routes_jobs, routes_subscriptions, routes_instruments, routes_accounts,
-                   routes_admin):
+                   routes_admin, routes_gtt, routes_postback):
         app.add_routes(module.routes)
     return app
 

@@ -30,8 +30,10 @@ from ticker.infra.settings import Settings
 API_KEY_HEADER = "X-API-Key"
 # Reachable without the API key: probes, scrapers, the spec, and Kite's login redirect (a browser
 # GET that cannot carry headers; the request token it brings is useless without our api_secret).
-# /ws/ticks authenticates itself (JWT or API key) before the upgrade.
-OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/auth/kite/callback", "/ws/ticks"})
+# /ws/ticks authenticates itself (JWT or API key) before the upgrade; Kite's order postbacks
+# (/kite/postback) prove themselves by their checksum.
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/auth/kite/callback", "/ws/ticks",
+                        "/kite/postback"})
 # First path segments of the routes that need the admin key.
 ADMIN_SECTIONS = frozenset({"accounts", "admin", "dlq"})
 JWKS_TTL = 300.0

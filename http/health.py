@@ -20,7 +20,9 @@ from aiohttp import web
 
 from ticker.http.errors import json_response
 from ticker.http.outage import POSTGRES, REDIS, reason_of
+from ticker.http.routes_postback import postback_report
 from ticker.http.state import Services, services
+from ticker.infra.egress import egress_from
 from ticker.infra.heartbeat import alive
 
 CHECK_TIMEOUT = 2.0
@@ -89,4 +91,7 @@ async def health(request: web.Request) -> web.Response:
     else:
         status = "degraded"
     body = {"status": status, "checks": checks, "ws_clients": len(svc.hub.clients)}
+    # Kite: which way orders leave (direct, or the static-IP proxy: host:port, never credentials), and
+    # accounts whose HTTP postbacks could not be verified (no api_secret stored).
+    body["kite"] = {"egress": egress_from(svc.settings).describe(), "postbacks": postback_report(request.app)}
     return json_response(body, status=503 if status == "down" else 200)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 from kiteconnect import exceptions as kex
+
+from ticker.infra.egress import Egress
 
 KITE_VERSION = "3"
 USER_AGENT = "ticker-service/0.1"
@@ -60,13 +63,17 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class KiteHttp:
-    """Owns the aiohttp session; close it on shutdown."""
+    """Owns the aiohttp session; close it on shutdown. `egress` says which calls go through a proxy
+    (Kite accepts orders only from a registered static IP; see ticker.infra.egress)."""
 
-    def __init__(self, root: str, *, timeout: float = 7.0, limit: int = 100) -> None:
+    def __init__(self, root: str, *, timeout: float = 7.0, limit: int = 100, egress: Egress | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.root = root.rstrip("/")
         self.timeout = timeout
+        self.egress = egress or Egress()
+        tls = {"ssl": ssl_context} if ssl_context is not None else {}  # else the system's trusted CAs
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, **tls),
             headers={"X-Kite-Version": KITE_VERSION, "User-Agent": USER_AGENT},
             json_serialize=lambda v: orjson.dumps(v).decode(),
         )
@@ -82,27 +89,50 @@ class KiteHttp:
         auth: tuple[str, str] | None = None,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
+        json_body: Any = None,
+        order_path: bool = False,
     ) -> Any:
-        """One call. GET/DELETE put params in the query; POST/PUT send them as a form, as Kite wants."""
+        """One call. GET/DELETE put params in the query; POST/PUT send them as a form, as Kite wants,
+        or `json_body` as JSON (the margin endpoints). `order_path` marks an order or GTT write, which
+        leaves through the egress proxy when one is set."""
         headers = {"Authorization": f"token {auth[0]}:{auth[1]}"} if auth else {}
         clean = {k: _wire(v) for k, v in (params or {}).items() if v is not None}
-        query = clean if method in ("GET", "DELETE") else None
-        form = clean if method in ("POST", "PUT") else None
+        query = clean if method in ("GET", "DELETE") or json_body is not None else None
+        form = clean if method in ("POST", "PUT") and json_body is None else None
+        proxy = self.egress.proxy_for(order_path)
+        proxy_headers = None
+        if proxy and self.egress.headers:
+            # A tunnel (https, as Kite is) authenticates on its CONNECT; a plain-http request is sent to
+            # the proxy itself and carries the credentials in its own headers.
+            if self.root.startswith("https:"):
+                proxy_headers = dict(self.egress.headers)
+            else:
+                headers.update(self.egress.headers)
         try:
             async with self._session.request(
-                method, self.root + path, params=query, data=form, headers=headers,
+                method, self.root + path, params=query, data=form, json=json_body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+                proxy=proxy, proxy_headers=proxy_headers,
             ) as resp:
                 body = await resp.read()
                 return _parse(resp.status, resp.headers.get("Content-Type", ""), body)
         except TimeoutError as exc:
             raise KiteTimeout(f"Kite did not answer {method} {path} in time") from exc
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise KiteUnreachable(f"cannot reach the egress proxy {_where(proxy)}: {exc.os_error}") from exc
+        except aiohttp.ClientHttpProxyError as exc:  # the proxy refused the tunnel: nothing reached Kite
+            raise KiteUnreachable(f"the egress proxy {_where(proxy)} refused the connection "
+                                  f"(HTTP {exc.status})") from exc
         except aiohttp.ClientConnectorError as exc:
             raise KiteUnreachable(f"cannot reach Kite at {self.root}: {exc.os_error}") from exc
         except aiohttp.ServerDisconnectedError as exc:
             raise KiteTimeout(f"Kite closed the connection during {method} {path}") from exc
         except aiohttp.ClientError as exc:
             raise KiteTimeout(f"{method} {path} failed: {exc.__class__.__name__}") from exc
+
+
+def _where(proxy: str | None) -> str:
+    return proxy.split("://", 1)[-1] if proxy else "?"
 
 
 def _wire(value: Any) -> Any:
@@ -156,9 +186,10 @@ class KiteApi:
     access_token: str | None = None
 
     async def _call(self, method: str, path: str, params: dict[str, Any] | None = None,
-                    timeout: float | None = None) -> Any:
+                    timeout: float | None = None, *, json_body: Any = None, order_path: bool = False) -> Any:
         auth = (self.api_key, self.access_token) if self.access_token else None
-        return await self.http.request(method, path, auth=auth, params=params, timeout=timeout)
+        return await self.http.request(method, path, auth=auth, params=params, timeout=timeout,
+                                       json_body=json_body, order_path=order_path)
 
     # session
     async def generate_session(self, request_token: str, api_secret: str) -> dict[str, Any]:
@@ -182,17 +213,19 @@ class KiteApi:
     # orders
     async def place_order(self, variety: str, params: dict[str, Any], timeout: float | None = None) -> str:
         params = with_market_protection(params)
-        return (await self._call("POST", f"/orders/{variety}", params, timeout))["order_id"]
+        return (await self._call("POST", f"/orders/{variety}", params, timeout, order_path=True))["order_id"]
 
     async def modify_order(self, variety: str, order_id: str, params: dict[str, Any],
                            timeout: float | None = None) -> str:
         params = with_market_protection(params)
-        return (await self._call("PUT", f"/orders/{variety}/{order_id}", params, timeout))["order_id"]
+        return (await self._call("PUT", f"/orders/{variety}/{order_id}", params, timeout,
+                                 order_path=True))["order_id"]
 
     async def cancel_order(self, variety: str, order_id: str, parent_order_id: str | None = None,
                            timeout: float | None = None) -> str:
         params = {"parent_order_id": parent_order_id}
-        return (await self._call("DELETE", f"/orders/{variety}/{order_id}", params, timeout))["order_id"]
+        return (await self._call("DELETE", f"/orders/{variety}/{order_id}", params, timeout,
+                                 order_path=True))["order_id"]
 
     async def orders(self, timeout: float | None = None) -> list[dict[str, Any]]:
         return await self._call("GET", "/orders", timeout=timeout)
@@ -226,3 +259,37 @@ class KiteApi:
 
     async def ltp(self, instruments: list[str]) -> dict[str, Any]:
         return await self._call("GET", "/quote/ltp", {"i": instruments})
+
+    # GTT (good till triggered): writes are order requests, so they take the order path's egress
+    async def place_gtt(self, params: dict[str, Any], timeout: float | None = None) -> int:
+        """`params`: Kite's GTT form (type, condition and orders as JSON text); returns the trigger id."""
+        return int((await self._call("POST", "/gtt/triggers", params, timeout, order_path=True))["trigger_id"])
+
+    async def modify_gtt(self, trigger_id: int, params: dict[str, Any], timeout: float | None = None) -> int:
+        data = await self._call("PUT", f"/gtt/triggers/{trigger_id}", params, timeout, order_path=True)
+        return int(data["trigger_id"])
+
+    async def delete_gtt(self, trigger_id: int, timeout: float | None = None) -> int:
+        data = await self._call("DELETE", f"/gtt/triggers/{trigger_id}", None, timeout, order_path=True)
+        return int(data["trigger_id"])
+
+    async def gtts(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The account's GTTs, newest first."""
+        return await self._call("GET", "/gtt/triggers", timeout=timeout)
+
+    async def gtt(self, trigger_id: int, timeout: float | None = None) -> dict[str, Any]:
+        return await self._call("GET", f"/gtt/triggers/{trigger_id}", timeout=timeout)
+
+    # margin calculation
+    async def order_margins(self, orders: list[dict[str, Any]], compact: bool = False,
+                            timeout: float | None = None) -> list[dict[str, Any]]:
+        """Margins of each order taken alone (positions it closes need none)."""
+        return await self._call("POST", "/margins/orders", {"mode": "compact" if compact else None}, timeout,
+                                json_body=orders)
+
+    async def basket_margins(self, orders: list[dict[str, Any]], consider_positions: bool = True,
+                             compact: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        """Kite's basket margins: `initial` (each order alone), `final` (together, hedges counted),
+        `orders` and `charges`; with `consider_positions` the open positions join `final`."""
+        query = {"consider_positions": consider_positions, "mode": "compact" if compact else None}
+        return await self._call("POST", "/margins/basket", query, timeout, json_body=orders)

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     kite_login_root: str = "https://kite.zerodha.com"
     kite_redirect_url: str | None = None
     kite_request_timeout: float = Field(7.0, gt=0)
+    # An HTTP proxy (CONNECT for https) whose address is registered with Kite: orders must come from a
+    # registered static IP. http://user:pass@host:port; used for order and GTT writes, or for every
+    # REST call with KITE_PROXY_ALL.
+    kite_proxy_url: SecretStr | None = None
+    kite_proxy_all: bool = False  # send every Kite REST call through KITE_PROXY_URL, not only orders
 
     # --- streamer -------------------------------------------------------------------------------
     publish_channel_prefix: str = "ticker:nifty"
@@ -178,6 +183,20 @@ class Settings(BaseSettings):
     @classmethod
     def _kite_url(cls, v: str) -> str:
         return _url(v, ("http", "https", "ws", "wss")).rstrip("/")
+
+    @field_validator("kite_proxy_url")
+    @classmethod
+    def _proxy_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        parts = urlparse(v.get_secret_value().strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("KITE_PROXY_URL must look like http://[user:pass@]host:port")
+        try:
+            parts.port  # noqa: B018 - a port that is not a number raises here
+        except ValueError as exc:
+            raise ValueError("KITE_PROXY_URL has a port that is not a number") from exc
+        return SecretStr(v.get_secret_value().strip())
 
     @field_validator("market_timezone")
     @classmethod

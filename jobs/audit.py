@@ -65,15 +65,22 @@ async def retrying(db: asyncpg.Pool, job_id: str, error: str) -> None:
 
 
 async def complete(db: asyncpg.Pool, job_id: str, attempt: int, outcome: str, latency_ms: float,
-                   kite_order_id: str | None, result: dict[str, Any]) -> None:
-    """The attempt's outcome and the job's result, in one statement."""
+                   kite_order_id: str | None, result: dict[str, Any], gtt_id: int | None = None) -> None:
+    """The attempt's outcome and the job's result, in one statement (`gtt_id`: a GTT job's trigger)."""
     await db.execute(
         "WITH a AS (UPDATE order_attempts SET outcome = $3, latency_ms = $4, kite_order_id = $5"
         " WHERE job_id = $1 AND attempt = $2)"
         " UPDATE order_requests SET status = 'complete', kite_order_id = COALESCE($5, kite_order_id), result = $6,"
-        " finished_at = now(), updated_at = now() WHERE job_id = $1",
-        job_id, attempt, outcome, latency_ms, kite_order_id, result,
+        " gtt_id = COALESCE($7::bigint, gtt_id), finished_at = now(), updated_at = now() WHERE job_id = $1",
+        job_id, attempt, outcome, latency_ms, kite_order_id, result, gtt_id,
     )
+
+
+async def gtt_claimed(db: asyncpg.Pool, gtt_id: int, job_id: str) -> bool:
+    """Whether another GTT place job already recorded this trigger as the one it placed."""
+    return bool(await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM order_requests WHERE gtt_id = $1 AND kind = 'gtt_place' AND job_id <> $2)",
+        gtt_id, job_id))
 
 
 async def finish_failed(db: asyncpg.Pool | asyncpg.Connection, job_id: str, status: str, error: str) -> None:

@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 from ticker.core.contracts import Names
 from ticker.infra.accounts import AccountStore, account_store
 from ticker.infra.db import create_pool
+from ticker.infra.egress import egress_from
 from ticker.infra.kite_rest import KiteHttp
 from ticker.infra.queue import names_for
 from ticker.infra.settings import Settings
@@ -41,7 +42,7 @@ async def build_deps(settings: Settings, redis: ArqRedis) -> Deps:
         names=names_for(settings),
         redis=redis,
         db=pool,
-        kite_http=KiteHttp(settings.kite_root, timeout=settings.kite_request_timeout),
+        kite_http=KiteHttp(settings.kite_root, timeout=settings.kite_request_timeout, egress=egress_from(settings)),
         accounts=account_store(pool, settings),
         extras={},
     )

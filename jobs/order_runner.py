@@ -25,6 +25,7 @@ from arq import Retry
 from pydantic import BaseModel
 
 from ticker.core.contracts import JOB_REFRESH_TOKENS
+from ticker.core.gtt import GttKind
 from ticker.core.orders import OrderJobFailed, OrderKind
 from ticker.infra.breaker import CircuitBreaker
 from ticker.infra.kite_rest import KiteApi, KiteUnreachable, TokenException, is_transient
@@ -48,11 +49,12 @@ class Outcome(BaseModel):
     kite_order_id: str | None = None
     adopted: bool = False  # an order an earlier attempt placed, found by its tag
     kite_status: str | None = None
+    trigger_id: int | None = None  # the GTT a GTT job placed, modified or deleted
 
 
 class OrderResult(BaseModel):
     job_id: str
-    kind: OrderKind
+    kind: OrderKind | GttKind
     account_id: str
     kite_order_id: str | None
     tag: str | None
@@ -75,7 +77,7 @@ class OrderJob:
     job_id: str
     job_try: int
     job_name: str
-    kind: OrderKind
+    kind: OrderKind | GttKind
     account_id: str
     payload: dict[str, Any]
     tag: str | None = None
@@ -84,6 +86,7 @@ class OrderJob:
     basket_id: str | None = None
     client_tag: str | None = None
     breaker_dirty: bool = True  # failures may be counted against the account: a success must reset them
+    bucket: str = "orders"  # the account's rate-limit bucket its Kite call draws from (GTT writes: "api")
 
 
 Action = Callable[[KiteApi, Attempt], Awaitable[Outcome]]
@@ -161,7 +164,7 @@ async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Ch
     # its breaker and a rate-limit grant. A grant taken by a job that then stops is merely unused.
     found = await asyncio.gather(
         audit.state(d.db, job.job_id), check() if check is not None else _no_issue(), _api_or_reason(job),
-        breaker(d).check(job.account_id), _wait_for_rate(job, "orders"), return_exceptions=True,
+        breaker(d).check(job.account_id), _wait_for_rate(job, job.bucket), return_exceptions=True,
     )
     for result in found:
         if isinstance(result, BaseException) and not isinstance(result, AccountUnavailable):
@@ -219,8 +222,10 @@ async def _succeeded(job: OrderJob, number: int, started: float, outcome: Outcom
         tag=job.tag, adopted=outcome.adopted, attempts=number, kite_status=outcome.kite_status,
         client_tag=job.client_tag, basket_id=job.basket_id,
     ).model_dump(mode="json")
+    if outcome.trigger_id is not None:
+        result["trigger_id"] = outcome.trigger_id
     await audit.complete(d.db, job.job_id, number, "adopted" if outcome.adopted else "ok", latency,
-                         outcome.kite_order_id, result)
+                         outcome.kite_order_id, result, gtt_id=outcome.trigger_id)
     if job.breaker_dirty:
         await breaker(d).record_success(job.account_id)
     return result

@@ -1,4 +1,5 @@
-"""Portfolio reads (positions, holdings, margins, order book, trades) as short jobs with a Redis cache.
+"""Portfolio reads (positions, holdings, margins, order book, trades, GTTs) as short jobs with a Redis
+cache.
 
 Many clients polling the same account share one Kite call per `PORTFOLIO_CACHE_SECONDS`, and every
 call goes through the account's shared "api" rate limit.
@@ -13,7 +14,7 @@ from typing import Any, Literal
 import orjson
 from arq import Retry
 from arq.worker import func
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ticker.core.contracts import JOB_PORTFOLIO, Names
 from ticker.infra.kite_rest import KiteApi, is_transient
@@ -23,7 +24,7 @@ from ticker.jobs.context import Deps, deps
 from ticker.jobs.kite_clients import kite_clients
 from ticker.jobs.order_runner import backoff, limiter
 
-PortfolioKind = Literal["positions", "holdings", "margins", "orders", "trades"]
+PortfolioKind = Literal["positions", "holdings", "margins", "orders", "trades", "gtts", "gtt"]
 FETCH_LOCK_SECONDS = 5.0
 
 
@@ -31,23 +32,33 @@ class PortfolioPayload(BaseModel, extra="forbid"):
     account_id: str | None = Field(None, min_length=1, max_length=64)
     kind: PortfolioKind
     max_age_seconds: float | None = Field(None, ge=0, le=3600)  # None: PORTFOLIO_CACHE_SECONDS
+    trigger_id: int | None = Field(None, gt=0)  # kind "gtt": which one
+
+    @model_validator(mode="after")
+    def _one_gtt(self) -> PortfolioPayload:
+        if (self.kind == "gtt") != (self.trigger_id is not None):
+            raise ValueError("trigger_id is required exactly for kind gtt")
+        return self
 
 
 class PortfolioResult(BaseModel):
     account_id: str
     kind: PortfolioKind
+    trigger_id: int | None = None
     data: Any
     fetched_at: float
     cached: bool
 
 
-def cache_key(names: Names, account_id: str, kind: str) -> str:
-    return names.key("portfolio", account_id, kind)
+def cache_key(names: Names, account_id: str, kind: str, trigger_id: int | None = None) -> str:
+    return names.key("portfolio", account_id, kind, *([str(trigger_id)] if trigger_id is not None else []))
 
 
-async def _fetch(api: KiteApi, kind: PortfolioKind) -> Any:
+async def _fetch(api: KiteApi, kind: PortfolioKind, trigger_id: int | None) -> Any:
+    if kind == "gtt":
+        return await api.gtt(trigger_id or 0)
     calls = {"positions": api.positions, "holdings": api.holdings, "margins": api.margins,
-             "orders": api.orders, "trades": api.trades}
+             "orders": api.orders, "trades": api.trades, "gtts": api.gtts}
     return await calls[kind]()
 
 
@@ -60,9 +71,10 @@ async def _cached(d: Deps, key: str, max_age: float) -> PortfolioResult | None:
     return None
 
 
-async def read_portfolio(d: Deps, account_id: str, kind: PortfolioKind, max_age: float) -> PortfolioResult:
+async def read_portfolio(d: Deps, account_id: str, kind: PortfolioKind, max_age: float,
+                         trigger_id: int | None = None) -> PortfolioResult:
     """From the cache when fresh enough; else one job fetches while the others wait for its result."""
-    key = cache_key(d.names, account_id, kind)
+    key = cache_key(d.names, account_id, kind, trigger_id)
     if (hit := await _cached(d, key, max_age)) is not None:
         return hit
     fetching = key + ":fetching"
@@ -73,8 +85,9 @@ async def read_portfolio(d: Deps, account_id: str, kind: PortfolioKind, max_age:
                 return hit
     try:
         await limiter(d).acquire(account_id, "api", max_wait=d.settings.rate_wait_max_seconds)
-        data = await _fetch(await kite_clients(d).api(account_id), kind)
-        doc = {"account_id": account_id, "kind": kind, "data": data, "fetched_at": time.time()}
+        data = await _fetch(await kite_clients(d).api(account_id), kind, trigger_id)
+        doc = {"account_id": account_id, "kind": kind, "trigger_id": trigger_id, "data": data,
+               "fetched_at": time.time()}
         ttl_ms = max(int(d.settings.portfolio_cache_seconds * 1000), 1) * 10  # kept a while for max_age callers
         await d.redis.set(key, orjson.dumps(doc), px=ttl_ms)
     finally:
@@ -92,7 +105,7 @@ async def portfolio(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     account_id = await resolve_account_id(d.db, d.settings, p.account_id)
     max_age = d.settings.portfolio_cache_seconds if p.max_age_seconds is None else p.max_age_seconds
     try:
-        return (await read_portfolio(d, account_id, p.kind, max_age)).model_dump(mode="json")
+        return (await read_portfolio(d, account_id, p.kind, max_age, p.trigger_id)).model_dump(mode="json")
     except RateLimited as exc:
         raise Retry(defer=exc.wait_s) from exc
     except Exception as exc:

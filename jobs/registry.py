@@ -13,6 +13,8 @@ JOB_MODULES: tuple[str, ...] = (
     "ticker.jobs.tokens",
     "ticker.jobs.history",
     "ticker.jobs.orders",
+    "ticker.jobs.gtt",
+    "ticker.jobs.margins",
     "ticker.jobs.portfolio",
     "ticker.jobs.sync",
 )

@@ -25,11 +25,11 @@ import asyncio
 import logging
 import time
 
+from ticker.infra.throttle import Throttle
 from ticker.streamer.buffer import Taken, TickBuffer
 from ticker.streamer.enrich import Enricher, Outgoing
 from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.publisher import Flight, Publisher
-from ticker.streamer.throttle import Throttle
 
 log = logging.getLogger(__name__)
 IDLE_WAKE_SECONDS = 1.0

@@ -2,7 +2,10 @@
 
 Called synchronously by every socket reader, so it does the least possible: decode the binary
 frame in one `ticker.core.wire.decode` call and append it to the buffer; route text frames (Kite's
-order postbacks, error and info messages). A malformed frame costs only its bad packets: the
+order postbacks, error and info messages). An order postback reaches the orders channel only when
+its `checksum` verifies with the account's api_secret (`ticker.core.postbacks`); one that does not
+is dropped, counted by reason and logged (throttled). An account with no stored api_secret cannot
+verify: its postbacks pass, and that is logged once and shown in /health. A malformed frame costs only its bad packets: the
 intact ones are recovered (`salvage`) and buffered, the rest counted as dropped, reason
 `malformed`. Checking each packet against its token's kind happens at render time (enrich.py),
 where the registry is at hand.
@@ -15,10 +18,11 @@ import time
 
 import orjson
 
+from ticker.core.postbacks import check_postback
 from ticker.core.wire import Ticks, WireError, decode, salvage
+from ticker.infra.throttle import Throttle
 from ticker.streamer.buffer import Chunk, TickBuffer
 from ticker.streamer.metrics import StreamerMetrics
-from ticker.streamer.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,8 @@ class Ingest:
         self.received_total = 0
         self._heartbeats, self._frames = metrics.frames.labels("heartbeat"), metrics.frames.labels("ticks")
         self.last_tick: dict[str, float] = {}  # account id -> epoch of its last tick (bounded by accounts)
+        self.secrets: dict[str, str | None] = {}  # account id -> api_secret, to verify its postbacks
+        self.unverified: set[str] = set()  # accounts whose postbacks passed without a secret to check them
         self._throttle = Throttle()
 
     def frame(self, account_id: str, data: bytes) -> int:
@@ -75,14 +81,35 @@ class Ingest:
         kind = message.get("type") if isinstance(message, dict) else None
         self.metrics.frames.labels(f"text_{kind}" if kind in ("order", "error", "message") else "text_other").inc()
         if kind == "order" and isinstance(message.get("data"), dict):
-            doc = orjson.dumps({**message["data"], "account_id": account_id})
-            if not self.buffer.put_order(doc):
-                self.metrics.dropped.labels("orders_buffer_full").inc()
+            self._order(account_id, message["data"])
         elif kind == "error":
             self._warn(f"kite_error:{account_id}", "Kite ticker reported an error", account_id=account_id,
                        detail=str(message.get("data"))[:300])
         elif kind == "message":
             log.info("Kite ticker message", extra={"account_id": account_id, "detail": str(message.get("data"))[:300]})
+
+    def _order(self, account_id: str, update: dict) -> None:
+        """Relay a genuine order update; drop and count a forged or damaged one."""
+        secret = self.secrets.get(account_id)
+        if secret is None:
+            if account_id not in self.unverified:
+                self.unverified.add(account_id)
+                log.warning("order postbacks of this account pass unverified: it has no stored api_secret",
+                            extra={"account_id": account_id})
+            self.metrics.postbacks_unverified.inc()
+        elif (problem := check_postback(update, secret)) is not None:
+            self.metrics.postbacks_rejected.labels(problem).inc()
+            self._warn(f"postback:{problem}", "order postback dropped: its checksum does not verify",
+                       account_id=account_id, reason=problem, order_id=str(update.get("order_id"))[:40])
+            return
+        doc = orjson.dumps({**update, "account_id": account_id})
+        if not self.buffer.put_order(doc):
+            self.metrics.dropped.labels("orders_buffer_full").inc()
+
+    def set_secrets(self, secrets: dict[str, str | None]) -> None:
+        """The api_secret of every account (None: not stored), as the accounts were last read."""
+        self.secrets = dict(secrets)
+        self.unverified &= {a for a, secret in secrets.items() if secret is None}
 
     def forget(self, keep: set[str]) -> None:
         for account_id in [a for a in self.last_tick if a not in keep]:

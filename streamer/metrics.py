@@ -23,6 +23,12 @@ class StreamerMetrics:
         self.snapshot_fields = Counter("ticker_streamer_snapshot_fields", "Latest-tick hash fields written",
                                        registry=r)
         self.orders = Counter("ticker_streamer_order_updates", "Order postbacks relayed", registry=r)
+        self.postbacks_rejected = Counter("ticker_streamer_postbacks_rejected",
+                                          "Order postbacks dropped before the orders channel, by reason "
+                                          "(bad_checksum, missing_checksum, malformed)", ["reason"], registry=r)
+        self.postbacks_unverified = Counter("ticker_streamer_postbacks_unverified",
+                                            "Order postbacks relayed unverified (the account has no api_secret)",
+                                            registry=r)
         self.batch_size = Histogram("ticker_streamer_batch_size", "Ticks per flush",
                                     buckets=_BATCH_BUCKETS, registry=r)
         self.publish_seconds = Histogram("ticker_streamer_publish_seconds", "Redis pipeline time per flush",

@@ -23,12 +23,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
+from ticker.infra.throttle import Throttle
 from ticker.streamer import resp
 from ticker.streamer.breaker import STATE_CODES, CircuitBreaker
 from ticker.streamer.enrich import Outgoing
 from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.outage import RedisLink
-from ticker.streamer.throttle import Throttle
 
 log = logging.getLogger(__name__)
 _EXPECTED = (RedisError, OSError, TimeoutError)  # what a Redis outage raises

@@ -57,6 +57,7 @@ class Reconciler:
         accounts = await load_accounts(self.store, self.settings)
         for account in accounts:
             register_secret(account.secret("access_token"))
+            register_secret(account.secret("api_secret"))
         self.accounts = {a.account_id: a for a in accounts}
         self.tokens.retain(set(self.accounts))
         today = datetime.now(self.settings.tz).date()

@@ -219,6 +219,7 @@ class Streamer:
         try:
             if reload:
                 await self.reconciler.reload(instruments_changed=instruments)
+                self.ingest.set_secrets({a: acc.secret("api_secret") for a, acc in self.reconciler.accounts.items()})
             else:
                 self.reconciler.replan()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -285,6 +286,7 @@ class Streamer:
                       "control_listening": self.control.listening},
             "backpressure": backpressure,
             "tasks": len(self.supervisor), "task_failures": self.supervisor.failures,
+            "postbacks": {"unverified_accounts": sorted(self.ingest.unverified)},
         }
         if reasons:
             doc["reason"] = "; ".join(reasons)

@@ -29,7 +29,7 @@ from ticker.infra.embedded import servers
 from ticker.infra.redis import connect
 from ticker.infra.settings import Settings, load_settings
 
-pytest_plugins = ["tests.sim_fixtures"]
+pytest_plugins = ["tests.sim_fixtures", "tests.proxy_fixtures"]
 
 SESSION_ID = uuid.uuid4().hex[:10]
 

@@ -3,7 +3,9 @@
     GET    /_sim/health                {"status": "ok"} once the stand-in serves
     GET    /_sim/state                 configuration, accounts, live connections, faults, tick rates, spots
     GET    /_sim/accounts              every account with its secrets and live access tokens
-    GET    /_sim/counters              what the sim received: requests per route ("GET /quote"),
+    GET    /_sim/counters              what the sim received: requests per route ("GET /quote") and per
+                                       route and source address (requests_by_source: "POST /orders/{variety}
+                                       from 127.0.0.2"),
                                        orders_by_tag, orders_per_account (epoch times of created orders),
                                        max_orders_per_second, order_attempts, rate_limited (placements
                                        refused, by api_key), rate_limited_by_route / rate_limited_by_user
@@ -23,6 +25,19 @@
     POST   /_sim/rate_limits           change some: {"enabled": false} or {"quote_per_second": 1,
                                        "orders_per_minute": 400, ...}; 0 switches one window off
     GET    /_sim/postbacks             HTTP postback delivery: queued, sent, failed, dropped
+    POST   /_sim/postbacks/send        {"update": {"order_id": "..", "order_timestamp": "..", "status":
+                                       "COMPLETE", ...}, "api_key": null (first account), "checksum": null,
+                                       "ws": true, "http": true} send an order update as Kite would: signed
+                                       with the account's api_secret, or with `checksum` instead (a forged
+                                       one), over its ticker connections and/or to its postback URL
+                                       (HTTP only for COMPLETE, CANCELLED, REJECTED, UPDATE)
+    POST   /_sim/postbacks/url         {"url": "http://.../kite/postback" | null, "api_key": null (every
+                                       account)} where HTTP postbacks go from now on
+    GET    /_sim/order_ip_allowlist    {"ips": [...], "refused": {address: count}}: the static IPs order
+                                       requests must come from (empty: any address)
+    POST   /_sim/order_ip_allowlist    {"ips": ["127.0.0.2"]} set them ([] lifts the rule); order calls
+                                       (place/modify/cancel, GTT writes) from elsewhere get 403
+                                       PermissionException
     POST   /_sim/tokens/expire         {"api_key": "sim_api_key" | null (all), "drop_connections": true}
     GET    /_sim/ws/connections        live ticker connections: id, api_key, subscriptions, modes, stalled
     POST   /_sim/ws/drop               {"connection_id": 3 | null, "api_key": null} drop one / all
@@ -115,6 +130,23 @@ MAX_INJECT_BYTES = 1024 * 1024
 MAX_INJECT_TIMES = 10_000
 MAX_INJECT_INTERVAL_MS = 60_000
 MAX_INJECT_SPAN_MS = 120_000  # the request answers when every round is sent
+
+
+class PostbackSend(_Body):
+    update: dict[str, Any]
+    api_key: str | None = None
+    checksum: str | None = None
+    ws: bool = True
+    http: bool = True
+
+
+class PostbackUrl(_Body):
+    url: str | None = Field(None, max_length=2048, pattern=r"^https?://")
+    api_key: str | None = None
+
+
+class IpList(_Body):
+    ips: list[str] = Field(max_length=64)
 
 
 class Inject(_Body):
@@ -244,6 +276,42 @@ async def set_rate_limits(request: web.Request) -> web.Response:
 @routes.get("/_sim/postbacks")
 async def postbacks(request: web.Request) -> web.Response:
     return ok(sim_of(request).postbacks.describe())
+
+
+@routes.post("/_sim/postbacks/send")
+async def send_postback(request: web.Request) -> web.Response:
+    body = await _body(request, PostbackSend)
+    if not body.update.get("order_id") or not body.update.get("order_timestamp"):
+        return invalid("update needs order_id and order_timestamp",
+                       [{"field": "update", "error": "order_id and order_timestamp are required"}])
+    sim = sim_of(request)
+    if body.api_key is not None and body.api_key not in sim.auth.accounts:
+        return ok({"error": f"unknown api_key {body.api_key!r}"}, status=404)
+    return ok(sim.send_postback(body.update, body.api_key, body.checksum, body.ws, body.http))
+
+
+@routes.post("/_sim/postbacks/url")
+async def postback_url(request: web.Request) -> web.Response:
+    body = await _body(request, PostbackUrl)
+    sim = sim_of(request)
+    if body.api_key is not None and body.api_key not in sim.auth.accounts:
+        return ok({"error": f"unknown api_key {body.api_key!r}"}, status=404)
+    return ok({"accounts": sim.set_postback_url(body.url, body.api_key), "url": body.url})
+
+
+@routes.get("/_sim/order_ip_allowlist")
+async def order_ip_allowlist(request: web.Request) -> web.Response:
+    return ok(sim_of(request).order_ips.describe())
+
+
+@routes.post("/_sim/order_ip_allowlist")
+async def set_order_ip_allowlist(request: web.Request) -> web.Response:
+    body = await _body(request, IpList)
+    try:
+        sim_of(request).order_ips.set(body.ips)
+    except ValueError as exc:
+        return invalid(str(exc), [{"field": "ips", "error": str(exc)}])
+    return ok(sim_of(request).order_ips.describe())
 
 
 @routes.post("/_sim/tokens/expire")

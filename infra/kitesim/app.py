@@ -2,8 +2,9 @@
 
 Request path through the middlewares: Kite's error envelope (outermost) -> count the route and
 apply injected faults -> require `X-Kite-Version: 3` (400 InputException without it, as Kite)
--> authenticate (`Authorization: token api_key:access_token`) -> Kite's per-user rate limits
-(limits.py: 429 NetworkException "Too many requests") -> handler. The admin API (`/_sim/`) and
+-> authenticate (`Authorization: token api_key:access_token`) -> the static-IP rule for order
+routes (ipallow.py: 403 PermissionException) -> Kite's per-user rate limits (limits.py: 429
+NetworkException "Too many requests") -> handler. The admin API (`/_sim/`) and
 the ticker WebSocket (`/ws`) bypass all of it; the browser login pages need no version header.
 
 The server accepts request lines and header fields up to `MAX_LINE_BYTES`, enough for a quote of
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +51,7 @@ async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     sim = sim_of(request)
     key = route_key(request)
-    sim.counters.request(key)
+    sim.counters.request(key, request.remote)
     decision = sim.faults.decide(key)
     if decision.delay:
         await asyncio.sleep(decision.delay)
@@ -62,6 +64,7 @@ async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
     if path not in PUBLIC_PATHS:
         account = sim.auth.check_header(request.headers.get("Authorization"))
         request[ACCOUNT_KEY] = account
+        sim.order_ips.check(key, request.remote)
         _rate_limit(sim, key, account.api_key, account.user_id)
     response = await handler(request)
     if decision.after == "accept_timeout":
@@ -151,20 +154,21 @@ class SimHandle:
 
 
 @contextlib.asynccontextmanager
-async def running_sim(config: SimConfig | None = None, host: str = "127.0.0.1",
-                      port: int = 0) -> AsyncIterator[SimHandle]:
-    """Serve a stand-in in the running event loop on host:port (0 = a free port)."""
+async def running_sim(config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0,
+                      ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[SimHandle]:
+    """Serve a stand-in in the running event loop on host:port (0 = a free port); over TLS (https,
+    wss, as Kite is) when given a server `ssl_context`."""
     state = SimState(config or SimConfig())
     runner = web.AppRunner(build_app(state=state), handle_signals=False, access_log=None,
                            shutdown_timeout=0.25, max_line_size=MAX_LINE_BYTES,
                            max_field_size=MAX_LINE_BYTES)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound = runner.addresses[0][1]
-        url = f"http://{host}:{bound}"
-        yield SimHandle(url, f"ws://{host}:{bound}/ws", state.accounts, state)
+        secure = "s" if ssl_context is not None else ""
+        yield SimHandle(f"http{secure}://{host}:{bound}", f"ws{secure}://{host}:{bound}/ws", state.accounts, state)
     finally:
         await runner.cleanup()
 

@@ -34,7 +34,8 @@ def parser() -> argparse.ArgumentParser:
   - contracts follow NSE's dated specifications (lot sizes from the January 2026 series:
     NIFTY 65, BANKNIFTY 30, FINNIFTY 60, MIDCPNIFTY 120; freeze quantities; Tuesday expiries
     moved off NSE holidays) and the market closes on NSE holidays (--market-hours nse)
-  - order postbacks carry app_id and checksum = sha256(order_id + order_timestamp + api_secret)""")
+  - order postbacks carry app_id and checksum = sha256(order_id + order_timestamp + api_secret)
+  - with --order-ip-allowlist, order requests from other addresses: 403 PermissionException""")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8780)
     p.add_argument("--seed", type=int, default=1, help="same seed: same instruments, prices, history")
@@ -47,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--redirect-url", help="where /connect/login redirects (default /_sim/callback)")
     p.add_argument("--postback-url", help="where order postbacks (COMPLETE, CANCELLED, REJECTED, UPDATE) "
                    "are POSTed for accounts that name none")
+    p.add_argument("--order-ip-allowlist", metavar="IP[,IP...]", default="",
+                   help="static IPs order requests (place/modify/cancel, GTT writes) must come from; others get "
+                   "403 PermissionException (default: any address)")
     p.add_argument("--tick-interval-ms", type=int, default=500)
     p.add_argument("--tick-rate", type=float, help="ticks per second per instrument (default: every interval)")
     p.add_argument("--ticks-per-second", type=float, help="total tick target across all connections")
@@ -68,6 +72,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
         host=args.host, port=args.port, seed=args.seed, profile=args.profile,
         market_hours=args.market_hours, redirect_url=args.redirect_url, postback_url=args.postback_url,
+        order_ip_allowlist=[ip for ip in args.order_ip_allowlist.split(",") if ip.strip()],
         rate_limits=not args.no_rate_limits,
         tick_interval_ms=args.tick_interval_ms, tick_rate=args.tick_rate,
         ticks_per_second=args.ticks_per_second, order_rate_limit=args.order_rate_limit,

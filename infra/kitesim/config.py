@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ticker.infra.kitesim.ipallow import parse_ips
 from ticker.infra.kitesim.limits import LimitSettings
 
 DEFAULT_API_KEY = "sim_api_key"
@@ -66,6 +67,7 @@ class SimConfig(BaseModel):
     accounts_file: Path | None = None
     redirect_url: str | None = None
     postback_url: str | None = None  # where order postbacks go for accounts that name none
+    order_ip_allowlist: list[str] = Field(default_factory=list)  # static IPs orders may come from; [] = any
     rate: float = Field(0.10, ge=-0.5, le=1.0)
 
     # ticker
@@ -101,6 +103,11 @@ class SimConfig(BaseModel):
             if len(set(keys)) != len(keys):
                 raise ValueError("api_key values must be unique")
         return v
+
+    @field_validator("order_ip_allowlist")
+    @classmethod
+    def _ips(cls, v: list[str]) -> list[str]:
+        return sorted(parse_ips(v))
 
     @model_validator(mode="after")
     def _file(self) -> SimConfig:

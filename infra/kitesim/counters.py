@@ -22,6 +22,7 @@ class Counters:
 
     def reset(self) -> None:
         self.requests: Counter[str] = Counter()          # "METHOD /route" -> count
+        self.requests_by_source: Counter[str] = Counter()  # "METHOD /route from 127.0.0.2" -> count
         self.orders_by_tag: Counter[str] = Counter()     # orders created, by tag ("" when none)
         self.order_times: dict[str, deque[float]] = {}   # api_key -> epoch times of created orders
         self.order_attempts: Counter[str] = Counter()    # api_key -> placement requests seen
@@ -37,8 +38,9 @@ class Counters:
         self.frames_skipped = 0                           # a client too slow to take its frame
         self.frames_injected = 0                          # raw frames sent by POST /_sim/ws/inject
 
-    def request(self, route_key: str) -> None:
+    def request(self, route_key: str, source: str | None = None) -> None:
         _bump(self.requests, route_key)
+        _bump(self.requests_by_source, f"{route_key} from {source or 'unknown'}")
 
     def throttled(self, route_key: str, user_id: str) -> None:
         """A request refused by Kite's rate limits (not an injected 429 fault)."""
@@ -62,6 +64,7 @@ class Counters:
     def snapshot(self) -> dict:
         return {
             "requests": dict(self.requests),
+            "requests_by_source": dict(self.requests_by_source),
             "orders_by_tag": dict(self.orders_by_tag),
             "orders_per_account": {k: list(v) for k, v in self.order_times.items()},
             "max_orders_per_second": {k: self.max_orders_in_window(k) for k in self.order_times},

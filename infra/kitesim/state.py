@@ -17,6 +17,7 @@ from ticker.infra.kitesim.errors import input_error
 from ticker.infra.kitesim.faults import Faults, RouteFault
 from ticker.infra.kitesim.gtt import GttBook
 from ticker.infra.kitesim.history import History
+from ticker.infra.kitesim.ipallow import OrderIpAllowlist
 from ticker.infra.kitesim.limits import LimitSettings, RateLimits
 from ticker.infra.kitesim.margins import MarginModel
 from ticker.infra.kitesim.market import Market
@@ -72,6 +73,7 @@ class SimState:
         self.gtts = GttBook(self.orders)
         self.engine.after_match.append(self.gtts.check)
         self.margin_model = MarginModel(self.market, self.orders)
+        self.order_ips = OrderIpAllowlist(config.order_ip_allowlist)
         self._csv: dict[str | None, str] = {}
 
     def _order_update(self, api_key: str, update: dict) -> None:
@@ -80,6 +82,36 @@ class SimState:
         update = signed(account, update)
         self.hub.notify(api_key, update)
         self.postbacks.offer(account, update)
+
+    def set_postback_url(self, url: str | None, api_key: str | None = None) -> int:
+        """Point the postback URL of one account (or of every account) at `url` (None: no HTTP
+        postbacks), as changing it in Kite's developer console does; returns the accounts changed."""
+        keys = [self.account(api_key).api_key] if api_key else [a.api_key for a in self.accounts]
+        for key in keys:
+            changed = self.auth.accounts[key].model_copy(update={"postback_url": url})
+            self.auth.accounts[key] = self.auth.by_user[changed.user_id] = changed
+            self.accounts = [changed if a.api_key == key else a for a in self.accounts]
+        return len(keys)
+
+    def send_postback(self, update: dict, api_key: str | None = None, checksum: str | None = None,
+                      ws: bool = True, http: bool = True) -> dict:
+        """An order update of our choosing, signed as Kite signs it unless `checksum` overrides it (a
+        forged or damaged postback), sent the way real ones go: to the account's ticker connections
+        and/or its postback URL."""
+        account = self.account(api_key)
+        doc = signed(account, update)
+        if checksum is not None:
+            doc["checksum"] = checksum
+        sent_ws = 0
+        if ws:
+            sent_ws = len([c for c in self.hub.of_key(account.api_key) if not c.stalled])
+            self.hub.notify(account.api_key, doc)
+        queued = False
+        if http:
+            before = self.postbacks.describe()["queued"] + self.postbacks.dropped
+            self.postbacks.offer(account, doc)
+            queued = self.postbacks.describe()["queued"] + self.postbacks.dropped > before
+        return {"update": doc, "ws_connections": sent_ws, "http_queued": queued}
 
     # --- data ------------------------------------------------------------------------------------
     def instruments_csv(self, exchange: str | None) -> str:
@@ -199,6 +231,7 @@ class SimState:
         self.engine.set_rates(tick_rate=c.tick_rate, ticks_per_second=c.ticks_per_second)
         self.engine.drop_every = c.drop_every_seconds
         self.limits.configure(c.limit_settings())
+        self.order_ips = OrderIpAllowlist(c.order_ip_allowlist)
         self.hub.refusals.clear()
         for conn in self.hub.conns.values():
             conn.stall(False)
@@ -216,5 +249,6 @@ class SimState:
             "order_rate_limit": self.limits.settings.orders_per_second,
             "rate_limits": self.limits.describe(),
             "postbacks": self.postbacks.describe(),
+            "order_ip_allowlist": self.order_ips.describe(),
             "spots": {u.name: float(s) for u, s in zip(self.universe.underlyings, self.market.spots, strict=True)},
         }

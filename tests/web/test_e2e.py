@@ -35,6 +35,8 @@ class Stack:
     http: aiohttp.ClientSession
     checker: SpecChecker
     chain: list[dict[str, Any]]
+    settings: Any = None  # the processes' settings (names, prefix)
+    streamer_url: str | None = None
 
     async def call(self, method: str, path: str, template: str, **kw: Any) -> tuple[int, dict]:
         async with self.http.request(method, self.url + path, **kw) as resp:
@@ -51,8 +53,9 @@ def e2e_database(_server_urls):
 
 @contextlib.asynccontextmanager
 async def running_stack(database: str, redis_url: str, sim: Any, checker: SpecChecker, *,
-                        streamer: bool = False) -> AsyncIterator[Stack]:
-    """Web and worker (and, when asked, the streamer) against the stand-in, instruments loaded."""
+                        streamer: bool = False, **extra_env: str) -> AsyncIterator[Stack]:
+    """Web and worker (and, when asked, the streamer) against the stand-in, instruments loaded;
+    `extra_env` adds to (or overrides) the processes' environment."""
     account = sim.account
     settings = load_settings(environment="test", redis_url=redis_url, database_url=database,
                              redis_namespace=f"te{uuid.uuid4().hex[:8]}",
@@ -74,15 +77,15 @@ async def running_stack(database: str, redis_url: str, sim: Any, checker: SpecCh
         await kite_http.close()
     env = process_env(settings, KITE_ROOT=sim.url, KITE_WS_ROOT=sim.ws_url, KITE_API_KEY=account.api_key,
                       KITE_API_SECRET=account.api_secret, KITE_ACCESS_TOKEN=account.access_token,
-                      KITE_ACCOUNT_ID="primary", ORDER_RETRY_BASE_SECONDS="0.05", TICK_BATCH_WINDOW_MS="50")
+                      KITE_ACCOUNT_ID="primary", ORDER_RETRY_BASE_SECONDS="0.05", TICK_BATCH_WINDOW_MS="50",
+                      **extra_env)
     checker.take_failures()
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(worker_process(env))
         web = await stack.enter_async_context(web_process(env))
-        if streamer:
-            await stack.enter_async_context(streamer_process(env))
+        streamer_url = (await stack.enter_async_context(streamer_process(env))).url if streamer else None
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        yield Stack(web.url, sim, chain[len(chain) // 2], http, checker, chain)
+        yield Stack(web.url, sim, chain[len(chain) // 2], http, checker, chain, settings, streamer_url)
     failures = checker.take_failures()
     assert not failures, "\n".join(failures)
 
