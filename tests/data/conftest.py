@@ -1,5 +1,7 @@
 """Fixtures for the data-job tests: a private database where whole-table effects (retiring every
-instrument a dump no longer lists) cannot disturb other tests in the session."""
+instrument a dump no longer lists) cannot disturb other tests in the session, and a Redis namespace
+and channel prefix per module, so jobs a test leaves queued (the scheduler's probes and slots) are
+never run by a worker of another test."""
 
 from __future__ import annotations
 
@@ -9,15 +11,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
 from tests.databases import private_database
+from ticker.core.contracts import Names
 from ticker.infra.accounts import KiteAccount
 from ticker.infra.db import create_pool
 from ticker.infra.queue import create_queue
 from ticker.infra.settings import Settings
 from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings) -> Settings:
+    """The session's settings with this module's own Redis namespace and channel prefix."""
+    tag = uuid.uuid4().hex[:6]
+    return settings.model_copy(update={"redis_namespace": f"{settings.redis_namespace}-{tag}",
+                                       "publish_channel_prefix": f"{settings.publish_channel_prefix}:{tag}"})
+
+
+@pytest.fixture(scope="module")
+def names(settings: Settings) -> Names:
+    return Names(settings.publish_channel_prefix, settings.redis_namespace)
 
 
 @pytest_asyncio.fixture(scope="module")
