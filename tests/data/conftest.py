@@ -16,6 +16,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from tests.databases import private_database
+from tests.isolation import own_namespace
 from ticker.core.contracts import Names
 from ticker.infra.accounts import KiteAccount
 from ticker.infra.db import create_pool
@@ -27,9 +28,7 @@ from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
 @pytest.fixture(scope="module")
 def settings(settings: Settings) -> Settings:
     """The session's settings with this module's own Redis namespace and channel prefix."""
-    tag = uuid.uuid4().hex[:6]
-    return settings.model_copy(update={"redis_namespace": f"{settings.redis_namespace}-{tag}",
-                                       "publish_channel_prefix": f"{settings.publish_channel_prefix}:{tag}"})
+    return own_namespace(settings)
 
 
 @pytest.fixture(scope="module")

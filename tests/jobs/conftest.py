@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ import pytest
 import pytest_asyncio
 
 from tests.databases import private_database
+from tests.isolation import own_namespace
 from tests.waiting import wait_for
 from ticker.core.contracts import Names
 from ticker.core.instruments import Instrument, parse_csv
@@ -46,13 +46,6 @@ _loaded_instruments: list[Instrument] = []
 _world_numbers = itertools.count(1)
 
 
-def _scoped(settings: Settings, tag: str, **update: Any) -> Settings:
-    """The settings with a Redis namespace and channel prefix of their own (`tag` appended)."""
-    return settings.model_copy(update={"redis_namespace": f"{settings.redis_namespace}-{tag}",
-                                       "publish_channel_prefix": f"{settings.publish_channel_prefix}:{tag}",
-                                       **update})
-
-
 @pytest_asyncio.fixture(scope="module")
 async def _module_database(database_url: str) -> AsyncIterator[str]:
     async with private_database(database_url, "ticker_jobs") as url:
@@ -62,7 +55,7 @@ async def _module_database(database_url: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="module")
 def settings(settings: Settings, _module_database: str) -> Settings:
     """The session's settings with this module's own database, Redis namespace and channel prefix."""
-    return _scoped(settings, uuid.uuid4().hex[:6], database_url=_module_database)
+    return own_namespace(settings, database_url=_module_database)
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +164,8 @@ async def world_factory(kitesim_factory, db, settings) -> AsyncIterator[Callable
         sim = await kitesim_factory(accounts=accounts, **sim_config)
         instruments = await _instruments(sim)
         await _load_instruments(db, instruments)
-        local = _scoped(settings, f"w{next(_world_numbers)}", **{"kite_root": sim.url, **FAST, **(overrides or {})})
+        local = own_namespace(settings, f"w{next(_world_numbers)}", **{"kite_root": sim.url, **FAST,
+                                                                      **(overrides or {})})
         store = account_store(db, local)
         ids = []
         for i, acct in enumerate(sim.accounts):
