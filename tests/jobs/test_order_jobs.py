@@ -281,8 +281,10 @@ async def test_rejected_token_asks_for_a_refresh_and_uses_the_new_token(world_fa
     await _set_token(world, db, "sim1", "stale-token")
     job_id = await place(world, db, option_order(world, "sim1"))
 
-    async def order_waits() -> bool:
-        return await db.fetchval("SELECT status FROM order_requests WHERE job_id = $1", job_id) == "retrying"
+    async def order_waits() -> bool:  # handed back to the queue, due only after the refresh wait
+        due = await world.arq.zscore(world.names.orders_queue, job_id)
+        waiting = await db.fetchval("SELECT status FROM order_requests WHERE job_id = $1", job_id) == "retrying"
+        return waiting and due is not None and due > timestamp_ms() + 60_000
 
     async def refresh_lands() -> None:  # what the token refresh job does, once the order waits for it
         await wait_for(order_waits, every=0.01)
