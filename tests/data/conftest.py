@@ -71,6 +71,9 @@ async def make_data_env(sim: Any, settings: Settings, db_url: str, pool: asyncpg
     local = settings.model_copy(update={
         "database_url": db_url, "kite_root": sim.url, "kite_login_root": sim.url,
         "kite_api_key": None, "kite_api_secret": None, "kite_access_token": None,
+        # The stand-in answers from this test's own event loop: on a busy machine serving the full
+        # instrument dump can take longer than Kite's usual 7 s. These tests check what the jobs do.
+        "kite_request_timeout": 120.0,
         "redis_namespace": f"{settings.redis_namespace}-{uuid.uuid4().hex[:6]}",
     })
     queue = await create_queue(local)
