@@ -37,11 +37,14 @@ from ticker.infra.queue import create_queue, names_for
 from ticker.infra.settings import Settings
 from ticker.jobs.worker import run
 
-__all__ = ["World", "run_burst", "wait_for"]
+__all__ = ["FAST", "HOLD_MS", "World", "run_burst", "wait_for"]
 
-# Fast retries so fault tests finish in seconds; the policy itself is unchanged.
-FAST = {"order_retry_base_seconds": 0.02, "order_retry_max_seconds": 0.2, "order_request_timeout": 0.5,
+# Fast retries so fault tests finish in seconds; the policy itself is unchanged. A call to the
+# stand-in times out after 3 s: far above what an answered call takes even on a busy machine, so only
+# an injected fault makes one time out (faults that withhold an answer hold it for HOLD_MS).
+FAST = {"order_retry_base_seconds": 0.02, "order_retry_max_seconds": 0.2, "order_request_timeout": 3.0,
         "breaker_failure_threshold": 1000, "worker_shutdown_grace_seconds": 2.0}
+HOLD_MS = 600_000  # the stand-in cancels whatever it still holds when it stops
 _loaded_instruments: list[Instrument] = []
 _world_numbers = itertools.count(1)
 

@@ -20,7 +20,7 @@ from ticker.infra.order_audit import attempts_of, get_order
 from ticker.infra.order_submit import submit_basket, submit_cancel, submit_modify, submit_place
 from ticker.jobs.worker import run
 
-from .conftest import World, run_burst, wait_for
+from .conftest import HOLD_MS, World, run_burst, wait_for
 
 
 def option_order(world: World, account: str, **kw) -> OrderRequest:
@@ -113,7 +113,7 @@ async def test_exhausted_retries_dead_letter_then_replay_places_once(world, db) 
 
 async def test_response_lost_after_kite_accepted_is_adopted_not_placed_again(world, db) -> None:
     await world.admin("POST", "/_sim/faults",
-                      {"route": "POST /orders/*", "kind": "accept_timeout", "times": 1, "delay_ms": 1500})
+                      {"route": "POST /orders/*", "kind": "accept_timeout", "times": 1, "delay_ms": HOLD_MS})
     job_id = await place(world, db, option_order(world, "sim1"))
     await run_burst(world)
     status = await job_status(world.arq, db, world.names, job_id)
@@ -136,7 +136,7 @@ async def test_modify_and_cancel_a_resting_order(world, db) -> None:
     assert (await job_status(world.arq, db, world.names, mod.job_id)).status == "complete"
 
     await world.admin("POST", "/_sim/faults",
-                      {"route": "DELETE /orders/*", "kind": "accept_timeout", "times": 1, "delay_ms": 1500})
+                      {"route": "DELETE /orders/*", "kind": "accept_timeout", "times": 1, "delay_ms": HOLD_MS})
     cancel = await submit_cancel(world.arq, db, world.names, world.settings,
                                  CancelRequest(account_id="sim1", order_id=order_id))
     await run_burst(world)
@@ -318,7 +318,7 @@ async def test_uncertain_outcome_is_said_and_a_replay_adopts_what_reached_kite(w
     # cannot know, says so, and the replay (which carries the old tag) finds the order instead of
     # placing a second one.
     await world.admin("POST", "/_sim/faults", {"route": "POST /orders/*", "kind": "accept_timeout",
-                                               "times": 1, "delay_ms": 1500})
+                                               "times": 1, "delay_ms": HOLD_MS})
     await world.admin("POST", "/_sim/faults", {"route": "GET /orders", "kind": "500"})
     job_id = await place(world, db, option_order(world, "sim1"))
     await run_burst(world)
