@@ -233,7 +233,7 @@ async def test_open_breaker_makes_queued_orders_wait_instead_of_hammering(world_
 
     failed, answered = [a for a in arrivals if a.failed], [a for a in arrivals if not a.failed]
     # The lone order's calls until the breaker opened; from then on, while Kite kept failing, each
-    # call was the half-open probe: never one during an open period, never one beside a probe.
+    # call was the half-open probe (it held the one probe slot) and none came during an open period.
     assert not any(a.open or a.probe for a in failed[:threshold]), arrivals
     assert failed[threshold:] and all(a.probe and not a.open and a.failures >= threshold
                                       for a in failed[threshold:]), arrivals
