@@ -3,6 +3,12 @@
 Redis and PostgreSQL are the ones named by TEST_REDIS_URL / TEST_DATABASE_URL when set, otherwise
 embedded ones started here. Each session gets its own freshly created database and its own Redis
 db index, key namespace and channel prefix, so concurrent runs never see each other's data.
+
+The db index matters beyond the namespace: arq keeps job records under the bare job id, and some ids
+are derived from the request (a schedule slot, a history query). An index is claimed in db 0 for
+the session and released at its end, so a run never flushes or shares one another run is using.
+Property tests run the same examples every time and have no per-example deadline: a busy machine
+must not turn them red.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
 from tests.databases import create_database, drop_database
@@ -32,6 +40,12 @@ from ticker.infra.settings import Settings, load_settings
 pytest_plugins = ["tests.sim_fixtures", "tests.proxy_fixtures"]
 
 SESSION_ID = uuid.uuid4().hex[:10]
+REDIS_DB_INDEXES = range(1, 16)  # db 0 holds the claims
+CLAIM_SECONDS = 6 * 3600  # longer than any run: a run killed mid-way frees its index after this long
+
+hypothesis_settings.register_profile("ticker", deadline=None, derandomize=True, database=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("ticker")
 
 
 @pytest.fixture(scope="session")
@@ -60,24 +74,46 @@ def database_url(_server_urls: tuple[str, str]) -> Iterator[str]:
     asyncio.run(drop_database(admin_url, name))
 
 
+def _claim_key(index: int) -> str:
+    return f"ticker-test:db-claim:{index}"
+
+
+async def _claim_db_index(base: str) -> tuple[int, bool]:
+    """(index, claimed): a free index claimed for this session and flushed, starting the search at a
+    rotating position; when all are taken (many runs at once), a shared one, not flushed."""
+    client = connect(_with_db_index(base, 0))
+    try:
+        start = await client.incr("ticker-test:db-counter")
+        count = len(REDIS_DB_INDEXES)
+        for k in range(count):
+            index = REDIS_DB_INDEXES[(start + k) % count]
+            if await client.set(_claim_key(index), SESSION_ID, nx=True, ex=CLAIM_SECONDS):
+                scoped = connect(_with_db_index(base, index))
+                await scoped.flushdb()
+                await scoped.aclose()
+                return index, True
+        return REDIS_DB_INDEXES[start % count], False
+    finally:
+        await client.aclose()
+
+
+async def _release_db_index(base: str, index: int) -> None:
+    client = connect(_with_db_index(base, 0))
+    try:
+        await client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+                          " return 0", 1, _claim_key(index), SESSION_ID)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture(scope="session")
-def redis_url(_server_urls: tuple[str, str]) -> str:
-    """A Redis db index (1–15) claimed for this session and flushed before use."""
+def redis_url(_server_urls: tuple[str, str]) -> Iterator[str]:
+    """A Redis db index (1–15) of this session's own, flushed before use."""
     base = _server_urls[0]
-
-    async def claim() -> int:
-        client = connect(_with_db_index(base, 0))
-        try:
-            n = await client.incr("ticker-test:db-counter")
-            index = 1 + (n % 15)
-            scoped = connect(_with_db_index(base, index))
-            await scoped.flushdb()
-            await scoped.aclose()
-            return index
-        finally:
-            await client.aclose()
-
-    return _with_db_index(base, asyncio.run(claim()))
+    index, claimed = asyncio.run(_claim_db_index(base))
+    yield _with_db_index(base, index)
+    if claimed:
+        asyncio.run(_release_db_index(base, index))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,11 @@ Rows:
   capacity, so any waiting the limiter must do piles up and the latency measures queueing, not the
   path. Here the per-second limit (ours and the stand-in's) is raised to 20/s so it does not bind.
 - the same load at Kite's real 10/s per account (info): what the limiter's waiting costs there.
+- two worker processes sharing one account's limit: the most orders the stand-in saw in any one
+  second for that account (goal: exactly Kite's 10, saturated and never above).
+- a Kite outage with orders queued: the calls a failing Kite receives while 6 orders for one account
+  wait, with the per-account circuit breaker and without it (anchor: a threshold never reached;
+  then only the account's rate limit caps the retries).
 
 Redis/Postgres: TEST_REDIS_URL / TEST_DATABASE_URL (else REDIS_URL / DATABASE_URL), else embedded.
 """
@@ -30,6 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 from tests.bench.harness import Report, bench_servers, fmt_time, percentile
 
 RATE, ACCOUNTS, SECONDS, WARMUP = 100, 10, 6.0, 1.0
+SHARED_ORDERS = 48  # two workers, one account: five seconds' worth at Kite's limit
+OUTAGE_ORDERS, OUTAGE_SECONDS = 6, 2.0
 ARQ_DEFAULT_POLL = 0.5
 GOAL_P50, GOAL_P99 = 0.015, 0.050
 KITE_PER_SECOND = 10
@@ -154,7 +161,80 @@ async def _measure(settings: Any, sim: Any, db: Any, option: Any, accounts: list
             "429": sum(counters["rate_limited"].values()), "max_per_s": max(counters["max_orders_per_second"].values())}
 
 
-async def _bench() -> tuple[dict, dict, dict]:
+async def _two_workers_one_account(settings: Any, sim: Any, db: Any, option: Any, account: str) -> int:
+    """Most orders the stand-in saw for `account` in any one second, from two worker processes."""
+    from ticker.core.orders import OrderRequest, plan_place
+    from ticker.infra.heartbeat import alive
+    from ticker.infra.queue import create_queue, enqueue, names_for
+
+    local = settings.model_copy(update={"redis_namespace": f"{settings.redis_namespace}-shared"})  # fresh limits
+    names, arq = names_for(local), await create_queue(local)
+    env = _env(local, local.orders_poll_delay, KITE_PER_SECOND)
+    procs = [await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ticker.infra.cli", "worker", "--queue", "orders", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        while len(await alive(arq, names, "worker")) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        sim.state.reset()
+        sim.state.rate_limit.set(0)  # the stand-in only counts: our limiter is what is measured
+        ids = []
+        for _ in range(SHARED_ORDERS):
+            req = OrderRequest(account_id=account, exchange="NFO", tradingsymbol=option.tradingsymbol,
+                               transaction_type="BUY", quantity=option.lot_size, product="NRML",
+                               order_type="MARKET")
+            plan = plan_place(req, uuid.uuid4().hex)
+            await enqueue(arq, names, plan.job_name, plan.payload, job_id=plan.job_id)
+            ids.append(plan.job_id)
+        await _settled(db, ids, timeout=60)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
+        await arq.aclose()
+    key = sim.accounts[int(account.removeprefix("bench")) - 1].api_key
+    return sim.state.counters.max_orders_in_window(key)
+
+
+async def _calls_during_outage(settings: Any, sim: Any, db: Any, option: Any, account: str,
+                               threshold: int) -> int:
+    """Placements a failing Kite receives in OUTAGE_SECONDS while OUTAGE_ORDERS orders wait (an
+    in-process worker with fast retries, the breaker opening after `threshold` failures)."""
+    from ticker.core.orders import OrderRequest, plan_place
+    from ticker.infra.queue import create_queue, enqueue, names_for
+    from ticker.jobs.worker import run as run_worker
+
+    local = settings.model_copy(update={
+        "redis_namespace": f"{settings.redis_namespace}-outage{threshold}", "breaker_failure_threshold": threshold,
+        "breaker_open_seconds": 0.3, "order_retry_base_seconds": 0.02, "order_retry_max_seconds": 0.2,
+        "order_max_tries": 1000, "order_request_timeout": 0.5})
+    names, arq = names_for(local), await create_queue(local)
+    sim.state.reset()
+    sim.state.add_fault(route="POST /orders/*", kind="503")
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(local, ("orders",), stop=stop))
+    try:
+        ids = []
+        for _ in range(OUTAGE_ORDERS):
+            req = OrderRequest(account_id=account, exchange="NFO", tradingsymbol=option.tradingsymbol,
+                               transaction_type="BUY", quantity=option.lot_size, product="NRML",
+                               order_type="MARKET")
+            plan = plan_place(req, uuid.uuid4().hex)
+            await enqueue(arq, names, plan.job_name, plan.payload, job_id=plan.job_id)
+            ids.append(plan.job_id)
+        await asyncio.sleep(OUTAGE_SECONDS)
+        calls = sim.state.counters.requests.get("POST /orders/{variety}", 0)
+        sim.state.reset()  # Kite recovers; the orders complete before the next measurement
+        await _settled(db, ids, timeout=60)
+    finally:
+        stop.set()
+        await worker
+        await arq.aclose()
+    return calls
+
+
+async def _bench() -> tuple[dict, dict, dict, dict]:
     from cryptography.fernet import Fernet
 
     from ticker.infra.db import create_pool
@@ -175,9 +255,14 @@ async def _bench() -> tuple[dict, dict, dict]:
                 ours = await _measure(settings, sim, db, option, accounts, poll, 2 * KITE_PER_SECOND)
                 anchor = await _measure(settings, sim, db, option, accounts, ARQ_DEFAULT_POLL, 2 * KITE_PER_SECOND)
                 at_limit = await _measure(settings, sim, db, option, accounts, poll, KITE_PER_SECOND)
+                extra = {
+                    "shared_max": await _two_workers_one_account(settings, sim, db, option, accounts[0]),
+                    "outage_breaker": await _calls_during_outage(settings, sim, db, option, accounts[1], 2),
+                    "outage_none": await _calls_during_outage(settings, sim, db, option, accounts[2], 1_000_000),
+                }
             finally:
                 await db.close()
-            return ours, anchor, at_limit
+            return ours, anchor, at_limit, extra
 
 
 def _summary(r: dict) -> str:
@@ -186,7 +271,7 @@ def _summary(r: dict) -> str:
 
 
 async def run(report: Report) -> None:
-    ours, anchor, at_limit = await _bench()
+    ours, anchor, at_limit, extra = await _bench()
     p50, p99 = percentile(ours["lat"], 50), percentile(ours["lat"], 99)
     report.row(
         f"order path enqueue -> order at stand-in, {RATE}/s over {ACCOUNTS} accounts",
@@ -198,6 +283,14 @@ async def run(report: Report) -> None:
     )
     report.row(f"same load at Kite's {KITE_PER_SECOND}/s per account (limiter waits)", _summary(at_limit),
                goal="info")
+    report.row(f"two workers, {SHARED_ORDERS} orders on one account: most orders at the stand-in in any second",
+               str(extra["shared_max"]), goal=f"= {KITE_PER_SECOND} (saturated, never above)",
+               met=extra["shared_max"] == KITE_PER_SECOND)
+    with_breaker, without = extra["outage_breaker"], extra["outage_none"]
+    report.row(f"calls a failing Kite receives in {OUTAGE_SECONDS:.0f} s, {OUTAGE_ORDERS} orders queued on one account",
+               f"{with_breaker} with the breaker (opens after 2 failures, 0.3 s open)",
+               anchor=f"{without} without a breaker", ratio=without / max(with_breaker, 1),
+               goal="fewer with the breaker", met=with_breaker < without)
 
 
 if __name__ == "__main__":

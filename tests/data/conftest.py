@@ -1,5 +1,7 @@
 """Fixtures for the data-job tests: a private database where whole-table effects (retiring every
-instrument a dump no longer lists) cannot disturb other tests in the session."""
+instrument a dump no longer lists) cannot disturb other tests in the session, and a Redis namespace
+and channel prefix per module, so jobs a test leaves queued (the scheduler's probes and slots) are
+never run by a worker of another test."""
 
 from __future__ import annotations
 
@@ -9,15 +11,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
 from tests.databases import private_database
+from tests.isolation import own_namespace
+from ticker.core.contracts import Names
 from ticker.infra.accounts import KiteAccount
 from ticker.infra.db import create_pool
 from ticker.infra.queue import create_queue
 from ticker.infra.settings import Settings
 from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings) -> Settings:
+    """The session's settings with this module's own Redis namespace and channel prefix."""
+    return own_namespace(settings)
+
+
+@pytest.fixture(scope="module")
+def names(settings: Settings) -> Names:
+    return Names(settings.publish_channel_prefix, settings.redis_namespace)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -55,6 +71,9 @@ async def make_data_env(sim: Any, settings: Settings, db_url: str, pool: asyncpg
     local = settings.model_copy(update={
         "database_url": db_url, "kite_root": sim.url, "kite_login_root": sim.url,
         "kite_api_key": None, "kite_api_secret": None, "kite_access_token": None,
+        # The stand-in answers from this test's own event loop: on a busy machine serving the full
+        # instrument dump can take longer than Kite's usual 7 s. These tests check what the jobs do.
+        "kite_request_timeout": 120.0,
         "redis_namespace": f"{settings.redis_namespace}-{uuid.uuid4().hex[:6]}",
     })
     queue = await create_queue(local)

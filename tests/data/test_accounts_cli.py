@@ -6,6 +6,7 @@ import asyncio
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -66,6 +67,16 @@ async def _stored(settings: Settings, account_id: str):
         await pool.close()
 
 
+def _next_of_type(pubsub: sync_redis.client.PubSub, kind: str, timeout: float = 60.0) -> dict:
+    """The pubsub's next message of this type ("subscribe" confirmation, "message")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1.0)
+        if message is not None and message["type"] == kind:
+            return message
+    pytest.fail(f"no {kind} on the control channel within {timeout}s")
+
+
 def _run(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     return accounts_cli.main(list(argv), out=out), out.getvalue()
@@ -88,11 +99,11 @@ def test_add_list_set_token_remove(cli_env: Settings, monkeypatch: pytest.Monkey
 
     control = sync_redis.Redis.from_url(cli_env.redis_url).pubsub()
     control.subscribe(f"{cli_env.redis_namespace}:control")
-    control.get_message(timeout=1)  # the subscribe confirmation
+    _next_of_type(control, "subscribe")  # listening before the command publishes
     monkeypatch.setenv("KITE_ACCOUNT_ACCESS_TOKEN", "new-access-token-77")
     code, out = _run("set-token", "desk-1")
     assert code == 0 and "streamer was told" in out
-    message = control.get_message(timeout=5)
+    message = _next_of_type(control, "message")
     control.close()
     assert orjson.loads(message["data"])["account_id"] == "desk-1"
     assert orjson.loads(message["data"])["kind"] == "tokens"

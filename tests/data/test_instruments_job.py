@@ -4,7 +4,6 @@ off, and the streamer is told over the control channel."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date
 
 import asyncpg
@@ -13,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.data.conftest import make_data_env
+from tests.waiting import confirm_subscribed, next_messages
 from ticker.infra.settings import Settings
 from ticker.jobs.context import close_deps
 from ticker.jobs.instruments import refresh_instruments
@@ -50,20 +50,11 @@ async def test_full_profile_refresh(full_env, redis: Redis) -> None:
     live = await env.deps.db.fetchval("SELECT instrument_token FROM instruments WHERE is_active LIMIT 1")
     await env.deps.db.execute("INSERT INTO subscriptions (instrument_token) VALUES ($1)", live)
 
-    heard: list[dict] = []
-
-    async def listen() -> None:
-        async with redis.pubsub() as sub:
-            await sub.subscribe(env.deps.names.control)
-            while len(heard) < 2:
-                msg = await sub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if msg is not None:
-                    heard.append(orjson.loads(msg["data"]))
-
-    listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.2)
-    third = await refresh_instruments(env.ctx, {})
-    await asyncio.wait_for(listener, 10)
+    async with redis.pubsub() as sub:
+        await sub.subscribe(env.deps.names.control)
+        await confirm_subscribed(sub)  # listening before the job publishes
+        third = await refresh_instruments(env.ctx, {})
+        heard = [orjson.loads(m) for m in await next_messages(sub, 2)]
     assert third["retired"] == 1 and third["deactivated_tokens"] == [4294967041]
     assert [m["kind"] for m in heard] == ["instruments", "subscriptions"]
     assert heard[1]["tokens"] == [4294967041]

@@ -3,6 +3,7 @@ progress readable afterwards, and a bad request failing the job with its message
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, time, timedelta
 
 from arq.jobs import Job, JobStatus
@@ -27,11 +28,14 @@ async def test_data_jobs_run_in_an_arq_worker(data_env: DataEnv) -> None:
     env = data_env
     q, names = env.deps.redis, env.deps.names
     await env.deps.db.execute("TRUNCATE instruments, history_cache")
-    assert await enqueue(q, names, JOB_REFRESH_INSTRUMENTS, {}, job_id="w-instruments")
-    assert await enqueue(q, names, JOB_REFRESH_TOKENS, {}, job_id="w-tokens")
+    # arq keeps job records under the job id alone, outside any namespace: ids of this run only
+    run = uuid.uuid4().hex[:8]
+    instruments, tokens, bad_id = f"w-instruments-{run}", f"w-tokens-{run}", f"w-bad-{run}"
+    assert await enqueue(q, names, JOB_REFRESH_INSTRUMENTS, {}, job_id=instruments)
+    assert await enqueue(q, names, JOB_REFRESH_TOKENS, {}, job_id=tokens)
     await _run_queued(env)
-    assert (await Job("w-instruments", q).result(timeout=5))["rows"] == len(env.sim.state.universe)
-    assert (await Job("w-tokens", q).result(timeout=5))["failed"] == 0
+    assert (await Job(instruments, q).result(timeout=60))["rows"] == len(env.sim.state.universe)
+    assert (await Job(tokens, q).result(timeout=60))["failed"] == 0
 
     index = await env.deps.db.fetchval("SELECT instrument_token FROM instruments WHERE tradingsymbol = 'NIFTY 50'")
     day = datetime.now(IST).date() - timedelta(days=7)
@@ -40,12 +44,12 @@ async def test_data_jobs_run_in_an_arq_worker(data_env: DataEnv) -> None:
                "to": datetime.combine(day + timedelta(days=2), time(15, 30), IST).isoformat()}
     good = derived_job_id("history", *sorted(payload.items()))
     assert await enqueue(q, names, JOB_FETCH_HISTORY, payload, job_id=good)
-    assert await enqueue(q, names, JOB_FETCH_HISTORY, {**payload, "interval": "7minute"}, job_id="w-bad")
+    assert await enqueue(q, names, JOB_FETCH_HISTORY, {**payload, "interval": "7minute"}, job_id=bad_id)
     await _run_queued(env)
 
-    result = await Job(good, q).result(timeout=5)
+    result = await Job(good, q).result(timeout=60)
     assert result["columns"][:5] == ["date", "open", "high", "low", "close"]
     assert await get_progress(q, names, good) == {"done": 2, "total": 2}
-    bad = await Job("w-bad", q).result_info()
+    bad = await Job(bad_id, q).result_info()
     assert bad.success is False and "interval" in str(bad.result)
-    assert await Job("w-bad", q).status() == JobStatus.complete
+    assert await Job(bad_id, q).status() == JobStatus.complete

@@ -16,6 +16,7 @@ import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from tests.waiting import wait_for
 from ticker.core.contracts import (
     JOB_CLEANUP,
     JOB_REBALANCE_STRIKES,
@@ -141,10 +142,11 @@ async def test_missed_firings_coalesce_into_one_run(settings: Settings, queue: A
     scheduler.start(paused=True)
     scheduler.modify_job("coalesce_check", next_run_time=first_missed)
     scheduler.resume()
-    for _ in range(200):
-        if runner.enqueued:
-            break
-        await asyncio.sleep(0.05)
+
+    async def fired() -> bool:
+        return runner.enqueued > 0
+
+    await wait_for(fired)
     scheduler.shutdown(wait=False)
     await executor.drain()
     queued = await _queued(redis, names, "coalesce_probe")
@@ -177,26 +179,29 @@ async def test_two_scheduler_processes_enqueue_each_slot_once(settings: Settings
     procs = [await asyncio.create_subprocess_exec(*cmd, env=_env(settings), cwd=tmp_path,
                                                   stdout=PIPE, stderr=PIPE) for _ in range(2)]
     try:
-        for _ in range(300):  # until both are up (each beats as it starts) ...
-            if len(await alive(redis, names, "scheduler")) >= 2:
-                break
-            await asyncio.sleep(0.1)
-        both_up = len(await _queued(redis, names, PROBE_JOB))
-        for _ in range(300):  # ... and then a few slots pass with both running
-            if len(await _queued(redis, names, PROBE_JOB)) >= both_up + 4:
-                break
-            await asyncio.sleep(0.1)
+        async def both_up() -> bool:  # each beats as it starts
+            return len(await alive(redis, names, "scheduler")) >= 2
+
+        await wait_for(both_up, every=0.1)
+        up_at = len(await _queued(redis, names, PROBE_JOB))
+
+        async def slots_passed_with_both_running() -> bool:
+            # six: the first and the last may have been tried by one process only (it had not started,
+            # or was stopped before its turn); every slot between was tried by both
+            return len(await _queued(redis, names, PROBE_JOB)) >= up_at + 6
+
+        await wait_for(slots_passed_with_both_running, every=0.1)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
-        raw = [await asyncio.wait_for(p.communicate(), 30) for p in procs]
+        raw = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
     outputs = [(out.decode(), err.decode()) for out, err in raw]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
 
     enqueued = [{e["job_id"]: e["slot"] for e in _log_events(err, "schedule slot enqueued")} for _, err in outputs]
     taken = [{e["slot"] for e in _log_events(err, "schedule slot already taken")} for _, err in outputs]
     queued = await _queued(redis, names, PROBE_JOB)
-    assert len(queued) >= 4
+    assert len(queued) >= 6
     assert not set(enqueued[0]) & set(enqueued[1])          # never both
     assert set(enqueued[0]) | set(enqueued[1]) == queued     # every enqueue is in the queue
     slots = sorted(datetime.fromisoformat(s) for e in enqueued for s in e.values())

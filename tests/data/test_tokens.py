@@ -3,7 +3,6 @@ a listener on the control channel is told; the official request-token exchange; 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import aiohttp
@@ -14,19 +13,11 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from tests.data.conftest import DataEnv
+from tests.waiting import confirm_subscribed, next_messages
 from ticker.infra.kite_login import LoginCredentials, LoginError, request_token
 from ticker.infra.kite_rest import KiteApi, TokenException
 from ticker.infra.logs import RedactingFilter
 from ticker.jobs.tokens import LOGIN_ATTEMPTS, TokenJobError, exchange_request_token, refresh_tokens
-
-
-async def _listen(redis: Redis, channel: str, until: int, box: list[dict]) -> None:
-    async with redis.pubsub() as sub:
-        await sub.subscribe(channel)
-        while len(box) < until:
-            msg = await sub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg is not None:
-                box.append(orjson.loads(msg["data"]))
 
 
 async def _works(env: DataEnv, account_id: str) -> bool:
@@ -52,12 +43,12 @@ async def test_expired_tokens_are_renewed_and_the_streamer_is_told(
     assert env.sim.state.expire_tokens() >= 2
     assert not await _works(env, "sim1")
 
-    heard: list[dict] = []
-    listener = asyncio.create_task(_listen(redis, env.deps.names.control, 2, heard))
-    await asyncio.sleep(0.2)  # subscribed before the job publishes
-    with caplog.at_level(logging.INFO):
-        result = await refresh_tokens(env.ctx, {})
-    await asyncio.wait_for(listener, 10)
+    async with redis.pubsub() as sub:
+        await sub.subscribe(env.deps.names.control)
+        await confirm_subscribed(sub)  # listening before the job publishes
+        with caplog.at_level(logging.INFO):
+            result = await refresh_tokens(env.ctx, {})
+        heard = [orjson.loads(m) for m in await next_messages(sub, 2)]
 
     assert result["renewed"] == 2 and result["failed"] == 0
     assert sorted((m["kind"], m["account_id"]) for m in heard) == [("tokens", "sim1"), ("tokens", "sim2")]
@@ -156,12 +147,12 @@ async def _official_request_token(env: DataEnv) -> str:
 async def test_the_official_request_token_is_exchanged(data_env: DataEnv, redis: Redis) -> None:
     env = data_env
     env.sim.state.expire_tokens(env.sim.accounts[0].api_key)
-    heard: list[dict] = []
-    listener = asyncio.create_task(_listen(redis, env.deps.names.control, 1, heard))
-    await asyncio.sleep(0.2)
-    token = await _official_request_token(env)
-    result = await exchange_request_token(env.ctx, {"account_id": "sim1", "request_token": token})
-    await asyncio.wait_for(listener, 10)
+    async with redis.pubsub() as sub:
+        await sub.subscribe(env.deps.names.control)
+        await confirm_subscribed(sub)
+        token = await _official_request_token(env)
+        result = await exchange_request_token(env.ctx, {"account_id": "sim1", "request_token": token})
+        heard = [orjson.loads(m) for m in await next_messages(sub, 1)]
     assert result == {"account_id": "sim1", "token_state": "valid"}
     assert heard[0]["kind"] == "tokens" and heard[0]["account_id"] == "sim1"
     assert await _works(env, "sim1")

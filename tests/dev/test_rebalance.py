@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 import orjson
 import pytest
 
+from tests.waiting import confirm_subscribed, next_messages
 from ticker.core.contracts import JOB_REBALANCE_STRIKES
 from ticker.core.strikes import ChainRow, atm_strike, diff, plan
 from ticker.infra.queue import create_queue
@@ -85,6 +86,7 @@ async def test_rebalancer_moves_the_window_without_churning(job_ctx, db, redis, 
     await redis.hset(names.latest, "256265", orjson.dumps({"last_price": 24010.0}))
     pubsub = redis.pubsub()
     await pubsub.subscribe(names.control)
+    await confirm_subscribed(pubsub)  # listening before the job publishes
 
     first = await rebalance_strikes(job_ctx, {"levels": 2, "expiries": 2})
     # 5 strikes × 2 types × 2 expiries, plus the index and the near future
@@ -102,12 +104,6 @@ async def test_rebalancer_moves_the_window_without_churning(job_ctx, db, redis, 
     assert set(by_strike[23900.0]).isdisjoint(after) and set(by_strike[24100.0]) <= set(after)
     assert by_strike[23000.0][0] in after, "the user's own subscription must stay"
 
-    messages = []
-    for _ in range(10):
-        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-        if msg:
-            messages.append(orjson.loads(msg["data"]))
-        if len(messages) == 2:
-            break
+    messages = [orjson.loads(m) for m in await next_messages(pubsub, 2)]
     await pubsub.aclose()
     assert [m["kind"] for m in messages] == ["subscriptions", "subscriptions"]

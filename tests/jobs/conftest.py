@@ -1,34 +1,76 @@
 """An order world for job tests: the Kite stand-in, its instruments in Postgres, its accounts stored
-(encrypted) in `kite_accounts`, settings pointing at it, and helpers to run workers."""
+(encrypted) in `kite_accounts`, settings pointing at it, and helpers to run workers.
+
+Isolation: each test module gets its own database, Redis key namespace and channel prefix (the
+`settings`, `names` and `db` fixtures below override the session's), and each world gets its own
+namespace and prefix within that. So no worker, queue, rate limit, breaker or postback consumer of
+one test can see another test's jobs or rows, and jobs another test left queued never run here.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import pytest_asyncio
 
+from tests.databases import private_database
+from tests.isolation import own_namespace
+from tests.waiting import wait_for
+from ticker.core.contracts import Names
 from ticker.core.instruments import Instrument, parse_csv
 from ticker.infra.accounts import KiteAccount, account_store
+from ticker.infra.db import create_pool
 from ticker.infra.kite_rest import KiteApi, KiteHttp
-from ticker.infra.queue import create_queue
+from ticker.infra.queue import create_queue, names_for
 from ticker.infra.settings import Settings
 from ticker.jobs.worker import run
 
-# Fast retries so fault tests finish in seconds; the policy itself is unchanged.
-FAST = {"order_retry_base_seconds": 0.02, "order_retry_max_seconds": 0.2, "order_request_timeout": 0.5,
+__all__ = ["FAST", "HOLD_MS", "World", "run_burst", "wait_for"]
+
+# Fast retries so fault tests finish in seconds; the policy itself is unchanged. A call to the
+# stand-in times out after 3 s: far above what an answered call takes even on a busy machine, so only
+# an injected fault makes one time out (faults that withhold an answer hold it for HOLD_MS).
+FAST = {"order_retry_base_seconds": 0.02, "order_retry_max_seconds": 0.2, "order_request_timeout": 3.0,
         "breaker_failure_threshold": 1000, "worker_shutdown_grace_seconds": 2.0}
+HOLD_MS = 600_000  # the stand-in cancels whatever it still holds when it stops
 _loaded_instruments: list[Instrument] = []
+_world_numbers = itertools.count(1)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def _module_database(database_url: str) -> AsyncIterator[str]:
+    async with private_database(database_url, "ticker_jobs") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings, _module_database: str) -> Settings:
+    """The session's settings with this module's own database, Redis namespace and channel prefix."""
+    return own_namespace(settings, database_url=_module_database)
+
+
+@pytest.fixture(scope="module")
+def names(settings: Settings) -> Names:
+    return names_for(settings)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(settings.database_url, min_size=1, max_size=10)
+    yield pool
+    await pool.close()
 
 
 @dataclass
@@ -39,6 +81,11 @@ class World:
     option: Instrument  # an NFO option with a lot size > 1
     arq: Any
     procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def names(self) -> Names:
+        """This world's queues, keys and channels (no other world or test shares them)."""
+        return names_for(self.settings)
 
     @property
     def counters(self) -> dict[str, Any]:
@@ -120,7 +167,8 @@ async def world_factory(kitesim_factory, db, settings) -> AsyncIterator[Callable
         sim = await kitesim_factory(accounts=accounts, **sim_config)
         instruments = await _instruments(sim)
         await _load_instruments(db, instruments)
-        local = settings.model_copy(update={"kite_root": sim.url, **FAST, **(overrides or {})})
+        local = own_namespace(settings, f"w{next(_world_numbers)}", **{"kite_root": sim.url, **FAST,
+                                                                      **(overrides or {})})
         store = account_store(db, local)
         ids = []
         for i, acct in enumerate(sim.accounts):
@@ -148,14 +196,5 @@ async def world(world_factory) -> World:
 
 
 async def run_burst(world: World, queues: tuple[str, ...] = ("orders",)) -> int:
-    """Run in-process workers until the queues are empty (deferred retries included)."""
-    return await asyncio.wait_for(run(world.settings, queues, burst=True), 60)
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 30.0, every: float = 0.05) -> None:
-    """Poll until `check()` holds; fail the test with a clear message when it never does."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s: {check.__name__}")
-        await asyncio.sleep(every)
+    """Run in-process workers on the world's queues until they are empty (deferred retries included)."""
+    return await asyncio.wait_for(run(world.settings, queues, burst=True), 120)

@@ -74,14 +74,14 @@ async def test_consumer_applies_published_postbacks(job_deps, db, redis, names) 
                 "order_id": oid, "status": "REJECTED", "status_message": "margin"}}))
             return (await get_order(db, job_id)).kite_status == "REJECTED"
 
-        await wait_for(applied, timeout=10, every=0.1)
+        await wait_for(applied, every=0.1)
         assert (await get_order(db, job_id)).status_message == "margin"
     finally:
         stop.set()
         await task
 
 
-async def test_sync_job_brings_kite_status_into_the_audit(world, db, names) -> None:
+async def test_sync_job_brings_kite_status_into_the_audit(world, db) -> None:
     from ticker.core.contracts import JOB_SYNC_ORDERS
     from ticker.infra.jobstatus import job_status
     from ticker.infra.queue import enqueue
@@ -90,41 +90,47 @@ async def test_sync_job_brings_kite_status_into_the_audit(world, db, names) -> N
     from .test_order_jobs import option_order, place
 
     low = round(max(world.option.tick_size, 0.05) * 2, 2)
-    resting = await place(world, db, names, option_order(world, "sim1", order_type="LIMIT", price=low))
-    filled = await place(world, db, names, option_order(world, "sim2"))
+    resting = await place(world, db, option_order(world, "sim1", order_type="LIMIT", price=low))
+    filled = await place(world, db, option_order(world, "sim2"))
     await run_burst(world)
     # The stand-in fills or rests the orders; cancel the resting one behind our back, as a user might.
     (sim_order,) = world.sim.state.orders_with_tag(kite_tag(resting))
     world.sim.state.orders.cancel(world.api_key("sim1"), sim_order["order_id"])
+    assert (await get_order(db, resting)).kite_status != "CANCELLED"  # only Kite knows so far
 
     sync_id = "sync-" + uuid.uuid4().hex
-    await enqueue(world.arq, names, JOB_SYNC_ORDERS, {}, job_id=sync_id)
+    await enqueue(world.arq, world.names, JOB_SYNC_ORDERS, {}, job_id=sync_id)
     await run_burst(world, queues=("default",))
-    result = (await job_status(world.arq, db, names, sync_id)).result
-    assert result["updated"] >= 2 and not set(result["errors"]) & {"sim1", "sim2"}
+    result = (await job_status(world.arq, db, world.names, sync_id)).result
+    assert not set(result["errors"]) & {"sim1", "sim2"}, result
+    # What the audit says now is what Kite says, whoever brought it in first (the count of rows this
+    # run changed would depend on that, so the state is what is checked).
     assert (await get_order(db, resting)).kite_status == "CANCELLED"
     (done,) = world.sim.state.orders_with_tag(kite_tag(filled))
     record = await get_order(db, filled)
     assert record.kite_status == done["status"] and record.filled_quantity == done["filled_quantity"]
 
 
-async def test_portfolio_reads_are_cached_and_rate_limited(world, db, names) -> None:
+async def test_portfolio_reads_are_cached_and_rate_limited(world_factory, db) -> None:
     from ticker.core.contracts import JOB_PORTFOLIO
     from ticker.infra.jobstatus import job_status
     from ticker.infra.queue import enqueue
 
     from .conftest import run_burst
 
+    world = await world_factory(overrides={"portfolio_cache_seconds": 3600})  # fresh however slow the run
+
     reads = [f"pf-{n}-{uuid.uuid4().hex}" for n in range(2)]
     for job_id in reads:
-        await enqueue(world.arq, names, JOB_PORTFOLIO, {"account_id": "sim1", "kind": "positions"}, job_id=job_id)
+        await enqueue(world.arq, world.names, JOB_PORTFOLIO, {"account_id": "sim1", "kind": "positions"},
+                      job_id=job_id)
     bad = "pf-bad-" + uuid.uuid4().hex
-    await enqueue(world.arq, names, JOB_PORTFOLIO, {"account_id": "sim1", "kind": "nope"}, job_id=bad)
+    await enqueue(world.arq, world.names, JOB_PORTFOLIO, {"account_id": "sim1", "kind": "nope"}, job_id=bad)
     before = world.counters["requests"].get("GET /portfolio/positions", 0)
     await run_burst(world, queues=("default",))
-    results = [await job_status(world.arq, db, names, j) for j in reads]
+    results = [await job_status(world.arq, db, world.names, j) for j in reads]
     assert world.counters["requests"].get("GET /portfolio/positions", 0) - before == 1, results
     assert sorted(r.result["cached"] for r in results) == [False, True]
     assert results[0].result["data"] == results[1].result["data"]
-    status = await job_status(world.arq, db, names, bad)
+    status = await job_status(world.arq, db, world.names, bad)
     assert status.status == "failed" and "kind" in status.error

@@ -38,18 +38,18 @@ def test_sim_process_serves_and_stops_on_sigterm(tmp_path):
         expected = SimConfig(seed=5, accounts_file=accounts).resolve_accounts()
         assert expected[0].access_token not in line  # credentials are fetched, never printed
         url = f"http://127.0.0.1:{port}"
-        assert requests.get(f"{url}/_sim/health", timeout=5).json()["status"] == "ok"
-        served = requests.get(f"{url}/_sim/accounts", timeout=5).json()
+        assert requests.get(f"{url}/_sim/health", timeout=30).json()["status"] == "ok"
+        served = requests.get(f"{url}/_sim/accounts", timeout=30).json()
         served = served.get("accounts", served) if isinstance(served, dict) else served
         # deterministic from seed + api_key, so `ticker dev` can hand the token to the other processes
         assert [a["access_token"] for a in served][0] == expected[0].access_token
         kite = KiteConnect("desk_key", expected[0].access_token, root=url)
         assert kite.profile()["user_id"] == "SIM001"
-        state = requests.get(f"{url}/_sim/state", timeout=5).json()
+        state = requests.get(f"{url}/_sim/state", timeout=30).json()
         assert state["faults"]["latency_ms"] == 1 and [a["api_key"] for a in state["accounts"]] == [
             "desk_key", "other_key"]
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

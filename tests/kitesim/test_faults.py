@@ -13,6 +13,10 @@ from kiteconnect import exceptions as kex
 from ticker.infra.kitesim.faults import Faults, RouteFault
 from ticker.infra.kitesim.universe import KIND_FUT
 
+# A withheld answer stays withheld this long: far past the clients' 0.2 s timeout, however slowly the
+# client's thread gets to run (the stand-in cancels what it still holds when it stops).
+HOLD_MS = 10_000
+
 
 def _kite(sim, timeout: float | None = None) -> KiteConnect:
     acc = sim.account
@@ -51,14 +55,14 @@ async def test_status_faults_on_a_route_for_n_calls(kitesim, kind, exc, code):
 
 
 async def test_timeout_fault_withholds_the_response_and_does_nothing(kitesim):
-    kitesim.state.add_fault(route="POST /orders/*", kind="timeout", times=1, delay_ms=1000)
+    kitesim.state.add_fault(route="POST /orders/*", kind="timeout", times=1, delay_ms=HOLD_MS)
     with pytest.raises(requests.exceptions.ReadTimeout):
         await _order(_kite(kitesim, timeout=0.2), kitesim, _future(kitesim), "to1")
     assert kitesim.state.counters.orders_by_tag["to1"] == 0
 
 
 async def test_accept_then_timeout_places_the_order(kitesim):
-    kitesim.state.add_fault(route="POST /orders/*", kind="accept_timeout", times=1, delay_ms=1000)
+    kitesim.state.add_fault(route="POST /orders/*", kind="accept_timeout", times=1, delay_ms=HOLD_MS)
     with pytest.raises(requests.exceptions.ReadTimeout):
         await _order(_kite(kitesim, timeout=0.2), kitesim, _future(kitesim), "att1")
     assert kitesim.state.counters.orders_by_tag["att1"] == 1
@@ -83,7 +87,7 @@ async def test_drop_fault_closes_without_placing(kitesim):
 
 
 async def test_latency_delays_past_a_short_client_timeout(kitesim):
-    kitesim.state.add_fault(route="GET /user/profile", kind="latency", delay_ms=1000, times=1)
+    kitesim.state.add_fault(route="GET /user/profile", kind="latency", delay_ms=HOLD_MS, times=1)
     with pytest.raises(requests.exceptions.ReadTimeout):
         await asyncio.to_thread(_kite(kitesim, timeout=0.2).profile)
     assert (await asyncio.to_thread(_kite(kitesim, timeout=0.2).profile))["user_id"] == "SIM001"
@@ -93,7 +97,7 @@ async def test_global_error_rate_and_latency(kitesim):
     kitesim.state.set_latency(error_rate=1.0)
     with pytest.raises((kex.GeneralException, kex.NetworkException)):
         await asyncio.to_thread(_kite(kitesim).profile)
-    kitesim.state.set_latency(error_rate=0.0, latency_ms=1000)
+    kitesim.state.set_latency(error_rate=0.0, latency_ms=HOLD_MS)
     with pytest.raises(requests.exceptions.ReadTimeout):
         await asyncio.to_thread(_kite(kitesim, timeout=0.2).profile)
     kitesim.state.reset()

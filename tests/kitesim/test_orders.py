@@ -146,7 +146,7 @@ async def test_order_postbacks_reach_that_accounts_ticker(kitesim):
             order_id = await _place(_kite(kitesim), symbol, _lot(kitesim, symbol), tag="pb1")
             statuses = []
             while len(statuses) < 2:
-                msg = await asyncio.wait_for(ws.receive(), 5)
+                msg = await asyncio.wait_for(ws.receive(), 30)
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     body = orjson.loads(msg.data)
                     data = body["data"]
@@ -161,18 +161,21 @@ async def test_order_postbacks_reach_that_accounts_ticker(kitesim):
 
 async def test_rate_limit_returns_kites_429(kitesim_factory):
     sim = await kitesim_factory(order_rate_limit=2)
-    kite = _kite(sim)
     symbol, _ = _option(sim)
     lot = _lot(sim, symbol)
-    await _place(kite, symbol, lot)
-    await _place(kite, symbol, lot)
-    with pytest.raises(kex.NetworkException, match="Too many requests") as err:
-        await _place(kite, symbol, lot)
-    assert err.value.code == 429
-    assert sim.state.counters.rate_limited[sim.account.api_key] == 1
+    rounds, refused = 0, []
+    while not refused and rounds < 20:  # three at once cannot all fit in two per second
+        rounds += 1
+        results = await asyncio.gather(*(_place(_kite(sim), symbol, lot) for _ in range(3)), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, Exception)]
+    assert refused and all(isinstance(e, kex.NetworkException) and e.code == 429
+                           and "Too many requests" in str(e) for e in refused), refused
+    key = sim.account.api_key
+    assert sim.state.counters.rate_limited[key] == len(refused)
+    assert sim.state.counters.order_attempts[key] == 3 * rounds
     sim.state.set_order_rate_limit(0)
-    await _place(kite, symbol, lot)
-    assert sim.state.counters.order_attempts[sim.account.api_key] == 4
+    await asyncio.gather(*(_place(_kite(sim), symbol, lot) for _ in range(3)))  # no limit: all placed
+    assert sim.state.counters.order_attempts[key] == 3 * rounds + 3
 
 
 def test_rate_window_is_any_one_second():

@@ -19,7 +19,7 @@ V3 = {"X-Kite-Version": "3"}
 
 def _login_redirect(url: str, api_key: str, session: requests.Session | None = None) -> dict:
     r = (session or requests).get(f"{url}/connect/login", params={"api_key": api_key, "v": 3},
-                                  allow_redirects=False, timeout=5)
+                                  allow_redirects=False, timeout=30)
     assert r.status_code == 302
     return {k: v[0] for k, v in parse_qs(urlparse(r.headers["Location"]).query).items()}
 

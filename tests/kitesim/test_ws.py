@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import Counter
 
 import aiohttp
-import numpy as np
 import orjson
 import pytest
 
+from tests.waiting import wait_for
 from ticker.core.wire import decode
+from ticker.infra.kitesim.config import SimConfig
+from ticker.infra.kitesim.state import SimState
 from ticker.infra.kitesim.universe import KIND_CE
+from ticker.infra.kitesim.ws import MODE_FULL, TickerConn
 
-WAIT = 5.0  # upper bound on waiting for something that must arrive
+WAIT = 30.0  # upper bound on waiting for something that must arrive
 
 
 def _url(sim, i: int = 0, token: str | None = None) -> str:
@@ -61,10 +66,11 @@ async def test_fourth_connection_refused(kitesim, session):
     assert err.value.status == 429
     other = await session.ws_connect(_url(kitesim, 1))  # the limit is per api_key
     await conns[0].close()
-    for _ in range(100):  # the server notices the close
-        if len(kitesim.state.connections(kitesim.account.api_key)) < 3:
-            break
-        await asyncio.sleep(0.02)
+
+    async def server_noticed_the_close() -> bool:
+        return len(kitesim.state.connections(kitesim.account.api_key)) < 3
+
+    await wait_for(server_noticed_the_close, WAIT, every=0.02)
     again = await session.ws_connect(_url(kitesim))
     for ws in (*conns[1:], other, again):
         await ws.close()
@@ -105,11 +111,11 @@ async def test_modes_and_packet_lengths(kitesim, session):
             lengths.update(zip(ticks.token.tolist(), ticks.packet_length.tolist(), strict=True))
         await _send(ws, "unsubscribe", opts)
         conn = kitesim.state.connections()[0]
-        for _ in range(100):
-            if conn.tokens.tolist() == [256265]:
-                break
-            await asyncio.sleep(0.01)
-        assert conn.tokens.tolist() == [256265]
+
+        async def only_the_index_left() -> bool:
+            return conn.tokens.tolist() == [256265]
+
+        await wait_for(only_the_index_left, WAIT, every=0.01)
 
 
 async def test_bad_messages_get_error_text(kitesim, session):
@@ -174,31 +180,51 @@ async def test_stall_goes_silent_while_others_tick(kitesim, session):
         assert (await _next(quiet)).type == aiohttp.WSMsgType.BINARY
 
 
-async def test_rate_per_token_and_total_target(kitesim, session):
-    opts = _options(kitesim, 100)
+def test_tick_rates_per_token_and_total_target():
+    # The engine is stepped by hand, 1/16 s at a time (exact in binary): what ticks follows from the
+    # rates alone, not from how promptly a busy machine runs the stand-in's clock.
+    state = SimState(SimConfig(seed=7, tick_interval_ms=50))
+    conn = TickerConn("sim_api_key", None, None, state.universe, 3000)  # a client that takes every frame
+    state.hub.conns[conn.id] = conn
+    sent: list[list[int]] = []
+    state.engine.tap = lambda _conn, ticks, _frame: sent.append(ticks.token.tolist())
+    clock = float(int(time.monotonic()) + 1)
+    state.engine.step(time.time(), clock)  # the engine's clock starts here
+
+    def ticks_in(steps: int) -> Counter:
+        nonlocal clock
+        sent.clear()
+        for _ in range(steps):
+            clock += 1 / 16
+            state.engine.step(time.time(), clock)
+            conn.frames.clear()
+        return Counter(t for frame in sent for t in frame)
+
+    uni = state.universe
+    opts = [int(t) for t in uni.token[uni.kind == KIND_CE][:100]]
     fast, slow = opts[0], opts[1]
-    kitesim.state.set_ticks(per_token={fast: 20.0, slow: 1.0})
-    async with session.ws_connect(_url(kitesim)) as ws:
-        await _send(ws, "subscribe", [fast, slow])
-        seen = {fast: 0, slow: 0}
-        while seen[fast] < 20:
-            for t in decode((await _next(ws)).data).token.tolist():
-                seen[t] += 1
-        assert seen[slow] < seen[fast] / 4
-        await _send(ws, "unsubscribe", [fast, slow])
-        kitesim.state.set_ticks(clear=True, ticks_per_second=200.0)
-        await _send(ws, "subscribe", opts)
-        await _next(ws)  # the first snapshot carries every new subscription
-        sizes = [len(decode((await _next(ws)).data)) for _ in range(20)]
-        assert np.mean(sizes) < 50  # unthrottled, every frame would carry all 100
+    state.set_ticks(per_token={fast: 16.0, slow: 1.0})
+    # Ten seconds of steps after each subscription's first tick: a rate of r ticks r*10 times, or
+    # once more, depending on the random phase a subscription starts with.
+    conn.subscribe([fast, slow])
+    assert ticks_in(1) == {fast: 1, slow: 1}  # a new subscription ticks at once
+    ticks = ticks_in(160)
+    assert ticks[fast] == 160 and ticks[slow] in (10, 11), ticks
+
+    conn.unsubscribe([fast, slow])
+    state.set_ticks(clear=True, ticks_per_second=200.0)
+    conn.subscribe(opts)
+    assert ticks_in(1) == {t: 1 for t in opts}
+    ticks = ticks_in(160)  # 200 a second, shared by the 100 subscriptions
+    assert set(ticks) == set(opts) and set(ticks.values()) <= {20, 21}, ticks
+    assert max(len(frame) for frame in sent) < len(opts)  # spread over the intervals, not in bursts
 
 
 async def _wait_conns(sim, n: int) -> None:
-    for _ in range(200):
-        if len(sim.state.connections()) == n:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"expected {n} connections")
+    async def connections_open() -> bool:
+        return len(sim.state.connections()) == n
+
+    await wait_for(connections_open, WAIT, every=0.01)
 
 
 async def test_expired_token_drops_the_socket_and_reconnect_gets_403(kitesim, session):
@@ -239,6 +265,11 @@ async def test_admin_lists_connections_and_subscriptions(kitesim, session):
         await _send(ws, "subscribe", opts)
         await _send(ws, "mode", ["full", opts[:2]])
         await _next(ws)
+
+        async def both_commands_applied() -> bool:
+            return list(kitesim.state.connections()[0].subs.values()).count(MODE_FULL) == 2
+
+        await wait_for(both_commands_applied, WAIT, every=0.01)
         async with session.get(f"{kitesim.url}/_sim/ws/connections") as r:
             [conn] = await r.json()
         assert conn["api_key"] == kitesim.account.api_key and conn["subscriptions"] == 7
@@ -257,6 +288,5 @@ async def test_a_stalled_socket_closed_by_its_client_frees_its_slot(kitesim, ses
     ws = await session.ws_connect(_url(kitesim))
     await _wait_conns(kitesim, 1)
     assert kitesim.state.stall() == 1
-    await asyncio.sleep(0.05)
     await ws.close()
     await _wait_conns(kitesim, 0)
