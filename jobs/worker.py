@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 QUEUES = ("orders", "default")
 HEARTBEAT_SECONDS = 5.0
+HANDBACK_WAIT_S = 10.0  # how long a stopping worker waits for cancelled jobs to be handed back
 # Order jobs count their own attempts (calls to Kite) in the audit; arq's try counter also counts
 # hand-backs while a rate limit or the breaker makes them wait, so its ceiling is only a backstop.
 ORDER_ARQ_MAX_TRIES = 500
@@ -159,6 +160,7 @@ async def _postbacks(deps: Deps, stop: asyncio.Event, outage: Outage) -> None:
     while not stop.is_set():
         try:
             await consume_postbacks(deps, stop)
+            continue  # it returns only once stop is set
         except REDIS_ERRORS as exc:
             delay = outage.failed(exc, "reading order postbacks")
         except Exception:
@@ -215,6 +217,11 @@ async def _drain(workers: list[Worker], grace: float) -> None:
         await asyncio.wait(running, timeout=grace)
     for w in workers:
         w.handle_sig(15)  # cancels what is still running and the worker's main loop
+    # A cancelled job hands itself back to the queue in a shielded step. Let that finish before
+    # close() cancels the tasks again, or the job stays locked until its in-progress marker expires.
+    cancelled = [t for w in workers for t in w.tasks.values() if not t.done()]
+    if cancelled:
+        await asyncio.wait(cancelled, timeout=HANDBACK_WAIT_S)
 
 
 async def run(settings: Settings, queues: Sequence[str], *, concurrency: int | None = None,

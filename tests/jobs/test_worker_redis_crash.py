@@ -17,16 +17,15 @@ from .conftest import World, wait_for
 from .test_worker_processes import assert_exactly_once, order, statuses, wait_all_terminal
 
 
-async def _submit(world: World, db, names, count: int) -> list[str]:
+async def _submit(world: World, db, count: int) -> list[str]:
     ids = []
     for i in range(count):
         req = order(world, world.accounts[i % len(world.accounts)])
-        ids.append((await submit_place(world.arq, db, names, world.settings, req, uuid.uuid4().hex)).job_id)
+        ids.append((await submit_place(world.arq, db, world.names, world.settings, req, uuid.uuid4().hex)).job_id)
     return ids
 
 
-async def test_worker_outlives_a_redis_crash_and_orders_complete_exactly_once(world_factory, db, names,
-                                                                               tmp_path) -> None:
+async def test_worker_outlives_a_redis_crash_and_orders_complete_exactly_once(world_factory, db, tmp_path) -> None:
     server = EmbeddedRedis(tmp_path / "redis", persist=True)
     server.start()
     try:
@@ -37,10 +36,10 @@ async def test_worker_outlives_a_redis_crash_and_orders_complete_exactly_once(wo
         worker = world.start_worker("--queue", "orders", "--concurrency", "2", log_level="INFO")
 
         async def serving() -> bool:
-            return bool(await alive(world.arq, names, "worker"))
+            return bool(await alive(world.arq, world.names, "worker"))
 
         await wait_for(serving, timeout=60)
-        before = await _submit(world, db, names, 12)
+        before = await _submit(world, db, 12)
 
         async def some_placed() -> bool:
             return sum(world.orders_with_tag(kite_tag(j)) for j in before) >= 1
@@ -52,7 +51,7 @@ async def test_worker_outlives_a_redis_crash_and_orders_complete_exactly_once(wo
         world.arq = await create_queue(world.settings)
         await world.admin("DELETE", "/_sim/faults")
 
-        after = await _submit(world, db, names, 4)
+        after = await _submit(world, db, 4)
         final = await wait_all_terminal(db, before + after, [worker], timeout=120)
         assert worker.poll() is None, World.log_of(worker)
         assert set(final.values()) == {"complete"}, final
