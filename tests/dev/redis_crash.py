@@ -32,7 +32,8 @@ from ticker.infra.queue import create_queue, names_for
 from ticker.infra.redis import connect
 from ticker.infra.settings import load_settings
 
-from .test_dev_e2e import TICKER, _clean_env
+from .devrun import clean_env
+from .test_dev_e2e import TICKER
 
 PROCESSES = ("cli worker", "cli web", "cli streamer", "cli scheduler")
 
@@ -58,7 +59,7 @@ class DevUnderRedis:
     async def start(self, timeout: float = 180.0) -> None:
         self.redis = EmbeddedRedis(self.folder / "redis", persist=True)
         self.redis.start()
-        env = {**_clean_env(self.folder), "REDIS_URL": self.redis.url, "LOG_LEVEL": "INFO"}
+        env = {**clean_env(self.folder), "REDIS_URL": self.redis.url, "LOG_LEVEL": "INFO"}
         self._log = (self.folder / "dev.log").open("wb")
         self.dev = subprocess.Popen(
             [TICKER, "dev", "--folder", str(self.folder / "dev"), "--port", str(free_port()),

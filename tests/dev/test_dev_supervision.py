@@ -19,7 +19,8 @@ import pytest
 from ticker.infra.devsupervise import CrashLoop, Supervisor, Watched
 from ticker.infra.embedded import free_port
 
-from .test_dev_e2e import TICKER, _clean_env, _first_option_ticks, _place_and_poll
+from .devrun import clean_env, first_option_ticks
+from .test_dev_e2e import TICKER, _place_and_poll
 
 
 async def _until(check, what: str, timeout: float = 90.0) -> None:
@@ -70,12 +71,12 @@ async def test_dev_replaces_a_killed_worker_redis_and_postgres(tmp_path: Path) -
     log = log_path.open("wb")
     dev = subprocess.Popen(
         [TICKER, "dev", "--folder", str(folder), "--port", str(free_port()), "--streamer-port", str(free_port())],
-        env=_clean_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        env=clean_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         await _until(lambda: (folder / "dev.json").exists() or dev.poll() is not None, "ticker dev up", 180)
         assert dev.poll() is None, log_path.read_text()[-3000:]
         info = json.loads((folder / "dev.json").read_text())
-        ticks, _ = await _first_option_ticks(info["redis_url"], time.monotonic())
+        ticks, _ = await first_option_ticks(info["redis_url"], time.monotonic(), 120)
         assert ticks, "no option ticks"
 
         (old_worker,) = _child_pids(dev, "cli worker")
