@@ -1,7 +1,7 @@
-"""NSE contract specifications of the index derivatives the stand-in lists, as dated data.
+"""NSE contract specifications of the index derivatives, as dated data: one table for our order
+intake (lot and freeze checks before an order is queued) and for the Kite stand-in's universe.
 
-Each table row says from when it holds, so the universe built for any day follows the rules NSE
-had for that day:
+Each table row says from when it holds, so the rules of any day are the ones NSE had that day:
 
 - lot sizes go by contract series: a row governs contracts expiring on or after `series_from`
   (NSE changes lots for new series and lets running ones keep theirs);
@@ -110,11 +110,6 @@ STATIC_SPECS: dict[str, StaticSpec] = {s.name: s for s in (
     StaticSpec("MIDCPNIFTY", 0.05, 25, _CONTRACT_SPECS),
     StaticSpec("NIFTYNXT50", 0.05, 100, _CONTRACT_SPECS),
 )}
-
-# Synthetic stock underlyings (the `full` profile) have no NSE row: their lots come from the
-# universe, and one order may carry this many lots.
-STOCK_FREEZE_LOTS = 24
-
 
 Row = TypeVar("Row", LotRow, FreezeRow, ExpiryRow)
 
