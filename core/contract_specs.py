@@ -164,3 +164,10 @@ def listed_expiries(name: str, today: date, monthly: int, weekly: int,
             weeks.update(d for d in upcoming_expiries(start, rule.weekday, weekly, False, holidays) if d < end)
     month_list = sorted(months)[:monthly]
     return month_list, sorted(set(month_list) | set(sorted(weeks)[:weekly]))
+
+
+def order_freeze(name: str, on: date) -> int | None:
+    """The freeze quantity of `name`'s derivatives on trading day `on`; None when the table has none."""
+    if not any(r.name == name for r in FREEZE_QUANTITIES):
+        return None
+    return freeze_quantity(name, on)

@@ -223,9 +223,10 @@ async def test_quote_takes_500_and_ltp_ohlc_1000_instruments(kitesim_factory):
 
 
 # --- our own client ------------------------------------------------------------------------------
-async def test_our_client_speaks_v3_with_automatic_market_protection(kitesim):
-    """infra/kite_rest sends X-Kite-Version: 3 and, for MARKET/SL-M orders given no protection,
-    Kite's automatic one (-1); a protection the caller chose goes as given."""
+async def test_our_client_speaks_v3_and_sends_orders_as_given(kitesim):
+    """infra/kite_rest sends X-Kite-Version: 3 and an order's fields as given: market protection is
+    filled in by order intake (core/order_intake.py), not by the client, so a MARKET order without
+    one is Kite's refusal."""
     acc = kitesim.account
     symbol, lot, _ = _contract(kitesim, "NIFTY")
     http = KiteHttp(kitesim.url, timeout=10)
@@ -233,13 +234,14 @@ async def test_our_client_speaks_v3_with_automatic_market_protection(kitesim):
         api = KiteApi(http, acc.api_key, acc.access_token)
         base = {"exchange": "NFO", "tradingsymbol": symbol, "transaction_type": "BUY", "quantity": lot,
                 "product": "NRML"}
-        market = await api.place_order("regular", {**base, "order_type": "MARKET"})
+        with pytest.raises(kex.InputException, match="market protection"):
+            await api.place_order("regular", {**base, "order_type": "MARKET"})
+        auto = await api.place_order("regular", {**base, "order_type": "MARKET", "market_protection": -1})
         chosen = await api.place_order("regular", {**base, "order_type": "MARKET", "market_protection": 3})
-        stop = await api.place_order("regular", {**base, "order_type": "SL-M", "trigger_price": 100_000.0})
         limit = await api.place_order("regular", {**base, "order_type": "LIMIT", "price": 0.05})
-        await api.modify_order("regular", limit, {"order_type": "MARKET"})
+        await api.modify_order("regular", limit, {"order_type": "MARKET", "market_protection": -1})
         book = {o["order_id"]: o for o in await api.orders()}
     finally:
         await http.close()
-    assert [book[o]["market_protection"] for o in (market, chosen, stop, limit)] == [-1, 3, -1, -1]
+    assert [book[o]["market_protection"] for o in (auto, chosen, limit)] == [-1, 3, -1]
     assert book[limit]["status"] == "COMPLETE"
