@@ -63,12 +63,17 @@ async def find_instrument(db: asyncpg.Pool, exchange: str, tradingsymbol: str) -
     return Instrument(**dict(row))
 
 
+async def known_account_ids(db: asyncpg.Pool, settings: Settings) -> list[str]:
+    """Accounts orders may name: the active ones in Postgres, else the one settings configure."""
+    active = [r["account_id"] for r in await db.fetch(
+        "SELECT account_id FROM kite_accounts WHERE is_active ORDER BY account_id")]
+    return active or ([settings.kite_account_id] if settings.kite_api_key else [])
+
+
 async def resolve_account_id(db: asyncpg.Pool, settings: Settings, requested: str | None) -> str:
     """The account an order goes to: the one named, else KITE_ACCOUNT_ID when it exists, else the first
     active account. Orders never move to another account than this."""
-    active = [r["account_id"] for r in await db.fetch(
-        "SELECT account_id FROM kite_accounts WHERE is_active ORDER BY account_id")]
-    known = active or ([settings.kite_account_id] if settings.kite_api_key else [])
+    known = await known_account_ids(db, settings)
     if requested is not None:
         if requested not in known:
             raise UnknownAccount(f"unknown Kite account {requested!r}")
