@@ -245,3 +245,27 @@ async def test_our_client_speaks_v3_and_sends_orders_as_given(kitesim):
         await http.close()
     assert [book[o]["market_protection"] for o in (auto, chosen, limit)] == [-1, 3, -1]
     assert book[limit]["status"] == "COMPLETE"
+
+
+async def test_our_client_splits_long_instrument_lists_into_calls_kite_takes(kitesim_factory):
+    sim = await kitesim_factory(quote_rate_limit=0)  # several quote calls in a row: sizes, not rates
+    uni = sim.state.universe
+    keys = [f"{uni.exchange_of(r)}:{uni.symbol[r]}" for r in range(1201)]
+    http = KiteHttp(sim.url, timeout=10)
+    paced: list[int] = []
+
+    async def pace() -> None:
+        paced.append(1)
+
+    try:
+        api = KiteApi(http, sim.account.api_key, sim.account.access_token)
+        quotes = await api.quote(keys, pace=pace)
+        ltps, ohlcs = await api.ltp(keys), await api.ohlc(keys[:1000])
+        assert await api.ltp([]) == {}
+    finally:
+        await http.close()
+    assert set(quotes) == set(ltps) == set(keys) and len(ohlcs) == 1000
+    requests = sim.state.counters.snapshot()["requests"]
+    assert requests["GET /quote"] == 3 and len(paced) == 3  # 500 + 500 + 201, each paced
+    assert requests["GET /quote/ltp"] == 2 and requests["GET /quote/ohlc"] == 1
+    assert sim.state.counters.snapshot()["rate_limited_by_route"] == {}
