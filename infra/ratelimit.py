@@ -32,19 +32,24 @@ BUCKETS = ("orders", "historical", "quote", "api")
 DAY = 0.0  # a window's period meaning "the IST calendar day"
 IST_OFFSET_S = 19_800
 PENDING_POLL_S = 0.02  # a full window held by a call in flight: look again this soon
+LINE_TTL_S = 300.0  # a place in a waiting line not taken up for this long is forgotten
 
-# KEYS: one per window (a sorted set of grant times; a hash {day, n} for the day window).
-# ARGV: member, take (1|0), hold_us, poll_us, then limit/period_us per window (period 0 = IST day).
-# Returns {µs to wait (0 = granted when take=1), IST day number, room left per window...}.
+# KEYS: one per window (a sorted set of grant times; a hash {day, n} for the day window), then with a
+# ticket the budget's waiting line (a sorted set of tickets by when they first had to wait).
+# ARGV: member, take (1|0), hold_us, poll_us, ticket ('' = none), line_ttl_us, then limit/period_us
+# per window (period 0 = IST day).
+# Returns {µs to wait (0 = granted when take=1), IST day number, place in the waiting line (-1: not
+# in it), room left per window...}.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local today = math.floor((tonumber(t[1]) + 19800) / 86400)
 local midnight = ((today + 1) * 86400 - 19800) * 1000000
-local hold, poll = tonumber(ARGV[3]), tonumber(ARGV[4])
+local hold, poll, ticket = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local windows = #KEYS - ((ticket ~= '') and 1 or 0)
 local wait, room = 0, {}
-for i, key in ipairs(KEYS) do
-  local limit, period = tonumber(ARGV[2 * i + 3]), tonumber(ARGV[2 * i + 4])
+for i = 1, windows do
+  local key, limit, period = KEYS[i], tonumber(ARGV[2 * i + 5]), tonumber(ARGV[2 * i + 6])
   local n
   if period == 0 then
     local d = redis.call('HMGET', key, 'day', 'n')
@@ -62,13 +67,26 @@ for i, key in ipairs(KEYS) do
   end
   room[i] = limit - n
 end
+local place = -1
+if ticket ~= '' and ARGV[2] == '1' then
+  local line = KEYS[#KEYS]
+  if wait > 0 then
+    redis.call('ZREMRANGEBYSCORE', line, '-inf', now - tonumber(ARGV[6]))
+    redis.call('ZADD', line, 'NX', now, ticket)
+    redis.call('PEXPIRE', line, math.ceil(tonumber(ARGV[6]) / 1000))
+    place = redis.call('ZRANK', line, ticket)
+  else
+    redis.call('ZREM', line, ticket)
+  end
+end
 if wait > 0 or ARGV[2] ~= '1' then
+  table.insert(room, 1, place)
   table.insert(room, 1, today)
   table.insert(room, 1, wait)
   return room
 end
-for i, key in ipairs(KEYS) do
-  local period = tonumber(ARGV[2 * i + 4])
+for i = 1, windows do
+  local key, period = KEYS[i], tonumber(ARGV[2 * i + 6])
   if period == 0 then
     if tonumber(redis.call('HGET', key, 'day')) ~= today then
       redis.call('HSET', key, 'day', today, 'n', 1)
@@ -83,6 +101,7 @@ for i, key in ipairs(KEYS) do
   end
   room[i] = room[i] - 1
 end
+table.insert(room, 1, place)
 table.insert(room, 1, today)
 table.insert(room, 1, 0)
 return room
@@ -210,10 +229,14 @@ class RateLimiter:
             raise ValueError(f"unknown rate-limit bucket {bucket!r}; one of {', '.join(self.windows)}") from None
         return windows, [self.names.key("ratelimit", budget, bucket, w.name) for w in windows]
 
-    async def _run(self, budget: Budget, bucket: str, take: bool, member: str = "",
-                   hold: float = 0.0) -> list[int]:
+    async def _run(self, budget: Budget, bucket: str, take: bool, member: str = "", hold: float = 0.0,
+                   ticket: str | None = None) -> list[int]:
+        """[µs to wait, IST day, place in the waiting line (-1: none), room per window...]"""
         windows, keys = self._keys(budget.key, bucket)
-        args: list[object] = [member or uuid.uuid4().hex, int(take), _us(hold), _us(PENDING_POLL_S)]
+        if ticket:
+            keys.append(self.names.key("ratelimit", budget.key, bucket, "line"))
+        args: list[object] = [member or uuid.uuid4().hex, int(take), _us(hold), _us(PENDING_POLL_S), ticket or "",
+                              _us(LINE_TTL_S)]
         for w in windows:
             args += [w.limit, _us(w.period_s)]
         return [int(v) for v in await self._acquire(keys=keys, args=args)]
@@ -237,21 +260,31 @@ class RateLimiter:
         instead of waiting longer than `max_wait` (so a job can hand itself back, not hold a slot)."""
         return (await self.reserve(who, bucket, max_wait)).waited
 
-    async def reserve(self, who: Who, bucket: str, max_wait: float | None = None, hold: float = 0.0) -> Grant:
+    async def reserve(self, who: Who, bucket: str, max_wait: float | None = None, hold: float = 0.0,
+                      ticket: str | None = None) -> Grant:
         """`acquire`, returning the grant. With `hold` the grant counts as a call in flight for that
         long: `arm` it just before the call goes out and `settle` it once answered (or `release` it
-        if no call is made)."""
+        if no call is made).
+
+        A caller that may come back later (a job handing itself back) names itself with `ticket`: it
+        then keeps its place in the budget's waiting line from its first wait on, and when more than a
+        second's worth of callers are ahead of it, RateLimited comes at once, its `wait_s` saying about
+        when its turn comes. So a crowd waiting for the same budget neither holds worker slots that
+        other budgets' calls could use nor wakes all at once for every call that frees."""
         budget, member, waited = _budget(who), uuid.uuid4().hex, 0.0
         if budget.key != "account:" + budget.account_id:
             await self._remember(budget)
+        windows, _ = self._keys(budget.key, bucket)
         while True:
-            wait_us, day, *room = await self._run(budget, bucket, True, member, hold)
+            wait_us, day, place, *room = await self._run(budget, bucket, True, member, hold, ticket)
             if wait_us <= 0:
                 return Grant(budget.account_id, bucket, member, waited, budget.key, day, hold)
             wait = wait_us / 1_000_000
-            if max_wait is not None and waited + wait > max_wait:
-                full = tuple(w.name for w, r in zip(self.windows[bucket], room, strict=True) if r <= 0)
-                raise RateLimited(budget.account_id, bucket, wait, full)
+            ahead = place >= windows[0].limit
+            if max_wait is not None and (ahead or waited + wait > max_wait):
+                full = tuple(w.name for w, r in zip(windows, room, strict=True) if r <= 0)
+                turn = wait + max(place, 0) * windows[0].period_s / windows[0].limit
+                raise RateLimited(budget.account_id, bucket, turn, full)
             await asyncio.sleep(wait)
             waited += wait
 
@@ -276,7 +309,7 @@ class RateLimiter:
 
     async def remaining(self, who: Who, bucket: str) -> dict[str, int]:
         """Calls left right now in each window of the bucket (nothing is counted)."""
-        room = (await self._run(_budget(who), bucket, False))[2:]
+        room = (await self._run(_budget(who), bucket, False))[3:]
         return {w.name: max(r, 0) for w, r in zip(self.windows[bucket], room, strict=True)}
 
 

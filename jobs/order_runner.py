@@ -1,6 +1,6 @@
 """One run of an order job: the path place, modify and cancel share.
 
-    look up together: audit row, request validity, credentials, breaker, a rate-limit grant
+    credentials and a rate-limit grant -> look up together: audit row, request validity, breaker
     -> attempt row -> the Kite action (which arms the grant just before its counted call)
     -> success: audit + result | transient: retry with backoff | permanent or exhausted: dead letter
 
@@ -184,18 +184,17 @@ async def _api_and_grant(job: OrderJob) -> tuple[KiteApi | AccountUnavailable, G
 
 async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Check | None) -> dict[str, Any]:
     d = job.deps
-    # Everything independent at once: the audit row, the request's validity, the account's credentials
-    # and a rate-limit grant, its breaker.
-    found = await asyncio.gather(
-        audit.state(d.db, job.job_id), check() if check is not None else _no_issue(), _api_and_grant(job),
-        breaker(d).check(job.account_id), return_exceptions=True,
-    )
-    grant = found[2][1] if isinstance(found[2], tuple) else None
+    # The rate-limit grant first: a job that has to wait for Kite's limits (or go back to the queue)
+    # costs no database work until its turn. Then everything independent at once: the audit row, the
+    # request's validity, the account's breaker.
+    api, grant = await _api_and_grant(job)
     try:
+        found = await asyncio.gather(audit.state(d.db, job.job_id), check() if check is not None else _no_issue(),
+                                     breaker(d).check(job.account_id), return_exceptions=True)
         for result in found:
             if isinstance(result, BaseException):
                 raise result
-        record, issue, (api, _), (breaker_wait, job.breaker_dirty) = found
+        record, issue, (breaker_wait, job.breaker_dirty) = found
         done = await _before_calling(job, record, issue, api, breaker_wait)
         if done is not None:
             await _release(d, grant)
@@ -279,7 +278,8 @@ async def _wait_for_rate(job: OrderJob, budget: Budget) -> Grant:
     d = job.deps
     hold = d.settings.order_request_timeout + HOLD_MARGIN_S
     try:
-        return await limiter(d).reserve(budget, "orders", max_wait=d.settings.rate_wait_max_seconds, hold=hold)
+        return await limiter(d).reserve(budget, "orders", max_wait=d.settings.rate_wait_max_seconds, hold=hold,
+                                        ticket=job.job_id)
     except RateLimited as exc:
         if "day" in exc.full:
             await fail_for_good(job, f"Kite's daily order limit for this account ({d.settings.order_rate_per_day}) "

@@ -160,3 +160,26 @@ async def test_the_day_budget_per_account_for_health(redis, names, settings) -> 
     budgets = await order_day_budgets(redis, names, settings, [one, two, alone, "never-ordered"])
     assert budgets[one] == budgets[two] == {"limit": 5000, "used": 2, "remaining": 4998}
     assert budgets[alone]["remaining"] == 4999 and budgets["never-ordered"]["remaining"] == 5000
+
+
+async def test_callers_waiting_for_one_budget_keep_their_place_in_line(redis, names, settings) -> None:
+    rl = limiter(redis, names, settings, order_rate_per_second=3)
+    acct = uuid.uuid4().hex
+    line = names.key("ratelimit", budget_for(acct).key, "orders", "line")
+    grants = [await rl.reserve(acct, "orders", hold=60.0) for _ in range(3)]  # the window is full (in flight)
+    turns = {}
+    for job in ("a", "b", "c", "d", "e"):
+        with pytest.raises(RateLimited) as err:
+            await rl.reserve(acct, "orders", max_wait=0, ticket=job)
+        turns[job] = err.value.wait_s
+    assert turns["a"] < turns["c"] < turns["e"]  # told their turn by their place: no crowd wakes at once
+    with pytest.raises(RateLimited) as err:
+        await rl.reserve(acct, "orders", max_wait=0, ticket="a")  # coming back keeps the first place
+    assert err.value.wait_s < turns["b"]
+    assert await redis.zrange(line, 0, -1) == [b"a", b"b", b"c", b"d", b"e"]
+    # far back in line: handed back at once rather than held waiting (even with time to wait)
+    with pytest.raises(RateLimited):
+        await rl.reserve(acct, "orders", max_wait=30, ticket="e")
+    await rl.release(grants[0])
+    await rl.reserve(acct, "orders", max_wait=0, ticket="b")  # room again: whoever comes takes it
+    assert await redis.zrange(line, 0, -1) == [b"a", b"c", b"d", b"e"]
