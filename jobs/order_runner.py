@@ -15,6 +15,7 @@ up fails the order at once: Kite's count starts again only at midnight IST.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -242,6 +243,10 @@ async def _attempt(job: OrderJob, api: KiteApi, grant: Grant, number: int, actio
             await asyncio.shield(_release(d, grant))
         await asyncio.shield(audit.end_attempt(d.db, job.job_id, number, "interrupted", _ms(started)))
         raise
+    except INFRA_ERRORS:  # our Redis or Postgres failed on the way (arming the grant, a look-up): not Kite's answer
+        with contextlib.suppress(*INFRA_ERRORS):
+            await audit.end_attempt(d.db, job.job_id, number, "interrupted", _ms(started))
+        raise  # run_order_job hands the job back; its next attempt looks for the order first
     except Exception as exc:  # every Kite failure is classified below: retry, or dead letter
         await _after_call(d, grant, armed, exc)
         return await _attempt_failed(job, api, number, started, exc, recover)
