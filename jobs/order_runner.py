@@ -262,8 +262,8 @@ async def _after_call(d: Deps, grant: Grant, armed: list[bool], exc: Exception |
             await limiter(d).release(grant)
         elif exc is None or (isinstance(exc, KiteException) and not isinstance(exc, KiteTimeout)):
             await limiter(d).settle(grant)
-    except Exception:  # the grant then counts until its hold ends: a little long, never short
-        log.warning("rate-limit grant not settled", exc_info=True)
+    except Exception as exc:  # the grant then counts until its hold ends: a little long, never short
+        _grant_trouble("settled", exc)
 
 
 async def _release(d: Deps, grant: Grant | None) -> None:
@@ -271,8 +271,14 @@ async def _release(d: Deps, grant: Grant | None) -> None:
         return
     try:
         await limiter(d).release(grant)
-    except Exception:  # the grant then counts until its hold ends
-        log.warning("rate-limit grant not released", exc_info=True)
+    except Exception as exc:  # the grant then counts until its hold ends
+        _grant_trouble("released", exc)
+
+
+def _grant_trouble(what: str, exc: Exception) -> None:
+    """Redis being down is reported once per outage elsewhere; anything else is worth a warning."""
+    level = logging.DEBUG if isinstance(exc, INFRA_ERRORS) else logging.WARNING
+    log.log(level, "rate-limit grant not %s: %s", what, error_text(exc))
 
 
 def _ms(started: float) -> float:
