@@ -1,8 +1,8 @@
 """Order requests as clients send them, the checks Kite makes on them, and the job plans they become.
 
-Pure: no I/O. The HTTP layer validates with `validate_order` before enqueueing (a 422 naming the
-field) and the order job validates again, so an order Kite would reject for its shape never leaves
-the building. Job ids derive from the client's idempotency key and the Kite `tag` from the job id,
+Pure: no I/O. Order intake (`core/order_intake.py`: the HTTP layer before enqueueing, a 422 naming
+the field, and the order job again before calling Kite) fills in defaults and then validates with
+`validate_order`, so an order Kite would reject for its shape never leaves the building. Job ids derive from the client's idempotency key and the Kite `tag` from the job id,
 which is how a retry recognises an order it already placed.
 """
 
@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ticker.core.contract_specs import max_order_quantity
 from ticker.core.contracts import JOB_CANCEL_ORDER, JOB_MODIFY_ORDER, JOB_PLACE_ORDER
 
 Exchange = Literal["NSE", "BSE", "NFO", "CDS", "BFO", "MCX", "BCD"]
@@ -30,6 +31,12 @@ PRICED_TYPES = frozenset({"LIMIT", "SL"})
 TRIGGERED_TYPES = frozenset({"SL", "SL-M"})
 KITE_TAG_MAX = 20
 MAX_BASKET_LEGS = 50
+# Kite refuses MARKET and SL-M orders without market protection (SEBI's retail-algo rules, April 2026):
+# -1 lets Kite choose the protection, 1..100 is a percentage; 0 (none) is refused.
+MARKET_PROTECTED_TYPES = frozenset({"MARKET", "SL-M"})
+AUTO_MARKET_PROTECTION = -1
+PROTECTION_RULE = "use -1 (automatic protection) or a whole percentage from 1 to 100; 0 (no protection) is refused"
+MAX_AUTOSLICES = 10  # Kite splits an autoslice order into at most this many orders
 
 _ID = r"^[A-Za-z0-9_.:-]+$"
 _Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -67,6 +74,26 @@ class OrderJobFailed(RuntimeError):
     """An order job's final failure (it is in the dead-letter queue); the message says why."""
 
 
+def market_protection_value(value: Any) -> int | None:
+    """`value` as a market protection Kite accepts (None stays None), else ValueError saying the rule.
+    Numbers written as text are read as numbers; a fraction or a boolean is not a percentage here."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(PROTECTION_RULE) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(PROTECTION_RULE)
+    if value != int(value) or not (value == AUTO_MARKET_PROTECTION or 1 <= value <= 100):
+        raise ValueError(PROTECTION_RULE)
+    return int(value)
+
+
+MarketProtection = Annotated[int | None, BeforeValidator(market_protection_value)]
+
+
 # --- requests ----------------------------------------------------------------------------------
 class OrderRequest(BaseModel):
     """A new order, in Kite's own field names. `tag` is the client's label, kept in the audit."""
@@ -89,7 +116,8 @@ class OrderRequest(BaseModel):
     iceberg_legs: int | None = Field(None, ge=2, le=10)
     iceberg_quantity: int | None = Field(None, gt=0)
     auction_number: str | None = Field(None, min_length=1, max_length=16, pattern=r"^[0-9]+$")
-    market_protection: float | None = Field(None, ge=-1, le=100, allow_inf_nan=False)
+    market_protection: MarketProtection = None
+    autoslice: bool | None = None  # over the freeze quantity: Kite splits the order (at most 10 slices)
     tag: str | None = Field(None, min_length=1, max_length=KITE_TAG_MAX, pattern=r"^[A-Za-z0-9]+$")
 
     def kite_params(self, kite_tag: str) -> dict[str, Any]:
@@ -114,6 +142,7 @@ class ModifyRequest(BaseModel):
     trigger_price: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
     validity: Validity | None = None
     disclosed_quantity: int | None = Field(None, ge=0)
+    market_protection: MarketProtection = None  # needed when the order becomes MARKET or SL-M
 
     def kite_params(self) -> dict[str, Any]:
         return self.model_dump(exclude={"account_id", "variety", "order_id"}, exclude_none=True)
@@ -204,6 +233,8 @@ def _variety_issues(req: OrderRequest) -> list[OrderIssue]:
         if req.iceberg_quantity is None:
             out.append(OrderIssue(field="iceberg_quantity",
                                   message="iceberg_quantity is required for iceberg orders"))
+        elif req.iceberg_quantity > req.quantity:
+            out.append(OrderIssue(field="iceberg_quantity", message="iceberg_quantity cannot exceed quantity"))
     elif req.iceberg_legs is not None or req.iceberg_quantity is not None:
         out.append(OrderIssue(field="iceberg_legs", message="iceberg fields are only for the iceberg variety"))
     if (req.variety == "auction") != (req.auction_number is not None):
@@ -212,6 +243,40 @@ def _variety_issues(req: OrderRequest) -> list[OrderIssue]:
     if req.variety == "co" and req.product != "MIS":
         out.append(OrderIssue(field="product", message="cover orders must use the MIS product"))
     return out
+
+
+def _protection_issues(order_type: str | None, protection: int | None) -> list[OrderIssue]:
+    if order_type in MARKET_PROTECTED_TYPES and protection is None:
+        return [OrderIssue(field="market_protection",
+                           message=f"market_protection is required for {order_type} orders: {PROTECTION_RULE}")]
+    return []
+
+
+def _freeze_issues(req: OrderRequest, lot: int, freeze: int | None) -> list[OrderIssue]:
+    """NSE's freeze quantity: the most units one order may carry. Over it, Kite places the order as
+    slices when asked to (`autoslice`), at most MAX_AUTOSLICES of them; iceberg legs each fit in it."""
+    if not freeze:
+        return []
+    if req.variety == "iceberg":
+        out = []
+        if req.autoslice:
+            out.append(OrderIssue(field="autoslice", message="autoslice is not for iceberg orders (each leg "
+                                  "must fit the freeze quantity instead)"))
+        if req.iceberg_quantity and req.iceberg_quantity > freeze:
+            out.append(OrderIssue(field="iceberg_quantity", message=f"each iceberg leg can be at most the "
+                                  f"freeze quantity of {freeze} for this contract"))
+        return out
+    if req.quantity <= freeze:
+        return []
+    if not req.autoslice:
+        return [OrderIssue(field="quantity", message=f"quantity {req.quantity} is over the freeze limit of {freeze} "
+                           "for this contract: send at most that, or set autoslice: true to have it sliced")]
+    size = max_order_quantity(freeze, lot)
+    if -(-req.quantity // size) > MAX_AUTOSLICES:
+        return [OrderIssue(field="quantity", message=f"quantity {req.quantity} is too large even with autoslice: "
+                           f"at most {MAX_AUTOSLICES} slices of {size} ({MAX_AUTOSLICES * size}) per order, "
+                           f"freeze limit {freeze}")]
+    return []
 
 
 def _product_issues(req: OrderRequest, instrument: InstrumentLike) -> list[OrderIssue]:
@@ -232,25 +297,33 @@ def _instrument_issues(req: OrderRequest, instrument: InstrumentLike | None) -> 
     return []
 
 
-def validate_order(req: OrderRequest, instrument: InstrumentLike | None) -> list[OrderIssue]:
+def validate_order(req: OrderRequest, instrument: InstrumentLike | None,
+                   freeze: int | None = None) -> list[OrderIssue]:
     """Every reason Kite would refuse this order; empty when it is acceptable.
 
     `instrument` is the row for (exchange, tradingsymbol); None means it is not a known instrument.
+    `freeze` is the contract's freeze quantity (None or 0: no limit known). Order intake
+    (`ticker.core.order_intake`) fills in defaults first and then calls this.
     """
     issues = _instrument_issues(req, instrument)
     if issues:
         return issues
     assert instrument is not None
+    lot = int(instrument.lot_size)
     return [
-        *_quantity_issues(req, int(instrument.lot_size)),
+        *_quantity_issues(req, lot),
+        *_freeze_issues(req, lot, freeze),
         *_price_issues(req, float(instrument.tick_size)),
         *_variety_issues(req),
+        *_protection_issues(req.order_type, req.market_protection),
         *_product_issues(req, instrument),
     ]
 
 
-def validate_modify(req: ModifyRequest, instrument: InstrumentLike | None = None) -> list[OrderIssue]:
-    """Checks on a modification; lot and tick checks apply when the order's instrument is known."""
+def validate_modify(req: ModifyRequest, instrument: InstrumentLike | None = None,
+                    freeze: int | None = None) -> list[OrderIssue]:
+    """Checks on a modification; lot, tick and freeze checks apply when the order's instrument is known
+    (a modification cannot be sliced: the new quantity must fit the freeze quantity)."""
     changes = req.kite_params()
     changes.pop("parent_order_id", None)
     if not changes:
@@ -265,21 +338,25 @@ def validate_modify(req: ModifyRequest, instrument: InstrumentLike | None = None
             out.append(OrderIssue(field="price", message=_tick_message(tick, "price")))
         if req.trigger_price and not _on_tick(req.trigger_price, tick):
             out.append(OrderIssue(field="trigger_price", message=_tick_message(tick, "trigger price")))
+    if freeze and req.quantity and req.quantity > freeze and req.variety != "iceberg":
+        out.append(OrderIssue(field="quantity", message=f"quantity {req.quantity} is over the freeze limit of "
+                              f"{freeze} for this contract (a modification cannot be sliced)"))
     if req.order_type in PRICED_TYPES and req.price is not None and req.price <= 0:
         out.append(OrderIssue(field="price", message=f"price is required for {req.order_type} orders"))
-    return out
+    return out + _protection_issues(req.order_type, req.market_protection)
 
 
 def check_order(req: OrderRequest, instrument: InstrumentLike | None) -> None:
     """`validate_order`, raising OrderValidationError for the first issue (all issues attached)."""
-    _raise_first(validate_order(req, instrument))
+    raise_issues(validate_order(req, instrument))
 
 
 def check_modify(req: ModifyRequest, instrument: InstrumentLike | None = None) -> None:
-    _raise_first(validate_modify(req, instrument))
+    raise_issues(validate_modify(req, instrument))
 
 
-def _raise_first(issues: list[OrderIssue]) -> None:
+def raise_issues(issues: list[OrderIssue]) -> None:
+    """OrderValidationError for the first issue (all attached), when there is one."""
     if issues:
         raise OrderValidationError(issues[0].field, issues[0].message, issues)
 

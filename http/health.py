@@ -24,6 +24,7 @@ from ticker.http.routes_postback import postback_report
 from ticker.http.state import Services, services
 from ticker.infra.egress import egress_from
 from ticker.infra.heartbeat import alive
+from ticker.infra.ratelimit import order_day_budgets
 
 CHECK_TIMEOUT = 2.0
 
@@ -76,9 +77,20 @@ async def _queues(svc: Services) -> dict[str, Any]:
     return {"orders": orders, "default": default}
 
 
+async def _order_budget(svc: Services) -> dict[str, Any]:
+    """Kite's daily order budget per account, today so far (accounts of one Kite user share theirs)."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            accounts = await order_day_budgets(svc.redis, svc.names, svc.settings, sorted(await svc.refs.account_ids()))
+    except Exception as exc:  # Redis or Postgres down: the checks above say so
+        return {"resets": "00:00 IST", "accounts": {}, "error": type(exc).__name__}
+    return {"resets": "00:00 IST", "accounts": accounts}
+
+
 async def health(request: web.Request) -> web.Response:
     svc = services(request)
     names = ("redis", "postgres", "worker", "streamer", "queues")
+    budget = asyncio.ensure_future(_order_budget(svc))  # alongside the checks
     found = await asyncio.gather(_timed(_redis(svc)), _timed(_postgres(svc)), _timed(_process(svc, "worker")),
                                  _timed(_process(svc, "streamer")), _timed(_queues(svc)))
     checks = {name: check for name, (check, _) in zip(names, found, strict=True)}
@@ -90,7 +102,7 @@ async def health(request: web.Request) -> web.Response:
         status = "ok"
     else:
         status = "degraded"
-    body = {"status": status, "checks": checks, "ws_clients": len(svc.hub.clients)}
+    body = {"status": status, "checks": checks, "ws_clients": len(svc.hub.clients), "order_budget": await budget}
     # Kite: which way orders leave (direct, or the static-IP proxy: host:port, never credentials), and
     # accounts whose HTTP postbacks could not be verified (no api_secret stored).
     body["kite"] = {"egress": egress_from(svc.settings).describe(), "postbacks": postback_report(request.app)}

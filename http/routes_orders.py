@@ -1,7 +1,8 @@
 """Orders: place, modify, cancel and baskets as jobs (202 + where to poll), and the audit trail.
 
-An order is checked here exactly as the order job checks it (`ticker.core.orders`), so an order Kite
-would refuse is a 422 naming the field and nothing is enqueued. The `Idempotency-Key` header fixes
+An order is taken in here exactly as the order job takes it in (`ticker.core.order_intake`: defaults
+such as market protection filled in, then Kite's rules), so an order Kite would refuse is a 422
+naming the field and nothing is enqueued. The `Idempotency-Key` header fixes
 the job id: a repeat returns the same job; the same key with a different order is a 409.
 Each accepted order gets its audit row before it is enqueued, so its record exists from the start.
 """
@@ -15,6 +16,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
+from ticker.core.order_intake import prepare_modify, prepare_order
 from ticker.core.orders import (
     BasketRequest,
     CancelRequest,
@@ -22,12 +24,11 @@ from ticker.core.orders import (
     OrderIssue,
     OrderJobPlan,
     OrderRequest,
+    OrderValidationError,
     plan_basket,
     plan_cancel,
     plan_modify,
     plan_place,
-    validate_modify,
-    validate_order,
 )
 from ticker.http.accept import accepted, status_url, submit
 from ticker.http.errors import ApiError, json_response, not_found, validation_error
@@ -35,6 +36,7 @@ from ticker.http.inputs import Page, parse_json, read_body, read_json, read_quer
 from ticker.http.state import Services, services
 from ticker.infra.jobstatus import basket_status
 from ticker.infra.order_audit import find_by_kite_order, get_order, list_orders, record_basket
+from ticker.infra.order_submit import intake_rules
 
 routes = web.RouteTableDef()
 
@@ -77,11 +79,13 @@ def _issues_error(issues: list[OrderIssue], prefix: str = "") -> ApiError:
     return ApiError(422, "validation_error", f"order refused: {summary}", details)
 
 
-async def _check_order(svc: Services, order: OrderRequest, prefix: str = "") -> None:
+async def _check_order(svc: Services, order: OrderRequest, prefix: str = "") -> OrderRequest:
+    """The order as it will be sent (defaults filled in), or a 422 naming each field at fault."""
     instrument = await svc.refs.instrument(order.exchange, order.tradingsymbol)
-    issues = validate_order(order, instrument)
-    if issues:
-        raise _issues_error(issues, prefix)
+    try:
+        return prepare_order(order, instrument, intake_rules(svc.settings))
+    except OrderValidationError as exc:
+        raise _issues_error(exc.issues, prefix) from None
 
 
 async def _accept_order(svc: Services, plan: OrderJobPlan, account_id: str) -> bool:
@@ -103,7 +107,7 @@ async def place_order(request: web.Request) -> web.Response:
     order = await read_json(request, OrderRequest)
     account = await svc.refs.resolve_account(order.account_id)
     order = order.model_copy(update={"account_id": account})  # the job id and payload name the account
-    await _check_order(svc, order)
+    order = await _check_order(svc, order)
     plan = plan_place(order, key)
     new = await _accept_order(svc, plan, account)
     return accepted(plan.job_id, new, account_id=account)
@@ -144,9 +148,10 @@ async def modify_order(request: web.Request) -> web.Response:
     original = await find_by_kite_order(svc.db, order_id)
     order = (original.payload.get("order") if original else None) or {}
     instrument = await svc.refs.instrument(order["exchange"], order["tradingsymbol"]) if order else None
-    issues = validate_modify(req, instrument)
-    if issues:
-        raise _issues_error(issues)
+    try:
+        req = prepare_modify(req, instrument, intake_rules(svc.settings))
+    except OrderValidationError as exc:
+        raise _issues_error(exc.issues) from None
     plan = plan_modify(req, key)
     new = await _accept_order(svc, plan, account)
     return accepted(plan.job_id, new, account_id=account)
@@ -178,8 +183,7 @@ async def place_basket(request: web.Request) -> web.Response:
     for i, leg in enumerate(basket.legs):  # every leg is checked before anything is enqueued
         leg_account = await svc.refs.resolve_account(leg.account_id or account, f"legs.{i}.account_id")
         leg = leg.model_copy(update={"account_id": leg_account})
-        await _check_order(svc, leg, prefix=f"legs.{i}.")
-        legs.append(leg)
+        legs.append(await _check_order(svc, leg, prefix=f"legs.{i}."))
     plan = plan_basket(basket.model_copy(update={"account_id": account, "legs": legs}), key)
     new_basket = await record_basket(svc.db, plan, key)
     jobs: list[dict[str, Any]] = []

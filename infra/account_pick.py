@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from ticker.core.contracts import Names
 from ticker.infra.accounts import AccountStore, KiteAccount, load_accounts
 from ticker.infra.kite_rest import KiteApi, KiteException, KiteHttp, TokenException
-from ticker.infra.ratelimit import RateLimiter
+from ticker.infra.ratelimit import Budget, RateLimiter, budget_for
 from ticker.infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class DataAccounts:
             return []
         cooling = await self.redis.mget([self._cool_key(a.account_id, bucket) for a in accounts])
         # Calls left per window, shortest window first: a tie now goes to whoever used less lately.
-        room = [tuple(-r for r in (await self.limiter.remaining(a.account_id, bucket)).values()) for a in accounts]
+        room = [tuple(-r for r in (await self.limiter.remaining(_budget(a), bucket)).values()) for a in accounts]
         order = sorted(range(len(accounts)), key=lambda i: (cooling[i] is not None, room[i], accounts[i].account_id))
         return [accounts[i] for i in order]
 
@@ -66,7 +66,7 @@ class DataAccounts:
         """`fn(api)` on the best account, failing over; returns (result, account_id)."""
         tried: list[str] = []
         for account in await self.ranked(bucket):
-            await self.limiter.acquire(account.account_id, bucket, max_wait=max_wait)
+            await self.limiter.acquire(_budget(account), bucket, max_wait=max_wait)
             api = KiteApi(self.http, account.api_key, account.secret("access_token"))
             try:
                 return await fn(api), account.account_id
@@ -85,6 +85,10 @@ class DataAccounts:
     async def store_state(self, account_id: str) -> None:
         if self.store.configured:
             await self.store.set_token_state(account_id, "invalid")
+
+
+def _budget(account: KiteAccount) -> Budget:
+    return budget_for(account.account_id, account.secret("user_id"))
 
 
 def data_accounts(deps: Any) -> DataAccounts:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -23,10 +24,11 @@ from ticker.infra.egress import Egress
 
 KITE_VERSION = "3"
 USER_AGENT = "ticker-service/0.1"
-# Kite refuses MARKET and SL-M orders without market protection (SEBI's retail-algo rules, April
-# 2026). Unless the caller chose a protection, they go with Kite's automatic one.
-MARKET_PROTECTED_TYPES = frozenset({"MARKET", "SL-M"})
-AUTO_MARKET_PROTECTION = -1
+# Instruments per market-data call Kite takes: /quote up to 500, /quote/ltp and /quote/ohlc up to 1,000.
+QUOTE_MAX_INSTRUMENTS = 500
+LTP_MAX_INSTRUMENTS = OHLC_MAX_INSTRUMENTS = 1000
+
+Pace = Callable[[], Awaitable[Any]]
 
 # Re-exported so callers need not know where they come from.
 KiteException = kex.KiteException
@@ -53,12 +55,24 @@ class KiteUnreachable(NetworkException):
         super().__init__(message, code=503)
 
 
+class KiteRefusal(GeneralException):
+    """A refusal of a kind Kite documents but the SDK has no class for (UserException,
+    MarginException, HoldingException): the account or its funds, never worth retrying."""
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: network trouble, rate limiting, or a server-side failure."""
-    if isinstance(exc, NetworkException | DataException):
+    """Worth retrying, by Kite's documented error types: a NetworkException (Kite could not reach its
+    order system, a 429 rate limit, a gateway error, our own timeouts and failed connections) or an
+    unclassified server failure (GeneralException with a 5xx). Never: TokenException and
+    PermissionException (credentials), InputException and OrderException (the request),
+    DataException (Kite could not read its order system's answer: repeating the call could act
+    twice), the account refusals of KiteRefusal."""
+    if isinstance(exc, NetworkException):
         return True
     if isinstance(exc, KiteException):
-        return exc.code == 429 or (exc.code >= 500 and not isinstance(exc, OrderException | InputException))
+        if exc.code == 429:
+            return True
+        return type(exc) is GeneralException and exc.code >= 500
     return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
 
 
@@ -151,13 +165,10 @@ def _parse(status: int, content_type: str, body: bytes) -> Any:
     if "json" in content_type:
         try:
             data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise DataException(f"unparseable JSON from Kite (HTTP {status})", code=502) from exc
+        except orjson.JSONDecodeError as exc:  # cut short on the way: like a lost answer
+            raise NetworkException(f"unparseable JSON from Kite (HTTP {status})", code=502) from exc
         if data.get("status") == "error" or data.get("error_type"):
-            cls = getattr(kex, str(data.get("error_type")), GeneralException)
-            if not (isinstance(cls, type) and issubclass(cls, KiteException)):
-                cls = GeneralException
-            raise cls(str(data.get("message", "unknown error")), code=status)
+            raise _error_class(str(data.get("error_type")))(str(data.get("message", "unknown error")), code=status)
         return data.get("data")
     if "csv" in content_type:
         return body
@@ -166,11 +177,16 @@ def _parse(status: int, content_type: str, body: bytes) -> Any:
     raise DataException(f"unexpected Content-Type {content_type!r} (HTTP {status})", code=502)
 
 
-def with_market_protection(params: dict[str, Any]) -> dict[str, Any]:
-    """`params` with automatic market protection when they make a MARKET/SL-M order without one."""
-    if params.get("order_type") in MARKET_PROTECTED_TYPES and params.get("market_protection") is None:
-        return {**params, "market_protection": AUTO_MARKET_PROTECTION}
-    return params
+def _error_class(error_type: str) -> type[KiteException]:
+    """The exception for Kite's `error_type` (the SDK's classes, KiteRefusal for the documented rest)."""
+    if error_type in ("UserException", "MarginException", "HoldingException"):
+        return KiteRefusal
+    cls = getattr(kex, error_type, GeneralException)
+    return cls if isinstance(cls, type) and issubclass(cls, KiteException) else GeneralException
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def checksum(api_key: str, request_token: str, api_secret: str) -> str:
@@ -211,13 +227,12 @@ class KiteApi:
         return await self._call("GET", f"/user/margins/{segment}" if segment else "/user/margins")
 
     # orders
+    # Orders go out as given: order intake (core/order_intake.py) has filled in market protection.
     async def place_order(self, variety: str, params: dict[str, Any], timeout: float | None = None) -> str:
-        params = with_market_protection(params)
         return (await self._call("POST", f"/orders/{variety}", params, timeout, order_path=True))["order_id"]
 
     async def modify_order(self, variety: str, order_id: str, params: dict[str, Any],
                            timeout: float | None = None) -> str:
-        params = with_market_protection(params)
         return (await self._call("PUT", f"/orders/{variety}/{order_id}", params, timeout,
                                  order_path=True))["order_id"]
 
@@ -254,11 +269,24 @@ class KiteApi:
         })
         return data["candles"]
 
-    async def quote(self, instruments: list[str]) -> dict[str, Any]:
-        return await self._call("GET", "/quote", {"i": instruments})
+    # Market data: lists longer than Kite takes in one call go as several calls, one after another;
+    # `pace` (e.g. a rate-limit grant) is awaited before each.
+    async def quote(self, instruments: list[str], pace: Pace | None = None) -> dict[str, Any]:
+        return await self._market("/quote", instruments, QUOTE_MAX_INSTRUMENTS, pace)
 
-    async def ltp(self, instruments: list[str]) -> dict[str, Any]:
-        return await self._call("GET", "/quote/ltp", {"i": instruments})
+    async def ltp(self, instruments: list[str], pace: Pace | None = None) -> dict[str, Any]:
+        return await self._market("/quote/ltp", instruments, LTP_MAX_INSTRUMENTS, pace)
+
+    async def ohlc(self, instruments: list[str], pace: Pace | None = None) -> dict[str, Any]:
+        return await self._market("/quote/ohlc", instruments, OHLC_MAX_INSTRUMENTS, pace)
+
+    async def _market(self, path: str, instruments: list[str], size: int, pace: Pace | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for chunk in _chunks(list(dict.fromkeys(instruments)), size):
+            if pace is not None:
+                await pace()
+            out.update(await self._call("GET", path, {"i": chunk}) or {})
+        return out
 
     # GTT (good till triggered): writes are order requests, so they take the order path's egress
     async def place_gtt(self, params: dict[str, Any], timeout: float | None = None) -> int:

@@ -1,7 +1,8 @@
-"""Accepting orders: resolve the account, validate like Kite, record the queued audit row, enqueue.
+"""Accepting orders: resolve the account, take the order in like Kite would (`core/order_intake.py`:
+defaults filled in, every rule checked), record the queued audit row, enqueue.
 
-What the HTTP layer calls for POST /orders, PUT/DELETE /orders/{id} and POST /orders/basket. The
-order job validates again when it runs; this is the early, cheap rejection (a 422 naming the field).
+The HTTP routes take the same steps with their cached look-ups and call the same intake; the order
+job runs intake again before calling Kite. This is the early, cheap rejection (a 422 naming the field).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 
 from ticker.core.contracts import Names
 from ticker.core.instruments import Instrument
+from ticker.core.order_intake import IntakeRules, prepare_modify, prepare_order
 from ticker.core.orders import (
     BasketRequest,
     CancelRequest,
@@ -20,14 +22,12 @@ from ticker.core.orders import (
     OrderJobPlan,
     OrderRequest,
     OrderValidationError,
-    check_modify,
     plan_basket,
     plan_cancel,
     plan_modify,
     plan_place,
-    validate_order,
 )
-from ticker.infra.order_audit import record_basket, record_queued
+from ticker.infra.order_audit import find_by_kite_order, record_basket, record_queued
 from ticker.infra.queue import enqueue
 from ticker.infra.settings import Settings
 
@@ -63,12 +63,17 @@ async def find_instrument(db: asyncpg.Pool, exchange: str, tradingsymbol: str) -
     return Instrument(**dict(row))
 
 
+async def known_account_ids(db: asyncpg.Pool, settings: Settings) -> list[str]:
+    """Accounts orders may name: the active ones in Postgres, else the one settings configure."""
+    active = [r["account_id"] for r in await db.fetch(
+        "SELECT account_id FROM kite_accounts WHERE is_active ORDER BY account_id")]
+    return active or ([settings.kite_account_id] if settings.kite_api_key else [])
+
+
 async def resolve_account_id(db: asyncpg.Pool, settings: Settings, requested: str | None) -> str:
     """The account an order goes to: the one named, else KITE_ACCOUNT_ID when it exists, else the first
     active account. Orders never move to another account than this."""
-    active = [r["account_id"] for r in await db.fetch(
-        "SELECT account_id FROM kite_accounts WHERE is_active ORDER BY account_id")]
-    known = active or ([settings.kite_account_id] if settings.kite_api_key else [])
+    known = await known_account_ids(db, settings)
     if requested is not None:
         if requested not in known:
             raise UnknownAccount(f"unknown Kite account {requested!r}")
@@ -80,12 +85,26 @@ async def resolve_account_id(db: asyncpg.Pool, settings: Settings, requested: st
     return known[0]
 
 
-async def check_place(db: asyncpg.Pool, req: OrderRequest, field_prefix: str = "") -> None:
-    """Raise OrderValidationError naming the field (prefixed for basket legs)."""
-    issues = validate_order(req, await find_instrument(db, req.exchange, req.tradingsymbol))
-    if issues:
-        named = [OrderIssue(field=field_prefix + i.field, message=i.message) for i in issues]
-        raise OrderValidationError(named[0].field, named[0].message, named)
+def intake_rules(settings: Settings) -> IntakeRules:
+    """What order intake fills in, from the deployment's settings (web and worker alike)."""
+    return IntakeRules(market_protection=settings.order_market_protection)
+
+
+async def check_place(db: asyncpg.Pool, settings: Settings, req: OrderRequest, field_prefix: str = "") -> OrderRequest:
+    """The order as it will be sent (defaults filled in), or OrderValidationError naming the field
+    (prefixed for basket legs)."""
+    try:
+        return prepare_order(req, await find_instrument(db, req.exchange, req.tradingsymbol), intake_rules(settings))
+    except OrderValidationError as exc:
+        named = [OrderIssue(field=field_prefix + i.field, message=i.message) for i in exc.issues]
+        raise OrderValidationError(named[0].field, named[0].message, named) from None
+
+
+async def modified_instrument(db: asyncpg.Pool, kite_order_id: str) -> Instrument | None:
+    """The instrument of an order we placed (None when it was not placed through us)."""
+    original = await find_by_kite_order(db, kite_order_id)
+    order = (original.payload.get("order") if original else None) or {}
+    return await find_instrument(db, order["exchange"], order["tradingsymbol"]) if order else None
 
 
 async def _accept(arq: ArqRedis, db: asyncpg.Pool, names: Names, plan: OrderJobPlan, account_id: str) -> Submitted:
@@ -98,7 +117,7 @@ async def submit_place(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings: 
                        idempotency_key: str | None = None) -> Submitted:
     account_id = await resolve_account_id(db, settings, req.account_id)
     req = req.model_copy(update={"account_id": account_id})
-    await check_place(db, req)
+    req = await check_place(db, settings, req)
     return await _accept(arq, db, names, plan_place(req, idempotency_key), account_id)
 
 
@@ -106,7 +125,7 @@ async def submit_modify(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings:
                         idempotency_key: str | None = None) -> Submitted:
     account_id = await resolve_account_id(db, settings, req.account_id)
     req = req.model_copy(update={"account_id": account_id})
-    check_modify(req)
+    req = prepare_modify(req, await modified_instrument(db, req.order_id), intake_rules(settings))
     return await _accept(arq, db, names, plan_modify(req, idempotency_key), account_id)
 
 
@@ -125,8 +144,7 @@ async def submit_basket(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings:
     for i, leg in enumerate(basket.legs):
         leg_account = await resolve_account_id(db, settings, leg.account_id or account_id)
         leg = leg.model_copy(update={"account_id": leg_account})
-        await check_place(db, leg, f"legs.{i}.")
-        legs.append(leg)
+        legs.append(await check_place(db, settings, leg, f"legs.{i}."))
     plan = plan_basket(basket.model_copy(update={"account_id": account_id, "legs": legs}), idempotency_key)
     fresh = await record_basket(db, plan, idempotency_key)
     accepted = [await _accept(arq, db, names, leg, leg.account_id or account_id) for leg in plan.legs]

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ticker.core.holidays import nse_holidays
+from ticker.core.orders import market_protection_value
 
 PositiveInt = Field(gt=0)
 # Production API keys: long, and not a repeated pattern of a few characters (32 spaces are 32 long).
@@ -127,6 +128,8 @@ class Settings(BaseSettings):
     order_request_timeout: float = Field(5.0, gt=0)  # one place/modify/cancel call to Kite
     order_job_timeout_seconds: float = Field(30.0, gt=0)
     order_rate_guard_ms: float = Field(0.0, ge=0, le=1000)  # extra per-second window slack (clock skew)
+    # MARKET/SL-M orders that name no market_protection get this: -1 (Kite's automatic protection) or 1..100 (%)
+    order_market_protection: int = -1
     rate_wait_max_seconds: float = Field(2.0, ge=0)  # longer waits hand the job back instead of holding a slot
     default_job_timeout_seconds: float = Field(900.0, gt=0)
     worker_health_check_seconds: float = Field(5.0, gt=0)
@@ -168,6 +171,11 @@ class Settings(BaseSettings):
         if not 0 < v < 65536:
             raise ValueError("must be a TCP port between 1 and 65535")
         return v
+
+    @field_validator("order_market_protection", mode="before")
+    @classmethod
+    def _protection(cls, v: object) -> int | None:
+        return market_protection_value(v)
 
     @field_validator("redis_url")
     @classmethod

@@ -2,12 +2,14 @@
 
 A worker cut off from Redis cannot write the heartbeat the web's /health reads, so it says so
 itself: `degraded` with the reason while Redis is unreachable (HTTP 200: the process is fine and
-resumes by itself; restarting it would not help), `ok` otherwise. `/metrics` is this process's
+resumes by itself; restarting it would not help), `ok` otherwise. Like the web's, it shows what is
+left of each account's daily order budget at Kite. `/metrics` is this process's
 Prometheus registry: dependency state, jobs by outcome, and the process's CPU and memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,13 +19,17 @@ from arq.worker import Worker
 from prometheus_client import REGISTRY, Gauge
 
 from ticker.infra.metrics import metrics_handler
+from ticker.infra.order_submit import known_account_ids
 from ticker.infra.outage import Outage
+from ticker.infra.ratelimit import order_day_budgets
+from ticker.jobs.context import DEPS_KEY
 
 log = logging.getLogger(__name__)
 
 JOBS = Gauge("ticker_worker_jobs", "jobs this worker process has finished, by outcome (since start)",
              ["queue", "outcome"])
 RUNNING = Gauge("ticker_worker_jobs_running", "jobs running now", ["queue"])
+BUDGET_TIMEOUT = 2.0
 
 
 def health_doc(workers: Sequence[Worker], outage: Outage) -> dict[str, Any]:
@@ -45,13 +51,29 @@ def health_doc(workers: Sequence[Worker], outage: Outage) -> dict[str, Any]:
     return doc
 
 
+async def order_budget(workers: Sequence[Worker]) -> dict[str, Any]:
+    """Kite's daily order budget per account, today so far (as the web's /health shows it)."""
+    d = next((w.ctx[DEPS_KEY] for w in workers if w.ctx.get(DEPS_KEY) is not None), None)
+    if d is None:
+        return {"resets": "00:00 IST", "accounts": {}}
+    try:
+        async with asyncio.timeout(BUDGET_TIMEOUT):
+            accounts = await order_day_budgets(d.redis, d.names, d.settings, await known_account_ids(d.db, d.settings))
+    except Exception as exc:  # a dependency is down: the rest of the document says which
+        return {"resets": "00:00 IST", "accounts": {}, "error": type(exc).__name__}
+    return {"resets": "00:00 IST", "accounts": accounts}
+
+
 async def serve_health(host: str, port: int, workers: Sequence[Worker], outage: Outage) -> web.AppRunner | None:
     """Start the health server; None when port is 0 or cannot be bound (logged, the worker runs on)."""
     if not port:
         return None
 
     async def health(_request: web.Request) -> web.Response:
-        return web.json_response(health_doc(workers, outage))
+        doc = health_doc(workers, outage)
+        if not outage.down:
+            doc["order_budget"] = await order_budget(workers)
+        return web.json_response(doc)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         health_doc(workers, outage)  # refresh the job gauges

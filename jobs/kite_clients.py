@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 from ticker.infra.accounts import KiteAccount, settings_account
 from ticker.infra.kite_rest import KiteApi
+from ticker.infra.ratelimit import Budget, budget_for
 from ticker.jobs.context import Deps
 
 TTL_SECONDS = 30.0
@@ -53,6 +54,11 @@ class KiteClients:
     async def api(self, account_id: str) -> KiteApi:
         account = await self.account(account_id)
         return KiteApi(self.deps.kite_http, account.api_key, account.secret("access_token"))
+
+    async def budget(self, account_id: str) -> Budget:
+        """Whose Kite rate limits this account's calls draw on: its Kite user's, when stored."""
+        account = await self.account(account_id)
+        return budget_for(account_id, account.secret("user_id"))
 
     def forget(self, account_id: str) -> None:
         self._cache.pop(account_id, None)

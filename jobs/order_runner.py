@@ -1,17 +1,21 @@
 """One run of an order job: the path place, modify and cancel share.
 
-    look up together: audit row, request validity, credentials, breaker, a rate-limit grant
-    -> attempt row -> the Kite action
+    credentials and a rate-limit grant -> look up together: audit row, request validity, breaker
+    -> attempt row -> the Kite action (which arms the grant just before its counted call)
     -> success: audit + result | transient: retry with backoff | permanent or exhausted: dead letter
 
 Waiting for the breaker or the rate limit hands the job back to the queue (arq `Retry` with a
 defer) without counting an attempt; only calls to Kite count. The attempt row is written before
-the call, so a later run knows an earlier one may have reached Kite.
+the call, so a later run knows an earlier one may have reached Kite. The grant draws on the budget
+of the account's Kite user and counts from when the call is sent until a window after its answer
+(infra/ratelimit.py); a grant whose call never went out is given back. The day's order budget used
+up fails the order at once: Kite's count starts again only at midnight IST.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -28,9 +32,17 @@ from ticker.core.contracts import JOB_REFRESH_TOKENS
 from ticker.core.gtt import GttKind
 from ticker.core.orders import OrderJobFailed, OrderKind
 from ticker.infra.breaker import CircuitBreaker
-from ticker.infra.kite_rest import KiteApi, KiteUnreachable, TokenException, is_transient
+from ticker.infra.kite_rest import (
+    DataException,
+    KiteApi,
+    KiteException,
+    KiteTimeout,
+    KiteUnreachable,
+    TokenException,
+    is_transient,
+)
 from ticker.infra.queue import derived_job_id, enqueue
-from ticker.infra.ratelimit import Grant, RateLimited, RateLimiter
+from ticker.infra.ratelimit import Budget, Grant, RateLimited, RateLimiter
 from ticker.infra.settings import Settings
 from ticker.jobs import audit
 from ticker.jobs.context import Deps
@@ -40,6 +52,7 @@ from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
 log = logging.getLogger(__name__)
 
 LIMITER, BREAKER = "limiter", "breaker"
+HOLD_MARGIN_S = 1.0  # a grant counts as in flight for the call's timeout and this much more
 # Our own infrastructure failing (Postgres, Redis) is not the order's fault: hand the job back.
 INFRA_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                 redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -65,10 +78,15 @@ class OrderResult(BaseModel):
     basket_id: str | None = None
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Attempt:
     number: int
     may_exist: bool  # an earlier attempt (or the job this one replays) may have reached Kite
+    sending: Callable[[], Awaitable[None]] = _nothing  # await just before the rate-limited call goes out
 
 
 @dataclass
@@ -112,6 +130,12 @@ def breaker(deps: Deps) -> CircuitBreaker:
     return deps.extras[BREAKER]
 
 
+async def pace_lookup(job: OrderJob) -> None:
+    """Wait for room in Kite's limit on other calls (10/s per user) before an order-book look-up."""
+    d = job.deps
+    await limiter(d).acquire(await kite_clients(d).budget(job.account_id), "api")
+
+
 def backoff(settings: Settings, attempt: int) -> float:
     """Exponential with full-range jitter (x0.5..x1.5), capped."""
     base = min(settings.order_retry_max_seconds, settings.order_retry_base_seconds * 2 ** (attempt - 1))
@@ -151,25 +175,45 @@ async def _no_issue() -> None:
     return None
 
 
-async def _api_or_reason(job: OrderJob) -> KiteApi | AccountUnavailable:
+async def _api_and_grant(job: OrderJob) -> tuple[KiteApi | AccountUnavailable, Grant | None]:
+    """The account's client and a grant from its Kite user's order budget (none for an unusable account)."""
+    clients = kite_clients(job.deps)
     try:
-        return await kite_clients(job.deps).api(job.account_id)
+        api = await clients.api(job.account_id)
+        budget = await clients.budget(job.account_id)
     except AccountUnavailable as exc:
-        return exc
+        return exc, None
+    return api, await _wait_for_rate(job, budget)
 
 
 async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Check | None) -> dict[str, Any]:
     d = job.deps
-    # Everything independent at once: the audit row, the request's validity, the account's credentials,
-    # its breaker and a rate-limit grant. A grant taken by a job that then stops is merely unused.
-    found = await asyncio.gather(
-        audit.state(d.db, job.job_id), check() if check is not None else _no_issue(), _api_or_reason(job),
-        breaker(d).check(job.account_id), _wait_for_rate(job, job.bucket), return_exceptions=True,
-    )
-    for result in found:
-        if isinstance(result, BaseException) and not isinstance(result, AccountUnavailable):
-            raise result  # (an unavailable account is an answer, handled below)
-    record, issue, api, (breaker_wait, job.breaker_dirty), grant = found
+    # The rate-limit grant first: a job that has to wait for Kite's limits (or go back to the queue)
+    # costs no database work until its turn. Then everything independent at once: the audit row, the
+    # request's validity, the account's breaker.
+    api, grant = await _api_and_grant(job)
+    try:
+        found = await asyncio.gather(audit.state(d.db, job.job_id), check() if check is not None else _no_issue(),
+                                     breaker(d).check(job.account_id), return_exceptions=True)
+        for result in found:
+            if isinstance(result, BaseException):
+                raise result
+        record, issue, (breaker_wait, job.breaker_dirty) = found
+        done = await _before_calling(job, record, issue, api, breaker_wait)
+        if done is not None:
+            await _release(d, grant)
+            return done
+        number = await audit.start_attempt(d.db, **_row(job))
+    except BaseException:
+        await asyncio.shield(_release(d, grant))
+        raise
+    assert isinstance(api, KiteApi) and grant is not None
+    return await _attempt(job, api, grant, number, action, recover)
+
+
+async def _before_calling(job: OrderJob, record: Any, issue: str | None, api: KiteApi | AccountUnavailable,
+                          breaker_wait: float) -> dict[str, Any] | None:
+    """The result when the job is already done; raises when it must not call Kite now; else None."""
     if record is not None and record.status == "complete" and record.result is not None:
         return record.result  # a re-run after the outcome was recorded (worker died before arq noted it)
     if record is not None and record.status in ("dead_letter", "failed", "cancelled"):
@@ -180,38 +224,80 @@ async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Ch
         await fail_for_good(job, str(api))
     if breaker_wait > 0:
         raise Retry(defer=breaker_wait + random.uniform(0, 0.25))
-    number = await audit.start_attempt(d.db, **_row(job))
-    attempt = Attempt(number=number, may_exist=number > 1 or bool(job.prior_tags))
+    return None
+
+
+async def _attempt(job: OrderJob, api: KiteApi, grant: Grant, number: int, action: Action,
+                   recover: Recover | None) -> dict[str, Any]:
+    d, armed = job.deps, []
+
+    async def sending() -> None:
+        if not armed:
+            armed.append(True)
+            await limiter(d).arm(grant)
+
+    attempt = Attempt(number=number, may_exist=number > 1 or bool(job.prior_tags), sending=sending)
     started = time.perf_counter()
     try:
         outcome = await action(api, attempt)
     except asyncio.CancelledError:
-        await asyncio.shield(_settle(d, grant))
+        # The call may still be on its way to Kite: the grant keeps counting until its hold ends.
+        if not armed:
+            await asyncio.shield(_release(d, grant))
         await asyncio.shield(audit.end_attempt(d.db, job.job_id, number, "interrupted", _ms(started)))
         raise
+    except INFRA_ERRORS:  # our Redis or Postgres failed on the way (arming the grant, a look-up): not Kite's answer
+        with contextlib.suppress(*INFRA_ERRORS):
+            await audit.end_attempt(d.db, job.job_id, number, "interrupted", _ms(started))
+        raise  # run_order_job hands the job back; its next attempt looks for the order first
     except Exception as exc:  # every Kite failure is classified below: retry, or dead letter
-        await _settle(d, grant)
+        await _after_call(d, grant, armed, exc)
         return await _attempt_failed(job, api, number, started, exc, recover)
-    await _settle(d, grant)
+    await _after_call(d, grant, armed, None)
     return await _succeeded(job, number, started, outcome)
 
 
-async def _settle(d: Deps, grant: Grant) -> None:
+async def _after_call(d: Deps, grant: Grant, armed: list[bool], exc: Exception | None) -> None:
+    """Settle a call Kite answered; give back a grant no call used (or whose call never left);
+    a call without an answer (a timeout) keeps its hold."""
     try:
-        await limiter(d).settle(grant)
-    except Exception:  # the grant then counts from when it was given: a little early, never lost
-        log.warning("rate-limit grant not settled", exc_info=True)
+        if not armed or isinstance(exc, KiteUnreachable):
+            await limiter(d).release(grant)
+        elif exc is None or (isinstance(exc, KiteException) and not isinstance(exc, KiteTimeout)):
+            await limiter(d).settle(grant)
+    except Exception as exc:  # the grant then counts until its hold ends: a little long, never short
+        _grant_trouble("settled", exc)
+
+
+async def _release(d: Deps, grant: Grant | None) -> None:
+    if grant is None:
+        return
+    try:
+        await limiter(d).release(grant)
+    except Exception as exc:  # the grant then counts until its hold ends
+        _grant_trouble("released", exc)
+
+
+def _grant_trouble(what: str, exc: Exception) -> None:
+    """Redis being down is reported once per outage elsewhere; anything else is worth a warning."""
+    level = logging.DEBUG if isinstance(exc, INFRA_ERRORS) else logging.WARNING
+    log.log(level, "rate-limit grant not %s: %s", what, error_text(exc))
 
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-async def _wait_for_rate(job: OrderJob, bucket: str) -> Grant:
+async def _wait_for_rate(job: OrderJob, budget: Budget) -> Grant:
+    d = job.deps
+    hold = d.settings.order_request_timeout + HOLD_MARGIN_S
     try:
-        return await limiter(job.deps).reserve(job.account_id, bucket,
-                                               max_wait=job.deps.settings.rate_wait_max_seconds)
+        return await limiter(d).reserve(budget, job.bucket, max_wait=d.settings.rate_wait_max_seconds, hold=hold,
+                                        ticket=job.job_id)
     except RateLimited as exc:
+        if "day" in exc.full:
+            await fail_for_good(job, f"Kite's daily order limit for this account ({d.settings.order_rate_per_day}) "
+                                "is used up; it starts again at midnight IST")
         raise Retry(defer=exc.wait_s) from exc
 
 
@@ -241,6 +327,11 @@ async def _attempt_failed(job: OrderJob, api: KiteApi, number: int, started: flo
         await _token_rejected(job, api, number, text)
     if not is_transient(exc):
         await audit.end_attempt(d.db, job.job_id, number, "rejected", _ms(started), error=text)
+        if isinstance(exc, DataException):  # Kite could not read its order system's answer: look, never repeat
+            found, reason = await _last_look(job, api, recover, text)
+            if found is not None:
+                return await _succeeded(job, number, started, found)
+            await fail_for_good(job, reason)
         await fail_for_good(job, text)
     await audit.end_attempt(d.db, job.job_id, number, "transient", _ms(started), error=text)
     await breaker(d).record_failure(job.account_id)
@@ -249,17 +340,22 @@ async def _attempt_failed(job: OrderJob, api: KiteApi, number: int, started: flo
         raise Retry(defer=backoff(d.settings, number)) from exc
     reason = f"gave up after {number} attempts: {text}"
     # A timeout or a 5xx may have taken effect at Kite (a 429 or an unreachable Kite did not).
-    ambiguous = not isinstance(exc, KiteUnreachable) and getattr(exc, "code", 0) != 429
-    if recover is not None and ambiguous:
-        try:
-            found = await recover(api)
-        except Exception as look:  # the last look failed too: say so, a replay will look again
-            log.warning("final order-book lookup failed: %s", error_text(look))
-            reason += f" (the order may have reached Kite; its tag is {job.tag})"
-        else:
-            if found is not None:
-                return await _succeeded(job, number, started, found)
+    if not isinstance(exc, KiteUnreachable) and getattr(exc, "code", 0) != 429:
+        found, reason = await _last_look(job, api, recover, reason)
+        if found is not None:
+            return await _succeeded(job, number, started, found)
     await fail_for_good(job, reason)
+
+
+async def _last_look(job: OrderJob, api: KiteApi, recover: Recover | None, reason: str) -> tuple[Outcome | None, str]:
+    """After an outcome Kite left open: the order if the order book shows it, else the reason to give."""
+    if recover is None:
+        return None, reason
+    try:
+        return await recover(api), reason
+    except Exception as look:  # the last look failed too: say so, a replay will look again
+        log.warning("final order-book lookup failed: %s", error_text(look))
+        return None, f"{reason} (the order may have reached Kite; its tag is {job.tag})"
 
 
 async def _token_rejected(job: OrderJob, api: KiteApi, number: int, text: str) -> NoReturn:

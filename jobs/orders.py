@@ -15,19 +15,19 @@ from arq.worker import func
 from pydantic import BaseModel, ValidationError
 
 from ticker.core.contracts import JOB_CANCEL_ORDER, JOB_MODIFY_ORDER, JOB_PLACE_ORDER
+from ticker.core.order_intake import prepare_modify, prepare_order
 from ticker.core.orders import (
     CancelOrderPayload,
     ModifyOrderPayload,
     OrderKind,
+    OrderValidationError,
     PlaceOrderPayload,
     kite_tag,
-    validate_modify,
-    validate_order,
 )
 from ticker.infra.kite_rest import KiteApi
-from ticker.infra.order_submit import UnknownAccount, find_instrument, resolve_account_id
+from ticker.infra.order_submit import UnknownAccount, find_instrument, intake_rules, resolve_account_id
 from ticker.jobs.context import deps
-from ticker.jobs.order_runner import Attempt, OrderJob, Outcome, fail_for_good, run_order_job
+from ticker.jobs.order_runner import Attempt, OrderJob, Outcome, fail_for_good, pace_lookup, run_order_job
 
 KINDS: dict[str, tuple[str, type[BaseModel], str]] = {
     "place": (JOB_PLACE_ORDER, PlaceOrderPayload, "order"),
@@ -76,13 +76,20 @@ async def place_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
     job = replace(job, tag=tag, prior_tags=p.prior_tags, basket_id=p.basket_id, client_tag=order.tag)
 
     async def check() -> str | None:
-        issues = validate_order(order, await find_instrument(d.db, order.exchange, order.tradingsymbol))
-        return f"{issues[0].field}: {issues[0].message}" if issues else None
+        """Intake again, as the web did (an order queued some other way gets the same treatment)."""
+        nonlocal order
+        instrument = await find_instrument(d.db, order.exchange, order.tradingsymbol)
+        try:
+            order = prepare_order(order, instrument, intake_rules(d.settings))
+        except OrderValidationError as exc:
+            return f"{exc.field}: {exc.message}"
+        return None
 
     timeout = d.settings.order_request_timeout
     tags = [tag, *p.prior_tags]
 
     async def lookup(api: KiteApi) -> Outcome | None:
+        await pace_lookup(job)
         found = await find_by_tags(api, tags, timeout)
         if found is None:
             return None
@@ -93,6 +100,7 @@ async def place_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
             found = await lookup(api)
             if found is not None:
                 return found
+        await attempt.sending()
         order_id = await api.place_order(order.variety, order.kite_params(tag), timeout=timeout)
         return Outcome(kite_order_id=str(order_id))
 
@@ -120,17 +128,21 @@ async def _latest_state(api: KiteApi, order_id: str, timeout: float) -> dict[str
 async def modify_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     _, req, job = await _open(ctx, payload, "modify")
     d = job.deps
-    issues = validate_modify(req)
-    if issues:
-        await fail_for_good(job, f"{issues[0].field}: {issues[0].message}")  # before any audit: cheap
+    try:
+        req = prepare_modify(req, None, intake_rules(d.settings))
+    except OrderValidationError as exc:
+        await fail_for_good(job, f"{exc.field}: {exc.message}")  # before any audit: cheap
     timeout = d.settings.order_request_timeout
-    changes = {k: v for k, v in req.kite_params().items() if k != "parent_order_id"}
+    # what the order book shows once applied (Kite does not echo market_protection as it was sent)
+    changes = {k: v for k, v in req.kite_params().items() if k not in ("parent_order_id", "market_protection")}
 
     async def action(api: KiteApi, attempt: Attempt) -> Outcome:
         if attempt.may_exist:
+            await pace_lookup(job)
             latest = await _latest_state(api, req.order_id, timeout)
             if latest and _already_applied(latest, changes):
                 return Outcome(kite_order_id=req.order_id, adopted=True, kite_status=latest.get("status"))
+        await attempt.sending()
         order_id = await api.modify_order(req.variety, req.order_id, req.kite_params(), timeout=timeout)
         return Outcome(kite_order_id=str(order_id))
 
@@ -145,9 +157,11 @@ async def cancel_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str
 
     async def action(api: KiteApi, attempt: Attempt) -> Outcome:
         if attempt.may_exist:
+            await pace_lookup(job)
             latest = await _latest_state(api, req.order_id, timeout)
             if latest.get("status") == "CANCELLED":
                 return Outcome(kite_order_id=req.order_id, adopted=True, kite_status="CANCELLED")
+        await attempt.sending()
         order_id = await api.cancel_order(req.variety, req.order_id, req.parent_order_id, timeout=timeout)
         return Outcome(kite_order_id=str(order_id), kite_status="CANCELLED")
 

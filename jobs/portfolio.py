@@ -84,8 +84,9 @@ async def read_portfolio(d: Deps, account_id: str, kind: PortfolioKind, max_age:
             if (hit := await _cached(d, key, max_age)) is not None:
                 return hit
     try:
-        await limiter(d).acquire(account_id, "api", max_wait=d.settings.rate_wait_max_seconds)
-        data = await _fetch(await kite_clients(d).api(account_id), kind, trigger_id)
+        clients = kite_clients(d)
+        await limiter(d).acquire(await clients.budget(account_id), "api", max_wait=d.settings.rate_wait_max_seconds)
+        data = await _fetch(await clients.api(account_id), kind, trigger_id)
         doc = {"account_id": account_id, "kind": kind, "trigger_id": trigger_id, "data": data,
                "fetched_at": time.time()}
         ttl_ms = max(int(d.settings.portfolio_cache_seconds * 1000), 1) * 10  # kept a while for max_age callers

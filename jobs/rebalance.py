@@ -19,6 +19,7 @@ from ticker.core.strikes import INDEX_SYMBOL, ChainRow, diff, plan
 from ticker.infra.accounts import load_accounts
 from ticker.infra.control import publish_control
 from ticker.infra.kite_rest import KiteApi, KiteException
+from ticker.infra.ratelimit import Budget, RateLimited, RateLimiter, budget_for
 from ticker.jobs.context import Deps, deps
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,19 @@ async def _spot(d: Deps, name: str, index: Any, future: Any) -> float | None:
 
 
 async def _kite_ltp(d: Deps, instrument: str) -> float | None:
+    limiter = RateLimiter(d.redis, d.names, d.settings)
     for account in await load_accounts(d.accounts if d.accounts.configured else None, d.settings):
         token = account.secret("access_token")
         if not token:
             continue
+        budget = budget_for(account.account_id, account.secret("user_id"))
+
+        async def pace(budget: Budget = budget) -> None:  # Kite's quote limit: 1 call per second
+            await limiter.acquire(budget, "quote", max_wait=d.settings.rate_wait_max_seconds)
+
         try:
-            data = await KiteApi(d.kite_http, account.api_key, token).ltp([instrument])
-        except KiteException as exc:
+            data = await KiteApi(d.kite_http, account.api_key, token).ltp([instrument], pace=pace)
+        except (KiteException, RateLimited) as exc:
             log.warning("ltp lookup failed", extra={"account_id": account.account_id, "error": str(exc)})
             continue
         if instrument in (data or {}):

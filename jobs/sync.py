@@ -76,8 +76,9 @@ async def sync_account(d: Deps, account_id: str) -> int:
     open_ids = set(await audit.open_orders(d.db, account_id))
     if not open_ids:
         return 0
-    await limiter(d).acquire(account_id, "api", max_wait=d.settings.rate_wait_max_seconds)
-    book = await (await kite_clients(d).api(account_id)).orders(timeout=d.settings.kite_request_timeout)
+    clients = kite_clients(d)
+    await limiter(d).acquire(await clients.budget(account_id), "api", max_wait=d.settings.rate_wait_max_seconds)
+    book = await (await clients.api(account_id)).orders(timeout=d.settings.kite_request_timeout)
     updated = 0
     for order in book:
         if str(order.get("order_id")) in open_ids:

@@ -33,7 +33,7 @@ from ticker.infra.control import publish_control
 from ticker.infra.kite_login import LoginCredentials, LoginError, request_token
 from ticker.infra.kite_rest import KiteApi, KiteException, TokenException, is_transient
 from ticker.infra.logs import redact, register_secret
-from ticker.infra.ratelimit import RateLimiter
+from ticker.infra.ratelimit import RateLimiter, budget_for
 from ticker.infra.secrets import SecretsError
 from ticker.infra.settings import Settings
 from ticker.jobs.context import Deps, deps
@@ -119,12 +119,13 @@ async def install_session(d: Deps, account: KiteAccount, request_token_value: st
     if not api_secret:
         raise TokenJobError(f"account {account.account_id!r} has no api_secret stored")
     limiter = RateLimiter(d.redis, d.names, d.settings)
-    await limiter.acquire(account.account_id, "api")
+    budget = budget_for(account.account_id, account.secret("user_id"))
+    await limiter.acquire(budget, "api")
     api = KiteApi(d.kite_http, account.api_key)
     session = await api.generate_session(request_token_value, api_secret)
     access = str(session["access_token"])
     register_secret(access)
-    await limiter.acquire(account.account_id, "api")
+    await limiter.acquire(budget, "api")
     profile = await api.profile()  # proves the token works before anyone relies on it
     expected = account.secret("user_id")
     if expected and profile.get("user_id") != expected:
@@ -144,7 +145,8 @@ async def token_works(d: Deps, account: KiteAccount) -> bool:
     token = account.secret("access_token")
     if not token:
         return False
-    await RateLimiter(d.redis, d.names, d.settings).acquire(account.account_id, "api")
+    budget = budget_for(account.account_id, account.secret("user_id"))
+    await RateLimiter(d.redis, d.names, d.settings).acquire(budget, "api")
     try:
         await KiteApi(d.kite_http, account.api_key, token).profile()
     except TokenException:

@@ -3,8 +3,9 @@ market model, and fault injection on demand (what moto is for AWS, this is for K
 
 It enforces Kite's 2026 rules: the version header and per-user rate limits (app.py, limits.py),
 market protection, freeze quantity and autoslice, variety fields (order_rules.py), signed
-postbacks (postbacks.py); and NSE's, as dated data: contract specifications (specs.py) and the
-trading-holiday calendar (core/holidays.py), so the universe of any day is that day's.
+postbacks (postbacks.py); and NSE's, as dated data: contract specifications (core/contract_specs.py,
+the table our order intake checks too) and the trading-holiday calendar (core/holidays.py), so the
+universe of any day is that day's.
 
     from ticker.infra.kitesim.app import running_sim
     from ticker.infra.kitesim.config import SimConfig

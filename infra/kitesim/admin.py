@@ -16,8 +16,8 @@
     POST   /_sim/reset                 counters, faults, tick rates, stalls, rate limits -> configured
     GET    /_sim/faults                current fault rules, latency, error rate, how often each fired
     POST   /_sim/faults                add a rule {"route": "POST /orders/*", "kind": "503", "rate": 1.0,
-                                       "times": 2, "delay_ms": null}; kinds: 429 500 502 503 timeout drop
-                                       accept_timeout accept_drop latency (see faults.py)
+                                       "times": 2, "delay_ms": null}; kinds: 429 500 502 503 data_error
+                                       timeout drop accept_timeout accept_drop latency (see faults.py)
     DELETE /_sim/faults                remove every rule
     POST   /_sim/latency               {"latency_ms": 50, "error_rate": 0.1} for every REST route
     POST   /_sim/order_rate_limit      {"per_second": 10} Kite's order placement limit; 0 disables

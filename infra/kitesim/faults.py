@@ -2,7 +2,8 @@
 
 A rule matches requests by an fnmatch pattern over "METHOD /route/template" (e.g. "POST /orders/*",
 "GET /quote*", "*") and fires with probability `rate`, optionally only for the next `times` matches.
-Kinds: "429" | "500" | "502" | "503" (Kite's error envelope with that status), "timeout" (the
+Kinds: "429" | "500" | "502" | "503" (Kite's error envelope with that status), "data_error" (a 502
+DataException: Kite could not make sense of its order system's answer), "timeout" (the
 response is withheld for `delay_ms`, default `SimConfig.timeout_seconds`, then a 504), "drop" (the
 connection is closed without a response), "accept_timeout" / "accept_drop" (the request IS carried
 out — e.g. the order is placed — and then the response is withheld / the connection dropped), and
@@ -20,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ticker.infra.kitesim.errors import KiteError, general_error, too_many_requests
 
-FaultKind = Literal["429", "500", "502", "503", "timeout", "drop", "accept_timeout", "accept_drop",
-                    "latency"]
+FaultKind = Literal["429", "500", "502", "503", "data_error", "timeout", "drop", "accept_timeout",
+                    "accept_drop", "latency"]
 MAX_RULES = 100
 
 
@@ -55,6 +56,8 @@ def status_error(kind: str) -> KiteError:
         return KiteError(502, "NetworkException", "Bad gateway: the backend OMS is unreachable.")
     if kind == "503":
         return KiteError(503, "NetworkException", "Service unavailable. Please try again.")
+    if kind == "data_error":
+        return KiteError(502, "DataException", "Couldn't parse the JSON response received from the OMS.")
     return general_error()
 
 

@@ -1,7 +1,7 @@
 """The stand-in's instrument universe: indices, their futures and option chains (and, in the
 `full` profile, ~200 stock underlyings), kept as numpy columns so 90k rows stay cheap.
 
-The universe is built for one day and follows NSE's rules for that day (specs.py): each
+The universe is built for one day and follows NSE's rules for that day (core/contract_specs.py): each
 contract's lot size by its series, the freeze quantity of the day, strike steps, expiry weekdays,
 and expiries moved off NSE trading holidays (core.holidays). Expiries are always upcoming relative
 to that day. Exchange tokens come from a hash of the tradingsymbol, so a contract keeps its token
@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from ticker.core import contract_specs as specs
 from ticker.core.clock import IST, TUESDAY, upcoming_expiries
 from ticker.core.instruments import (
     CSV_COLUMNS,
@@ -29,11 +30,13 @@ from ticker.core.instruments import (
     make_token,
     option_symbol,
 )
-from ticker.infra.kitesim import specs
 
 KIND_UNDERLYING, KIND_FUT, KIND_CE, KIND_PE = 0, 1, 2, 3
 _TYPE_OF_KIND = ("EQ", "FUT", "CE", "PE")
 EXPIRY_CLOSE = time(15, 30)
+# Synthetic stock underlyings (the `full` profile) have no NSE row: their lots come from the
+# universe, and one order may carry this many lots.
+STOCK_FREEZE_LOTS = 24
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Underlying:
     skew: float        # d(vol)/d ln(K/F)
     curvature: float   # d2(vol)/d ln(K/F)^2
     strike_step: float
-    lot_size: int      # for underlyings without an NSE row in specs.py (synthetic stocks); else 0
+    lot_size: int      # for underlyings without an NSE row in contract_specs (synthetic stocks); else 0
     weekly: int = 0    # weekly expiries listed besides the monthlies (where the expiry rule has them)
     monthly: int = 3
     strikes_each_side: int = 25
@@ -65,7 +68,7 @@ class Underlying:
         """The most units one order may carry on `today`."""
         if specs.has_spec(self.name):
             return specs.freeze_quantity(self.name, today)
-        return lot * specs.STOCK_FREEZE_LOTS
+        return lot * STOCK_FREEZE_LOTS
 
     def expiries(self, today: date) -> tuple[list[date], list[date]]:
         """(monthlies, every listed expiry) on `today`, ascending."""

@@ -6,6 +6,7 @@ import pytest
 
 from tests.data.conftest import DataEnv
 from ticker.infra.account_pick import NoDataAccount, data_accounts
+from ticker.infra.ratelimit import budget_for
 
 PROFILE = "GET /user/profile"
 
@@ -18,7 +19,8 @@ async def test_budget_decides_which_account_serves(data_env: DataEnv) -> None:
     env = data_env
     picker = data_accounts(env.deps)
     assert [a.account_id for a in await picker.ranked("orders")] == ["sim1", "sim2"]
-    await picker.limiter.acquire("sim1", "orders")  # counts in sim1's second, minute and day windows
+    user = env.sim.accounts[0].user_id  # Kite counts per user: sim1's budget is its user's
+    await picker.limiter.acquire(budget_for("sim1", user), "orders")  # its second, minute and day windows
     assert [a.account_id for a in await picker.ranked("orders")] == ["sim2", "sim1"]
 
 

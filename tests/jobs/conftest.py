@@ -127,9 +127,11 @@ class World:
         return proc
 
     @staticmethod
-    def log_of(proc: subprocess.Popen) -> str:
+    def log_of(proc: subprocess.Popen, tail: int | None = 4000) -> str:
+        """The end of the worker's log (all of it with tail=None)."""
         with open(proc.log_path) as fh:  # type: ignore[attr-defined]
-            return fh.read()[-4000:]
+            text = fh.read()
+        return text if tail is None else text[-tail:]
 
 
 async def _instruments(sim: Any) -> list[Instrument]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime, time, timedelta
 
 import pytest
 
-from ticker.infra.ratelimit import RateLimited, RateLimiter
+from ticker.core.clock import IST
+from ticker.infra.ratelimit import PENDING_POLL_S, RateLimited, RateLimiter, budget_for, order_day_budgets
 
 
 def limiter(redis, names, settings, **limits) -> RateLimiter:
@@ -33,9 +35,11 @@ async def test_every_window_must_have_room(redis, names, settings) -> None:
     acct = uuid.uuid4().hex
     for _ in range(3):
         assert await rl.try_acquire(acct, "orders") == 0.0
-    assert await rl.try_acquire(acct, "orders") > 1.0  # the minute window is the one that is full
-    room = await rl.remaining(acct, "orders")
-    assert (room["minute"], room["day"]) == (0, 4997) and room["second"] >= 97
+    assert await rl.try_acquire(acct, "orders") > 50  # the minute window is the one that is full
+    assert await rl.remaining(acct, "orders") == {"second": 97, "minute": 0, "day": 4997}
+    with pytest.raises(RateLimited) as err:
+        await rl.acquire(acct, "orders", max_wait=1)
+    assert err.value.full == ("minute",)
 
 
 async def test_two_limiters_share_one_budget(redis, names, settings) -> None:
@@ -75,7 +79,7 @@ async def test_unknown_bucket_is_a_clear_error(redis, names, settings) -> None:
 async def test_settling_counts_the_call_from_when_it_was_answered(redis, names, settings) -> None:
     rl = limiter(redis, names, settings, api_rate_per_second=2)
     acct = uuid.uuid4().hex
-    key = names.key("ratelimit", acct, "api", "second")
+    key = names.key("ratelimit", budget_for(acct).key, "api", "second")
     first = await rl.reserve(acct, "api")
     second = await rl.reserve(acct, "api")
     granted_at = await redis.zscore(key, first.member)
@@ -83,4 +87,98 @@ async def test_settling_counts_the_call_from_when_it_was_answered(redis, names, 
     settled_at = await redis.zscore(key, first.member)
     assert settled_at > granted_at and settled_at > await redis.zscore(key, second.member)
     assert await redis.zrange(key, 0, -1) == [second.member.encode(), first.member.encode()]
-    assert first.waited == 0.0
+    assert first.waited == 0.0 and await rl.try_acquire(acct, "api") > 0
+
+
+async def test_a_call_in_flight_counts_until_it_is_answered(redis, names, settings) -> None:
+    # Kite counts a call when it arrives: however long it is on its way, a held grant keeps its place.
+    rl = limiter(redis, names, settings, order_rate_per_second=2)
+    acct = uuid.uuid4().hex
+    held = [await rl.reserve(acct, "orders", hold=60.0) for _ in range(2)]
+    for grant in held:
+        await rl.arm(grant)
+    wait = await rl.try_acquire(acct, "orders")
+    assert 0 < wait <= PENDING_POLL_S  # full while in flight: look again soon, not a window from now
+    await rl.settle(held[0])  # answered now: it counts for a full window from now
+    sec, usec = await redis.time()
+    key = names.key("ratelimit", budget_for(acct).key, "orders", "second")
+    assert await redis.zscore(key, held[0].member) <= sec * 1e6 + usec < await redis.zscore(key, held[1].member)
+    assert (await rl.remaining(acct, "orders"))["second"] == 0
+
+
+async def test_a_grant_never_used_is_given_back(redis, names, settings) -> None:
+    rl = limiter(redis, names, settings, order_rate_per_second=2, order_rate_per_day=10)
+    acct = uuid.uuid4().hex
+    grants = [await rl.reserve(acct, "orders", hold=60.0) for _ in range(2)]
+    assert (await rl.remaining(acct, "orders"))["day"] == 8
+    await rl.release(grants[0])
+    assert await rl.remaining(acct, "orders") == {"second": 1, "minute": 399, "day": 9}
+    assert await rl.try_acquire(acct, "orders") == 0.0
+
+
+async def test_the_day_budget_is_a_count_per_ist_day(redis, names, settings) -> None:
+    rl = limiter(redis, names, settings, order_rate_per_second=100, order_rate_per_minute=100,
+                 order_rate_per_day=3)
+    acct = uuid.uuid4().hex
+    for _ in range(3):
+        assert await rl.try_acquire(acct, "orders") == 0.0
+    now = datetime.now(IST)
+    to_midnight = (datetime.combine(now.date() + timedelta(days=1), time(0), IST) - now).total_seconds()
+    wait = await rl.try_acquire(acct, "orders")
+    assert abs(wait - to_midnight) < 60  # full until midnight IST
+    with pytest.raises(RateLimited) as err:
+        await rl.acquire(acct, "orders", max_wait=1)
+    assert err.value.full == ("day",)
+    # the count belongs to its day: once the day has changed it starts from zero
+    key = names.key("ratelimit", budget_for(acct).key, "orders", "day")
+    await redis.hset(key, "day", int(await redis.hget(key, "day")) - 1)
+    assert await rl.try_acquire(acct, "orders") == 0.0
+    assert (await rl.remaining(acct, "orders"))["day"] == 2
+
+
+async def test_accounts_of_one_kite_user_share_one_budget(redis, names, settings) -> None:
+    rl = limiter(redis, names, settings, order_rate_per_second=3)
+    user = f"ZX{uuid.uuid4().hex[:6]}"
+    a, b = budget_for("acct-a", user), budget_for("acct-b", user)
+    other = budget_for("acct-c", f"ZY{uuid.uuid4().hex[:6]}")
+    assert a.key == b.key != other.key and user not in a.key  # the user id is personal: only its hash
+    assert budget_for("acct-a").key != a.key  # an account whose user is unknown has its own
+    for who in (a, b, a):
+        assert await rl.try_acquire(who, "orders") == 0.0
+    assert await rl.try_acquire(b, "orders") > 0
+    assert await rl.try_acquire(other, "orders") == 0.0
+
+
+async def test_the_day_budget_per_account_for_health(redis, names, settings) -> None:
+    rl = limiter(redis, names, settings, order_rate_per_second=100, order_rate_per_minute=100)
+    user = f"ZW{uuid.uuid4().hex[:6]}"
+    one, two, alone = (f"h{uuid.uuid4().hex[:8]}" for _ in range(3))
+    await rl.reserve(budget_for(one, user), "orders")
+    await rl.reserve(budget_for(two, user), "orders")
+    await rl.reserve(alone, "orders")
+    budgets = await order_day_budgets(redis, names, settings, [one, two, alone, "never-ordered"])
+    assert budgets[one] == budgets[two] == {"limit": 5000, "used": 2, "remaining": 4998}
+    assert budgets[alone]["remaining"] == 4999 and budgets["never-ordered"]["remaining"] == 5000
+
+
+async def test_callers_waiting_for_one_budget_keep_their_place_in_line(redis, names, settings) -> None:
+    rl = limiter(redis, names, settings, order_rate_per_second=3)
+    acct = uuid.uuid4().hex
+    line = names.key("ratelimit", budget_for(acct).key, "orders", "line")
+    grants = [await rl.reserve(acct, "orders", hold=60.0) for _ in range(3)]  # the window is full (in flight)
+    turns = {}
+    for job in ("a", "b", "c", "d", "e"):
+        with pytest.raises(RateLimited) as err:
+            await rl.reserve(acct, "orders", max_wait=0, ticket=job)
+        turns[job] = err.value.wait_s
+    assert turns["a"] < turns["c"] < turns["e"]  # told their turn by their place: no crowd wakes at once
+    with pytest.raises(RateLimited) as err:
+        await rl.reserve(acct, "orders", max_wait=0, ticket="a")  # coming back keeps the first place
+    assert err.value.wait_s < turns["b"]
+    assert await redis.zrange(line, 0, -1) == [b"a", b"b", b"c", b"d", b"e"]
+    # far back in line: handed back at once rather than held waiting (even with time to wait)
+    with pytest.raises(RateLimited):
+        await rl.reserve(acct, "orders", max_wait=30, ticket="e")
+    await rl.release(grants[0])
+    await rl.reserve(acct, "orders", max_wait=0, ticket="b")  # room again: whoever comes takes it
+    assert await redis.zrange(line, 0, -1) == [b"a", b"c", b"d", b"e"]

@@ -11,9 +11,9 @@ import requests
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
+from ticker.core.contract_specs import max_order_quantity
 from ticker.infra.kite_rest import KiteApi, KiteHttp
 from ticker.infra.kitesim.order_rules import MAX_SLICES
-from ticker.infra.kitesim.specs import max_order_quantity
 from ticker.infra.kitesim.universe import KIND_CE, KIND_FUT
 
 
@@ -223,9 +223,10 @@ async def test_quote_takes_500_and_ltp_ohlc_1000_instruments(kitesim_factory):
 
 
 # --- our own client ------------------------------------------------------------------------------
-async def test_our_client_speaks_v3_with_automatic_market_protection(kitesim):
-    """infra/kite_rest sends X-Kite-Version: 3 and, for MARKET/SL-M orders given no protection,
-    Kite's automatic one (-1); a protection the caller chose goes as given."""
+async def test_our_client_speaks_v3_and_sends_orders_as_given(kitesim):
+    """infra/kite_rest sends X-Kite-Version: 3 and an order's fields as given: market protection is
+    filled in by order intake (core/order_intake.py), not by the client, so a MARKET order without
+    one is Kite's refusal."""
     acc = kitesim.account
     symbol, lot, _ = _contract(kitesim, "NIFTY")
     http = KiteHttp(kitesim.url, timeout=10)
@@ -233,13 +234,38 @@ async def test_our_client_speaks_v3_with_automatic_market_protection(kitesim):
         api = KiteApi(http, acc.api_key, acc.access_token)
         base = {"exchange": "NFO", "tradingsymbol": symbol, "transaction_type": "BUY", "quantity": lot,
                 "product": "NRML"}
-        market = await api.place_order("regular", {**base, "order_type": "MARKET"})
+        with pytest.raises(kex.InputException, match="market protection"):
+            await api.place_order("regular", {**base, "order_type": "MARKET"})
+        auto = await api.place_order("regular", {**base, "order_type": "MARKET", "market_protection": -1})
         chosen = await api.place_order("regular", {**base, "order_type": "MARKET", "market_protection": 3})
-        stop = await api.place_order("regular", {**base, "order_type": "SL-M", "trigger_price": 100_000.0})
         limit = await api.place_order("regular", {**base, "order_type": "LIMIT", "price": 0.05})
-        await api.modify_order("regular", limit, {"order_type": "MARKET"})
+        await api.modify_order("regular", limit, {"order_type": "MARKET", "market_protection": -1})
         book = {o["order_id"]: o for o in await api.orders()}
     finally:
         await http.close()
-    assert [book[o]["market_protection"] for o in (market, chosen, stop, limit)] == [-1, 3, -1, -1]
+    assert [book[o]["market_protection"] for o in (auto, chosen, limit)] == [-1, 3, -1]
     assert book[limit]["status"] == "COMPLETE"
+
+
+async def test_our_client_splits_long_instrument_lists_into_calls_kite_takes(kitesim_factory):
+    sim = await kitesim_factory(quote_rate_limit=0)  # several quote calls in a row: sizes, not rates
+    uni = sim.state.universe
+    keys = [f"{uni.exchange_of(r)}:{uni.symbol[r]}" for r in range(1201)]
+    http = KiteHttp(sim.url, timeout=10)
+    paced: list[int] = []
+
+    async def pace() -> None:
+        paced.append(1)
+
+    try:
+        api = KiteApi(http, sim.account.api_key, sim.account.access_token)
+        quotes = await api.quote(keys, pace=pace)
+        ltps, ohlcs = await api.ltp(keys), await api.ohlc(keys[:1000])
+        assert await api.ltp([]) == {}
+    finally:
+        await http.close()
+    assert set(quotes) == set(ltps) == set(keys) and len(ohlcs) == 1000
+    requests = sim.state.counters.snapshot()["requests"]
+    assert requests["GET /quote"] == 3 and len(paced) == 3  # 500 + 500 + 201, each paced
+    assert requests["GET /quote/ltp"] == 2 and requests["GET /quote/ohlc"] == 1
+    assert sim.state.counters.snapshot()["rate_limited_by_route"] == {}

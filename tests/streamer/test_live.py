@@ -93,7 +93,7 @@ async def _any_order(http: KiteHttp, acc, sdb) -> str:
     lot = await sdb.fetchval("SELECT lot_size FROM instruments WHERE tradingsymbol = $1", symbol)
     return await KiteApi(http, acc.api_key, acc.access_token).place_order("regular", {
         "exchange": "NFO", "tradingsymbol": symbol, "transaction_type": "BUY", "quantity": lot,
-        "product": "NRML", "order_type": "MARKET"})
+        "product": "NRML", "order_type": "MARKET", "market_protection": -1})
 
 
 async def test_dropped_connections_come_back(market, sdb, ssettings, snames, sredis):

@@ -10,7 +10,7 @@ from ticker.core.instruments import SEG_NFO, Instrument, make_token, option_symb
 
 NIFTY_INDEX = 256265
 EXPIRY = date.today() + timedelta(days=30)
-LOT = 65  # NIFTY's lot from NSE's January 2026 series (infra/kitesim/specs.py)
+LOT = 65  # NIFTY's lot from NSE's January 2026 series (core/contract_specs.py)
 
 
 def _option(strike: int, kind: str) -> Instrument:

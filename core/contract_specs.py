@@ -1,7 +1,7 @@
-"""NSE contract specifications of the index derivatives the stand-in lists, as dated data.
+"""NSE contract specifications of the index derivatives, as dated data: one table for our order
+intake (lot and freeze checks before an order is queued) and for the Kite stand-in's universe.
 
-Each table row says from when it holds, so the universe built for any day follows the rules NSE
-had for that day:
+Each table row says from when it holds, so the rules of any day are the ones NSE had that day:
 
 - lot sizes go by contract series: a row governs contracts expiring on or after `series_from`
   (NSE changes lots for new series and lets running ones keep theirs);
@@ -111,11 +111,6 @@ STATIC_SPECS: dict[str, StaticSpec] = {s.name: s for s in (
     StaticSpec("NIFTYNXT50", 0.05, 100, _CONTRACT_SPECS),
 )}
 
-# Synthetic stock underlyings (the `full` profile) have no NSE row: their lots come from the
-# universe, and one order may carry this many lots.
-STOCK_FREEZE_LOTS = 24
-
-
 Row = TypeVar("Row", LotRow, FreezeRow, ExpiryRow)
 
 
@@ -169,3 +164,10 @@ def listed_expiries(name: str, today: date, monthly: int, weekly: int,
             weeks.update(d for d in upcoming_expiries(start, rule.weekday, weekly, False, holidays) if d < end)
     month_list = sorted(months)[:monthly]
     return month_list, sorted(set(month_list) | set(sorted(weeks)[:weekly]))
+
+
+def order_freeze(name: str, on: date) -> int | None:
+    """The freeze quantity of `name`'s derivatives on trading day `on`; None when the table has none."""
+    if not any(r.name == name for r in FREEZE_QUANTITIES):
+        return None
+    return freeze_quantity(name, on)
