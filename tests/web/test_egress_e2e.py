@@ -21,7 +21,6 @@ from ticker.infra.kite_rest import (
     KiteHttp,
     KiteUnreachable,
     PermissionException,
-    with_market_protection,
 )
 from ticker.infra.kitesim.app import running_sim
 from ticker.infra.kitesim.config import SimConfig
@@ -60,8 +59,7 @@ async def test_orders_leave_through_the_static_ip_proxy_and_direct_ones_are_refu
             try:
                 api = KiteApi(http, sim.account.api_key, sim.account.access_token)
                 with pytest.raises(PermissionException) as refused:
-                    await api.place_order("regular", with_market_protection(
-                        {k: v for k, v in order_body(stack).items()}))
+                    await api.place_order("regular", order_body(stack, market_protection=-1))
             finally:
                 await http.close()
             assert refused.value.code == 403 and "127.0.0.1" in str(refused.value)
