@@ -57,12 +57,12 @@ def test_only_kites_transient_errors_are_retried(exc: Exception, transient: bool
     assert is_transient(exc) is transient
 
 
-async def test_data_exception_is_not_retried(world, db, names) -> None:
+async def test_data_exception_is_not_retried(world, db) -> None:
     await world.admin("POST", "/_sim/faults", {"route": "POST /orders/*", "kind": "data_error", "times": 1})
-    job_id = (await submit_place(world.arq, db, names, world.settings, market(world, "sim1"),
+    job_id = (await submit_place(world.arq, db, world.names, world.settings, market(world, "sim1"),
                                  uuid.uuid4().hex)).job_id
     await run_burst(world)
-    status = await job_status(world.arq, db, names, job_id)
+    status = await job_status(world.arq, db, world.names, job_id)
     assert status.status == "dead_letter" and "DataException" in status.error, status
     (attempt,) = await attempts_of(db, job_id)
     assert attempt.outcome == "rejected"
@@ -70,12 +70,12 @@ async def test_data_exception_is_not_retried(world, db, names) -> None:
     assert world.orders_with_tag(kite_tag(job_id)) == 0
 
 
-async def test_a_restarted_worker_stays_within_kites_window(world_factory, db, names) -> None:
+async def test_a_restarted_worker_stays_within_kites_window(world_factory, db) -> None:
     # Kite counts an order when it arrives; here each takes 1.5 s to be counted and answered. A worker
     # killed with calls on their way must not let its successor send more into the same window.
     world = await world_factory(accounts=2, overrides={"order_job_timeout_seconds": 10.0})
     await world.admin("POST", "/_sim/faults", {"route": "POST /orders/*", "kind": "latency", "delay_ms": 1500})
-    job_ids = await submit_many(world, db, names, [world.accounts[0]], 30)
+    job_ids = await submit_many(world, db, [world.accounts[0]], 30)
     first = world.start_worker("--queue", "orders", ORDER_JOB_TIMEOUT_SECONDS=10, ORDER_REQUEST_TIMEOUT=5)
 
     async def calls_on_their_way() -> bool:  # requests are counted as they arrive, before the delay
@@ -93,7 +93,7 @@ async def test_a_restarted_worker_stays_within_kites_window(world_factory, db, n
     assert counters["max_orders_per_second"][world.api_key(world.accounts[0])] <= 10
 
 
-async def test_the_worker_health_shows_the_day_budget_going_down(world_factory, db, names) -> None:
+async def test_the_worker_health_shows_the_day_budget_going_down(world_factory, db) -> None:
     world = await world_factory(accounts=1)
     port = free_port()
     world.start_worker("--queue", "orders", worker_port=port, worker_host="127.0.0.1")
@@ -110,7 +110,7 @@ async def test_the_worker_health_shows_the_day_budget_going_down(world_factory, 
 
     await wait_for(serving, timeout=60)
     before = (await budget())["accounts"]["sim1"]
-    job_ids = [(await submit_place(world.arq, db, names, world.settings, market(world, "sim1"),
+    job_ids = [(await submit_place(world.arq, db, world.names, world.settings, market(world, "sim1"),
                                    uuid.uuid4().hex)).job_id for _ in range(3)]
 
     async def done() -> bool:
