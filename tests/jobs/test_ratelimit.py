@@ -56,7 +56,7 @@ async def test_acquire_waits_and_concurrent_callers_never_exceed_a_window(redis,
     await asyncio.gather(*(rl.acquire(acct, "orders") for _ in range(12)))
     # Every grant is recorded (Redis time, microseconds) in each window; the minute window still
     # holds all 12. Any 6 consecutive grants span at least a second.
-    key = names.key("ratelimit", acct, "orders", "minute")
+    key = names.key("ratelimit", budget_for(acct).key, "orders", "minute")
     granted = sorted(int(score) for _, score in await redis.zrange(key, 0, -1, withscores=True))
     assert len(granted) == 12
     assert min(granted[i + 5] - granted[i] for i in range(len(granted) - 5)) >= 1_000_000

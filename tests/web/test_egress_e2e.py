@@ -89,7 +89,8 @@ async def test_https_orders_tunnel_through_the_proxy_with_its_credentials(tmp_pa
         row = next(i for i in range(len(sim.state.universe)) if sim.state.universe.lot[i] > 1
                    and sim.state.universe.exchange_of(i) == "NFO")
         order = {"exchange": "NFO", "tradingsymbol": str(sim.state.universe.symbol[row]), "transaction_type": "BUY",
-                 "quantity": int(sim.state.universe.lot[row]), "product": "NRML", "order_type": "MARKET"}
+                 "quantity": int(sim.state.universe.lot[row]), "product": "NRML", "order_type": "MARKET",
+                 "market_protection": -1}
         async with contextlib.AsyncExitStack() as stack:
             good = KiteHttp(sim.url, egress=parse_proxy(egress_proxy.url), ssl_context=client_tls)
             wrong = KiteHttp(sim.url, egress=parse_proxy(f"http://{USER}:wrong@{egress_proxy.where}"),
