@@ -34,13 +34,15 @@ from ticker.core.gtt import (
     validate_gtt,
 )
 from ticker.core.margins import MarginsPayload, MarginsRequest, margins_job_id
-from ticker.core.orders import OrderIssue, validate_order
+from ticker.core.order_intake import prepare_order
+from ticker.core.orders import OrderIssue, OrderValidationError
 from ticker.http.accept import accepted, submit
 from ticker.http.errors import ApiError
 from ticker.http.inputs import Strict, path_int, read_json, read_query
 from ticker.http.routes_orders import IDEMPOTENCY_HEADER, idempotency_key
 from ticker.http.state import Services, services
 from ticker.infra.order_audit import get_order
+from ticker.infra.order_submit import intake_rules
 from ticker.infra.queue import derived_job_id
 
 routes = web.RouteTableDef()
@@ -155,17 +157,21 @@ async def order_margins(request: web.Request) -> web.Response:
     req = await read_json(request, MarginsRequest)
     account = await svc.refs.resolve_account(req.account_id)
     issues: list[OrderIssue] = []
+    legs = []
     for i, leg in enumerate(req.orders):
         if leg.account_id not in (None, account):
             issues.append(OrderIssue(field=f"orders.{i}.account_id",
                                      message="a margin preview is for one account: name it once, at the top"))
             continue
-        found = validate_order(leg, await svc.refs.instrument(leg.exchange, leg.tradingsymbol))
-        issues += [OrderIssue(field=f"orders.{i}.{x.field}", message=x.message) for x in found]
+        try:  # each leg as POST /orders would take it: defaults (market protection) filled, rules checked
+            legs.append(prepare_order(leg, await svc.refs.instrument(leg.exchange, leg.tradingsymbol),
+                                      intake_rules(svc.settings)))
+        except OrderValidationError as exc:
+            issues += [OrderIssue(field=f"orders.{i}.{x.field}", message=x.message) for x in exc.issues]
     if issues:
         raise _issues_error(issues, "margin preview")
     req = req.model_copy(update={"account_id": account,
-                                 "orders": [leg.model_copy(update={"account_id": None}) for leg in req.orders]})
+                                 "orders": [leg.model_copy(update={"account_id": None}) for leg in legs]})
     job_id = margins_job_id(key, account)
     new = await submit(svc, JOB_ORDER_MARGINS, MarginsPayload(request=req).model_dump(mode="json"), job_id)
     return accepted(job_id, new, account_id=account)
