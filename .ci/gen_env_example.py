@@ -3,9 +3,9 @@
 import pathlib
 import re
 
-from ticker.infra.settings import Settings
+from ticker.infra.runtime.settings import Settings
 
-src = pathlib.Path("infra/settings.py").read_text().splitlines()
+src = pathlib.Path("infra/runtime/settings.py").read_text().splitlines()
 out = ["# ticker configuration. Copy to .env and edit; every variable is optional unless noted.",
        "# Environment variables override .env. Values shown are the defaults.", ""]
 fields = Settings.model_fields

@@ -1,6 +1,6 @@
 """Order intake: the one place that turns a client's order into the order Kite is sent.
 
-The HTTP API, `infra/order_submit.py` and the order job itself all call `prepare_order` /
+The HTTP API, `infra/orders/intake.py` and the order job itself all call `prepare_order` /
 `prepare_modify`, so defaults are filled in and Kite's rules checked the same way everywhere:
 
 - a MARKET or SL-M order (or a modification into one) that names no `market_protection` gets the

@@ -7,10 +7,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from ticker.http.errors import json_response
+from ticker.http.middleware.errors import json_response
 from ticker.http.redis_pipe import Script
 from ticker.http.state import Services
-from ticker.infra.queue import ENQUEUE_SCRIPT, enqueue_call
+from ticker.infra.queue.enqueue import ENQUEUE_SCRIPT, enqueue_call
 
 
 def status_url(job_id: str) -> str:

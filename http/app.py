@@ -15,35 +15,35 @@ import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
-from ticker.http import (
-    routes_accounts,
-    routes_admin,
-    routes_gtt,
-    routes_instruments,
-    routes_jobs,
-    routes_orders,
-    routes_postback,
-    routes_subscriptions,
-)
 from ticker.http.audit_batch import AuditBatcher
-from ticker.http.auth import JwtVerifier, api_key_middleware
-from ticker.http.errors import DEPENDENCY_ERRORS, error_middleware
-from ticker.http.health import health
 from ticker.http.inputs import MAX_BODY_BYTES
-from ticker.http.observe import HttpMetrics, observe_middleware
-from ticker.http.openapi import openapi_json
+from ticker.http.middleware.auth import JwtVerifier, api_key_middleware
+from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
+from ticker.http.middleware.observe import HttpMetrics, observe_middleware
+from ticker.http.middleware.quota import RateLimiter, rate_limit_middleware
 from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages
-from ticker.http.ratelimit import RateLimiter, rate_limit_middleware
 from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
+from ticker.http.routes import (
+    accounts_api,
+    admin_api,
+    gtt_api,
+    instruments_api,
+    jobs_api,
+    orders_api,
+    postback_api,
+    subscriptions_api,
+)
+from ticker.http.routes.health_api import health
+from ticker.http.routes.openapi_api import openapi_json
 from ticker.http.state import METRICS, SERVICES, SETTINGS, Services
-from ticker.http.ws_hub import TickHub
-from ticker.http.ws_ticks import ws_ticks
-from ticker.infra.accounts import account_store
-from ticker.infra.db import create_pool
-from ticker.infra.metrics import metrics_handler, new_registry
-from ticker.infra.queue import names_for, queue_client
-from ticker.infra.settings import Settings
+from ticker.http.ws.hub import TickHub
+from ticker.http.ws.ticks_socket import ws_ticks
+from ticker.infra.queue.enqueue import names_for, queue_client
+from ticker.infra.runtime.prometheus import metrics_handler, new_registry
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import account_store
+from ticker.infra.stores.db import create_pool
 
 LIMITER = web.AppKey("limiter", RateLimiter)
 
@@ -66,8 +66,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics_handler(metrics.registry))
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/ws/ticks", ws_ticks)
-    for module in (routes_orders, routes_jobs, routes_subscriptions, routes_instruments, routes_accounts,
-                   routes_admin, routes_gtt, routes_postback):
+    for module in (orders_api, jobs_api, subscriptions_api, instruments_api, accounts_api,
+                   admin_api, gtt_api, postback_api):
         app.add_routes(module.routes)
     return app
 

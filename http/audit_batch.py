@@ -1,6 +1,6 @@
 """The queued audit row of each accepted order, written in group commits.
 
-Row for row what `ticker.infra.order_audit.record_queued` writes (a test holds the two equal), but
+Row for row what `ticker.infra.orders.audit_trail.record_queued` writes (a test holds the two equal), but
 the rows of requests accepted together go to Postgres as one INSERT: one round trip and one commit
 for the batch instead of one per order, which is most of what an order acceptance costs Postgres.
 """

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ticker.http.errors import ApiError, field_errors, validation_error
+from ticker.http.middleware.errors import ApiError, field_errors, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -14,8 +14,8 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 
 from ticker.core.instruments import Instrument
-from ticker.http.errors import ApiError
-from ticker.infra.settings import Settings
+from ticker.http.middleware.errors import ApiError
+from ticker.infra.runtime.settings import Settings
 
 K = TypeVar("K")
 V = TypeVar("V")

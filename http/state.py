@@ -11,15 +11,15 @@ from arq.connections import ArqRedis
 
 from ticker.core.contracts import Names
 from ticker.http.audit_batch import AuditBatcher
-from ticker.http.auth import JwtVerifier
-from ticker.http.observe import HttpMetrics
+from ticker.http.middleware.auth import JwtVerifier
+from ticker.http.middleware.observe import HttpMetrics
+from ticker.http.middleware.quota import RateLimiter
 from ticker.http.outage import Outages
-from ticker.http.ratelimit import RateLimiter
 from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
-from ticker.http.ws_hub import TickHub
-from ticker.infra.accounts import AccountStore
-from ticker.infra.settings import Settings
+from ticker.http.ws.hub import TickHub
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import AccountStore
 
 
 @dataclass

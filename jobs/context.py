@@ -12,12 +12,12 @@ import asyncpg
 from arq.connections import ArqRedis
 
 from ticker.core.contracts import Names
-from ticker.infra.accounts import AccountStore, account_store
-from ticker.infra.db import create_pool
-from ticker.infra.egress import egress_from
-from ticker.infra.kite_rest import KiteHttp
-from ticker.infra.queue import names_for
-from ticker.infra.settings import Settings
+from ticker.infra.kite.egress import egress_from
+from ticker.infra.kite.rest import KiteHttp
+from ticker.infra.queue.enqueue import names_for
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import AccountStore, account_store
+from ticker.infra.stores.db import create_pool
 
 
 @dataclass

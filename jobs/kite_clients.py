@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from ticker.infra.accounts import KiteAccount, settings_account
-from ticker.infra.kite_rest import KiteApi
-from ticker.infra.ratelimit import Budget, budget_for
+from ticker.infra.kite.limits import Budget, budget_for
+from ticker.infra.kite.rest import KiteApi
+from ticker.infra.stores.accounts import KiteAccount, settings_account
 from ticker.jobs.context import Deps
 
 TTL_SECONDS = 30.0

@@ -23,15 +23,15 @@ from arq.connections import ArqRedis
 from arq.worker import Function, Worker, func
 
 from ticker.core.contracts import Names
-from ticker.infra.heartbeat import beat
-from ticker.infra.outage import POSTGRES_ERRORS, REDIS_ERRORS, Outage
-from ticker.infra.queue import create_queue, names_for, redis_settings
-from ticker.infra.settings import Settings
+from ticker.infra.queue.enqueue import create_queue, names_for, redis_settings
+from ticker.infra.runtime.heartbeat import beat
+from ticker.infra.runtime.outage import POSTGRES_ERRORS, REDIS_ERRORS, Outage
+from ticker.infra.runtime.settings import Settings
 from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
-from ticker.jobs.health import serve_health
-from ticker.jobs.order_runner import attach_order_components
-from ticker.jobs.registry import all_functions
-from ticker.jobs.sync import consume_postbacks
+from ticker.jobs.functions import all_functions
+from ticker.jobs.orders.order_sync import consume_postbacks
+from ticker.jobs.orders.runner import attach_order_components
+from ticker.jobs.worker_health import serve_health
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ async def run(settings: Settings, queues: Sequence[str], *, concurrency: int | N
 
 
 async def _forget_heartbeat(settings: Settings, instance: str) -> None:
-    from ticker.infra.redis import connect
+    from ticker.infra.stores.redis import connect
 
     client = connect(settings.redis_url)
     try:
@@ -289,8 +289,8 @@ async def check_health(settings: Settings, queues: Sequence[str]) -> int:
     queue, which outlives a busy second or two."""
     from arq.constants import health_check_key_suffix
 
-    from ticker.infra.heartbeat import alive
-    from ticker.infra.redis import connect
+    from ticker.infra.runtime.heartbeat import alive
+    from ticker.infra.stores.redis import connect
 
     names, client, missing = names_for(settings), connect(settings.redis_url), 0
     try:
@@ -322,7 +322,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ticker.infra.runtime import init_process, stop_event
+    from ticker.infra.runtime.startup import init_process, stop_event
 
     args = parse_args(argv or [])
     settings = init_process()

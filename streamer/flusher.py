@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 
-from ticker.infra.throttle import Throttle
+from ticker.infra.runtime.throttle import Throttle
 from ticker.streamer.buffer import Taken, TickBuffer
 from ticker.streamer.enrich import Enricher, Outgoing
 from ticker.streamer.metrics import StreamerMetrics

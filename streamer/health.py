@@ -22,7 +22,7 @@ from typing import Literal, NamedTuple
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ticker.infra.metrics import metrics_handler
+from ticker.infra.runtime.prometheus import metrics_handler
 
 Level = Literal["healthy", "warning", "critical", "overload"]
 _LEVELS: tuple[tuple[Level, float, float], ...] = (  # level, ratio below, fill at or above

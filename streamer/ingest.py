@@ -20,7 +20,7 @@ import orjson
 
 from ticker.core.postbacks import check_postback
 from ticker.core.wire import Ticks, WireError, decode, salvage
-from ticker.infra.throttle import Throttle
+from ticker.infra.runtime.throttle import Throttle
 from ticker.streamer.buffer import Chunk, TickBuffer
 from ticker.streamer.metrics import StreamerMetrics
 

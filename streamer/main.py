@@ -19,9 +19,9 @@ import asyncpg
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from ticker.infra.outage import Outage
-from ticker.infra.runtime import init_process, stop_event
-from ticker.infra.settings import Settings, SettingsError
+from ticker.infra.runtime.outage import Outage
+from ticker.infra.runtime.settings import Settings, SettingsError
+from ticker.infra.runtime.startup import init_process, stop_event
 from ticker.streamer.health import build_app
 from ticker.streamer.service import Clients, Streamer
 

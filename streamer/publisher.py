@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
-from ticker.infra.throttle import Throttle
+from ticker.infra.runtime.throttle import Throttle
 from ticker.streamer import resp
 from ticker.streamer.breaker import STATE_CODES, CircuitBreaker
 from ticker.streamer.enrich import Outgoing

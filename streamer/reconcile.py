@@ -14,9 +14,9 @@ from datetime import datetime
 
 import asyncpg
 
-from ticker.infra.accounts import AccountStore, KiteAccount, load_accounts
-from ticker.infra.logs import register_secret
-from ticker.infra.settings import Settings
+from ticker.infra.runtime.logs import register_secret
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import AccountStore, KiteAccount, load_accounts
 from ticker.streamer.connection import Credentials
 from ticker.streamer.enrich import Enricher
 from ticker.streamer.metrics import StreamerMetrics

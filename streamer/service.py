@@ -24,12 +24,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import TOKEN_PROBLEM_REASONS, ControlMessage, Names
-from ticker.infra.accounts import account_store
-from ticker.infra.db import create_pool
-from ticker.infra.heartbeat import beat
-from ticker.infra.queue import create_queue, names_for
-from ticker.infra.redis import connect
-from ticker.infra.settings import Settings
+from ticker.infra.queue.enqueue import create_queue, names_for
+from ticker.infra.runtime.heartbeat import beat
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import account_store
+from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.redis import connect
 from ticker.streamer.breaker import CircuitBreaker
 from ticker.streamer.buffer import TickBuffer, wait_event
 from ticker.streamer.connection import Credentials, Timing

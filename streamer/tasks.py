@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from ticker.infra.throttle import Throttle
+from ticker.infra.runtime.throttle import Throttle
 
 log = logging.getLogger(__name__)
 CANCEL_GRACE_SECONDS = 2.0

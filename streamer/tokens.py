@@ -31,10 +31,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import JOB_REFRESH_TOKENS, TOKEN_REFUSED_REASON, ControlMessage, Names
-from ticker.infra.accounts import AccountStore, KiteAccount
-from ticker.infra.control import publish_control
-from ticker.infra.queue import derived_job_id, enqueue, unfinished
-from ticker.infra.settings import Settings
+from ticker.infra.queue.control import publish_control
+from ticker.infra.queue.enqueue import derived_job_id, enqueue, unfinished
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import AccountStore, KiteAccount
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ from redis.asyncio import Redis
 
 from tests.databases import create_database, drop_database
 from ticker.core.contracts import Names
-from ticker.infra.crypto import new_key
-from ticker.infra.db import create_pool
-from ticker.infra.embedded import servers
-from ticker.infra.redis import connect
-from ticker.infra.settings import Settings, load_settings
+from ticker.infra.dev.embedded import servers
+from ticker.infra.runtime.settings import Settings, load_settings
+from ticker.infra.stores.crypto import new_key
+from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.redis import connect
 
 pytest_plugins = ["tests.sim_fixtures", "tests.proxy_fixtures"]
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from ticker.infra.migrate import migrate
+from ticker.infra.stores.migrate import migrate
 
 
 def with_database(url: str, name: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ticker.infra.settings import Settings
+from ticker.infra.runtime.settings import Settings
 
 
 def own_namespace(settings: Settings, tag: str | None = None, **update: Any) -> Settings:

@@ -16,10 +16,10 @@ import asyncpg
 import pytest
 
 from tests.databases import drop_database, with_database
-from ticker.infra.crypto import SecretBox, SecretBoxError, new_key
-from ticker.infra.logs import RedactingFilter, TextFormatter, register_secret
-from ticker.infra.migrate import available, migrate
-from ticker.infra.settings import SettingsError, load_settings
+from ticker.infra.runtime.logs import RedactingFilter, TextFormatter, register_secret
+from ticker.infra.runtime.settings import SettingsError, load_settings
+from ticker.infra.stores.crypto import SecretBox, SecretBoxError, new_key
+from ticker.infra.stores.migrate import available, migrate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TICKER = str(pathlib.Path(sys.executable).with_name("ticker"))
@@ -143,7 +143,7 @@ def test_production_process_refuses_to_start_with_a_clear_message() -> None:
 
 
 def test_env_example_documents_every_setting() -> None:
-    from ticker.infra.settings import Settings
+    from ticker.infra.runtime.settings import Settings
 
     documented = {
         line.split("=", 1)[0].lstrip("# ").strip()

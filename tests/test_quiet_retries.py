@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from ticker.infra.logs import setup_logging
+from ticker.infra.runtime.logs import setup_logging
 
 
 def test_asyncpg_pool_retries_log_one_line_without_traceback() -> None:

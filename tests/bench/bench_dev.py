@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tests.bench.harness import Report, fmt_time
 from tests.dev.devrun import clean_env, first_option_ticks
-from ticker.infra.embedded import free_port
+from ticker.infra.dev.embedded import free_port
 
 TICKER = str(Path(sys.executable).with_name("ticker"))
 GOAL_FIRST_TICK = 30.0

@@ -74,9 +74,9 @@ async def _prepare(redis_url: str, pg_admin: str, name: str) -> tuple[str, str]:
     import asyncpg
 
     from tests.web.seed import seed_instruments
-    from ticker.infra.db import create_pool
-    from ticker.infra.migrate import migrate
-    from ticker.infra.redis import connect
+    from ticker.infra.stores.db import create_pool
+    from ticker.infra.stores.migrate import migrate
+    from ticker.infra.stores.redis import connect
 
     conn = await asyncpg.connect(pg_admin)
     try:
@@ -114,7 +114,7 @@ async def _recycled_wal(pg_admin: str, segments: int = 6) -> None:
 async def _drop(pg_admin: str, name: str, redis_url: str) -> None:
     import asyncpg
 
-    from ticker.infra.redis import connect
+    from ticker.infra.stores.redis import connect
 
     conn = await asyncpg.connect(pg_admin)
     try:

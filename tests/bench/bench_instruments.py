@@ -22,9 +22,9 @@ import asyncpg
 
 from tests.bench.harness import Report, fmt_time
 from ticker.core.instruments import SEG_NFO, Instrument, format_csv, make_token, option_symbol, parse_csv
-from ticker.infra.db import create_pool
-from ticker.infra.migrate import migrate
-from ticker.jobs.instruments import load_instruments
+from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.migrate import migrate
+from ticker.jobs.data.instrument_refresh import load_instruments
 
 ROWS = 100_000
 GOAL_S = 3.0
@@ -80,7 +80,7 @@ async def run(report: Report) -> None:
     server = None
     admin_url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if not admin_url:
-        from ticker.infra.embedded import EmbeddedPostgres
+        from ticker.infra.dev.embedded import EmbeddedPostgres
 
         server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="ticker-bench-")) / "pg")
         admin_url = server.start()
@@ -126,7 +126,7 @@ async def _measure(report: Report, pool: asyncpg.Pool) -> None:
 
 async def _over_http(report: Report, pool: asyncpg.Pool) -> None:
     """Download from the Kite stand-in's `full` profile over HTTP, then load: the job's whole path."""
-    from ticker.infra.kite_rest import KiteApi, KiteHttp
+    from ticker.infra.kite.rest import KiteApi, KiteHttp
     from ticker.infra.kitesim.app import running_sim
     from ticker.infra.kitesim.config import SimConfig
 

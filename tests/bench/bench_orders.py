@@ -53,7 +53,7 @@ KITE_PER_SECOND = 10
 async def _database(pg_admin: str) -> AsyncIterator[str]:
     import asyncpg
 
-    from ticker.infra.migrate import migrate
+    from ticker.infra.stores.migrate import migrate
 
     name = f"bench_orders_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(pg_admin)
@@ -72,8 +72,8 @@ async def _database(pg_admin: str) -> AsyncIterator[str]:
 async def _seed(db: Any, sim: Any, settings: Any) -> tuple[Any, list[str]]:
     """The stand-in's instruments and accounts into Postgres; returns an option to trade, account ids."""
     from ticker.core.instruments import parse_csv
-    from ticker.infra.accounts import KiteAccount, account_store
-    from ticker.infra.kite_rest import KiteApi, KiteHttp
+    from ticker.infra.kite.rest import KiteApi, KiteHttp
+    from ticker.infra.stores.accounts import KiteAccount, account_store
 
     http = KiteHttp(sim.url)
     raw = await KiteApi(http, sim.accounts[0].api_key, sim.accounts[0].access_token).instruments("NFO")
@@ -105,7 +105,7 @@ def _env(settings: Any, poll_delay: float, per_second: int) -> dict[str, str]:
 
 
 async def _worker_up(arq: Any, names: Any, proc: asyncio.subprocess.Process) -> None:
-    from ticker.infra.heartbeat import alive
+    from ticker.infra.runtime.heartbeat import alive
 
     deadline = time.monotonic() + 30
     while not await alive(arq, names, "worker"):
@@ -117,7 +117,7 @@ async def _worker_up(arq: Any, names: Any, proc: asyncio.subprocess.Process) -> 
 async def _load(arq: Any, names: Any, option: Any, accounts: list[str], seconds: float) -> dict[str, float]:
     """Enqueue RATE place jobs per second on a fixed schedule; returns job id -> enqueue wall time."""
     from ticker.core.orders import OrderRequest, plan_place
-    from ticker.infra.queue import enqueue
+    from ticker.infra.queue.enqueue import enqueue
 
     sent: dict[str, float] = {}
     start, n = time.perf_counter(), int(seconds * RATE)
@@ -144,12 +144,12 @@ async def _settled(db: Any, job_ids: list[str], timeout: float = 120) -> None:
 async def _measure(settings: Any, sim: Any, db: Any, option: Any, accounts: list[str], poll: float,
                    per_second: int, seconds: float = SECONDS) -> dict:
     from ticker.core.orders import kite_tag
-    from ticker.infra.queue import create_queue, names_for
+    from ticker.infra.queue.enqueue import create_queue, names_for
 
     settings = settings.model_copy(update={"redis_namespace": f"bo{uuid.uuid4().hex[:8]}"})
     names, arq = names_for(settings), await create_queue(settings)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ticker.infra.cli", "worker", "--queue", "orders", env=_env(settings, poll, per_second),
+        sys.executable, "-m", "ticker.infra.cli.main", "worker", "--queue", "orders", env=_env(settings, poll, per_second),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         await _worker_up(arq, names, proc)
@@ -173,14 +173,14 @@ async def _measure(settings: Any, sim: Any, db: Any, option: Any, accounts: list
 async def _two_workers_one_account(settings: Any, sim: Any, db: Any, option: Any, account: str) -> int:
     """Most orders the stand-in saw for `account` in any one second, from two worker processes."""
     from ticker.core.orders import OrderRequest, plan_place
-    from ticker.infra.heartbeat import alive
-    from ticker.infra.queue import create_queue, enqueue, names_for
+    from ticker.infra.queue.enqueue import create_queue, enqueue, names_for
+    from ticker.infra.runtime.heartbeat import alive
 
     local = settings.model_copy(update={"redis_namespace": f"{settings.redis_namespace}-shared"})  # fresh limits
     names, arq = names_for(local), await create_queue(local)
     env = _env(local, local.orders_poll_delay, KITE_PER_SECOND)
     procs = [await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ticker.infra.cli", "worker", "--queue", "orders", env=env,
+        sys.executable, "-m", "ticker.infra.cli.main", "worker", "--queue", "orders", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL) for _ in range(2)]
     try:
         deadline = time.monotonic() + 30
@@ -211,7 +211,7 @@ async def _calls_during_outage(settings: Any, sim: Any, db: Any, option: Any, ac
     """Placements a failing Kite receives in OUTAGE_SECONDS while OUTAGE_ORDERS orders wait (an
     in-process worker with fast retries, the breaker opening after `threshold` failures)."""
     from ticker.core.orders import OrderRequest, plan_place
-    from ticker.infra.queue import create_queue, enqueue, names_for
+    from ticker.infra.queue.enqueue import create_queue, enqueue, names_for
     from ticker.jobs.worker import run as run_worker
 
     local = settings.model_copy(update={
@@ -246,10 +246,10 @@ async def _calls_during_outage(settings: Any, sim: Any, db: Any, option: Any, ac
 async def _bench() -> tuple[dict, dict, dict, dict]:
     from cryptography.fernet import Fernet
 
-    from ticker.infra.db import create_pool
     from ticker.infra.kitesim.app import running_sim
     from ticker.infra.kitesim.config import SimConfig
-    from ticker.infra.settings import load_settings
+    from ticker.infra.runtime.settings import load_settings
+    from ticker.infra.stores.db import create_pool
 
     with bench_servers("orders") as (redis_url, pg_admin):
         async with _database(pg_admin) as db_url, \

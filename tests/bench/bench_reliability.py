@@ -39,9 +39,9 @@ GOAL_COMEBACK = 2.0
 
 
 async def _load(db_url: str, sim, settings) -> tuple[list[int], int]:
-    from ticker.infra.accounts import KiteAccount, account_store
-    from ticker.infra.db import create_pool
-    from ticker.jobs.instruments import load_instruments
+    from ticker.infra.stores.accounts import KiteAccount, account_store
+    from ticker.infra.stores.db import create_pool
+    from ticker.jobs.data.instrument_refresh import load_instruments
 
     pool = await create_pool(db_url)
     try:
@@ -72,11 +72,11 @@ async def _until(check, bound: float = 60.0) -> None:
 
 
 async def _measure(report: Report) -> None:
-    from ticker.infra.crypto import new_key
     from ticker.infra.kitesim.app import running_sim
     from ticker.infra.kitesim.config import SimConfig
-    from ticker.infra.redis import connect
-    from ticker.infra.settings import load_settings
+    from ticker.infra.runtime.settings import load_settings
+    from ticker.infra.stores.crypto import new_key
+    from ticker.infra.stores.redis import connect
 
     folder = Path(tempfile.mkdtemp(prefix="ticker-bench-reliability-"))
     server = RedisServer(folder / "redis")

@@ -42,8 +42,8 @@ import orjson
 
 from tests.bench.harness import percentile
 from ticker.core.contracts import Names
-from ticker.infra.embedded import EmbeddedRedis, free_port
-from ticker.infra.redis import connect
+from ticker.infra.dev.embedded import EmbeddedRedis, free_port
+from ticker.infra.stores.redis import connect
 
 ACCOUNTS, PER_ACCOUNT = 3, 9000
 INSTRUMENTS = ACCOUNTS * PER_ACCOUNT
@@ -182,7 +182,7 @@ class Bench:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     async def _database(self) -> None:
-        from ticker.infra.migrate import migrate
+        from ticker.infra.stores.migrate import migrate
 
         admin = await asyncpg.connect(PG_ADMIN)
         try:
@@ -192,10 +192,10 @@ class Bench:
         await migrate(self.db_url)
 
     async def _load(self) -> None:
-        from ticker.infra.accounts import AccountStore, KiteAccount
-        from ticker.infra.crypto import SecretBox, new_key
-        from ticker.infra.db import create_pool
-        from ticker.jobs.instruments import load_instruments
+        from ticker.infra.stores.accounts import AccountStore, KiteAccount
+        from ticker.infra.stores.crypto import SecretBox, new_key
+        from ticker.infra.stores.db import create_pool
+        from ticker.jobs.data.instrument_refresh import load_instruments
 
         first = self.accounts[0]
         headers = {"Authorization": f"token {first.api_key}:{first.access_token}", "X-Kite-Version": "3"}

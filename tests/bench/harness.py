@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ticker.infra.embedded import servers
+from ticker.infra.dev.embedded import servers
 
 
 @dataclass

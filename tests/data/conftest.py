@@ -18,10 +18,10 @@ from pydantic import SecretStr
 from tests.databases import private_database
 from tests.isolation import own_namespace
 from ticker.core.contracts import Names
-from ticker.infra.accounts import KiteAccount
-from ticker.infra.db import create_pool
-from ticker.infra.queue import create_queue
-from ticker.infra.settings import Settings
+from ticker.infra.queue.enqueue import create_queue
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import KiteAccount
+from ticker.infra.stores.db import create_pool
 from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.data.conftest import DataEnv
-from ticker.infra.account_pick import NoDataAccount, data_accounts
-from ticker.infra.ratelimit import budget_for
+from ticker.infra.kite.account_choice import NoDataAccount, data_accounts
+from ticker.infra.kite.limits import budget_for
 
 PROFILE = "GET /user/profile"
 

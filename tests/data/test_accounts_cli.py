@@ -14,9 +14,9 @@ import orjson
 import pytest
 import redis as sync_redis
 
-from ticker.infra import accounts_cli
-from ticker.infra.accounts import account_store
-from ticker.infra.settings import Settings
+from ticker.infra.cli import accounts_cli
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import account_store
 
 SECRETS = {"KITE_ACCOUNT_API_SECRET": "api-secret-value-1", "KITE_ACCOUNT_USER_ID": "ZX9876",
            "KITE_ACCOUNT_PASSWORD": "hunter2-pass", "KITE_ACCOUNT_TOTP_SECRET": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"}
@@ -58,7 +58,7 @@ async def _sql(url: str, query: str, *args: object) -> list[asyncpg.Record]:
 
 
 async def _stored(settings: Settings, account_id: str):
-    from ticker.infra.db import create_pool
+    from ticker.infra.stores.db import create_pool
 
     pool = await create_pool(settings.database_url)
     try:
@@ -166,7 +166,7 @@ def test_the_ticker_command_runs_it(cli_env: Settings, tmp_path: Path) -> None:
     import os
 
     env = {**os.environ, **SECRETS}
-    done = subprocess.run([sys.executable, "-m", "ticker.infra.cli", "accounts", "add", "desk-4",
+    done = subprocess.run([sys.executable, "-m", "ticker.infra.cli.main", "accounts", "add", "desk-4",
                            "--api-key", "k4"], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr

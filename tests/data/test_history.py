@@ -14,9 +14,9 @@ from redis.asyncio import Redis
 from tests.data.conftest import DataEnv
 from ticker.infra.kitesim.market import YEAR_SECONDS, model_vol
 from ticker.infra.kitesim.universe import expiry_epoch
-from ticker.infra.progress import get_progress
-from ticker.jobs.history import IST, HistoryError, fetch_history
-from ticker.jobs.instruments import refresh_instruments
+from ticker.infra.queue.progress import get_progress
+from ticker.jobs.data.history_fetch import IST, HistoryError, fetch_history
+from ticker.jobs.data.instrument_refresh import refresh_instruments
 
 HISTORY = "GET /instruments/historical/{token}/{interval}"
 GREEKS = ("iv", "delta", "gamma", "theta", "vega", "rho")
@@ -114,7 +114,7 @@ async def test_bad_requests_fail_before_any_kite_call(loaded: DataEnv, change: d
 
 def test_days_are_weekday_agnostic() -> None:
     # Weekends and holidays are asked for like any day (Kite has special sessions); they cache as empty.
-    from ticker.jobs.history import day_runs
+    from ticker.jobs.data.history_fetch import day_runs
 
     saturday = date(2024, 3, 9)
     assert day_runs([saturday, saturday + timedelta(days=1)], 60) == [(saturday, saturday + timedelta(days=1))]

@@ -8,9 +8,9 @@ import asyncpg
 import numpy as np
 import pytest
 
-from ticker.jobs.history import IST, MAX_DAYS, HistoryError, day_runs, days_between, parse_payload
-from ticker.jobs.history_greeks import align, close_instants
-from ticker.jobs.history_store import Candles, HistoryStore, parse_candles, parse_stamps
+from ticker.jobs.data.history_fetch import IST, MAX_DAYS, HistoryError, day_runs, days_between, parse_payload
+from ticker.jobs.data.history_greeks import align, close_instants
+from ticker.jobs.data.history_store import Candles, HistoryStore, parse_candles, parse_stamps
 
 
 def _payload(**over: object) -> dict:

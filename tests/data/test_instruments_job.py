@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 
 from tests.data.conftest import make_data_env
 from tests.waiting import confirm_subscribed, next_messages
-from ticker.infra.settings import Settings
+from ticker.infra.runtime.settings import Settings
 from ticker.jobs.context import close_deps
-from ticker.jobs.instruments import refresh_instruments
+from ticker.jobs.data.instrument_refresh import refresh_instruments
 
 
 @pytest.fixture

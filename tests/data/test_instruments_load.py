@@ -10,7 +10,7 @@ import pytest
 
 from tests.data.dumps import dump, universe
 from ticker.core.instruments import Instrument, InstrumentError
-from ticker.jobs.instruments import load_instruments
+from ticker.jobs.data.instrument_refresh import load_instruments
 
 TODAY = date(2030, 3, 4)
 

@@ -10,9 +10,9 @@ from arq.jobs import Job, JobStatus
 
 from tests.data.conftest import DataEnv
 from ticker.core.contracts import JOB_FETCH_HISTORY, JOB_REFRESH_INSTRUMENTS, JOB_REFRESH_TOKENS
-from ticker.infra.progress import get_progress
-from ticker.infra.queue import derived_job_id, enqueue
-from ticker.jobs.history import IST
+from ticker.infra.queue.enqueue import derived_job_id, enqueue
+from ticker.infra.queue.progress import get_progress
+from ticker.jobs.data.history_fetch import IST
 from ticker.jobs.worker import make_worker
 
 

@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import pytest
 
-from ticker.infra.queue import create_queue
-from ticker.infra.settings import Settings
-from ticker.jobs import maintenance
+from ticker.infra.queue.enqueue import create_queue
+from ticker.infra.runtime.settings import Settings
 from ticker.jobs.context import DEPS_KEY, build_deps, close_deps
+from ticker.jobs.upkeep import maintenance
 
 
 async def _seed(pool: asyncpg.Pool, tag: str, at: datetime) -> None:

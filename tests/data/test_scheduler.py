@@ -26,10 +26,10 @@ from ticker.core.contracts import (
     Names,
 )
 from ticker.core.holidays import NSE_HOLIDAYS
-from ticker.infra.heartbeat import alive
-from ticker.infra.queue import create_queue, derived_job_id
-from ticker.infra.settings import Settings
-from ticker.jobs.scheduler import PROBE_JOB, SlotRunner, build_schedules, every, make_scheduler
+from ticker.infra.queue.enqueue import create_queue, derived_job_id
+from ticker.infra.runtime.heartbeat import alive
+from ticker.infra.runtime.settings import Settings
+from ticker.jobs.schedule.scheduler import PROBE_JOB, SlotRunner, build_schedules, every, make_scheduler
 
 ALL_JOBS = {JOB_REFRESH_TOKENS, JOB_REFRESH_INSTRUMENTS, JOB_CLEANUP, JOB_SYNC_ORDERS, JOB_REBALANCE_STRIKES}
 
@@ -175,7 +175,7 @@ def _log_events(stderr: str, message: str) -> list[dict]:
 
 async def test_two_scheduler_processes_enqueue_each_slot_once(settings: Settings, redis: Redis, names: Names,
                                                               tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "ticker.infra.cli", "scheduler", "--test-interval-seconds", "1"]
+    cmd = [sys.executable, "-m", "ticker.infra.cli.main", "scheduler", "--test-interval-seconds", "1"]
     procs = [await asyncio.create_subprocess_exec(*cmd, env=_env(settings), cwd=tmp_path,
                                                   stdout=PIPE, stderr=PIPE) for _ in range(2)]
     try:

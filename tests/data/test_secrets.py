@@ -11,10 +11,10 @@ import pytest
 from moto import mock_aws
 from pydantic import SecretStr
 
-from ticker.infra.accounts import AccountStore, KiteAccount, account_store
-from ticker.infra.crypto import SecretBox, new_key
-from ticker.infra.secrets import AwsBackend, FernetBackend, SecretsError, secrets_backend
-from ticker.infra.settings import Settings
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import AccountStore, KiteAccount, account_store
+from ticker.infra.stores.crypto import SecretBox, new_key
+from ticker.infra.stores.secrets import AwsBackend, FernetBackend, SecretsError, secrets_backend
 
 REGION = "ap-south-1"
 PREFIX = "ticker-test/"

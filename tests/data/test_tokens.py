@@ -14,10 +14,15 @@ from redis.asyncio import Redis
 
 from tests.data.conftest import DataEnv
 from tests.waiting import confirm_subscribed, next_messages
-from ticker.infra.kite_login import LoginCredentials, LoginError, request_token
-from ticker.infra.kite_rest import KiteApi, TokenException
-from ticker.infra.logs import RedactingFilter
-from ticker.jobs.tokens import LOGIN_ATTEMPTS, TokenJobError, exchange_request_token, refresh_tokens
+from ticker.infra.kite.login import LoginCredentials, LoginError, request_token
+from ticker.infra.kite.rest import KiteApi, TokenException
+from ticker.infra.runtime.logs import RedactingFilter
+from ticker.jobs.upkeep.access_tokens import (
+    LOGIN_ATTEMPTS,
+    TokenJobError,
+    exchange_request_token,
+    refresh_tokens,
+)
 
 
 async def _works(env: DataEnv, account_id: str) -> bool:

@@ -12,9 +12,9 @@ import pytest_asyncio
 from tests.databases import private_database
 from tests.isolation import own_namespace
 from ticker.core.contracts import Names
-from ticker.infra.db import create_pool
-from ticker.infra.queue import names_for
-from ticker.infra.settings import Settings
+from ticker.infra.queue.enqueue import names_for
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.db import create_pool
 
 
 @pytest_asyncio.fixture(scope="module")

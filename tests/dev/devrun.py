@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from ticker.infra.redis import connect
+from ticker.infra.stores.redis import connect
 
 OPTIONS_CHANNEL = "ticker:nifty:options"
 

@@ -25,12 +25,12 @@ import psutil
 from arq.jobs import Job
 
 from ticker.core.orders import OrderRequest, kite_tag
-from ticker.infra.db import create_pool
-from ticker.infra.embedded import EmbeddedRedis, free_port
-from ticker.infra.order_submit import submit_place
-from ticker.infra.queue import create_queue, names_for
-from ticker.infra.redis import connect
-from ticker.infra.settings import load_settings
+from ticker.infra.dev.embedded import EmbeddedRedis, free_port
+from ticker.infra.orders.intake import submit_place
+from ticker.infra.queue.enqueue import create_queue, names_for
+from ticker.infra.runtime.settings import load_settings
+from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.redis import connect
 
 from .devrun import clean_env
 from .test_dev_e2e import TICKER

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from tests.dev.devrun import clean_env, first_option_ticks
-from ticker.infra.embedded import free_port
+from ticker.infra.dev.embedded import free_port
 
 TICKER = str(Path(sys.executable).with_name("ticker"))
 DEADLINE = 180.0  # generous: a busy two-core machine starts Postgres, Redis and six processes here

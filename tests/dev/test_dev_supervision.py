@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ticker.infra.devsupervise import CrashLoop, Supervisor, Watched
-from ticker.infra.embedded import free_port
+from ticker.infra.dev.embedded import free_port
+from ticker.infra.dev.supervise import CrashLoop, Supervisor, Watched
 
 from .devrun import clean_env, first_option_ticks
 from .test_dev_e2e import TICKER, _place_and_poll

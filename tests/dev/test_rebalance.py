@@ -10,9 +10,9 @@ import pytest
 from tests.waiting import confirm_subscribed, next_messages
 from ticker.core.contracts import JOB_REBALANCE_STRIKES
 from ticker.core.strikes import ChainRow, atm_strike, diff, plan
-from ticker.infra.queue import create_queue
+from ticker.infra.queue.enqueue import create_queue
 from ticker.jobs.context import DEPS_KEY, build_deps, close_deps
-from ticker.jobs.rebalance import rebalance_strikes
+from ticker.jobs.data.rebalance import rebalance_strikes
 
 TODAY = date(2026, 11, 20)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from ticker.infra.tail import Board
+from ticker.infra.cli.tail import Board
 
 TICKER = str(Path(sys.executable).with_name("ticker"))
 

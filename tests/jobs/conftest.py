@@ -30,11 +30,11 @@ from tests.isolation import own_namespace
 from tests.waiting import wait_for
 from ticker.core.contracts import Names
 from ticker.core.instruments import Instrument, parse_csv
-from ticker.infra.accounts import KiteAccount, account_store
-from ticker.infra.db import create_pool
-from ticker.infra.kite_rest import KiteApi, KiteHttp
-from ticker.infra.queue import create_queue, names_for
-from ticker.infra.settings import Settings
+from ticker.infra.kite.rest import KiteApi, KiteHttp
+from ticker.infra.queue.enqueue import create_queue, names_for
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import KiteAccount, account_store
+from ticker.infra.stores.db import create_pool
 from ticker.jobs.worker import run
 
 __all__ = ["FAST", "HOLD_MS", "World", "run_burst", "wait_for"]
@@ -119,7 +119,7 @@ class World:
     def start_worker(self, *args: str, **extra: Any) -> subprocess.Popen:
         """A real `ticker worker` process; its log goes to a temporary file (`log_of`)."""
         log = tempfile.NamedTemporaryFile(prefix="ticker-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "ticker.infra.cli", "worker", *args], env=self.env(**extra),
+        proc = subprocess.Popen([sys.executable, "-m", "ticker.infra.cli.main", "worker", *args], env=self.env(**extra),
                                 stdout=log, stderr=subprocess.STDOUT)
         log.close()
         proc.log_path = log.name  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from ticker.infra.breaker import CircuitBreaker
+from ticker.infra.kite.breaker import CircuitBreaker
 
 # Far longer than a test: an open period ends, and a probe's slot frees, only when a test says so.
 OPEN_SECONDS, PROBE_SECONDS = 600.0, 1200.0

@@ -7,11 +7,11 @@ import uuid
 import pytest_asyncio
 
 from ticker.core.orders import BasketRequest, OrderRequest, plan_basket, plan_place
-from ticker.infra.deadletters import add_dead_letter
-from ticker.infra.jobstatus import basket_status, cancel_job, job_status
-from ticker.infra.order_audit import record_basket, record_queued
-from ticker.infra.progress import set_progress
-from ticker.infra.queue import create_queue, enqueue
+from ticker.infra.orders.audit_trail import record_basket, record_queued
+from ticker.infra.queue.enqueue import create_queue, enqueue
+from ticker.infra.queue.progress import set_progress
+from ticker.infra.queue.status import basket_status, cancel_job, job_status
+from ticker.infra.stores.deadletters import add_dead_letter
 
 
 def order(**kw) -> OrderRequest:

@@ -13,11 +13,11 @@ from arq.utils import timestamp_ms
 
 from ticker.core.contracts import JOB_REFRESH_TOKENS
 from ticker.core.orders import BasketRequest, CancelRequest, ModifyRequest, OrderRequest, kite_tag
-from ticker.infra.breaker import CircuitBreaker
-from ticker.infra.deadletters import get_dead_letter, list_dead_letters, replay_dead_letter
-from ticker.infra.jobstatus import basket_status, job_status
-from ticker.infra.order_audit import attempts_of, get_order
-from ticker.infra.order_submit import submit_basket, submit_cancel, submit_modify, submit_place
+from ticker.infra.kite.breaker import CircuitBreaker
+from ticker.infra.orders.audit_trail import attempts_of, get_order
+from ticker.infra.orders.intake import submit_basket, submit_cancel, submit_modify, submit_place
+from ticker.infra.queue.status import basket_status, job_status
+from ticker.infra.stores.deadletters import get_dead_letter, list_dead_letters, replay_dead_letter
 from ticker.jobs.worker import run
 
 from .conftest import HOLD_MS, World, run_burst, wait_for
@@ -78,7 +78,7 @@ async def test_order_kite_rejects_fails_with_kites_message_into_the_dlq(world, d
 async def test_invalid_payload_in_the_job_never_reaches_kite(world, db) -> None:
     # Enqueued directly (bypassing submission checks): the job validates again.
     from ticker.core.orders import plan_place
-    from ticker.infra.queue import enqueue
+    from ticker.infra.queue.enqueue import enqueue
 
     plan = plan_place(option_order(world, "sim1", quantity=world.option.lot_size + 1), uuid.uuid4().hex)
     await enqueue(world.arq, world.names, plan.job_name, plan.payload, job_id=plan.job_id)
@@ -247,7 +247,7 @@ async def test_open_breaker_makes_queued_orders_wait_instead_of_hammering(world_
 
 async def test_malformed_payload_or_unknown_account_is_dead_lettered_with_the_reason(world, db) -> None:
     from ticker.core.orders import plan_place
-    from ticker.infra.queue import enqueue
+    from ticker.infra.queue.enqueue import enqueue
 
     broken = "ord-place-" + uuid.uuid4().hex[:24]
     await enqueue(world.arq, world.names, "place_order", {"order": {"exchange": "NFO"}}, job_id=broken)
@@ -262,7 +262,7 @@ async def test_malformed_payload_or_unknown_account_is_dead_lettered_with_the_re
 
 
 async def _set_token(world: World, db, account_id: str, token: str) -> None:
-    from ticker.infra.accounts import account_store
+    from ticker.infra.stores.accounts import account_store
 
     await account_store(db, world.settings).set_token(account_id, token)
 

@@ -11,8 +11,7 @@ import pytest
 
 from tests.web.procs import free_port
 from ticker.core.orders import OrderRequest, kite_tag
-from ticker.infra.jobstatus import job_status
-from ticker.infra.kite_rest import (
+from ticker.infra.kite.rest import (
     DataException,
     GeneralException,
     InputException,
@@ -25,8 +24,9 @@ from ticker.infra.kite_rest import (
     TokenException,
     is_transient,
 )
-from ticker.infra.order_audit import attempts_of
-from ticker.infra.order_submit import submit_place
+from ticker.infra.orders.audit_trail import attempts_of
+from ticker.infra.orders.intake import submit_place
+from ticker.infra.queue.status import job_status
 
 from .conftest import World, run_burst, wait_for
 from .test_worker_processes import assert_exactly_once, statuses, submit_many, wait_all_terminal

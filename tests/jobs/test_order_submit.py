@@ -8,17 +8,17 @@ import pytest
 import pytest_asyncio
 
 from ticker.core.orders import BasketRequest, OrderRequest, OrderValidationError
-from ticker.infra.accounts import KiteAccount, account_store
-from ticker.infra.jobstatus import cancel_job
-from ticker.infra.order_audit import get_order
-from ticker.infra.order_submit import (
+from ticker.infra.orders.audit_trail import get_order
+from ticker.infra.orders.intake import (
     UnknownAccount,
     find_instrument,
     resolve_account_id,
     submit_basket,
     submit_place,
 )
-from ticker.infra.queue import create_queue
+from ticker.infra.queue.enqueue import create_queue
+from ticker.infra.queue.status import cancel_job
+from ticker.infra.stores.accounts import KiteAccount, account_store
 
 TOKEN = 0x7FFF_0002  # an NFO option row of our own
 

@@ -13,7 +13,7 @@ from datetime import datetime, time, timedelta
 import pytest
 
 from ticker.core.clock import IST
-from ticker.infra.ratelimit import PENDING_POLL_S, RateLimited, RateLimiter, budget_for, order_day_budgets
+from ticker.infra.kite.limits import PENDING_POLL_S, RateLimited, RateLimiter, budget_for, order_day_budgets
 
 
 def limiter(redis, names, settings, **limits) -> RateLimiter:

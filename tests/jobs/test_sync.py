@@ -9,11 +9,11 @@ import orjson
 import pytest_asyncio
 
 from ticker.core.orders import OrderRequest, kite_tag, plan_place
-from ticker.infra.order_audit import get_order, record_queued
-from ticker.infra.queue import create_queue
-from ticker.jobs import audit
+from ticker.infra.orders.audit_trail import get_order, record_queued
+from ticker.infra.queue.enqueue import create_queue
 from ticker.jobs.context import build_deps, close_deps
-from ticker.jobs.sync import consume_postbacks, postback_orders
+from ticker.jobs.orders import audit_write as audit
+from ticker.jobs.orders.order_sync import consume_postbacks, postback_orders
 
 from .conftest import wait_for
 
@@ -83,8 +83,8 @@ async def test_consumer_applies_published_postbacks(job_deps, db, redis, names) 
 
 async def test_sync_job_brings_kite_status_into_the_audit(world, db) -> None:
     from ticker.core.contracts import JOB_SYNC_ORDERS
-    from ticker.infra.jobstatus import job_status
-    from ticker.infra.queue import enqueue
+    from ticker.infra.queue.enqueue import enqueue
+    from ticker.infra.queue.status import job_status
 
     from .conftest import run_burst
     from .test_order_jobs import option_order, place
@@ -113,8 +113,8 @@ async def test_sync_job_brings_kite_status_into_the_audit(world, db) -> None:
 
 async def test_portfolio_reads_are_cached_and_rate_limited(world_factory, db) -> None:
     from ticker.core.contracts import JOB_PORTFOLIO
-    from ticker.infra.jobstatus import job_status
-    from ticker.infra.queue import enqueue
+    from ticker.infra.queue.enqueue import enqueue
+    from ticker.infra.queue.status import job_status
 
     from .conftest import run_burst
 

@@ -6,7 +6,7 @@ import pytest
 from arq.worker import func
 
 from ticker.core.contracts import JOB_CANCEL_ORDER, JOB_PLACE_ORDER, JOB_SYNC_ORDERS, ORDER_JOBS
-from ticker.jobs.registry import all_functions
+from ticker.jobs.functions import all_functions
 from ticker.jobs.worker import IN_PROGRESS_MARGIN_S, functions_for, make_worker, parse_args
 
 

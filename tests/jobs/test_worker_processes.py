@@ -10,9 +10,9 @@ import uuid
 from arq.jobs import Job
 
 from ticker.core.orders import OrderRequest, kite_tag
-from ticker.infra.deadletters import get_dead_letter
-from ticker.infra.heartbeat import alive
-from ticker.infra.order_submit import submit_place
+from ticker.infra.orders.intake import submit_place
+from ticker.infra.runtime.heartbeat import alive
+from ticker.infra.stores.deadletters import get_dead_letter
 
 from .conftest import HOLD_MS, World, wait_for
 
@@ -134,7 +134,7 @@ async def test_sigterm_hands_back_in_flight_jobs_and_exits_cleanly(world_factory
 
     async def health_probe_passes() -> bool:  # as a PaaS probe runs it (which retries, as here)
         check = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ticker.infra.cli", "worker", "--queue", "orders", "--check", env=world.env(),
+            sys.executable, "-m", "ticker.infra.cli.main", "worker", "--queue", "orders", "--check", env=world.env(),
             stdout=asyncio.subprocess.PIPE)
         out, _ = await check.communicate()
         return check.returncode == 0 and out.startswith(b"orders: ") and b"no live worker" not in out

@@ -8,10 +8,10 @@ import uuid
 import aiohttp
 
 from ticker.core.orders import kite_tag
-from ticker.infra.embedded import EmbeddedRedis, free_port
-from ticker.infra.heartbeat import alive
-from ticker.infra.order_submit import submit_place
-from ticker.infra.queue import create_queue
+from ticker.infra.dev.embedded import EmbeddedRedis, free_port
+from ticker.infra.orders.intake import submit_place
+from ticker.infra.queue.enqueue import create_queue
+from ticker.infra.runtime.heartbeat import alive
 
 from .conftest import World, wait_for
 from .test_worker_processes import assert_exactly_once, order, statuses, wait_all_terminal

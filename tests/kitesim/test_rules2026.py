@@ -12,7 +12,7 @@ from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
 from ticker.core.contract_specs import max_order_quantity
-from ticker.infra.kite_rest import KiteApi, KiteHttp
+from ticker.infra.kite.rest import KiteApi, KiteHttp
 from ticker.infra.kitesim.order_rules import MAX_SLICES
 from ticker.infra.kitesim.universe import KIND_CE, KIND_FUT
 

@@ -24,11 +24,11 @@ from redis.exceptions import RedisError
 
 from tests.databases import private_database
 from ticker.core.contracts import Names
-from ticker.infra.accounts import KiteAccount, account_store
-from ticker.infra.db import create_pool
-from ticker.infra.redis import connect
-from ticker.infra.settings import Settings
-from ticker.jobs.instruments import load_instruments
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import KiteAccount, account_store
+from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.redis import connect
+from ticker.jobs.data.instrument_refresh import load_instruments
 from ticker.streamer.service import Clients, Streamer
 
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ticker.infra.embedded import free_port
+from ticker.infra.dev.embedded import free_port
 
 
 def _binary() -> str:

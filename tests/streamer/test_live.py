@@ -16,10 +16,10 @@ from pydantic import SecretStr
 
 from ticker.core.contracts import ControlMessage
 from ticker.core.greeks import time_to_expiry
-from ticker.infra.accounts import account_store
-from ticker.infra.control import publish_control
-from ticker.infra.kite_rest import KiteApi, KiteHttp
+from ticker.infra.kite.rest import KiteApi, KiteHttp
 from ticker.infra.kitesim.market import model_vol
+from ticker.infra.queue.control import publish_control
+from ticker.infra.stores.accounts import account_store
 
 from .conftest import Recorder, option_tokens, running_streamer, subscribe, wait_for
 

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from ticker.core.contracts import ControlMessage
-from ticker.infra.control import publish_control
-from ticker.infra.redis import connect
+from ticker.infra.queue.control import publish_control
+from ticker.infra.stores.redis import connect
 
 from .conftest import Recorder, option_tokens, running_streamer, subscribe, wait_for
 from .redis_server import RedisServer

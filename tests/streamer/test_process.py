@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ticker.infra.embedded import EmbeddedRedis, free_port
+from ticker.infra.dev.embedded import EmbeddedRedis, free_port
 
 TICKER = str(Path(sys.executable).with_name("ticker"))
 

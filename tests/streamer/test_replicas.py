@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ticker.infra.embedded import free_port
-from ticker.infra.settings import Settings
+from ticker.infra.dev.embedded import free_port
+from ticker.infra.runtime.settings import Settings
 
 from .conftest import BOUND, Recorder, option_tokens, subscribe, wait_for
 

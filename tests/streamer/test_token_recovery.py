@@ -20,12 +20,12 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
-from ticker.infra import accounts_cli
-from ticker.infra.accounts import AccountStore, account_store
-from ticker.infra.queue import create_queue
-from ticker.infra.settings import Settings
+from ticker.infra.cli import accounts_cli
+from ticker.infra.queue.enqueue import create_queue
+from ticker.infra.runtime.settings import Settings
+from ticker.infra.stores.accounts import AccountStore, account_store
 from ticker.jobs.context import build_deps, close_deps
-from ticker.jobs.tokens import LOGIN_ATTEMPTS
+from ticker.jobs.upkeep.access_tokens import LOGIN_ATTEMPTS
 from ticker.jobs.worker import make_worker
 from ticker.streamer.service import Streamer
 

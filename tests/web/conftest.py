@@ -23,12 +23,12 @@ from tests.web.seed import seed_instruments
 from tests.web.spec_check import SpecChecker
 from ticker.core.contracts import Names
 from ticker.http.app import create_app
-from ticker.http.edge import ApiRunner
-from ticker.http.openapi import spec
-from ticker.infra.crypto import new_key
-from ticker.infra.db import create_pool
-from ticker.infra.queue import names_for
-from ticker.infra.settings import Settings, load_settings
+from ticker.http.middleware.edge import ApiRunner
+from ticker.http.routes.openapi_api import spec
+from ticker.infra.queue.enqueue import names_for
+from ticker.infra.runtime.settings import Settings, load_settings
+from ticker.infra.stores.crypto import new_key
+from ticker.infra.stores.db import create_pool
 
 API_KEY = "trading-key-0123456789abcdefghijklmnop"
 ADMIN_KEY = "admin-key-0123456789ABCDEFGHIJKLMNOPQR"

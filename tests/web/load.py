@@ -175,7 +175,7 @@ async def _anchor_server(port: int) -> None:
 async def _serve(app: Any, port: int) -> None:
     from aiohttp import web
 
-    from ticker.infra.runtime import stop_event
+    from ticker.infra.runtime.startup import stop_event
 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -303,7 +303,7 @@ def _tick(token: int) -> dict[str, Any]:
 
 async def publish_ticks(redis_url: str, channel: str, seconds: float) -> int:
     """Publish batches (one tick per subscribed token) back to back; returns batches sent."""
-    from ticker.infra.redis import connect
+    from ticker.infra.stores.redis import connect
 
     client = connect(redis_url)
     batch = orjson.dumps([_tick(t) for t in range(1, TOKENS + 1)])

@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from ticker.infra.embedded import free_port
-from ticker.infra.queue import names_for
-from ticker.infra.redis import connect
+from ticker.infra.dev.embedded import free_port
+from ticker.infra.queue.enqueue import names_for
+from ticker.infra.stores.redis import connect
 
 T = TypeVar("T")
 OUTAGE_SECONDS = 5.0
@@ -177,7 +177,7 @@ async def redis_for_web(folder: Path) -> AsyncIterator[ThrowawayRedis]:
 async def _measure(rounds: int) -> list[float]:
     from tests.conftest import SESSION_ID
     from tests.web.procs import process_env, web_process
-    from ticker.infra.settings import load_settings
+    from ticker.infra.runtime.settings import load_settings
 
     database_url = os.environ.get("DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
     if not database_url:

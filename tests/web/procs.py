@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from ticker.infra.settings import Settings
+from ticker.infra.runtime.settings import Settings
 
 TICKER = str(pathlib.Path(sys.executable).with_name("ticker"))
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Holds every response the suite sees to http/openapi.yaml: documented status, content type, schema."""
+"""Holds every response the suite sees to http/routes/openapi.yaml: documented status, content type, schema."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from arq.constants import job_key_prefix
 from tests.web.conftest import ADMIN_KEY, API_KEY
 from tests.web.test_subscriptions_reads import control_listener, next_control
 from ticker.core.contracts import JOB_EXCHANGE_REQUEST_TOKEN, JOB_PLACE_ORDER, JOB_REFRESH_INSTRUMENTS
-from ticker.infra.deadletters import add_dead_letter
+from ticker.infra.stores.deadletters import add_dead_letter
 
 SECRET = "sup3r-s3cret-" + uuid.uuid4().hex
 

@@ -19,12 +19,12 @@ from tests.conftest import SESSION_ID
 from tests.web.conftest import fresh_database
 from tests.web.procs import process_env, streamer_process, web_process, worker_process
 from tests.web.spec_check import SpecChecker
-from ticker.infra.crypto import new_key
-from ticker.infra.db import create_pool
-from ticker.infra.kite_rest import KiteApi, KiteHttp
+from ticker.infra.kite.rest import KiteApi, KiteHttp
 from ticker.infra.kitesim.universe import today_ist
-from ticker.infra.settings import load_settings
-from ticker.jobs.instruments import load_instruments
+from ticker.infra.runtime.settings import load_settings
+from ticker.infra.stores.crypto import new_key
+from ticker.infra.stores.db import create_pool
+from ticker.jobs.data.instrument_refresh import load_instruments
 
 
 @dataclass

@@ -15,8 +15,8 @@ from tests.sim_fixtures import SIM_DEFAULTS
 from tests.web.conftest import fresh_database
 from tests.web.test_e2e import order_body, running_stack
 from tests.web.test_gtt_e2e import completed, gtt_body, leg, on_tick, priced
-from ticker.infra.egress import parse_proxy
-from ticker.infra.kite_rest import (
+from ticker.infra.kite.egress import parse_proxy
+from ticker.infra.kite.rest import (
     KiteApi,
     KiteHttp,
     KiteUnreachable,

@@ -183,7 +183,7 @@ async def test_text_postgres_cannot_store_is_refused_not_a_500(api) -> None:
 
 async def test_a_backing_service_out_of_reach_is_a_503_not_a_500(api) -> None:
     from ticker.http.state import SERVICES
-    from ticker.infra.redis import connect
+    from ticker.infra.stores.redis import connect
 
     svc = api.app[SERVICES]
     svc.pipe.url = "redis://127.0.0.1:1/0"  # nothing listens there: the next reconnect is refused

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from tests.web.seed import NIFTY_INDEX
 from ticker.core import history as core_history
-from ticker.http.errors import ApiError
-from ticker.http.routes_jobs import HistoryQuery, Interval, history_payload
-from ticker.jobs import history as job_history
+from ticker.http.middleware.errors import ApiError
+from ticker.http.routes.jobs_api import HistoryQuery, Interval, history_payload
+from ticker.jobs.data import history_fetch as job_history
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 

@@ -17,8 +17,8 @@ from ticker.core.orders import OrderRequest, plan_place
 from ticker.http.audit_batch import AuditBatcher
 from ticker.http.coalesce import Coalescer
 from ticker.http.redis_pipe import RedisPipe, Script
-from ticker.infra.order_audit import record_queued
-from ticker.infra.queue import create_queue, enqueue, enqueue_atomic, redis_settings
+from ticker.infra.orders.audit_trail import record_queued
+from ticker.infra.queue.enqueue import create_queue, enqueue, enqueue_atomic, redis_settings
 
 ECHO = Script("return {KEYS[1], ARGV[1]}")
 

@@ -28,9 +28,9 @@ from tests.web.outages import (
 from tests.web.procs import process_env, web_process
 from tests.web.seed import CALL, LOT, NIFTY_INDEX, seed_instruments
 from ticker.http.redis_pipe import RedisPipe, Script
-from ticker.infra.db import create_pool
-from ticker.infra.migrate import migrate
-from ticker.infra.redis import connect
+from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.migrate import migrate
+from ticker.infra.stores.redis import connect
 
 pytestmark = pytest.mark.timeout(300)
 

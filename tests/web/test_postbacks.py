@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 from tests.conftest import SESSION_ID
 from tests.web.conftest import API_KEY, fresh_database
 from ticker.core.postbacks import postback_checksum
-from ticker.infra.accounts import KiteAccount, account_store
-from ticker.infra.db import create_pool
+from ticker.infra.stores.accounts import KiteAccount, account_store
+from ticker.infra.stores.db import create_pool
 
 SECRET = "pb-secret-of-the-keyed-app"
 

@@ -16,8 +16,8 @@ import pytest_asyncio
 from tests.web.conftest import fresh_database
 from tests.web.test_e2e import Stack, order_body, running_stack
 from tests.web.test_gtt_e2e import WAIT, completed, sim_admin
-from ticker.infra.queue import names_for
-from ticker.infra.redis import connect
+from ticker.infra.queue.enqueue import names_for
+from ticker.infra.stores.redis import connect
 
 FORGED = "0" * 64  # a well-formed checksum that is not the real one
 

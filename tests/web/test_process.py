@@ -16,7 +16,7 @@ from tests.web.outages import until
 from tests.web.procs import free_port, process_env, spawn, web_process
 from tests.web.seed import CALL, LOT
 from tests.web.spec_check import SpecChecker
-from ticker.infra.crypto import new_key
+from ticker.infra.stores.crypto import new_key
 
 KITE_ENV = {k.upper(): v for k, v in KITE.items()}
 

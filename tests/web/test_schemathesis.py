@@ -25,8 +25,8 @@ from tests.conftest import SESSION_ID
 from tests.web.conftest import ADMIN_KEY, API_KEY, KITE, fresh_database
 from tests.web.procs import process_env, web_process
 from tests.web.seed import seed_instruments
-from ticker.infra.crypto import new_key
-from ticker.infra.db import create_pool
+from ticker.infra.stores.crypto import new_key
+from ticker.infra.stores.db import create_pool
 
 SCHEMATHESIS = str(pathlib.Path(sys.executable).with_name("schemathesis"))
 EXAMPLES = 12

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.web.conftest import ADMIN_KEY, API_KEY
-from ticker.http.observe import HttpMetrics
+from ticker.http.middleware.observe import HttpMetrics
 from ticker.http.state import SERVICES
-from ticker.http.ws_hub import TickHub
-from ticker.infra.metrics import new_registry
+from ticker.http.ws.hub import TickHub
+from ticker.infra.runtime.prometheus import new_registry
 
 JWT_SECRET = "j" * 32
 KEYED = {"X-API-Key": API_KEY}

@@ -1,0 +1,219 @@
+"""Orders: place, modify, cancel and baskets as jobs (202 + where to poll), and the audit trail.
+
+An order is taken in here exactly as the order job takes it in (`ticker.core.order_intake`: defaults
+such as market protection filled in, then Kite's rules), so an order Kite would refuse is a 422
+naming the field and nothing is enqueued. The `Idempotency-Key` header fixes
+the job id: a repeat returns the same job; the same key with a different order is a 409.
+Each accepted order gets its audit row before it is enqueued, so its record exists from the start.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, Field, ValidationError
+
+from ticker.core.order_intake import prepare_modify, prepare_order
+from ticker.core.orders import (
+    BasketRequest,
+    CancelRequest,
+    ModifyRequest,
+    OrderIssue,
+    OrderJobPlan,
+    OrderRequest,
+    OrderValidationError,
+    plan_basket,
+    plan_cancel,
+    plan_modify,
+    plan_place,
+)
+from ticker.http.accept import accepted, status_url, submit
+from ticker.http.inputs import Page, parse_json, read_body, read_json, read_query
+from ticker.http.middleware.errors import ApiError, json_response, not_found, validation_error
+from ticker.http.state import Services, services
+from ticker.infra.orders.audit_trail import find_by_kite_order, get_order, list_orders, record_basket
+from ticker.infra.orders.intake import intake_rules
+from ticker.infra.queue.status import basket_status
+
+routes = web.RouteTableDef()
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# "basket" is not an order id: /orders/basket is its own resource, so PUT/DELETE there are a 405.
+ORDER_PATH = "/orders/{order_id:(?!basket$)[^/]+}"
+_BASKET_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class OrdersQuery(Page):
+    limit: int = Field(50, ge=1, le=200)
+    account_id: str | None = Field(None, max_length=64)
+    status: str | None = Field(None, max_length=32)
+    basket_id: str | None = Field(None, max_length=64)
+
+
+class CancelQuery(BaseModel):
+    model_config = CancelRequest.model_config
+
+    account_id: str | None = None
+    variety: Literal["regular", "amo", "co", "iceberg", "auction"] = "regular"
+    parent_order_id: str | None = None
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ApiError(422, "validation_error", f"{IDEMPOTENCY_HEADER}: 1 to 255 printable characters",
+                       [{"field": IDEMPOTENCY_HEADER, "location": "header", "message": "1 to 255 printable "
+                         "characters", "type": "string_pattern_mismatch"}])
+    return key
+
+
+def _issues_error(issues: list[OrderIssue], prefix: str = "") -> ApiError:
+    details = [{"field": f"{prefix}{i.field}", "location": "body", "message": i.message, "type": "order_rule"}
+               for i in issues]
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    return ApiError(422, "validation_error", f"order refused: {summary}", details)
+
+
+async def _check_order(svc: Services, order: OrderRequest, prefix: str = "") -> OrderRequest:
+    """The order as it will be sent (defaults filled in), or a 422 naming each field at fault."""
+    instrument = await svc.refs.instrument(order.exchange, order.tradingsymbol)
+    try:
+        return prepare_order(order, instrument, intake_rules(svc.settings))
+    except OrderValidationError as exc:
+        raise _issues_error(exc.issues, prefix) from None
+
+
+async def _accept_order(svc: Services, plan: OrderJobPlan, account_id: str) -> bool:
+    """Audit row first, then the job. A repeat of an accepted order must be the same order."""
+    if not await svc.audit.record(plan, account_id):
+        existing = await get_order(svc.db, plan.job_id)
+        if existing is not None and existing.payload != plan.payload:
+            raise ApiError(409, "idempotency_conflict", f"{IDEMPOTENCY_HEADER} was already used for a different "
+                           "request", {"job_id": plan.job_id})
+        if existing is not None and existing.status != "queued":
+            return False  # it ran; arq may have forgotten it, the audit has not
+    return await submit(svc, plan.job_name, plan.payload, plan.job_id)
+
+
+@routes.post("/orders")
+async def place_order(request: web.Request) -> web.Response:
+    svc = services(request)
+    key = idempotency_key(request)
+    order = await read_json(request, OrderRequest)
+    account = await svc.refs.resolve_account(order.account_id)
+    order = order.model_copy(update={"account_id": account})  # the job id and payload name the account
+    order = await _check_order(svc, order)
+    plan = plan_place(order, key)
+    new = await _accept_order(svc, plan, account)
+    return accepted(plan.job_id, new, account_id=account)
+
+
+def _order_id(request: web.Request) -> str:
+    order_id = request.match_info["order_id"]
+    try:
+        CancelRequest(order_id=order_id)
+    except ValidationError as exc:
+        raise validation_error(exc, "path") from None
+    return order_id
+
+
+def _with_order_id(body: bytes, order_id: str) -> bytes:
+    """The path names the order; a body that names another one is a mistake worth refusing."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body  # parse_json reports it properly
+    if isinstance(doc, dict):
+        if doc.setdefault("order_id", order_id) != order_id:
+            raise ApiError(422, "validation_error", "order_id: differs from the order id in the path",
+                           [{"field": "order_id", "location": "body", "message": "differs from the path",
+                             "type": "mismatch"}])
+        return orjson.dumps(doc)
+    return body
+
+
+@routes.put(ORDER_PATH)
+async def modify_order(request: web.Request) -> web.Response:
+    svc = services(request)
+    key = idempotency_key(request)
+    order_id = _order_id(request)
+    req = parse_json(ModifyRequest, _with_order_id(await read_body(request), order_id))
+    account = await svc.refs.resolve_account(req.account_id)
+    req = req.model_copy(update={"account_id": account})
+    original = await find_by_kite_order(svc.db, order_id)
+    order = (original.payload.get("order") if original else None) or {}
+    instrument = await svc.refs.instrument(order["exchange"], order["tradingsymbol"]) if order else None
+    try:
+        req = prepare_modify(req, instrument, intake_rules(svc.settings))
+    except OrderValidationError as exc:
+        raise _issues_error(exc.issues) from None
+    plan = plan_modify(req, key)
+    new = await _accept_order(svc, plan, account)
+    return accepted(plan.job_id, new, account_id=account)
+
+
+@routes.delete(ORDER_PATH)
+async def cancel_order(request: web.Request) -> web.Response:
+    svc = services(request)
+    key = idempotency_key(request)
+    q = read_query(request, CancelQuery)
+    try:
+        req = CancelRequest(order_id=_order_id(request), **q.model_dump())
+    except ValidationError as exc:
+        raise validation_error(exc, "query") from None
+    account = await svc.refs.resolve_account(req.account_id)
+    req = req.model_copy(update={"account_id": account})
+    plan = plan_cancel(req, key)
+    new = await _accept_order(svc, plan, account)
+    return accepted(plan.job_id, new, account_id=account)
+
+
+@routes.post("/orders/basket")
+async def place_basket(request: web.Request) -> web.Response:
+    svc = services(request)
+    key = idempotency_key(request)
+    basket = await read_json(request, BasketRequest)
+    account = await svc.refs.resolve_account(basket.account_id)
+    legs = []
+    for i, leg in enumerate(basket.legs):  # every leg is checked before anything is enqueued
+        leg_account = await svc.refs.resolve_account(leg.account_id or account, f"legs.{i}.account_id")
+        leg = leg.model_copy(update={"account_id": leg_account})
+        legs.append(await _check_order(svc, leg, prefix=f"legs.{i}."))
+    plan = plan_basket(basket.model_copy(update={"account_id": account, "legs": legs}), key)
+    new_basket = await record_basket(svc.db, plan, key)
+    jobs: list[dict[str, Any]] = []
+    for leg_plan in plan.legs:
+        new = await _accept_order(svc, leg_plan, leg_plan.account_id or account)
+        jobs.append({"leg": leg_plan.payload.get("leg"), "job_id": leg_plan.job_id,
+                     "status_url": status_url(leg_plan.job_id), "duplicate": not new})
+    url = f"/baskets/{plan.basket_id}"
+    return json_response({"basket_id": plan.basket_id, "status_url": url, "duplicate": not new_basket,
+                          "jobs": jobs}, status=202, headers={"Location": url})
+
+
+@routes.get("/baskets/{basket_id}")
+async def get_basket(request: web.Request) -> web.Response:
+    svc = services(request)
+    basket_id = request.match_info["basket_id"]
+    valid = _BASKET_ID.match(basket_id) is not None
+    status = await basket_status(svc.redis, svc.db, svc.names, basket_id) if valid else None
+    if status is None:
+        raise not_found("basket", basket_id[:64])
+    return json_response(status.model_dump(mode="json"))
+
+
+@routes.get("/orders")
+async def audit_orders(request: web.Request) -> web.Response:
+    svc = services(request)
+    q = read_query(request, OrdersQuery)
+    records = await list_orders(svc.db, limit=q.limit + 1, offset=q.offset, account_id=q.account_id,
+                                status=q.status, basket_id=q.basket_id)
+    more = len(records) > q.limit
+    docs = [r.model_dump(mode="json") for r in records[: q.limit]]
+    return json_response({"orders": docs, "limit": q.limit, "offset": q.offset,
+                          "next_offset": q.offset + q.limit if more else None})

@@ -1,0 +1,218 @@
+"""Tick fan-out: one Redis pub/sub connection per process, routed by instrument token to clients.
+
+The streamer publishes JSON arrays of ticks on the options and underlying channels. The hub parses
+each batch once, encodes each wanted tick once, and offers the same bytes to every client that
+subscribed to that token (each client's sender wraps them as `tick` or batched `ticks` messages). Each client has a bounded queue drained by its own sender; when a client
+is too slow its queue fills and further ticks for it are dropped and counted, so one stuck phone
+never grows the process's memory or slows anyone else.
+
+When the pub/sub connection is lost (Redis restarted, killed, or unreachable) the feed resubscribes
+on its own, retrying every `RECONNECT_MAX` seconds at most, and at once when the outage watcher
+sees Redis back, so ticks flow again within a fraction of a second; clients stay connected. The loss and the return are logged
+once each, however many attempts it takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ticker.core.contracts import Names
+from ticker.http.middleware.observe import HttpMetrics
+from ticker.http.outage import REDIS, Outages
+
+log = logging.getLogger("ticker.http.ws")
+
+RECONNECT_MIN, RECONNECT_MAX = 0.05, 1.0
+
+
+class WsClient:
+    """One connected WebSocket: its tokens and its outbound queue of encoded messages."""
+
+    def __init__(self, queue_max: int, user: dict | None = None, socket: Any = None) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.user = user or {}
+        self.socket = socket  # the aiohttp WebSocketResponse, closed by `TickHub.send_away`
+        self.tokens: set[int] = set()
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_max)
+        self.dropped = 0
+
+    def offer(self, message: bytes) -> bool:
+        try:
+            self.queue.put_nowait(message)
+            return True
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return False
+
+
+def encode_tick(tick: dict) -> bytes:
+    """A tick's JSON, encoded once and shared by every client that wants it (senders wrap it)."""
+    return orjson.dumps(tick)
+
+
+def _ticks(raw: bytes | str) -> list:
+    doc = orjson.loads(raw)
+    if isinstance(doc, dict):
+        return [doc]
+    if not isinstance(doc, list):
+        raise ValueError("tick payload is neither an array nor an object")
+    return doc
+
+
+class TickHub:
+    def __init__(self, redis: Redis, names: Names, metrics: HttpMetrics, *, queue_max: int,
+                 max_clients: int, outages: Outages | None = None) -> None:
+        self.redis = redis
+        self.outages = outages
+        self.names = names
+        self.metrics = metrics
+        self.queue_max = queue_max
+        self.max_clients = max_clients
+        self.clients: dict[str, WsClient] = {}
+        self.by_token: dict[int, set[WsClient]] = {}
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    # --- clients ----------------------------------------------------------------------------------
+    @property
+    def full(self) -> bool:
+        return len(self.clients) >= self.max_clients
+
+    def connect(self, user: dict | None = None, socket: Any = None) -> WsClient:
+        client = WsClient(self.queue_max, user, socket)
+        self.clients[client.id] = client
+        self.metrics.ws_clients.set(len(self.clients))
+        return client
+
+    def disconnect(self, client: WsClient) -> None:
+        self.unsubscribe(client, list(client.tokens))
+        self.clients.pop(client.id, None)
+        self.metrics.ws_clients.set(len(self.clients))
+
+    def subscribe(self, client: WsClient, tokens: Iterable[int]) -> None:
+        for token in tokens:
+            client.tokens.add(token)
+            self.by_token.setdefault(token, set()).add(client)
+
+    def unsubscribe(self, client: WsClient, tokens: Iterable[int]) -> None:
+        for token in tokens:
+            client.tokens.discard(token)
+            holders = self.by_token.get(token)
+            if holders is not None:
+                holders.discard(client)
+                if not holders:
+                    del self.by_token[token]
+
+    async def snapshot(self, tokens: list[int]) -> list[bytes]:
+        """Latest known tick per token (from the streamer's hash), so a late joiner starts with a price."""
+        if not tokens:
+            return []
+        values = await self.redis.hmget(self.names.latest, [str(t) for t in tokens])
+        out = []
+        for value in values:
+            if value:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    out.append(encode_tick(orjson.loads(value)))  # re-encoded: the hash is not ours to trust
+        return out
+
+    # --- the feed ---------------------------------------------------------------------------------
+    def dispatch(self, raw: bytes | str) -> int:
+        """Route one published batch; returns how many messages were queued."""
+        if not self.by_token:
+            return 0  # nobody listens: skip parsing entirely
+        try:
+            ticks = _ticks(raw)
+        except (orjson.JSONDecodeError, ValueError):
+            self.metrics.ws_feed_errors.labels("bad_payload").inc()
+            return 0
+        queued = dropped = 0
+        for tick in ticks:
+            if not isinstance(tick, dict):
+                continue
+            token = tick.get("instrument_token")
+            holders = self.by_token.get(token) if type(token) is int else None
+            if not holders:
+                continue
+            message = encode_tick(tick)
+            for client in holders:
+                if client.offer(message):
+                    queued += 1
+                else:
+                    dropped += 1
+        if dropped:
+            self.metrics.ws_dropped.inc(dropped)
+        return queued
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ws-tick-feed")
+
+    async def wait_ready(self, timeout: float = 5.0) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        return self._ready.is_set()
+
+    async def _run(self) -> None:
+        delay, lost_at = RECONNECT_MIN, None
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.names.options, self.names.underlying)
+                self._ready.set()
+                if lost_at is not None:
+                    log.info("tick feed resubscribed after %.1f s", time.monotonic() - lost_at)
+                delay, lost_at = RECONNECT_MIN, None
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self.dispatch(message["data"])
+            except (RedisError, OSError) as exc:
+                self.metrics.ws_feed_errors.labels("redis").inc()
+                if lost_at is None:  # the outage itself is logged by the outage watcher
+                    log.info("tick feed lost (%s); resubscribing", type(exc).__name__)
+                    lost_at = time.monotonic()
+                if self.outages is not None:
+                    self.outages.suspect(exc)
+            except Exception:  # a bug must not silence every client for the rest of the process's life
+                self.metrics.ws_feed_errors.labels("internal").inc()
+                log.exception("tick feed failed; restarting in %.1f s", delay)
+            finally:
+                self._ready.clear()
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            if self.outages is not None:
+                await self.outages.pause(REDIS, delay)  # cut short when the outage watcher sees Redis back
+            else:
+                await asyncio.sleep(delay)
+            delay = min(RECONNECT_MAX, delay * 2)
+
+    async def send_away(self, timeout: float = 5.0) -> None:
+        """Close every client's socket with 1001 (going away), so clients reconnect elsewhere."""
+        sockets = [c.socket for c in self.clients.values() if c.socket is not None]
+        if not sockets:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(s.close(code=1001, message=b"server shutting down") for s in sockets),
+                                     return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop the feed task and surface how it ended (it should only ever end by cancellation)."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("tick feed task failed")

@@ -1,0 +1,171 @@
+"""`/ws/ticks`: live ticks for browser and mobile clients.
+
+Client → server: `{"action": "subscribe"|"unsubscribe", "tokens": [...]}`, `{"action": "ping"}`.
+Server → client: `connected`, `subscribed`, `unsubscribed`, `tick`, `error`, `pong` messages, each a
+JSON object with a `type`. With `?batch=true` ticks come as `{"type": "ticks", "data": [...]}`,
+everything waiting for the client in one message: far fewer frames for busy subscriptions. A bad message gets an `error` reply and the connection stays open.
+Authentication happens before the upgrade: a refused client gets a plain 401, never a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated, Literal
+
+import orjson
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import RedisError
+
+from ticker.http.inputs import QueryBool, read_query
+from ticker.http.keys import REQUEST_ID
+from ticker.http.middleware.auth import AuthError, authenticate_ws
+from ticker.http.middleware.errors import ApiError, field_errors
+from ticker.http.middleware.observe import REQUEST_ID_HEADER
+from ticker.http.state import Services, services
+from ticker.http.ws.hub import WsClient
+
+log = logging.getLogger("ticker.http.ws")
+
+MAX_CLIENT_MESSAGE = 256 * 1024
+MAX_TICKS_PER_SEND = 500
+Token = Annotated[int, Field(ge=0, lt=1 << 32)]
+
+
+class WsQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # `token` (the JWT) is read by authentication
+
+    batch: QueryBool = False
+
+
+class WsCommand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["subscribe", "unsubscribe", "ping"]
+    tokens: list[Token] = Field(default_factory=list, max_length=3000)
+
+
+def _msg(kind: str, **fields: object) -> bytes:
+    return orjson.dumps({"type": kind, **fields})
+
+
+class Session:
+    """One client's conversation: commands in, replies and ticks out through a single sender."""
+
+    def __init__(self, svc: Services, ws: web.WebSocketResponse, client: WsClient, batch: bool = False) -> None:
+        self.svc = svc
+        self.ws = ws
+        self.client = client
+        self.batch = batch  # one `ticks` message per send instead of one `tick` message per tick
+        self.replies: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
+
+    async def reply(self, message: bytes) -> None:
+        # Replies wait for room rather than drop: a client that floods commands is slowed, not lied to.
+        await self.replies.put(message)
+        if self.client.queue.empty():
+            self.client.queue.put_nowait(b"")  # wake the sender; empty messages are skipped
+
+    async def pump(self) -> None:
+        """The only task that writes to the socket: replies first, then queued ticks in order."""
+        ws, queue, metrics = self.ws, self.client.queue, self.svc.metrics
+        while not ws.closed:
+            ticks = [await queue.get()]
+            while not queue.empty() and len(ticks) < MAX_TICKS_PER_SEND:
+                ticks.append(queue.get_nowait())
+            while not self.replies.empty():
+                await ws.send_frame(self.replies.get_nowait(), WSMsgType.TEXT)
+                metrics.ws_sent.inc()
+            ticks = [t for t in ticks if t]  # empty ones only woke us for a reply
+            if not ticks:
+                continue
+            if self.batch:
+                await ws.send_frame(b'{"type":"ticks","data":[' + b",".join(ticks) + b"]}", WSMsgType.TEXT)
+                metrics.ws_sent.inc()
+            else:
+                for tick in ticks:
+                    await ws.send_frame(b'{"type":"tick","data":' + tick + b"}", WSMsgType.TEXT)
+                metrics.ws_sent.inc(len(ticks))
+            metrics.ws_ticks_sent.inc(len(ticks))
+
+    async def handle(self, data: str | bytes) -> None:
+        try:
+            command = WsCommand.model_validate_json(data, strict=True)
+        except ValidationError as exc:
+            problems = field_errors(exc, "message")
+            text = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:3])
+            await self.reply(_msg("error", message=f"invalid message: {text}", details=problems))
+            return
+        if command.action == "ping":
+            await self.reply(_msg("pong", dropped=self.client.dropped))
+        elif command.action == "subscribe":
+            await self.subscribe(command.tokens)
+        else:
+            self.svc.hub.unsubscribe(self.client, command.tokens)
+            await self.reply(_msg("unsubscribed", tokens=command.tokens, total=len(self.client.tokens)))
+
+    async def subscribe(self, tokens: list[int]) -> None:
+        hub, limit = self.svc.hub, self.svc.settings.ws_max_tokens_per_client
+        new = [t for t in dict.fromkeys(tokens) if t not in self.client.tokens]
+        if len(self.client.tokens) + len(new) > limit:
+            await self.reply(_msg("error", message=f"at most {limit} tokens per connection; "
+                                  f"{len(self.client.tokens)} already subscribed"))
+            return
+        # Snapshot first, then join the feed: nothing older than the snapshot arrives after it.
+        try:
+            latest = await hub.snapshot(new)
+        except (RedisError, OSError) as exc:  # Redis is away: subscribe anyway, ticks follow once it is back
+            self.svc.outages.suspect(exc)
+            latest = []
+        hub.subscribe(self.client, new)
+        await self.reply(_msg("subscribed", tokens=tokens, total=len(self.client.tokens)))
+        for message in latest:
+            self.client.offer(message)
+
+
+async def _authorize(request: web.Request, svc: Services) -> dict:
+    try:
+        return await authenticate_ws(svc.settings, svc.jwt, request)
+    except AuthError as exc:
+        svc.metrics.ws_refused.labels("auth").inc()
+        raise ApiError(401, "unauthorized", str(exc)) from None
+
+
+async def ws_ticks(request: web.Request) -> web.StreamResponse:
+    svc = services(request)
+    user = await _authorize(request, svc)
+    batch = read_query(request, WsQuery).batch
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CLIENT_MESSAGE)
+    if not ws.can_prepare(request).ok:
+        raise ApiError(400, "websocket_required", "this endpoint speaks WebSocket only (send an Upgrade request)")
+    if svc.hub.full or svc.stopping.is_set():
+        svc.metrics.ws_refused.labels("capacity").inc()
+        raise ApiError(503, "unavailable", "no room for more WebSocket clients here; retry shortly",
+                       headers={"Retry-After": "5"})
+    ws.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+    await ws.prepare(request)
+    client = svc.hub.connect(user, socket=ws)
+    session = Session(svc, ws, client, batch=batch)
+    sender = asyncio.create_task(session.pump(), name=f"ws-send-{client.id}")
+    try:
+        await session.reply(_msg("connected", connection_id=client.id, user=user, batch=batch))
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await session.handle(message.data)
+            elif message.type == WSMsgType.BINARY:
+                await session.reply(_msg("error", message="send JSON text frames"))
+            if sender.done():
+                break
+    finally:
+        svc.hub.disconnect(client)
+        sender.cancel()
+        try:
+            await sender
+        except (asyncio.CancelledError, ConnectionError):
+            pass  # cancelled by us, or the peer went away mid-send
+        except Exception:
+            log.exception("WebSocket sender %s failed", client.id)
+        with contextlib.suppress(ConnectionError):
+            await ws.close()
+    return ws

@@ -1,0 +1,152 @@
+"""Kite's view of our orders brought into the audit: a periodic `sync_orders` job reading each
+account's order book, and the consumer of order postbacks the streamer publishes on `Names.orders`.
+
+Both are idempotent and order-insensitive: a final status (COMPLETE, REJECTED, CANCELLED) is never
+replaced by a live one that arrives late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from arq import Retry
+from arq.worker import func
+from pydantic import BaseModel, Field
+
+from ticker.core.contracts import JOB_SYNC_ORDERS
+from ticker.infra.kite.limits import RateLimited
+from ticker.infra.kite.rest import is_transient
+from ticker.infra.orders.audit_trail import TERMINAL_KITE
+from ticker.infra.runtime.outage import POSTGRES_ERRORS, Outage
+from ticker.jobs.context import Deps, deps
+from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
+from ticker.jobs.orders import audit_write as audit
+from ticker.jobs.orders.runner import backoff, error_text, limiter
+
+log = logging.getLogger(__name__)
+
+RECENT = "2 days"  # orders older than this are not followed any more
+
+
+class SyncPayload(BaseModel, extra="forbid"):
+    account_id: str | None = Field(None, min_length=1, max_length=64)
+
+
+class SyncResult(BaseModel):
+    accounts: int
+    updated: int
+    errors: dict[str, str] = Field(default_factory=dict)
+
+
+async def record_kite_state(d: Deps, order: dict[str, Any]) -> int:
+    """Apply one Kite order dict (from the order book or a postback) to the audit."""
+    if not order.get("order_id") or not order.get("status"):
+        return 0
+    return await audit.apply_kite_status(
+        d.db, kite_order_id=str(order["order_id"]), tag=order.get("tag"), status=str(order["status"]),
+        message=order.get("status_message"), filled_quantity=_number(order.get("filled_quantity"), int),
+        average_price=_number(order.get("average_price"), float),
+    )
+
+
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+async def accounts_to_sync(d: Deps) -> list[str]:
+    """Accounts with audited orders whose Kite status is not final yet."""
+    rows = await d.db.fetch(
+        "SELECT DISTINCT account_id FROM order_requests WHERE kind = 'place' AND kite_order_id IS NOT NULL"
+        f" AND created_at > now() - interval '{RECENT}'"
+        " AND (kite_status IS NULL OR NOT (kite_status = ANY($1::text[]))) ORDER BY account_id",
+        list(TERMINAL_KITE),
+    )
+    return [r["account_id"] for r in rows]
+
+
+async def sync_account(d: Deps, account_id: str) -> int:
+    """Apply the account's order book to the audit; returns audit rows changed."""
+    open_ids = set(await audit.open_orders(d.db, account_id))
+    if not open_ids:
+        return 0
+    clients = kite_clients(d)
+    await limiter(d).acquire(await clients.budget(account_id), "api", max_wait=d.settings.rate_wait_max_seconds)
+    book = await (await clients.api(account_id)).orders(timeout=d.settings.kite_request_timeout)
+    updated = 0
+    for order in book:
+        if str(order.get("order_id")) in open_ids:
+            updated += await record_kite_state(d, order)
+    return updated
+
+
+async def sync_orders(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    d = deps(ctx)
+    p = SyncPayload.model_validate(payload or {})
+    accounts = [p.account_id] if p.account_id else await accounts_to_sync(d)
+    result = SyncResult(accounts=len(accounts), updated=0)
+    transient = False
+    for account_id in accounts:
+        try:
+            result.updated += await sync_account(d, account_id)
+        except (RateLimited, AccountUnavailable) as exc:
+            result.errors[account_id] = str(exc)
+        except Exception as exc:  # one account failing must not stop the others
+            if not is_transient(exc):
+                raise
+            transient = True
+            result.errors[account_id] = error_text(exc)
+    if transient and ctx.get("job_try", 1) < d.settings.order_max_tries and not result.updated:
+        raise Retry(defer=backoff(d.settings, ctx.get("job_try", 1)))
+    return result.model_dump(mode="json")
+
+
+# --- postbacks -------------------------------------------------------------------------------------
+def postback_orders(raw: bytes | str) -> list[dict[str, Any]]:
+    """Order dicts in one published message: a Kite postback `{"type": "order", "data": {...}}`, the
+    bare order, or a list of either. Anything else yields nothing."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    items = doc if isinstance(doc, list) else [doc]
+    out = []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("data"), dict):
+            item = item["data"]
+        if isinstance(item, dict) and item.get("order_id") and item.get("status"):
+            out.append(item)
+    return out
+
+
+async def consume_postbacks(d: Deps, stop: asyncio.Event) -> None:
+    """Apply order postbacks to the audit until `stop` is set (owned and awaited by the worker)."""
+    pubsub = d.redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(d.names.orders)
+    postgres = Outage("postgres")
+    try:
+        while not stop.is_set():
+            message = await pubsub.get_message(timeout=0.25)  # bounds how long a stop waits
+            if message is None:
+                continue
+            for order in postback_orders(message["data"]):
+                try:
+                    await record_kite_state(d, order)
+                    postgres.ok()
+                except POSTGRES_ERRORS as exc:  # the order sync brings the audit up to date later
+                    postgres.failed(exc, "applying order postbacks")
+                except Exception:  # a bad row costs this update only
+                    log.warning("postback for order %s not applied", order.get("order_id"), exc_info=True)
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.unsubscribe(d.names.orders)
+        await pubsub.aclose()
+
+
+FUNCTIONS = [func(sync_orders, name=JOB_SYNC_ORDERS, timeout=120)]
