@@ -78,7 +78,7 @@ class DevRun:
 
     async def start_child(self, name: str, *args: str) -> Child:
         """Start a `ticker` subcommand as a supervised child (restarted when it dies)."""
-        child = Child(name, [sys.executable, "-m", "ticker.infra.cli.main", *args])
+        child = Child(name, [sys.executable, "-m", "ticker.infra.cli", *args])
         index = len(self.children)
         self.children.append(child)
         await self._spawn(index, child)
