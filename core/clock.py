@@ -8,7 +8,7 @@ time-zone database. Naive datetimes are taken to be IST, as Kite sends them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta, timezone
 
 from ticker.core.holidays import NSE_HOLIDAYS
@@ -78,14 +78,14 @@ def upcoming_expiries(today: date | datetime, weekday: int, count: int, monthly:
     return out
 
 
-def _weekly(start: date, weekday: int) -> Iterable[date]:
+def _weekly(start: date, weekday: int) -> Iterator[date]:
     day = start + timedelta(days=(weekday - start.weekday()) % 7)
     while True:
         yield day
         day += timedelta(days=7)
 
 
-def _monthly(start: date, weekday: int) -> Iterable[date]:
+def _monthly(start: date, weekday: int) -> Iterator[date]:
     year, month = start.year, start.month
     while True:
         following = date(year + month // 12, month % 12 + 1, 1)

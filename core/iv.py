@@ -245,6 +245,7 @@ def _step(obj: _Objective, s: np.ndarray, mills: Mills, bracket: tuple[np.ndarra
     lnv -= LN_SQRT_2PI
     if kind == MIDDLE:
         v = np.exp(lnv)
+        assert inside is not None  # set above whenever kind == MIDDLE
         newton = otm_from_tails(inside, r1, r2, v, obj.bmax)
         np.subtract(obj.target, newton, out=newton)
         newton /= v

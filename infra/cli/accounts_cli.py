@@ -133,6 +133,7 @@ async def set_token(store: AccountStore, settings: Settings, args: argparse.Name
     if await store.get(args.account_id) is None:
         raise CliError(f"no account {args.account_id!r}; add it first with `ticker accounts add`")
     token = read_secret("access_token", required=True, interactive=interactive)
+    assert token is not None  # required=True raised otherwise
     await store.set_token(args.account_id, token, state="unknown")
     told = await _announce(settings, args.account_id, "token set from the command line")
     return f"token stored for {args.account_id}" + ("; the streamer was told" if told else "")

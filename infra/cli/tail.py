@@ -80,6 +80,7 @@ async def tail(args: argparse.Namespace) -> int:
     channel = {"options": names.options, "underlying": names.underlying, "orders": names.orders}[args.channel]
     tokens = {int(t) for t in args.tokens.split(",") if t.strip()} if args.tokens else None
     board = Board(args.rows, tokens)
+    assert settings.redis_url is not None  # require() raised otherwise
     redis = connect(settings.redis_url)
     pubsub = redis.pubsub()
     await pubsub.subscribe(channel)

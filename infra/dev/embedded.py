@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,14 @@ class EmbeddedRedis:
 class EmbeddedPostgres:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._server = None
+        self._server: Any = None  # pgserver.PostgresServer, imported lazily (it is slow to import)
 
     def start(self) -> str:
         import pgserver
 
         self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.folder, cleanup_mode="stop")
-        url = self._server.get_uri()
+        self._server = server = pgserver.get_server(self.folder, cleanup_mode="stop")
+        url: str = server.get_uri()
         log.info("embedded postgres started", extra={"pgdata": str(self.folder)})
         return url
 

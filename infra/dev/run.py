@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from arq.jobs import Job
@@ -49,7 +50,7 @@ class DevRun:
     web_port: int
     settings: Settings
     env: dict[str, str] = field(default_factory=dict)
-    info: dict[str, object] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # what dev.json holds (JSON values)
     children: list[Child] = field(default_factory=list)
     embedded: list[EmbeddedRedis | EmbeddedPostgres] = field(default_factory=list)
     colour_tty: bool = sys.stdout.isatty()
@@ -108,7 +109,10 @@ class DevRun:
             await process_exit(proc.pid)
             return proc.wait()
 
-        self._supervise(Watched("redis", ended, lambda: asyncio.to_thread(server.start)))
+        async def restart() -> None:
+            await asyncio.to_thread(server.start)
+
+        self._supervise(Watched("redis", ended, restart))
 
     def supervise_postgres(self, server: EmbeddedPostgres) -> None:
         async def ended() -> int | None:

@@ -133,4 +133,4 @@ def _leg(o: dict, exchange: str, symbol: str, row: int, uni: Universe) -> GttLeg
     price = _positive(o.get("price"), "price") if order_type == "LIMIT" else 0.0
     check_instrument(int(quantity), price, 0.0, int(uni.lot[row]), float(uni.tick[row]),
                      not uni.is_index_row[row])
-    return GttLeg(side, int(quantity), order_type, product, price)
+    return GttLeg(side, int(quantity), order_type, str(product), price)

@@ -346,7 +346,7 @@ class OrderBook:
         return {"net": net, "day": [dict(p) for p in net]}
 
     def _position(self, row: int, product: str, pos: Position) -> dict:
-        ltp = float(self.market.price_rows([row])[0])
+        ltp = float(self.market.price_rows(np.array([row]))[0])
         qty = pos.buy_quantity - pos.sell_quantity
         buy_price = pos.buy_value / pos.buy_quantity if pos.buy_quantity else 0.0
         sell_price = pos.sell_value / pos.sell_quantity if pos.sell_quantity else 0.0

@@ -161,7 +161,7 @@ async def quote_ltp(request: web.Request) -> web.Response:
     sim = sim_of(request)
     found = _resolve(sim, request.query.getall("i", []), LTP_LIMIT)
     rows = np.array([row for _, row in found], dtype=np.int64)
-    prices = sim.market.price_rows(rows) if len(rows) else []
+    prices = sim.market.price_rows(rows) if len(rows) else np.empty(0)
     return success({key: {"instrument_token": int(sim.universe.token[row]), "last_price": float(p)}
                     for (key, row), p in zip(found, prices, strict=True)})
 

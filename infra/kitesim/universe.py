@@ -32,6 +32,7 @@ from ticker.core.instruments import (
 )
 
 KIND_UNDERLYING, KIND_FUT, KIND_CE, KIND_PE = 0, 1, 2, 3
+OPTION_KINDS: tuple[tuple[Literal["CE", "PE"], int], ...] = (("CE", KIND_CE), ("PE", KIND_PE))
 _TYPE_OF_KIND = ("EQ", "FUT", "CE", "PE")
 EXPIRY_CLOSE = time(15, 30)
 # Synthetic stock underlyings (the `full` profile) have no NSE row: their lots come from the
@@ -203,12 +204,12 @@ class Universe:
             if k == KIND_UNDERLYING:
                 tok = self.underlyings[self.und[i]].token
                 self.token[i], self.exchange_token[i] = tok, tok >> 8
-        for i in sorted(np.flatnonzero(self.kind != KIND_UNDERLYING), key=lambda j: self.symbol[j]):
-            et = 30_000 + _hash_int(str(self.symbol[i])) % 8_000_000
+        for row in sorted(np.flatnonzero(self.kind != KIND_UNDERLYING), key=lambda j: self.symbol[j]):
+            et = 30_000 + _hash_int(str(self.symbol[row])) % 8_000_000
             while et in used:
                 et += 1
             used.add(et)
-            self.exchange_token[i], self.token[i] = et, make_token(et, SEG_NFO)
+            self.exchange_token[row], self.token[row] = et, make_token(et, SEG_NFO)
 
     def __len__(self) -> int:
         return len(self.token)
@@ -273,7 +274,7 @@ def _add_underlying(rows: _Rows, i: int, u: Underlying, today: date, each_side: 
     for exp in every:
         weekly = exp not in monthlies
         for strike in strikes:
-            for kind, code in (("CE", KIND_CE), ("PE", KIND_PE)):
+            for kind, code in OPTION_KINDS:
                 rows.add(option_symbol(u.name, exp, strike, kind, weekly), i, code, strike, exp, weekly)
 
 

@@ -30,7 +30,8 @@ async def beat(redis: Redis, names: Names, process: str, instance: str, info: di
 async def alive(redis: Redis, names: Names, process: str, limit: int = 100) -> list[dict[str, Any]]:
     key = names.heartbeat(process)
     cutoff = time.time() - TTL_MS / 1000
-    live, stale = [], []
+    live: list[tuple[bytes, dict[str, Any]]] = []
+    stale: list[tuple[bytes, dict[str, Any]]] = []
     for instance, raw in (await redis.hgetall(key)).items():
         doc = orjson.loads(raw)
         (live if doc.get("ts", 0) >= cutoff else stale).append((instance, doc))

@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     @field_validator("kite_root", "kite_ws_root", "kite_login_root")
     @classmethod
     def _kite_url(cls, v: str) -> str:
-        return _url(v, ("http", "https", "ws", "wss")).rstrip("/")
+        return (_url(v, ("http", "https", "ws", "wss")) or "").rstrip("/")
 
     @field_validator("kite_proxy_url")
     @classmethod
