@@ -41,8 +41,8 @@ from ticker.infra.queue.status import basket_status
 routes = web.RouteTableDef()
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# "basket" is not an order id: /orders/basket is its own resource, so PUT/DELETE there are a 405.
-ORDER_PATH = "/orders/{order_id:(?!basket$)[^/]+}"
+# "basket" and "margins" are not order ids: each is its own resource, so PUT/DELETE there are a 405.
+ORDER_PATH = "/orders/{order_id:(?!(?:basket|margins)$)[^/]+}"
 _BASKET_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 

@@ -62,6 +62,10 @@ async def test_unknown_route_wrong_method_too_large_and_wrong_media_type(api) ->
     resp = await api.patch("/orders")
     err = await _error(resp, 405)
     assert "POST" in resp.headers["Allow"] and err["code"] == "method_not_allowed"
+    for fixed in ("/orders/basket", "/orders/margins"):  # resources of their own, not order ids
+        resp = await api.put(fixed, json={})
+        await _error(resp, 405)
+        assert resp.headers["Allow"] == "POST", fixed
     huge = b'{"x": "' + b"a" * 300_000 + b'"}'
     assert (await _error(await api.post("/orders", data=huge, headers={"Content-Type": "application/json"}),
                          413))["code"] == "payload_too_large"
