@@ -14,13 +14,13 @@ from vollib.black_scholes import black_scholes
 
 from ticker.core.greeks import time_to_expiry
 from ticker.core.wire import Ticks
-from ticker.streamer.breaker import CircuitBreaker
-from ticker.streamer.buffer import Chunk, Taken, TickBuffer
-from ticker.streamer.enrich import Enricher
-from ticker.streamer.flusher import Flusher
-from ticker.streamer.metrics import StreamerMetrics
-from ticker.streamer.publisher import Publisher
-from ticker.streamer.registry import Registry
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.batch import Chunk, Taken, TickBuffer
+from ticker.streamer.stages.enrich import Enricher
+from ticker.streamer.stages.instrument_table import InstrumentTable
+from ticker.streamer.stages.outbox import Flusher
+from ticker.streamer.stages.publish import Publisher
+from ticker.streamer.stages.publish_breaker import PublishBreaker
 
 from .conftest import Recorder
 from .helpers import EXPIRY, NIFTY_INDEX, STRIKES, chain, full_ticks, future, index, option
@@ -31,7 +31,7 @@ SPOT = 25_000.0
 
 
 def enricher(instruments, model="black76") -> Enricher:
-    return Enricher(Registry(instruments), model=model, rate=R, dividend_yield=0.0, bar_interval=60, tz=IST,
+    return Enricher(InstrumentTable(instruments), model=model, rate=R, dividend_yield=0.0, bar_interval=60, tz=IST,
                     metrics=StreamerMetrics())
 
 
@@ -120,7 +120,7 @@ async def test_publisher_sends_one_pipeline_and_drops_while_the_breaker_is_open(
     toks = [option(k, "PE").instrument_token for k in STRIKES]
     out = e.process(Taken([Chunk(Ticks.concat([full_ticks([NIFTY_INDEX], [SPOT]), full_ticks(toks, [50.0] * 5)]),
                                  now, "acc")], [b'{"order_id":"7"}']), now)
-    breaker = CircuitBreaker(reset_seconds=60)
+    breaker = PublishBreaker(reset_seconds=60)
     publisher = Publisher(redis, names, breaker, e.metrics, batch_max=2, timeout=2)
     async with Recorder(redis, [names.options, names.underlying, names.orders]) as rec:
         assert await publisher.publish(out)
@@ -144,11 +144,11 @@ async def _until(predicate, timeout: float = 30.0) -> None:
 def test_synthetic_forwards_of_many_chains_at_once():
     from datetime import timedelta
 
-    from ticker.streamer.market import Market
+    from ticker.streamer.stages.latest_prices import LatestPrices
 
     later = EXPIRY + timedelta(days=7)
-    reg = Registry([index(), *chain(), *chain(later), option(25_000.0, "CE", EXPIRY + timedelta(days=14))])
-    market = Market(reg, "black76", R)
+    reg = InstrumentTable([index(), *chain(), *chain(later), option(25_000.0, "CE", EXPIRY + timedelta(days=14))])
+    market = LatestPrices(reg, "black76", R)
     t = 0.05
     fwd = {EXPIRY: 25_040.0, later: 24_990.0}
     for expiry, f in fwd.items():
@@ -164,16 +164,16 @@ def test_synthetic_forwards_of_many_chains_at_once():
 
 
 def test_market_prices_survive_a_reload_and_unknown_rows_never_get_one():
-    from ticker.streamer.market import Market
+    from ticker.streamer.stages.latest_prices import LatestPrices
 
-    first = Registry([index(), *chain()])  # no future: every option's future row is -1
-    market = Market(first, "black76", R)
+    first = InstrumentTable([index(), *chain()])  # no future: every option's future row is -1
+    market = LatestPrices(first, "black76", R)
     market.observe(first.rows_of(np.array([NIFTY_INDEX])), np.array([SPOT]))
     market.observe(np.array([-1, -1]), np.array([5.0, 6.0]))  # ticks of unknown tokens
     opts = np.flatnonzero(first.is_option)
     t = np.full(len(opts), 0.05)
     assert np.allclose(market.underlying_price(opts, t), SPOT * np.exp(R * 0.05))  # spot carried at r
-    second = Registry([index(), future(), *chain()], previous=first)
+    second = InstrumentTable([index(), future(), *chain()], previous=first)
     market.rebind(second)
     opts = np.flatnonzero(second.is_option)
     assert np.allclose(market.underlying_price(opts, t), SPOT * np.exp(R * 0.05))  # the future has not traded
@@ -191,7 +191,7 @@ async def test_publisher_keeps_order_across_flights_and_drops_those_behind_a_fai
                              now, "acc")], [])
         return e.process(taken, now)
 
-    breaker = CircuitBreaker(reset_seconds=60)
+    breaker = PublishBreaker(reset_seconds=60)
     publisher = Publisher(redis, names, breaker, e.metrics, batch_max=10, timeout=2)
     prices = [50.0, 51.0, 52.0]
     async with Recorder(redis, [names.options]) as rec:
@@ -212,10 +212,10 @@ async def test_publisher_keeps_order_across_flights_and_drops_those_behind_a_fai
 
 
 async def test_flusher_publishes_learns_its_lead_and_drains_the_snapshot(redis, names):
-    e = Enricher(Registry([index(), *chain()]), model="black76", rate=R, dividend_yield=0.0, bar_interval=60,
+    e = Enricher(InstrumentTable([index(), *chain()]), model="black76", rate=R, dividend_yield=0.0, bar_interval=60,
                  tz=IST, metrics=StreamerMetrics(), snapshot_seconds=30.0)
     buffer = TickBuffer(10_000, batch_max=100)
-    publisher = Publisher(redis, names, CircuitBreaker(reset_seconds=60), e.metrics, batch_max=100, timeout=2)
+    publisher = Publisher(redis, names, PublishBreaker(reset_seconds=60), e.metrics, batch_max=100, timeout=2)
     flusher = Flusher(buffer, e, publisher, e.metrics, window_seconds=0.2)
     toks = [option(k, "CE").instrument_token for k in STRIKES]
     await redis.delete(names.latest)
@@ -246,10 +246,10 @@ class FailingOnce(Enricher):
 
 
 async def test_a_batch_that_fails_enrichment_costs_only_itself(redis, names):
-    e = FailingOnce(Registry([index(), *chain()]), model="black76", rate=R, dividend_yield=0.0, bar_interval=60,
+    e = FailingOnce(InstrumentTable([index(), *chain()]), model="black76", rate=R, dividend_yield=0.0, bar_interval=60,
                     tz=IST, metrics=StreamerMetrics())
     buffer = TickBuffer(10_000, batch_max=100)
-    publisher = Publisher(redis, names, CircuitBreaker(reset_seconds=60), e.metrics, batch_max=100, timeout=2)
+    publisher = Publisher(redis, names, PublishBreaker(reset_seconds=60), e.metrics, batch_max=100, timeout=2)
     flusher = Flusher(buffer, e, publisher, e.metrics, window_seconds=0.05)
     toks = [option(k, "CE").instrument_token for k in STRIKES]
     async with Recorder(redis, [names.options, names.orders]) as rec, asyncio.TaskGroup() as tg:

@@ -28,7 +28,8 @@ def _value(counter, *labels) -> float:
     return (counter.labels(*labels) if labels else counter)._value.get()
 
 
-REDIS_USERS = {f"ticker.streamer.{m}" for m in ("publisher", "control", "leases", "service", "flusher", "tasks")}
+REDIS_USERS = {f"ticker.streamer.{m}" for m in ("stages.publish", "control.listener", "control.leases", "process.wiring",
+                                                   "stages.outbox", "process.supervisor")}
 
 
 def _lines(caplog) -> list[str]:

@@ -21,13 +21,13 @@ import orjson
 from ticker.core.postbacks import check_postback
 from ticker.core.wire import Ticks, WireError, decode, salvage
 from ticker.infra.runtime.throttle import Throttle
-from ticker.streamer.buffer import Chunk, TickBuffer
-from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.batch import Chunk, TickBuffer
 
 log = logging.getLogger(__name__)
 
 
-class Ingest:
+class Decoder:
     def __init__(self, buffer: TickBuffer, metrics: StreamerMetrics) -> None:
         self.buffer = buffer
         self.metrics = metrics

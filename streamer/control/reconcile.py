@@ -18,13 +18,13 @@ from ticker.infra.runtime.logs import register_secret
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore, KiteAccount, load_accounts
 from ticker.streamer.connection import Credentials
-from ticker.streamer.enrich import Enricher
-from ticker.streamer.metrics import StreamerMetrics
-from ticker.streamer.plan import Plan, Slot, Wanted, plan_assignments
+from ticker.streamer.control.demand import demand_fingerprint, load_demand
+from ticker.streamer.control.placement import Plan, Slot, Wanted, plan_assignments
+from ticker.streamer.control.token_health import TokenHealth, fingerprint
 from ticker.streamer.pool import AccountPool
-from ticker.streamer.registry import Registry
-from ticker.streamer.sources import demand_fingerprint, load_demand
-from ticker.streamer.tokens import TokenHealth, fingerprint
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.enrich import Enricher
+from ticker.streamer.stages.instrument_table import InstrumentTable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Reconciler:
             demand = await load_demand(self.db, today, underlyings=self.settings.streamer_underlyings)
             tokens_now = {w.token for w in demand.wanted}
             if instruments_changed or tokens_now != set(self.enricher.registry.tokens.tolist()):
-                self.enricher.rebind(Registry(demand.instruments, previous=self.enricher.registry))
+                self.enricher.rebind(InstrumentTable(demand.instruments, previous=self.enricher.registry))
             self.wanted = demand.wanted
             self._demand_key = key
             self._versions[0] += 1

@@ -13,19 +13,19 @@ from typing import Literal
 import numpy as np
 
 from ticker.core.greeks import synthetic_forward
-from ticker.streamer.registry import Registry
+from ticker.streamer.stages.instrument_table import InstrumentTable
 
 Model = Literal["black76", "bsm"]
 
 
-class Market:
-    def __init__(self, registry: Registry, model: Model, rate: float) -> None:
+class LatestPrices:
+    def __init__(self, registry: InstrumentTable, model: Model, rate: float) -> None:
         self.registry = registry
         self.model = model
         self.rate = rate
         self.price = _unpriced(len(registry))
 
-    def rebind(self, registry: Registry) -> None:
+    def rebind(self, registry: InstrumentTable) -> None:
         """Switch to a reloaded registry, keeping the prices of tokens present in both."""
         price = _unpriced(len(registry))
         rows = registry.rows_of(self.registry.tokens)

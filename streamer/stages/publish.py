@@ -25,10 +25,10 @@ from redis.exceptions import RedisError
 from ticker.core.contracts import Names
 from ticker.infra.runtime.throttle import Throttle
 from ticker.streamer import resp
-from ticker.streamer.breaker import STATE_CODES, CircuitBreaker
-from ticker.streamer.enrich import Outgoing
-from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.outage import RedisLink
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.enrich import Outgoing
+from ticker.streamer.stages.publish_breaker import STATE_CODES, PublishBreaker
 
 log = logging.getLogger(__name__)
 _EXPECTED = (RedisError, OSError, TimeoutError)  # what a Redis outage raises
@@ -54,7 +54,7 @@ class Flight:
 
 
 class Publisher:
-    def __init__(self, redis: Redis, names: Names, breaker: CircuitBreaker, metrics: StreamerMetrics,
+    def __init__(self, redis: Redis, names: Names, breaker: PublishBreaker, metrics: StreamerMetrics,
                  *, batch_max: int, timeout: float, link: RedisLink | None = None) -> None:
         self.redis = redis
         self.link = link or RedisLink()

@@ -26,10 +26,10 @@ import logging
 import time
 
 from ticker.infra.runtime.throttle import Throttle
-from ticker.streamer.buffer import Taken, TickBuffer
-from ticker.streamer.enrich import Enricher, Outgoing
-from ticker.streamer.metrics import StreamerMetrics
-from ticker.streamer.publisher import Flight, Publisher
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.batch import Taken, TickBuffer
+from ticker.streamer.stages.enrich import Enricher, Outgoing
+from ticker.streamer.stages.publish import Flight, Publisher
 
 log = logging.getLogger(__name__)
 IDLE_WAKE_SECONDS = 1.0

@@ -23,13 +23,13 @@ import orjson
 
 from ticker.core.greeks import iv_and_greeks, time_to_expiry
 from ticker.core.wire import Ticks, packet_fits
-from ticker.streamer.bars import Bar, BarBuilder, bar_doc
-from ticker.streamer.buffer import Taken
-from ticker.streamer.market import Market, Model
-from ticker.streamer.metrics import StreamerMetrics
-from ticker.streamer.registry import Registry
-from ticker.streamer.serialize import Renderer, json_tokens, text_column
-from ticker.streamer.snapshot import LatestSnapshot
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.bars import Bar, BarBuilder, bar_doc
+from ticker.streamer.stages.batch import Taken
+from ticker.streamer.stages.instrument_table import InstrumentTable
+from ticker.streamer.stages.latest_prices import LatestPrices, Model
+from ticker.streamer.stages.latest_snapshot import LatestSnapshot
+from ticker.streamer.stages.render import Renderer, json_tokens, text_column
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,12 @@ class Received:
 
 
 class Enricher:
-    def __init__(self, registry: Registry, *, model: Model, rate: float, dividend_yield: float,
+    def __init__(self, registry: InstrumentTable, *, model: Model, rate: float, dividend_yield: float,
                  bar_interval: int, tz: tzinfo, metrics: StreamerMetrics, snapshot_seconds: float = 0.0) -> None:
         self.registry = registry
         self.snapshot = LatestSnapshot(snapshot_seconds)
         self.snapshot.rebind(registry.token_text)
-        self.market = Market(registry, model, rate)
+        self.market = LatestPrices(registry, model, rate)
         self.model, self.rate, self.q = model, rate, dividend_yield
         self.bars = BarBuilder(bar_interval)
         self.tz = tz
@@ -101,7 +101,7 @@ class Enricher:
         self._options = Renderer(OPTION_FIELDS, OPTION_CARRIED, b'"model":"' + model.encode() + b'",', tz)
         self._ticks = Renderer(TICK_FIELDS, TICK_CARRIED, b"", tz)
 
-    def rebind(self, registry: Registry) -> None:
+    def rebind(self, registry: InstrumentTable) -> None:
         self.registry = registry
         self.market.rebind(registry)
         self.bars.retain(set(registry.tokens.tolist()))

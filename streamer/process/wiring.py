@@ -30,23 +30,23 @@ from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import connect
-from ticker.streamer.breaker import CircuitBreaker
-from ticker.streamer.buffer import TickBuffer, wait_event
 from ticker.streamer.connection import Credentials, Timing
-from ticker.streamer.control import ControlListener
-from ticker.streamer.enrich import Enricher
-from ticker.streamer.flusher import Flusher
-from ticker.streamer.health import Backpressure
-from ticker.streamer.ingest import Ingest
-from ticker.streamer.leases import Leases
-from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.control.leases import Leases
+from ticker.streamer.control.listener import ControlListener
+from ticker.streamer.control.reconcile import Reconciler
+from ticker.streamer.control.token_health import RefreshRequests, TokenHealth, report_rejection
 from ticker.streamer.outage import RedisLink
 from ticker.streamer.pool import AccountPool
-from ticker.streamer.publisher import Publisher
-from ticker.streamer.reconcile import Reconciler
-from ticker.streamer.registry import Registry
-from ticker.streamer.tasks import Supervisor
-from ticker.streamer.tokens import RefreshRequests, TokenHealth, report_rejection
+from ticker.streamer.process.health import Backpressure
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.process.supervisor import Supervisor
+from ticker.streamer.stages.batch import TickBuffer, wait_event
+from ticker.streamer.stages.decode import Decoder
+from ticker.streamer.stages.enrich import Enricher
+from ticker.streamer.stages.instrument_table import InstrumentTable
+from ticker.streamer.stages.outbox import Flusher
+from ticker.streamer.stages.publish import Publisher
+from ticker.streamer.stages.publish_breaker import PublishBreaker
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 5  # monitor ticks (seconds)
@@ -109,12 +109,12 @@ class Streamer:
         self.supervisor = Supervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
         self.link = RedisLink(on_change=self._on_redis)
         self.buffer = TickBuffer(settings.tick_buffer_max, settings.tick_batch_max_size)
-        self.ingest = Ingest(self.buffer, self.metrics)
+        self.ingest = Decoder(self.buffer, self.metrics)
         self.enricher = Enricher(
-            Registry([]), model=settings.greeks_model, rate=settings.option_greeks_interest_rate,
+            InstrumentTable([]), model=settings.greeks_model, rate=settings.option_greeks_interest_rate,
             dividend_yield=settings.option_greeks_dividend_yield, bar_interval=settings.bar_interval_seconds,
             tz=settings.tz, metrics=self.metrics, snapshot_seconds=settings.latest_snapshot_ms / 1000)
-        self.breaker = CircuitBreaker(settings.redis_breaker_reset_seconds)
+        self.breaker = PublishBreaker(settings.redis_breaker_reset_seconds)
         self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
                                    batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout,
                                    link=self.link)
