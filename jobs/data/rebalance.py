@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from ticker.core.contracts import ControlMessage
 from ticker.core.indices import index_symbol
 from ticker.core.strikes import ChainRow, diff, plan
-from ticker.infra.kite.limits import Budget, RateLimited, RateLimiter, budget_for
+from ticker.infra.kite.limits import Budget, KiteLimiter, RateLimited, budget_for
 from ticker.infra.kite.rest import KiteApi, KiteException
 from ticker.infra.queue.control import publish_control
 from ticker.infra.stores.accounts import load_accounts
@@ -121,7 +121,7 @@ async def _spot(d: Deps, name: str, index: Any, future: Any) -> float | None:
 
 
 async def _kite_ltp(d: Deps, instrument: str) -> float | None:
-    limiter = RateLimiter(d.redis, d.names, d.settings)
+    limiter = KiteLimiter(d.redis, d.names, d.settings)
     for account in await load_accounts(d.accounts if d.accounts.configured else None, d.settings):
         token = account.secret("access_token")
         if not token:
