@@ -1,6 +1,6 @@
 """Bring the running pools in line with Postgres: accounts × subscriptions → plan → pools.
 
-`reload` reads accounts and demand and recomputes the plan (the registry is rebuilt only when the
+`reload` reads accounts and demand and recomputes the plan (the instrument table is rebuilt only when the
 set of instruments changed or an `instruments` message asked for it); `apply` then moves every
 pool of an account this replica leases to its planned token set, diff by diff, and stops pools of
 accounts it no longer holds or that have nothing to stream. Unaffected connections are untouched.
@@ -23,7 +23,6 @@ from ticker.streamer.control.placement import Plan, Slot, Wanted, plan_assignmen
 from ticker.streamer.control.token_health import TokenHealth, fingerprint
 from ticker.streamer.pool import AccountPool
 from ticker.streamer.process.stream_metrics import StreamerMetrics
-from ticker.streamer.stages.enrich import Enricher
 from ticker.streamer.stages.instrument_table import InstrumentTable
 
 log = logging.getLogger(__name__)
@@ -31,13 +30,14 @@ log = logging.getLogger(__name__)
 
 class Reconciler:
     def __init__(self, settings: Settings, db: asyncpg.Pool, store: AccountStore | None, tokens: TokenHealth,
-                 enricher: Enricher, metrics: StreamerMetrics,
+                 rebind: Callable[[InstrumentTable], None], metrics: StreamerMetrics,
                  new_pool: Callable[[str, Credentials], AccountPool]) -> None:
         self.settings = settings
         self.db = db
         self.store = store
         self.tokens = tokens
-        self.enricher = enricher
+        self.rebind = rebind  # hands a rebuilt instrument table to the pipeline
+        self.table = InstrumentTable([])  # the instruments being streamed
         self.metrics = metrics
         self.new_pool = new_pool
         self.accounts: dict[str, KiteAccount] = {}
@@ -65,8 +65,9 @@ class Reconciler:
         if instruments_changed or key != self._demand_key:
             demand = await load_demand(self.db, today, underlyings=self.settings.streamer_underlyings)
             tokens_now = {w.token for w in demand.wanted}
-            if instruments_changed or tokens_now != set(self.enricher.registry.tokens.tolist()):
-                self.enricher.rebind(InstrumentTable(demand.instruments, previous=self.enricher.registry))
+            if instruments_changed or tokens_now != set(self.table.tokens.tolist()):
+                self.table = InstrumentTable(demand.instruments, previous=self.table)
+                self.rebind(self.table)
             self.wanted = demand.wanted
             self._demand_key = key
             self._versions[0] += 1

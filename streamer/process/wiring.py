@@ -1,5 +1,5 @@
-"""The streamer process, wired: pools → ingest (decode) → buffer → flusher (enrich + publish),
-with the coordinator (leases, reconcile, token rejections), the control listener and the monitor
+"""The streamer process, wired: pools → decode → batch → enrich → render → publish (see
+`ticker.streamer.stages`), with the coordinator (leases, reconcile, token rejections), the control listener and the monitor
 (heartbeat, backpressure) as supervised loops.
 
 Stopping follows SIGTERM's contract: stop reading (close every socket), flush what was read,
@@ -40,13 +40,14 @@ from ticker.streamer.pool import AccountPool
 from ticker.streamer.process.health import Backpressure
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.process.supervisor import Supervisor
-from ticker.streamer.stages.batch import TickBuffer, wait_event
+from ticker.streamer.stages.batch import BatchWindow, TickBuffer, wait_event
 from ticker.streamer.stages.decode import Decoder
 from ticker.streamer.stages.enrich import Enricher
 from ticker.streamer.stages.instrument_table import InstrumentTable
-from ticker.streamer.stages.outbox import Flusher
+from ticker.streamer.stages.pipeline import Pipeline
 from ticker.streamer.stages.publish import Publisher
 from ticker.streamer.stages.publish_breaker import PublishBreaker
+from ticker.streamer.stages.render import BatchRenderer
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 5  # monitor ticks (seconds)
@@ -108,39 +109,51 @@ class Streamer:
         self.metrics = StreamerMetrics()
         self.supervisor = Supervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
         self.link = RedisLink(on_change=self._on_redis)
-        self.buffer = TickBuffer(settings.tick_buffer_max, settings.tick_batch_max_size)
-        self.ingest = Decoder(self.buffer, self.metrics)
-        self.enricher = Enricher(
-            InstrumentTable([]), model=settings.greeks_model, rate=settings.option_greeks_interest_rate,
-            dividend_yield=settings.option_greeks_dividend_yield, bar_interval=settings.bar_interval_seconds,
-            tz=settings.tz, metrics=self.metrics, snapshot_seconds=settings.latest_snapshot_ms / 1000)
-        self.breaker = PublishBreaker(settings.redis_breaker_reset_seconds)
-        self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
-                                   batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout,
-                                   link=self.link)
-        self.flusher = Flusher(self.buffer, self.enricher, self.publisher, self.metrics,
-                               settings.tick_batch_window_ms / 1000)
+        self._pipeline(settings, clients)
         self.tokens = TokenHealth()
         self.refreshes = RefreshRequests(settings, clients.queue, self.names)
         self.timing = Timing(settings.stall_seconds, settings.reconnect_base_seconds,
                              settings.reconnect_max_seconds, settings.ws_subscribe_batch)
         store = account_store(clients.db, settings)
         self.reconciler = Reconciler(settings, clients.db, store if store.configured else None, self.tokens,
-                                     self.enricher, self.metrics, self._new_pool)
+                                     self._rebind, self.metrics, self._new_pool)
         self.leases = Leases(clients.redis, self.names, instance, settings.streamer_lease_ms, self.link)
         self.control = ControlListener(clients.control, self.names, self.metrics, self._on_control,
                                        retry_seconds=settings.redis_breaker_reset_seconds, link=self.link)
         self.backpressure = Backpressure()
         self.wake = Wake()
         self.started_at = time.time()
-        self._flusher_tasks: list[asyncio.Task] = []
+        self._pipeline_tasks: list[asyncio.Task] = []
 
     # --- wiring ----------------------------------------------------------------------------------
+    def _pipeline(self, settings: Settings, clients: Clients) -> None:
+        """The stages in the order ticks flow through them; the pools feed `decoder` (`_new_pool`)."""
+        self.buffer = TickBuffer(settings.tick_buffer_max, settings.tick_batch_max_size)
+        self.decoder = Decoder(self.buffer, self.metrics)
+        self.batches = BatchWindow(self.buffer, settings.tick_batch_window_ms / 1000)
+        self.enricher = Enricher(
+            InstrumentTable([]), model=settings.greeks_model, rate=settings.option_greeks_interest_rate,
+            dividend_yield=settings.option_greeks_dividend_yield, bar_interval=settings.bar_interval_seconds,
+            metrics=self.metrics)
+        self.renderer = BatchRenderer(InstrumentTable([]), model=settings.greeks_model,
+                                      bar_interval=settings.bar_interval_seconds, tz=settings.tz,
+                                      snapshot_seconds=settings.latest_snapshot_ms / 1000)
+        self.breaker = PublishBreaker(settings.redis_breaker_reset_seconds)
+        self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
+                                   batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout,
+                                   link=self.link)
+        self.pipeline = Pipeline(self.batches, self.enricher, self.renderer, self.publisher, self.metrics)
+
+    def _rebind(self, table: InstrumentTable) -> None:
+        """The streamed instruments changed: enrich and render by the new table."""
+        self.enricher.rebind(table)
+        self.renderer.rebind(table)
+
     def _new_pool(self, account_id: str, creds: Credentials) -> AccountPool:
         s = self.settings
         return AccountPool(account_id, creds, ws_root=s.kite_ws_root, max_connections=s.max_ws_connections,
                            per_connection=s.max_instruments_per_ws, session=self.clients.session,
-                           ingest=self.ingest, metrics=self.metrics, timing=self.timing,
+                           ingest=self.decoder, metrics=self.metrics, timing=self.timing,
                            supervisor=self.supervisor, on_rejected=self._on_rejected)
 
     def _on_rejected(self, account_id: str, creds: Credentials) -> None:
@@ -162,9 +175,9 @@ class Streamer:
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         keep = self.supervisor.keep  # the pipeline's loops come back at once: a sleep would stall publishing
-        self._flusher_tasks = [keep("enrich", self.flusher.run, at_once=True),
-                               keep("publish", self.flusher.publish_loop, at_once=True),
-                               keep("replies", self.flusher.reply_loop, at_once=True)]
+        self._pipeline_tasks = [keep("enrich", self.pipeline.batch_loop, at_once=True),
+                                keep("publish", self.pipeline.outbox.publish_loop, at_once=True),
+                                keep("replies", self.pipeline.outbox.reply_loop, at_once=True)]
         self.supervisor.keep("coordinator", self._coordinate)
         self.supervisor.keep("control", self.control.run)
         self.supervisor.keep("monitor", self._monitor)
@@ -172,16 +185,16 @@ class Streamer:
     async def stop(self) -> None:
         """Stop reading, flush what was read, hand leases back, close everything."""
         await self.reconciler.stop()
-        if self._flusher_tasks:
-            enrich, publish, replies = self._flusher_tasks
+        if self._pipeline_tasks:
+            enrich, publish, replies = self._pipeline_tasks
             await self.supervisor.cancel(enrich)
             for _ in range(int(DRAIN_WAIT_SECONDS * 20)):  # let the publish loop send what is queued
-                if self.flusher.idle:
+                if self.pipeline.idle:
                     break
                 await asyncio.sleep(0.05)
             await self.supervisor.cancel(publish)
             await self.supervisor.cancel(replies)
-        await self.flusher.drain()
+        await self.pipeline.drain()
         await self.supervisor.close()
         await self.leases.release_all()
         await self.clients.close()
@@ -219,7 +232,7 @@ class Streamer:
         try:
             if reload:
                 await self.reconciler.reload(instruments_changed=instruments)
-                self.ingest.set_secrets({a: acc.secret("api_secret") for a, acc in self.reconciler.accounts.items()})
+                self.decoder.set_secrets({a: acc.secret("api_secret") for a, acc in self.reconciler.accounts.items()})
             else:
                 self.reconciler.replan()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -233,7 +246,7 @@ class Streamer:
         accounts = self.reconciler.accounts
         await self.refreshes.run([accounts[a] for a in sorted(self.leases.held) if a in accounts], self.tokens)
         await self.reconciler.apply(self.leases.held)
-        self.ingest.forget(set(self.reconciler.accounts))
+        self.decoder.forget(set(self.reconciler.accounts))
         self.metrics.reconciles.labels("ok" if ok else "failed").inc()
         return ok
 
@@ -248,8 +261,8 @@ class Streamer:
             await asyncio.sleep(1.0)
 
     def _sample(self) -> None:
-        self.backpressure.sample(self.ingest.received_total, self.publisher.published_total,
-                                 self.enricher.rejected_total, self.buffer.count + self.flusher.in_flight)
+        self.backpressure.sample(self.decoder.received_total, self.publisher.published_total,
+                                 self.enricher.rejected_total, self.buffer.count + self.pipeline.in_flight)
 
     async def _beat(self) -> None:
         _, doc = self.health()
@@ -269,7 +282,7 @@ class Streamer:
         or `down` (503: nothing can stream)."""
         self._sample()
         owned = self.leases.held
-        accounts = self.reconciler.describe(owned, self.ingest.last_tick, time.time())
+        accounts = self.reconciler.describe(owned, self.decoder.last_tick, time.time())
         working = [a for a in accounts.values() if a["owned"] and a["planned_tokens"]]
         streaming = any(a["connected"] for a in working)
         stranded = bool(self.reconciler.wanted) and self.reconciler.plan.placed == 0  # no account can stream
@@ -286,7 +299,7 @@ class Streamer:
                       "control_listening": self.control.listening},
             "backpressure": backpressure,
             "tasks": len(self.supervisor), "task_failures": self.supervisor.failures,
-            "postbacks": {"unverified_accounts": sorted(self.ingest.unverified)},
+            "postbacks": {"unverified_accounts": sorted(self.decoder.unverified)},
         }
         if reasons:
             doc["reason"] = "; ".join(reasons)

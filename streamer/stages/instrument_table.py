@@ -1,4 +1,4 @@
-"""The in-memory instrument registry: metadata of every streamed token as numpy columns.
+"""The in-memory instrument table: metadata of every streamed token as numpy columns.
 
 Rows are sorted by token so a whole batch of ticks maps to rows with one `searchsorted`. Each
 derivative row knows its underlying's spot row (the index or stock) and its expiry's future row;
@@ -18,7 +18,7 @@ import numpy as np
 
 from ticker.core.indices import underlying_name
 from ticker.core.instruments import SEG_INDICES, Instrument
-from ticker.streamer.stages.render import static_head
+from ticker.streamer.stages.json_columns import static_head
 
 KIND_SPOT, KIND_FUT, KIND_CE, KIND_PE = 0, 1, 2, 3
 _KIND_OF_TYPE = {"EQ": KIND_SPOT, "FUT": KIND_FUT, "CE": KIND_CE, "PE": KIND_PE}
@@ -137,7 +137,7 @@ class InstrumentTable:
         self.chain_start = np.searchsorted(self.chain_of_slot, np.arange(len(groups) + 1))
 
     def rows_of(self, tokens: np.ndarray) -> np.ndarray:
-        """Row per token, -1 where the token is not in the registry."""
+        """Row per token, -1 where the token is not in the table."""
         tokens = np.asarray(tokens, dtype=np.int64)
         if len(self.tokens) == 0:
             return np.full(tokens.shape, -1, np.int64)

@@ -1,10 +1,11 @@
-"""Enrichment alone: which forward each option is priced on, Greeks on a whole batch, the
-latest-tick map, bars; the publisher's one pipeline and the flusher's loops against real Redis."""
+"""Enrichment and rendering alone: which forward each option is priced on, Greeks on a whole batch,
+the latest-tick map, bars; the publisher's one pipeline and the pipeline's loops against real Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -15,12 +16,13 @@ from vollib.black_scholes import black_scholes
 from ticker.core.greeks import time_to_expiry
 from ticker.core.wire import Ticks
 from ticker.streamer.process.stream_metrics import StreamerMetrics
-from ticker.streamer.stages.batch import Chunk, Taken, TickBuffer
+from ticker.streamer.stages.batch import BatchWindow, Chunk, Taken, TickBuffer
 from ticker.streamer.stages.enrich import Enricher
 from ticker.streamer.stages.instrument_table import InstrumentTable
-from ticker.streamer.stages.outbox import Flusher
+from ticker.streamer.stages.pipeline import Pipeline
 from ticker.streamer.stages.publish import Publisher
 from ticker.streamer.stages.publish_breaker import PublishBreaker
+from ticker.streamer.stages.render import BatchRenderer, Outgoing
 
 from .conftest import Recorder
 from .helpers import EXPIRY, NIFTY_INDEX, STRIKES, chain, full_ticks, future, index, option
@@ -30,9 +32,29 @@ R = 0.10
 SPOT = 25_000.0
 
 
-def enricher(instruments, model="black76") -> Enricher:
-    return Enricher(InstrumentTable(instruments), model=model, rate=R, dividend_yield=0.0, bar_interval=60, tz=IST,
-                    metrics=StreamerMetrics())
+@dataclass
+class EnrichRender:
+    """The enrich and render stages, as the pipeline runs them on each batch."""
+
+    enricher: Enricher
+    renderer: BatchRenderer
+
+    @property
+    def metrics(self) -> StreamerMetrics:
+        return self.enricher.metrics
+
+    def process(self, taken: Taken, now: float) -> Outgoing:
+        return self.renderer.render(self.enricher.process(taken, now), now)
+
+
+def enricher(instruments, model="black76", snapshot_seconds: float = 0.0, cls=Enricher) -> EnrichRender:
+    table = InstrumentTable(instruments)
+    return EnrichRender(cls(table, model=model, rate=R, dividend_yield=0.0, bar_interval=60, metrics=StreamerMetrics()),
+                        BatchRenderer(table, model=model, bar_interval=60, tz=IST, snapshot_seconds=snapshot_seconds))
+
+
+def pipeline(e: EnrichRender, buffer: TickBuffer, publisher: Publisher, window: float) -> Pipeline:
+    return Pipeline(BatchWindow(buffer, window), e.enricher, e.renderer, publisher, e.metrics)
 
 
 def years(now: float) -> float:
@@ -48,7 +70,7 @@ def chain_ticks(forward: float, t: float, vol: float = 0.15) -> tuple[list[int],
     return tokens, prices
 
 
-def run(e: Enricher, ticks: Ticks, now: float) -> list[dict]:
+def run(e: EnrichRender, ticks: Ticks, now: float) -> list[dict]:
     out = e.process(Taken([Chunk(ticks, now, "acc")], []), now)
     return [orjson.loads(b) for b in out.options]
 
@@ -211,25 +233,25 @@ async def test_publisher_keeps_order_across_flights_and_drops_those_behind_a_fai
     await publisher.close()
 
 
-async def test_flusher_publishes_learns_its_lead_and_drains_the_snapshot(redis, names):
-    e = Enricher(InstrumentTable([index(), *chain()]), model="black76", rate=R, dividend_yield=0.0, bar_interval=60,
-                 tz=IST, metrics=StreamerMetrics(), snapshot_seconds=30.0)
+async def test_pipeline_publishes_learns_its_lead_and_drains_the_snapshot(redis, names):
+    e = enricher([index(), *chain()], snapshot_seconds=30.0)
     buffer = TickBuffer(10_000, batch_max=100)
     publisher = Publisher(redis, names, PublishBreaker(reset_seconds=60), e.metrics, batch_max=100, timeout=2)
-    flusher = Flusher(buffer, e, publisher, e.metrics, window_seconds=0.2)
+    flow = pipeline(e, buffer, publisher, window=0.2)
     toks = [option(k, "CE").instrument_token for k in STRIKES]
     await redis.delete(names.latest)
     async with Recorder(redis, [names.options]) as rec, asyncio.TaskGroup() as tg:
-        loops = [tg.create_task(loop()) for loop in (flusher.run, flusher.publish_loop, flusher.reply_loop)]
+        loops = [tg.create_task(loop()) for loop in (flow.batch_loop, flow.outbox.publish_loop,
+                                                     flow.outbox.reply_loop)]
         for price in (50.0, 51.0, 52.0):
             buffer.put(Chunk(Ticks.concat([full_ticks([NIFTY_INDEX], [SPOT]), full_ticks(toks, [price] * 5)]),
                              time.time(), "acc"))
             await _until(lambda n=price: any(t["last_price"] == n for _, _, d in rec.messages for t in d))
         for loop in loops:
             loop.cancel()
-    assert 0 < flusher.lead <= flusher.window / 2  # learnt from the flushes' durations, capped
+    assert 0 < flow.batches.lead <= flow.batches.window / 2  # learnt from the flushes' durations, capped
     assert await redis.hlen(names.latest) == 0  # held back: the snapshot interval is 30 s
-    await flusher.drain()  # shutdown writes what the snapshot still holds, newest ticks
+    await flow.drain()  # shutdown writes what the snapshot still holds, newest ticks
     latest = {int(k): orjson.loads(v) for k, v in (await redis.hgetall(names.latest)).items()}
     assert {latest[t]["last_price"] for t in toks} == {52.0} and NIFTY_INDEX in latest
 
@@ -246,14 +268,14 @@ class FailingOnce(Enricher):
 
 
 async def test_a_batch_that_fails_enrichment_costs_only_itself(redis, names):
-    e = FailingOnce(InstrumentTable([index(), *chain()]), model="black76", rate=R, dividend_yield=0.0, bar_interval=60,
-                    tz=IST, metrics=StreamerMetrics())
+    e = enricher([index(), *chain()], cls=FailingOnce)
     buffer = TickBuffer(10_000, batch_max=100)
     publisher = Publisher(redis, names, PublishBreaker(reset_seconds=60), e.metrics, batch_max=100, timeout=2)
-    flusher = Flusher(buffer, e, publisher, e.metrics, window_seconds=0.05)
+    flow = pipeline(e, buffer, publisher, window=0.05)
     toks = [option(k, "CE").instrument_token for k in STRIKES]
     async with Recorder(redis, [names.options, names.orders]) as rec, asyncio.TaskGroup() as tg:
-        loops = [tg.create_task(loop()) for loop in (flusher.run, flusher.publish_loop, flusher.reply_loop)]
+        loops = [tg.create_task(loop()) for loop in (flow.batch_loop, flow.outbox.publish_loop,
+                                                     flow.outbox.reply_loop)]
         for price in (50.0, FailingOnce.poison, 52.0):
             buffer.put(Chunk(full_ticks(toks, [price] * 5), time.time(), "acc"))
             if price == FailingOnce.poison:

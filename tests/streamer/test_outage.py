@@ -29,7 +29,7 @@ def _value(counter, *labels) -> float:
 
 
 REDIS_USERS = {f"ticker.streamer.{m}" for m in ("stages.publish", "control.listener", "control.leases", "process.wiring",
-                                                   "stages.outbox", "process.supervisor")}
+                                                   "stages.pipeline", "stages.outbox", "process.supervisor")}
 
 
 def _lines(caplog) -> list[str]:
@@ -57,7 +57,7 @@ async def test_streamer_rides_through_redis_going_away_and_coming_back(how, mark
             await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), BOUND)
             await wait_for(lambda: streamer.health()[1]["status"] == "streaming", BOUND)
             sockets, held = _sockets(market), set(streamer.leases.held)
-            received = streamer.ingest.received_total
+            received = streamer.decoder.received_total
             caplog.clear()
 
             getattr(server, how)()  # Redis refuses every connection from now on
@@ -65,7 +65,7 @@ async def test_streamer_rides_through_redis_going_away_and_coming_back(how, mark
             link = streamer.link
             await wait_for(lambda: min(link.failures[p] for p in ("publisher", "control", "leases")) >= RETRIES,
                            BOUND)
-            await wait_for(lambda: streamer.ingest.received_total > received + 200, BOUND)  # Kite still read
+            await wait_for(lambda: streamer.decoder.received_total > received + 200, BOUND)  # Kite still read
             status, health = streamer.health()
             assert status == 200 and health["reason"].startswith("Redis unreachable")
             assert health["redis"]["up"] is False and health["redis"]["breaker"] != "closed"

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from ticker.core.wire import Ticks
-from ticker.streamer.stages import render
+from ticker.streamer.stages import json_columns
 from ticker.streamer.stages.instrument_table import KIND_FUT, KIND_SPOT, InstrumentTable
-from ticker.streamer.stages.render import (
+from ticker.streamer.stages.json_columns import (
     NULL,
     Renderer,
     array_text,
@@ -56,13 +56,13 @@ def test_array_text_reads_like_orjson_for_any_float():
 
 
 ASSEMBLERS = [pytest.param(assemble_py, id="python")]
-if render.assemble is not assemble_py:
-    ASSEMBLERS.append(pytest.param(render.assemble, id="c"))
+if json_columns.assemble is not assemble_py:
+    ASSEMBLERS.append(pytest.param(json_columns.assemble, id="c"))
 
 
 def test_the_c_assembler_is_built_here():
     """`make setup` compiles it; the Python fallback exists for machines without a compiler."""
-    assert render.assemble is not assemble_py
+    assert json_columns.assemble is not assemble_py
 
 
 @pytest.mark.parametrize("assemble", ASSEMBLERS)
@@ -118,7 +118,7 @@ def test_prices_that_are_not_whole_paise_are_left_to_orjson():
 
 
 def test_the_c_assembler_refuses_what_is_not_a_flat_array():
-    if render.assemble is assemble_py:
+    if json_columns.assemble is assemble_py:
         pytest.skip("built without the C assembler")
     int64 = np.array([1, 2], dtype=np.int64)
     for columns, error in (([[b"1", b"2"], b"[[1],[2]]"], ValueError), ([[b"1", 2], b"[1,2]"], TypeError),
@@ -127,9 +127,9 @@ def test_the_c_assembler_refuses_what_is_not_a_flat_array():
                            ([[b"1", b"2"], (int64.astype(np.int32), 0)], ValueError),
                            ([[b"1", b"2"], (np.arange(4, dtype=np.int64)[::2], 0)], ValueError)):
         with pytest.raises(error):
-            render.assemble((b"", b"", b""), columns, 2)
+            json_columns.assemble((b"", b"", b""), columns, 2)
     with pytest.raises(ValueError):
-        render.assemble((b"",), [], -1)
+        json_columns.assemble((b"",), [], -1)
 
 
 def test_iso_tokens_are_local_time_and_zero_is_null():
@@ -173,7 +173,7 @@ def test_renderer_output_is_the_same_whichever_assembler_runs(assemble, monkeypa
     iv[3] = np.nan
     columns = {**ticks.columns(), "volume": ticks.volume_traded, "iv": iv}
     renderer = Renderer(FIELDS, CARRIED, b'"model":"bsm",', IST)
-    monkeypatch.setattr(render, "assemble", assemble)
+    monkeypatch.setattr(json_columns, "assemble", assemble)
     rendered = renderer.render(heads, ticks.packet_length, columns, 1_763_600_000.25)
     expected = []
     for i, doc in enumerate(orjson.loads(b"[" + b",".join(rendered) + b"]")):
@@ -181,7 +181,7 @@ def test_renderer_output_is_the_same_whichever_assembler_runs(assemble, monkeypa
         assert doc["iv"] == (None if i == 3 else iv[i])
         expected.append(orjson.dumps(doc))
     assert [orjson.dumps(orjson.loads(r)) for r in rendered] == expected
-    monkeypatch.setattr(render, "assemble", assemble_py)
+    monkeypatch.setattr(json_columns, "assemble", assemble_py)
     assert renderer.render(heads, ticks.packet_length, columns, 1_763_600_000.25) == rendered
 
 
