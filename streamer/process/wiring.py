@@ -37,7 +37,7 @@ from ticker.streamer.control.reconcile import Reconciler
 from ticker.streamer.control.token_health import RefreshRequests, TokenHealth, report_rejection
 from ticker.streamer.outage import RedisLink
 from ticker.streamer.pool import AccountPool
-from ticker.streamer.process.health import Backpressure
+from ticker.streamer.process.backpressure import Backpressure
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.process.supervisor import Supervisor
 from ticker.streamer.stages.batch import BatchWindow, TickBuffer, wait_event

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from ticker.streamer.outage import RedisLink, jittered
-from ticker.streamer.process.health import Backpressure
+from ticker.streamer.process.backpressure import Backpressure
 from ticker.streamer.process.supervisor import Supervisor
 from ticker.streamer.stages.publish_breaker import PublishBreaker
 

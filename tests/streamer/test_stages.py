@@ -15,7 +15,7 @@ from ticker.streamer.connection import (
     ticker_url,
     unsubscribe_messages,
 )
-from ticker.streamer.process.health import Backpressure, classify
+from ticker.streamer.process.backpressure import Backpressure, classify
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.stages.bars import BarBuilder
 from ticker.streamer.stages.batch import Chunk, TickBuffer
