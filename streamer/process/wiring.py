@@ -1,6 +1,7 @@
 """The streamer process, wired: pools → decode → batch → enrich → render → publish (see
-`ticker.streamer.stages`), with the coordinator (leases, reconcile, token rejections), the control listener and the monitor
-(heartbeat, backpressure) as supervised loops.
+`ticker.streamer.stages`), with the coordinator (leases, reconcile, token rejections; see
+`ticker.streamer.control`), the control listener and the monitor (heartbeat, backpressure) as
+supervised loops.
 
 Stopping follows SIGTERM's contract: stop reading (close every socket), flush what was read,
 hand the leases back, close clients.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
@@ -23,7 +24,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ticker.core.contracts import TOKEN_PROBLEM_REASONS, ControlMessage, Names
+from ticker.core.contracts import Names
 from ticker.infra.queue.enqueue import create_queue, names_for
 from ticker.infra.runtime.heartbeat import beat
 from ticker.infra.runtime.settings import Settings
@@ -31,16 +32,18 @@ from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import connect
 from ticker.streamer.connection import Credentials, Timing
+from ticker.streamer.control.coordinator import Coordinator
 from ticker.streamer.control.leases import Leases
 from ticker.streamer.control.listener import ControlListener
 from ticker.streamer.control.reconcile import Reconciler
-from ticker.streamer.control.token_health import RefreshRequests, TokenHealth, report_rejection
+from ticker.streamer.control.token_health import TokenHealth
+from ticker.streamer.control.token_refresh import RefreshRequests
 from ticker.streamer.outage import RedisLink
 from ticker.streamer.pool import AccountPool
 from ticker.streamer.process.backpressure import Backpressure
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.process.supervisor import Supervisor
-from ticker.streamer.stages.batch import BatchWindow, TickBuffer, wait_event
+from ticker.streamer.stages.batch import BatchWindow, TickBuffer
 from ticker.streamer.stages.decode import Decoder
 from ticker.streamer.stages.enrich import Enricher
 from ticker.streamer.stages.instrument_table import InstrumentTable
@@ -51,7 +54,6 @@ from ticker.streamer.stages.render import BatchRenderer
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 5  # monitor ticks (seconds)
-DEBOUNCE_SECONDS = 0.05
 DRAIN_WAIT_SECONDS = 3.0
 
 
@@ -86,20 +88,6 @@ class Clients:
         await self.db.close()
 
 
-@dataclass
-class Wake:
-    """Why the coordinator should run now (collected between runs)."""
-
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-    reload: bool = False
-    instruments: bool = False
-
-    def request(self, *, reload: bool = True, instruments: bool = False) -> None:
-        self.reload |= reload
-        self.instruments |= instruments
-        self.event.set()
-
-
 class Streamer:
     def __init__(self, settings: Settings, clients: Clients, instance: str) -> None:
         self.settings = settings
@@ -118,10 +106,11 @@ class Streamer:
         self.reconciler = Reconciler(settings, clients.db, store if store.configured else None, self.tokens,
                                      self._rebind, self.metrics, self._new_pool)
         self.leases = Leases(clients.redis, self.names, instance, settings.streamer_lease_ms, self.link)
-        self.control = ControlListener(clients.control, self.names, self.metrics, self._on_control,
+        self.coordinator = Coordinator(settings, self.reconciler, self.leases, self.tokens, self.refreshes,
+                                       self.decoder, clients.redis, self.names, self.link, self.metrics)
+        self.control = ControlListener(clients.control, self.names, self.metrics, self.coordinator.on_control,
                                        retry_seconds=settings.redis_breaker_reset_seconds, link=self.link)
         self.backpressure = Backpressure()
-        self.wake = Wake()
         self.started_at = time.time()
         self._pipeline_tasks: list[asyncio.Task] = []
 
@@ -154,23 +143,12 @@ class Streamer:
         return AccountPool(account_id, creds, ws_root=s.kite_ws_root, max_connections=s.max_ws_connections,
                            per_connection=s.max_instruments_per_ws, session=self.clients.session,
                            ingest=self.decoder, metrics=self.metrics, timing=self.timing,
-                           supervisor=self.supervisor, on_rejected=self._on_rejected)
-
-    def _on_rejected(self, account_id: str, creds: Credentials) -> None:
-        account = self.reconciler.accounts.get(account_id)
-        self.tokens.refused(account_id, creds.access_token, account.token_updated_at if account else None)
-        self.wake.request(reload=False)
+                           supervisor=self.supervisor, on_rejected=self.coordinator.refused)
 
     def _on_redis(self, up: bool) -> None:
         self.metrics.redis_up.set(1 if up else 0)
         if not up:
             self.metrics.redis_outages.inc()
-
-    def _on_control(self, message: ControlMessage | None) -> None:
-        if message is not None and message.kind == "tokens" and message.account_id \
-                and message.reason not in TOKEN_PROBLEM_REASONS:
-            self.tokens.forgive(message.account_id)
-        self.wake.request(instruments=message is not None and message.kind == "instruments")
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -178,7 +156,7 @@ class Streamer:
         self._pipeline_tasks = [keep("enrich", self.pipeline.batch_loop, at_once=True),
                                 keep("publish", self.pipeline.outbox.publish_loop, at_once=True),
                                 keep("replies", self.pipeline.outbox.reply_loop, at_once=True)]
-        self.supervisor.keep("coordinator", self._coordinate)
+        self.supervisor.keep("coordinator", self.coordinator.run)
         self.supervisor.keep("control", self.control.run)
         self.supervisor.keep("monitor", self._monitor)
 
@@ -200,56 +178,6 @@ class Streamer:
         await self.clients.close()
 
     # --- loops -----------------------------------------------------------------------------------
-    async def _coordinate(self) -> None:
-        """Leases every quarter lease, full reload every STREAMER_RECONCILE_SECONDS, and at once
-        when woken (control message, refused token)."""
-        next_lease = next_reload = 0.0
-        while True:
-            timeout = max(0.0, min(next_lease, next_reload) - time.monotonic())
-            if await wait_event(self.wake.event, timeout):
-                await asyncio.sleep(DEBOUNCE_SECONDS)  # let a burst of messages arrive
-            now = time.monotonic()
-            reload = self.wake.reload or now >= next_reload
-            instruments, self.wake.reload, self.wake.instruments = self.wake.instruments, False, False
-            self.wake.event.clear()
-            if await self._pass(reload, instruments, lease_due=now >= next_lease):
-                next_reload = now + self.settings.streamer_reconcile_seconds if reload else next_reload
-            else:
-                next_reload = now + 1.0  # Postgres trouble: retry soon, keep streaming meanwhile
-            if now >= next_lease:
-                next_lease = now + self.leases.interval
-
-    async def _pass(self, reload: bool, instruments: bool, lease_due: bool) -> bool:
-        """One coordination pass; False when Postgres could not be read (the old plan stays)."""
-        for account_id, fp in list(self.tokens.pending.items()) if self.link.up else []:
-            # While Redis is down the report (a token-refresh job, a control message) would be
-            # lost: it stays pending until Redis is back.
-            del self.tokens.pending[account_id]
-            account = self.reconciler.accounts.get(account_id)
-            await report_rejection(account_id, fp, auto_login=account is not None and account.auto_login,
-                                   store=self.reconciler.store, redis=self.clients.redis, names=self.names)
-        ok = True
-        try:
-            if reload:
-                await self.reconciler.reload(instruments_changed=instruments)
-                self.decoder.set_secrets({a: acc.secret("api_secret") for a, acc in self.reconciler.accounts.items()})
-            else:
-                self.reconciler.replan()
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            ok = False
-            log.warning("could not read accounts/subscriptions; keeping the current plan",
-                        extra={"error": type(exc).__name__})
-            self.reconciler.replan()
-        if lease_due or reload:
-            await self.leases.refresh(self.reconciler.accounts)
-        self.metrics.accounts_owned.set(len(self.leases.held))
-        accounts = self.reconciler.accounts
-        await self.refreshes.run([accounts[a] for a in sorted(self.leases.held) if a in accounts], self.tokens)
-        await self.reconciler.apply(self.leases.held)
-        self.decoder.forget(set(self.reconciler.accounts))
-        self.metrics.reconciles.labels("ok" if ok else "failed").inc()
-        return ok
-
     async def _monitor(self) -> None:
         ticks = 0
         while True:

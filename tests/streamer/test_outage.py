@@ -29,7 +29,8 @@ def _value(counter, *labels) -> float:
 
 
 REDIS_USERS = {f"ticker.streamer.{m}" for m in ("stages.publish", "control.listener", "control.leases", "process.wiring",
-                                                   "stages.pipeline", "stages.outbox", "process.supervisor")}
+                                                   "control.coordinator", "stages.pipeline", "stages.outbox",
+                                                   "process.supervisor")}
 
 
 def _lines(caplog) -> list[str]:
