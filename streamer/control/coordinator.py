@@ -54,7 +54,7 @@ class Coordinator:
     settings: Settings
     reconciler: Reconciler
     leases: Leases
-    tokens: TokenHealth
+    token_health: TokenHealth
     refreshes: RefreshRequests
     decoder: Decoder  # told the accounts' api_secrets (postback checks) and which accounts remain
     redis: Redis
@@ -66,14 +66,14 @@ class Coordinator:
     def refused(self, account_id: str, creds: Credentials) -> None:
         """Kite refused this account's token on the ticker handshake."""
         account = self.reconciler.accounts.get(account_id)
-        self.tokens.refused(account_id, creds.access_token, account.token_updated_at if account else None)
+        self.token_health.refused(account_id, creds.access_token, account.token_updated_at if account else None)
         self.wake.request(reload=False)
 
     def on_control(self, message: ControlMessage | None) -> None:
         """A control message (None: we may have missed some)."""
         if message is not None and message.kind == "tokens" and message.account_id \
                 and message.reason not in TOKEN_PROBLEM_REASONS:
-            self.tokens.forgive(message.account_id)
+            self.token_health.forgive(message.account_id)
         self.wake.request(instruments=message is not None and message.kind == "instruments")
 
     async def run(self) -> None:
@@ -112,7 +112,7 @@ class Coordinator:
             await self.leases.refresh(self.reconciler.accounts)
         self.metrics.accounts_owned.set(len(self.leases.held))
         accounts = self.reconciler.accounts
-        await self.refreshes.run([accounts[a] for a in sorted(self.leases.held) if a in accounts], self.tokens)
+        await self.refreshes.run([accounts[a] for a in sorted(self.leases.held) if a in accounts], self.token_health)
         await self.reconciler.apply(self.leases.held)
         self.decoder.forget(set(self.reconciler.accounts))
         self.metrics.reconciles.labels("ok" if ok else "failed").inc()
@@ -121,8 +121,8 @@ class Coordinator:
     async def _report_refusals(self) -> None:
         """While Redis is down the report (a token-refresh job, a control message) would be lost:
         it stays pending until Redis is back."""
-        for account_id, fp in list(self.tokens.pending.items()) if self.link.up else []:
-            del self.tokens.pending[account_id]
+        for account_id, fp in list(self.token_health.pending.items()) if self.link.up else []:
+            del self.token_health.pending[account_id]
             account = self.reconciler.accounts.get(account_id)
             await report_rejection(account_id, fp, auto_login=account is not None and account.auto_login,
                                    store=self.reconciler.store, redis=self.redis, names=self.names)

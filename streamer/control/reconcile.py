@@ -29,13 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, db: asyncpg.Pool, store: AccountStore | None, tokens: TokenHealth,
+    def __init__(self, settings: Settings, db: asyncpg.Pool, store: AccountStore | None, token_health: TokenHealth,
                  rebind: Callable[[InstrumentTable], None], metrics: StreamerMetrics,
                  new_pool: Callable[[str, Credentials], AccountPool]) -> None:
         self.settings = settings
         self.db = db
         self.store = store
-        self.tokens = tokens
+        self.token_health = token_health
         self.rebind = rebind  # hands a rebuilt instrument table to the pipeline
         self.table = InstrumentTable([])  # the instruments being streamed
         self.metrics = metrics
@@ -59,7 +59,7 @@ class Reconciler:
             register_secret(account.secret("access_token"))
             register_secret(account.secret("api_secret"))
         self.accounts = {a.account_id: a for a in accounts}
-        self.tokens.retain(set(self.accounts))
+        self.token_health.retain(set(self.accounts))
         today = datetime.now(self.settings.tz).date()
         key = await demand_fingerprint(self.db, today)
         if instruments_changed or key != self._demand_key:
@@ -75,7 +75,7 @@ class Reconciler:
 
     def replan(self) -> None:
         """Recompute the plan when its inputs changed (demand, accounts, token health)."""
-        slots = [Slot(a.account_id, self.capacity, self.tokens.healthy(a)) for a in self.accounts.values()]
+        slots = [Slot(a.account_id, self.capacity, self.token_health.healthy(a)) for a in self.accounts.values()]
         key = (self._versions[0], tuple(slots))
         if key == self._plan_key:
             return
@@ -119,7 +119,7 @@ class Reconciler:
         for account_id, account in sorted(self.accounts.items()):
             pool = self.pools.get(account_id)
             seen = last_tick.get(account_id)
-            doc = {"owned": account_id in owned, "token_state": self.tokens.state(account),
+            doc = {"owned": account_id in owned, "token_state": self.token_health.state(account),
                    "login_error": account.login_error,
                    "planned_tokens": len(self.plan.tokens_of(account_id)),
                    "last_tick_age": round(now - seen, 3) if seen else None}

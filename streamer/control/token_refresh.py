@@ -60,7 +60,7 @@ class RefreshRequests:
         ceiling = min(self.cap, self.first * 2 ** min(max(asks - 1, 0), 30))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def run(self, accounts: Iterable[KiteAccount], tokens: TokenHealth) -> None:
+    async def run(self, accounts: Iterable[KiteAccount], token_health: TokenHealth) -> None:
         """Ask for the accounts that need it now. The back-off of an account that works again is
         kept (per token version): a token the ticker refuses but Kite's REST accepts must not turn
         into a refresh loop."""
@@ -70,7 +70,7 @@ class RefreshRequests:
             if not account.auto_login or account.login_blocked(self.refused_retry):
                 continue
             seen.add(account.account_id)
-            if not tokens.healthy(account):
+            if not token_health.healthy(account):
                 await self._maybe_ask(account, now)
         for gone in [a for a in self._asking if a not in seen]:
             del self._asking[gone]  # released, removed, refused for good: start afresh next time

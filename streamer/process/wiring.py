@@ -98,15 +98,15 @@ class Streamer:
         self.supervisor = Supervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
         self.link = RedisLink(on_change=self._on_redis)
         self._pipeline(settings, clients)
-        self.tokens = TokenHealth()
+        self.token_health = TokenHealth()
         self.refreshes = RefreshRequests(settings, clients.queue, self.names)
         self.timing = Timing(settings.stall_seconds, settings.reconnect_base_seconds,
                              settings.reconnect_max_seconds, settings.ws_subscribe_batch)
         store = account_store(clients.db, settings)
-        self.reconciler = Reconciler(settings, clients.db, store if store.configured else None, self.tokens,
+        self.reconciler = Reconciler(settings, clients.db, store if store.configured else None, self.token_health,
                                      self._rebind, self.metrics, self._new_pool)
         self.leases = Leases(clients.redis, self.names, instance, settings.streamer_lease_ms, self.link)
-        self.coordinator = Coordinator(settings, self.reconciler, self.leases, self.tokens, self.refreshes,
+        self.coordinator = Coordinator(settings, self.reconciler, self.leases, self.token_health, self.refreshes,
                                        self.decoder, clients.redis, self.names, self.link, self.metrics)
         self.control = ControlListener(clients.control, self.names, self.metrics, self.coordinator.on_control,
                                        retry_seconds=settings.redis_breaker_reset_seconds, link=self.link)

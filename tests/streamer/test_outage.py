@@ -153,13 +153,13 @@ async def test_a_token_refused_while_redis_is_down_is_reported_once_it_is_back(m
             server.kill()
             await wait_for(lambda: not streamer.link.up, BOUND)
             market.state.expire_tokens(api_key=sick.api_key)  # acc2 reconnects and meets a 403
-            await wait_for(lambda: "acc2" in streamer.tokens.pending, BOUND)
+            await wait_for(lambda: "acc2" in streamer.token_health.pending, BOUND)
             passes = streamer.link.failures["leases"]
             await wait_for(lambda: streamer.link.failures["leases"] >= passes + RETRIES, BOUND)
-            assert "acc2" in streamer.tokens.pending  # coordinator passes went by; the report waits
+            assert "acc2" in streamer.token_health.pending  # coordinator passes went by; the report waits
             assert await token_state("acc2") == "valid"
             server.start()
-            await wait_for(lambda: "acc2" not in streamer.tokens.pending, BOUND)
+            await wait_for(lambda: "acc2" not in streamer.token_health.pending, BOUND)
             deadline = time.monotonic() + BOUND
             while await token_state("acc2") != "invalid":
                 assert time.monotonic() < deadline, "the refused token was never reported"
