@@ -97,26 +97,18 @@ class Streamer:
         self.metrics = StreamerMetrics()
         self.supervisor = Supervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
         self.link = RedisLink(on_change=self._on_redis)
-        self._pipeline(settings, clients)
-        self.token_health = TokenHealth()
-        self.refreshes = RefreshRequests(settings, clients.queue, self.names)
         self.timing = Timing(settings.stall_seconds, settings.reconnect_base_seconds,
                              settings.reconnect_max_seconds, settings.ws_subscribe_batch)
-        store = account_store(clients.db, settings)
-        self.reconciler = Reconciler(settings, clients.db, store if store.configured else None, self.token_health,
-                                     self._rebind, self.metrics, self._new_pool)
-        self.leases = Leases(clients.redis, self.names, instance, settings.streamer_lease_ms, self.link)
-        self.coordinator = Coordinator(settings, self.reconciler, self.leases, self.token_health, self.refreshes,
-                                       self.decoder, clients.redis, self.names, self.link, self.metrics)
-        self.control = ControlListener(clients.control, self.names, self.metrics, self.coordinator.on_control,
-                                       retry_seconds=settings.redis_breaker_reset_seconds, link=self.link)
+        self._pipeline(settings, clients)
+        self._control(settings, clients)
         self.backpressure = Backpressure()
         self.started_at = time.time()
         self._pipeline_tasks: list[asyncio.Task] = []
 
     # --- wiring ----------------------------------------------------------------------------------
     def _pipeline(self, settings: Settings, clients: Clients) -> None:
-        """The stages in the order ticks flow through them; the pools feed `decoder` (`_new_pool`)."""
+        """pools → decode → batch → enrich → render → publish: the stages in the order ticks flow
+        through them (the pools, made per account by `_new_pool`, feed `decoder`)."""
         self.buffer = TickBuffer(settings.tick_buffer_max, settings.tick_batch_max_size)
         self.decoder = Decoder(self.buffer, self.metrics)
         self.batches = BatchWindow(self.buffer, settings.tick_batch_window_ms / 1000)
@@ -132,6 +124,20 @@ class Streamer:
                                    batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout,
                                    link=self.link)
         self.pipeline = Pipeline(self.batches, self.enricher, self.renderer, self.publisher, self.metrics)
+
+    def _control(self, settings: Settings, clients: Clients) -> None:
+        """What streams on which account of which replica: demand and accounts from Postgres,
+        leases and control messages from Redis, moved into the pools by the coordinator."""
+        self.token_health = TokenHealth()
+        self.refreshes = RefreshRequests(settings, clients.queue, self.names)
+        store = account_store(clients.db, settings)
+        self.reconciler = Reconciler(settings, clients.db, store if store.configured else None, self.token_health,
+                                     self._rebind, self.metrics, self._new_pool)
+        self.leases = Leases(clients.redis, self.names, self.instance, settings.streamer_lease_ms, self.link)
+        self.coordinator = Coordinator(settings, self.reconciler, self.leases, self.token_health, self.refreshes,
+                                       self.decoder, clients.redis, self.names, self.link, self.metrics)
+        self.control = ControlListener(clients.control, self.names, self.metrics, self.coordinator.on_control,
+                                       retry_seconds=settings.redis_breaker_reset_seconds, link=self.link)
 
     def _rebind(self, table: InstrumentTable) -> None:
         """The streamed instruments changed: enrich and render by the new table."""
