@@ -11,16 +11,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-# Kite's index instrument for each derivative underlying name (segment INDICES).
-INDEX_SYMBOL = {
-    "NIFTY": "NIFTY 50",
-    "BANKNIFTY": "NIFTY BANK",
-    "FINNIFTY": "NIFTY FIN SERVICE",
-    "MIDCPNIFTY": "NIFTY MID SELECT",
-    "SENSEX": "SENSEX",
-    "BANKEX": "BANKEX",
-}
-
 
 @dataclass(frozen=True)
 class ChainRow:

@@ -20,7 +20,7 @@ from ticker.http.inputs import MAX_BODY_BYTES
 from ticker.http.middleware.auth import JwtVerifier, api_key_middleware
 from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
 from ticker.http.middleware.observe import HttpMetrics, observe_middleware
-from ticker.http.middleware.quota import RateLimiter, rate_limit_middleware
+from ticker.http.middleware.quota import ClientQuota, rate_limit_middleware
 from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages
 from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
@@ -45,13 +45,13 @@ from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
 
-LIMITER = web.AppKey("limiter", RateLimiter)
+LIMITER = web.AppKey("limiter", ClientQuota)
 
 
 def create_app(settings: Settings) -> web.Application:
     settings.require("redis_url", "database_url")
     metrics = HttpMetrics(new_registry())
-    limiter = RateLimiter(names_for(settings), settings.http_rate_limit_per_minute)
+    limiter = ClientQuota(names_for(settings), settings.http_rate_limit_per_minute)
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[observe_middleware(metrics), error_middleware, api_key_middleware(settings),

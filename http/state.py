@@ -13,7 +13,7 @@ from ticker.core.contracts import Names
 from ticker.http.audit_batch import AuditBatcher
 from ticker.http.middleware.auth import JwtVerifier
 from ticker.http.middleware.observe import HttpMetrics
-from ticker.http.middleware.quota import RateLimiter
+from ticker.http.middleware.quota import ClientQuota
 from ticker.http.outage import Outages
 from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
@@ -30,7 +30,7 @@ class Services:
     db: asyncpg.Pool
     metrics: HttpMetrics
     accounts: AccountStore
-    limiter: RateLimiter
+    limiter: ClientQuota
     jwt: JwtVerifier
     hub: TickHub
     refs: Refs

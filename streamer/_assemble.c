@@ -1,6 +1,6 @@
 /* Tick JSON assembly: one bytes object per row from a template and per-field columns.
 
-   serialize.py prepares every field of a batch as a column at once; what remains per tick is
+   stages/json_columns.py prepares every field of a batch as a column at once; what remains per tick is
    stitching ~50 short tokens between the template's literal pieces. In Python that is one `%`
    over a 50-tuple per tick and a bytes object per token, which cost more than decoding, Greeks
    and publishing together; here it is a measuring pass, one allocation and memcpy.

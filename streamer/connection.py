@@ -21,10 +21,10 @@ import aiohttp
 import orjson
 from aiohttp import WSMsgType
 
-from ticker.streamer.ingest import Ingest
-from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.control.placement import MODES, Mode
 from ticker.streamer.outage import jittered
-from ticker.streamer.plan import MODES, Mode
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.decode import Decoder
 
 log = logging.getLogger(__name__)
 _CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
@@ -80,7 +80,7 @@ def unsubscribe_messages(tokens: list[int], batch: int) -> list[str]:
 
 class KiteConnection:
     def __init__(self, account_id: str, index: int, creds: Credentials, ws_root: str,
-                 session: aiohttp.ClientSession, ingest: Ingest, metrics: StreamerMetrics, timing: Timing,
+                 session: aiohttp.ClientSession, ingest: Decoder, metrics: StreamerMetrics, timing: Timing,
                  on_rejected: Callable[[str, Credentials], None]) -> None:
         self.account_id = account_id
         self.index = index

@@ -16,17 +16,17 @@ from collections.abc import Callable
 import aiohttp
 
 from ticker.streamer.connection import Credentials, KiteConnection, Timing
-from ticker.streamer.ingest import Ingest
-from ticker.streamer.metrics import StreamerMetrics
-from ticker.streamer.plan import Mode
-from ticker.streamer.tasks import Supervisor
+from ticker.streamer.control.placement import Mode
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.process.supervisor import Supervisor
+from ticker.streamer.stages.decode import Decoder
 
 log = logging.getLogger(__name__)
 
 
 class AccountPool:
     def __init__(self, account_id: str, creds: Credentials, *, ws_root: str, max_connections: int,
-                 per_connection: int, session: aiohttp.ClientSession, ingest: Ingest,
+                 per_connection: int, session: aiohttp.ClientSession, ingest: Decoder,
                  metrics: StreamerMetrics, timing: Timing, supervisor: Supervisor,
                  on_rejected: Callable[[str, Credentials], None]) -> None:
         self.account_id = account_id

@@ -63,7 +63,7 @@ return {granted, math.floor(tokens), wait}
 """
 
 
-class RateLimiter:
+class ClientQuota:
     """Built with the app, bound to the hot-path Redis connection once startup has opened it."""
 
     script = Script(_BUCKET)
@@ -135,7 +135,7 @@ def client_id(request: web.Request) -> str:
     return f"ip:{request.remote or 'unknown'}"
 
 
-def rate_limit_middleware(limiter: RateLimiter, metrics: HttpMetrics):
+def rate_limit_middleware(limiter: ClientQuota, metrics: HttpMetrics):
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in UNLIMITED_PATHS:

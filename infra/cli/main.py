@@ -13,7 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("ticker.infra.dev.run", "run the whole system locally on embedded Redis/Postgres and the Kite stand-in"),
     "web": ("ticker.http.web_process", "the HTTP API (enqueue-and-poll, subscriptions, WebSocket fan-out)"),
-    "streamer": ("ticker.streamer.main", "the Kite WebSocket streamer: ticks + Greeks to Redis"),
+    "streamer": ("ticker.streamer.process.entrypoint", "the Kite WebSocket streamer: ticks + Greeks to Redis"),
     "worker": ("ticker.jobs.worker", "an arq worker running order and data jobs"),
     "scheduler": ("ticker.jobs.schedule.scheduler", "the periodic-job scheduler (enqueues only)"),
     "sim": ("ticker.infra.kitesim.cli", "the Kite Connect stand-in (REST + ticker WebSocket)"),

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 
 from ticker.core.contracts import Names
-from ticker.infra.kite.limits import Budget, RateLimiter, budget_for
+from ticker.infra.kite.limits import Budget, KiteLimiter, budget_for
 from ticker.infra.kite.rest import KiteApi, KiteException, KiteHttp, TokenException
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore, KiteAccount, load_accounts
@@ -41,7 +41,7 @@ class DataAccounts:
     names: Names
 
     def __post_init__(self) -> None:
-        self.limiter = RateLimiter(self.redis, self.names, self.settings)
+        self.limiter = KiteLimiter(self.redis, self.names, self.settings)
 
     def _cool_key(self, account_id: str, bucket: str) -> str:
         return self.names.key("cooldown", account_id, bucket)

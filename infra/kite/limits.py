@@ -207,7 +207,7 @@ def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
 
-class RateLimiter:
+class KiteLimiter:
     """`await limiter.acquire(budget, "quote")` before each Kite call of that class; for calls whose
     timing matters to the last millisecond (orders), `reserve` / `arm` / `settle` instead."""
 

@@ -25,7 +25,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ticker.core.history import KITE_MAX_DAYS, max_span_days
-from ticker.core.strikes import INDEX_SYMBOL
+from ticker.core.indices import index_symbol
 from ticker.infra.kite.account_choice import data_accounts
 from ticker.infra.kite.rest import KiteException, is_transient
 from ticker.infra.queue.progress import set_progress
@@ -180,7 +180,7 @@ async def underlying_of(db: asyncpg.Pool, option: asyncpg.Record, model: str) ->
         "SELECT * FROM instruments WHERE (segment = 'INDICES' AND tradingsymbol = $1)"
         " OR (exchange = 'NSE' AND instrument_type = 'EQ' AND tradingsymbol = $2)"
         " ORDER BY segment = 'INDICES' DESC, is_active DESC LIMIT 1",
-        INDEX_SYMBOL.get(option["name"], option["name"]), option["name"])
+        index_symbol(option["name"]), option["name"])
     return spot, "bsm"
 
 

@@ -15,8 +15,9 @@ import orjson
 from pydantic import BaseModel, Field
 
 from ticker.core.contracts import ControlMessage
-from ticker.core.strikes import INDEX_SYMBOL, ChainRow, diff, plan
-from ticker.infra.kite.limits import Budget, RateLimited, RateLimiter, budget_for
+from ticker.core.indices import index_symbol
+from ticker.core.strikes import ChainRow, diff, plan
+from ticker.infra.kite.limits import Budget, KiteLimiter, RateLimited, budget_for
 from ticker.infra.kite.rest import KiteApi, KiteException
 from ticker.infra.queue.control import publish_control
 from ticker.infra.stores.accounts import load_accounts
@@ -78,7 +79,7 @@ async def rebalance_strikes(ctx: dict[str, Any], payload: dict[str, Any] | None 
 async def _desired_for(d: Deps, name: str, today: date, levels: int, expiries: int) -> tuple[set[int], UnderlyingWindow]:
     index = await d.db.fetchrow(
         "SELECT instrument_token, last_price FROM instruments WHERE segment = 'INDICES' AND tradingsymbol = $1"
-        " AND is_active", INDEX_SYMBOL.get(name, name))
+        " AND is_active", index_symbol(name))
     future = await d.db.fetchrow(
         "SELECT instrument_token, last_price FROM instruments WHERE name = $1 AND instrument_type = 'FUT'"
         " AND is_active AND expiry >= $2 ORDER BY expiry LIMIT 1", name, today)
@@ -110,7 +111,7 @@ async def _spot(d: Deps, name: str, index: Any, future: Any) -> float | None:
             if price:
                 return float(price)
     if index is not None:
-        price = await _kite_ltp(d, f"NSE:{INDEX_SYMBOL.get(name, name)}")
+        price = await _kite_ltp(d, f"NSE:{index_symbol(name)}")
         if price:
             return price
     for row in (index, future):
@@ -120,7 +121,7 @@ async def _spot(d: Deps, name: str, index: Any, future: Any) -> float | None:
 
 
 async def _kite_ltp(d: Deps, instrument: str) -> float | None:
-    limiter = RateLimiter(d.redis, d.names, d.settings)
+    limiter = KiteLimiter(d.redis, d.names, d.settings)
     for account in await load_accounts(d.accounts if d.accounts.configured else None, d.settings):
         token = account.secret("access_token")
         if not token:

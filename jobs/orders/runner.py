@@ -32,7 +32,7 @@ from ticker.core.contracts import JOB_REFRESH_TOKENS
 from ticker.core.gtt import GttKind
 from ticker.core.orders import OrderJobFailed, OrderKind
 from ticker.infra.kite.breaker import CircuitBreaker
-from ticker.infra.kite.limits import Budget, Grant, RateLimited, RateLimiter
+from ticker.infra.kite.limits import Budget, Grant, KiteLimiter, RateLimited
 from ticker.infra.kite.rest import (
     DataException,
     KiteApi,
@@ -115,12 +115,12 @@ Check = Callable[[], Awaitable[str | None]]
 
 def attach_order_components(deps: Deps) -> None:
     """The shared rate limiter and breaker every order job uses (one per process)."""
-    deps.extras.setdefault(LIMITER, RateLimiter(deps.redis, deps.names, deps.settings))
+    deps.extras.setdefault(LIMITER, KiteLimiter(deps.redis, deps.names, deps.settings))
     deps.extras.setdefault(BREAKER, CircuitBreaker(deps.redis, deps.names, deps.settings))
     kite_clients(deps)
 
 
-def limiter(deps: Deps) -> RateLimiter:
+def limiter(deps: Deps) -> KiteLimiter:
     attach_order_components(deps)
     return deps.extras[LIMITER]
 

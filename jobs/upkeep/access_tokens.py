@@ -28,7 +28,7 @@ from arq import Retry
 from pydantic import BaseModel, Field, SecretStr
 
 from ticker.core.contracts import LOGIN_REFUSED_REASON, ControlMessage
-from ticker.infra.kite.limits import RateLimiter, budget_for
+from ticker.infra.kite.limits import KiteLimiter, budget_for
 from ticker.infra.kite.login import LoginCredentials, LoginError, request_token
 from ticker.infra.kite.rest import KiteApi, KiteException, TokenException, is_transient
 from ticker.infra.queue.control import publish_control
@@ -118,7 +118,7 @@ async def install_session(d: Deps, account: KiteAccount, request_token_value: st
     api_secret = account.secret("api_secret")
     if not api_secret:
         raise TokenJobError(f"account {account.account_id!r} has no api_secret stored")
-    limiter = RateLimiter(d.redis, d.names, d.settings)
+    limiter = KiteLimiter(d.redis, d.names, d.settings)
     budget = budget_for(account.account_id, account.secret("user_id"))
     await limiter.acquire(budget, "api")
     api = KiteApi(d.kite_http, account.api_key)
@@ -146,7 +146,7 @@ async def token_works(d: Deps, account: KiteAccount) -> bool:
     if not token:
         return False
     budget = budget_for(account.account_id, account.secret("user_id"))
-    await RateLimiter(d.redis, d.names, d.settings).acquire(budget, "api")
+    await KiteLimiter(d.redis, d.names, d.settings).acquire(budget, "api")
     try:
         await KiteApi(d.kite_http, account.api_key, token).profile()
     except TokenException:

@@ -42,6 +42,7 @@ import orjson
 
 from tests.bench.harness import percentile
 from ticker.core.contracts import Names
+from ticker.core.indices import underlying_name
 from ticker.infra.dev.embedded import EmbeddedRedis, free_port
 from ticker.infra.stores.redis import connect
 
@@ -258,11 +259,9 @@ class Bench:
             url = f"ws://127.0.0.1:{self.sim_port}/ws?api_key={acc.api_key}&access_token={acc.access_token}"
             mine = tokens[i * PER_ACCOUNT:(i + 1) * PER_ACCOUNT]
             sockets += [[url, mine[j:j + per_socket]] for j in range(0, len(mine), per_socket)]
-        index_names = {"NIFTY 50": "NIFTY", "NIFTY BANK": "BANKNIFTY", "NIFTY FIN SERVICE": "FINNIFTY",
-                       "NIFTY MID SELECT": "MIDCPNIFTY"}
         meta = {str(r["instrument_token"]): {"name": r["name"], "strike": r["strike"], "type": r["instrument_type"],
                                              "expiry_ts": _expiry_ts(r["expiry"])} for r in self.options}
-        meta.update({str(r["instrument_token"]): {"name": index_names.get(r["tradingsymbol"], r["tradingsymbol"]),
+        meta.update({str(r["instrument_token"]): {"name": underlying_name(r["tradingsymbol"]),
                                                   "type": "INDEX"} for r in self.spots})
         cfg = self.folder / "anchor.json"
         cfg.write_text(json.dumps({"redis_url": self.redis_url, "channel": Names(PREFIX, NAMESPACE).options,

@@ -12,6 +12,7 @@ from ticker.core.contracts import JOB_REBALANCE_STRIKES
 from ticker.core.strikes import ChainRow, atm_strike, diff, plan
 from ticker.infra.queue.enqueue import create_queue
 from ticker.jobs.context import DEPS_KEY, build_deps, close_deps
+from ticker.jobs.data.history_fetch import underlying_of
 from ticker.jobs.data.rebalance import rebalance_strikes
 
 TODAY = date(2026, 11, 20)
@@ -107,3 +108,36 @@ async def test_rebalancer_moves_the_window_without_churning(job_ctx, db, redis, 
     messages = [orjson.loads(m) for m in await next_messages(pubsub, 2)]
     await pubsub.aclose()
     assert [m["kind"] for m in messages] == ["subscriptions", "subscriptions"]
+
+
+async def test_niftynxt50_maps_to_its_index_for_the_rebalancer_and_history(job_ctx, db, redis, names,
+                                                                              settings) -> None:
+    """NIFTYNXT50's derivatives carry a name that is not its index's tradingsymbol (NIFTY NEXT 50)."""
+    expiry = datetime.now(settings.tz).date() + timedelta(days=2)
+    index_token = 270857
+    await db.execute("DELETE FROM subscriptions; DELETE FROM instruments")
+    rows = [(index_token, 1058, "NIFTY NEXT 50", "NIFTY NEXT 50", 68000.0, None, 0.0, 0.05, 1, "INDEX", "INDICES",
+             "NSE")]
+    token = 20_000_002
+    for k in range(67500, 68600, 100):
+        for typ in ("CE", "PE"):
+            token += 256
+            rows.append((token, token >> 8, f"NIFTYNXT50{k}{typ}", "NIFTYNXT50", 0.0, expiry, float(k), 0.05, 25, typ,
+                         "NFO-OPT", "NFO"))
+    await db.executemany(
+        "INSERT INTO instruments (instrument_token, exchange_token, tradingsymbol, name, last_price, expiry,"
+        " strike, tick_size, lot_size, instrument_type, segment, exchange) VALUES"
+        " ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", rows)
+    await redis.hset(names.latest, str(index_token), orjson.dumps({"last_price": 68020.0}))
+
+    result = await rebalance_strikes(job_ctx, {"underlyings": ["NIFTYNXT50"], "levels": 1, "expiries": 1})
+    (window,) = result["underlyings"]
+    assert window["skipped"] is None and window["spot"] == 68020.0
+    assert window["atm"] == {expiry.isoformat(): 68000.0}
+    active = {r["instrument_token"] for r in await db.fetch(
+        "SELECT instrument_token FROM subscriptions WHERE status = 'active'")}
+    assert index_token in active and len(active) == 1 + 3 * 2  # the index, ATM ± 1 calls and puts
+
+    option = await db.fetchrow("SELECT * FROM instruments WHERE name = 'NIFTYNXT50' AND instrument_type = 'CE' LIMIT 1")
+    spot, model = await underlying_of(db, option, "bsm")
+    assert model == "bsm" and spot is not None and spot["instrument_token"] == index_token

@@ -13,11 +13,11 @@ from datetime import datetime, time, timedelta
 import pytest
 
 from ticker.core.clock import IST
-from ticker.infra.kite.limits import PENDING_POLL_S, RateLimited, RateLimiter, budget_for, order_day_budgets
+from ticker.infra.kite.limits import PENDING_POLL_S, KiteLimiter, RateLimited, budget_for, order_day_budgets
 
 
-def limiter(redis, names, settings, **limits) -> RateLimiter:
-    return RateLimiter(redis, names, settings.model_copy(update=limits))
+def limiter(redis, names, settings, **limits) -> KiteLimiter:
+    return KiteLimiter(redis, names, settings.model_copy(update=limits))
 
 
 async def test_grants_up_to_the_limit_then_says_how_long_to_wait(redis, names, settings) -> None:
@@ -73,7 +73,7 @@ async def test_acquire_refuses_to_wait_beyond_max_wait(redis, names, settings) -
 
 async def test_unknown_bucket_is_a_clear_error(redis, names, settings) -> None:
     with pytest.raises(ValueError, match="unknown rate-limit bucket"):
-        await RateLimiter(redis, names, settings).try_acquire("a", "nope")
+        await KiteLimiter(redis, names, settings).try_acquire("a", "nope")
 
 
 async def test_settling_counts_the_call_from_when_it_was_answered(redis, names, settings) -> None:

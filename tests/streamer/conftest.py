@@ -29,7 +29,7 @@ from ticker.infra.stores.accounts import KiteAccount, account_store
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import connect
 from ticker.jobs.data.instrument_refresh import load_instruments
-from ticker.streamer.service import Clients, Streamer
+from ticker.streamer.process.wiring import Clients, Streamer
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -9,10 +9,10 @@ import logging
 
 import pytest
 
-from ticker.streamer.breaker import CircuitBreaker
-from ticker.streamer.health import Backpressure
 from ticker.streamer.outage import RedisLink, jittered
-from ticker.streamer.tasks import Supervisor
+from ticker.streamer.process.backpressure import Backpressure
+from ticker.streamer.process.supervisor import Supervisor
+from ticker.streamer.stages.publish_breaker import PublishBreaker
 
 
 class Clock:
@@ -116,7 +116,7 @@ def test_a_socket_older_than_the_last_recovery_is_a_leftover_not_a_new_outage(ca
 
 def test_breaker_periods_grow_with_jitter_up_to_the_cap():
     clock = Clock()
-    breaker = CircuitBreaker(reset_seconds=1.0, clock=clock)
+    breaker = PublishBreaker(reset_seconds=1.0, clock=clock)
     periods = []
     for _ in range(8):
         breaker.failure()

@@ -1,4 +1,4 @@
-"""Corrupt feed data through the whole decode -> render path (Ingest -> buffer -> Enricher).
+"""Corrupt feed data through the whole decode -> render path (Decoder -> buffer -> Enricher).
 
 Frames are built from packets of every length (Kite's 8, 28, 32, 44, 184 and others) carrying
 tokens of every kind (option, index, future, equity, unknown), then corrupted: truncated, a length
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from ticker.core.instruments import SEG_INDICES, SEG_NSE, Instrument, make_token
 from ticker.core.wire import encode
-from ticker.streamer.buffer import TickBuffer
-from ticker.streamer.enrich import Outgoing
-from ticker.streamer.ingest import Ingest
+from ticker.streamer.stages.batch import TickBuffer
+from ticker.streamer.stages.decode import Decoder
+from ticker.streamer.stages.render import Outgoing
 
 from .helpers import NIFTY_INDEX, chain, full_ticks, future, index, option
 from .test_enrich import enricher
@@ -77,24 +77,24 @@ def frame_of(pkts: list[bytes], count: int | None = None) -> bytes:
 @dataclass
 class Run:
     out: Outgoing
-    ingest: Ingest
+    decoder: Decoder
 
     def published(self) -> list[tuple[int, float]]:
         docs = [orjson.loads(b) for b in self.out.options + self.out.underlying]
         return sorted((d["instrument_token"], d["last_price"]) for d in docs)
 
     def malformed(self) -> float:
-        return self.ingest.metrics.dropped.labels("malformed")._value.get()
+        return self.decoder.metrics.dropped.labels("malformed")._value.get()
 
 
 def through_the_pipeline(*frames: bytes) -> Run:
     e = enricher(INSTRUMENTS)
     buffer = TickBuffer(capacity=100_000, batch_max=1000)
-    ingest = Ingest(buffer, e.metrics)
+    decoder = Decoder(buffer, e.metrics)
     for frame in frames:
-        ingest.frame("acc", frame)
+        decoder.frame("acc", frame)
     now = time.time()
-    return Run(e.process(buffer.take(), now), ingest)
+    return Run(e.process(buffer.take(), now), decoder)
 
 
 def expected(pkts: list[bytes]) -> list[tuple[int, float]]:

@@ -28,7 +28,9 @@ def _value(counter, *labels) -> float:
     return (counter.labels(*labels) if labels else counter)._value.get()
 
 
-REDIS_USERS = {f"ticker.streamer.{m}" for m in ("publisher", "control", "leases", "service", "flusher", "tasks")}
+REDIS_USERS = {f"ticker.streamer.{m}" for m in ("stages.publish", "control.listener", "control.leases", "process.wiring",
+                                                   "control.coordinator", "stages.pipeline", "stages.outbox",
+                                                   "process.supervisor")}
 
 
 def _lines(caplog) -> list[str]:
@@ -56,7 +58,7 @@ async def test_streamer_rides_through_redis_going_away_and_coming_back(how, mark
             await wait_for(lambda: rec.tokens(snames.options) >= set(tokens), BOUND)
             await wait_for(lambda: streamer.health()[1]["status"] == "streaming", BOUND)
             sockets, held = _sockets(market), set(streamer.leases.held)
-            received = streamer.ingest.received_total
+            received = streamer.decoder.received_total
             caplog.clear()
 
             getattr(server, how)()  # Redis refuses every connection from now on
@@ -64,7 +66,7 @@ async def test_streamer_rides_through_redis_going_away_and_coming_back(how, mark
             link = streamer.link
             await wait_for(lambda: min(link.failures[p] for p in ("publisher", "control", "leases")) >= RETRIES,
                            BOUND)
-            await wait_for(lambda: streamer.ingest.received_total > received + 200, BOUND)  # Kite still read
+            await wait_for(lambda: streamer.decoder.received_total > received + 200, BOUND)  # Kite still read
             status, health = streamer.health()
             assert status == 200 and health["reason"].startswith("Redis unreachable")
             assert health["redis"]["up"] is False and health["redis"]["breaker"] != "closed"
@@ -151,13 +153,13 @@ async def test_a_token_refused_while_redis_is_down_is_reported_once_it_is_back(m
             server.kill()
             await wait_for(lambda: not streamer.link.up, BOUND)
             market.state.expire_tokens(api_key=sick.api_key)  # acc2 reconnects and meets a 403
-            await wait_for(lambda: "acc2" in streamer.tokens.pending, BOUND)
+            await wait_for(lambda: "acc2" in streamer.token_health.pending, BOUND)
             passes = streamer.link.failures["leases"]
             await wait_for(lambda: streamer.link.failures["leases"] >= passes + RETRIES, BOUND)
-            assert "acc2" in streamer.tokens.pending  # coordinator passes went by; the report waits
+            assert "acc2" in streamer.token_health.pending  # coordinator passes went by; the report waits
             assert await token_state("acc2") == "valid"
             server.start()
-            await wait_for(lambda: "acc2" not in streamer.tokens.pending, BOUND)
+            await wait_for(lambda: "acc2" not in streamer.token_health.pending, BOUND)
             deadline = time.monotonic() + BOUND
             while await token_state("acc2") != "invalid":
                 assert time.monotonic() < deadline, "the refused token was never reported"

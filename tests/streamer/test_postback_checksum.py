@@ -1,4 +1,4 @@
-"""Order postbacks on the ticker WebSocket's text path (Ingest), before anything reaches Redis: a
+"""Order postbacks on the ticker WebSocket's text path (Decoder), before anything reaches Redis: a
 genuine one is relayed, a forged or damaged one is dropped and counted by reason, and an account
 with no stored api_secret has its postbacks relayed and reported once."""
 
@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from ticker.core.postbacks import check_postback, postback_checksum
-from ticker.streamer.buffer import TickBuffer
-from ticker.streamer.ingest import Ingest
-from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.batch import TickBuffer
+from ticker.streamer.stages.decode import Decoder
 
 SECRET = "account-one-secret"
 
@@ -30,21 +30,21 @@ def message(data: dict) -> bytes:
 
 
 @pytest.fixture
-def ingest() -> Ingest:
-    stage = Ingest(TickBuffer(1000, 100), StreamerMetrics())
+def ingest() -> Decoder:
+    stage = Decoder(TickBuffer(1000, 100), StreamerMetrics())
     stage.set_secrets({"one": SECRET, "bare": None})
     return stage
 
 
-def relayed(ingest: Ingest) -> list[dict]:
+def relayed(ingest: Decoder) -> list[dict]:
     return [orjson.loads(doc) for doc in ingest.buffer.take().orders]
 
 
-def rejected(ingest: Ingest, reason: str) -> float:
+def rejected(ingest: Decoder, reason: str) -> float:
     return ingest.metrics.registry.get_sample_value("ticker_streamer_postbacks_rejected_total", {"reason": reason}) or 0
 
 
-def test_a_genuine_postback_is_relayed_with_its_account(ingest: Ingest) -> None:
+def test_a_genuine_postback_is_relayed_with_its_account(ingest: Decoder) -> None:
     ingest.text("one", message(update("A1")))
     assert [(d["order_id"], d["account_id"]) for d in relayed(ingest)] == [("A1", "one")]
     assert rejected(ingest, "bad_checksum") == 0
@@ -60,9 +60,9 @@ def test_a_genuine_postback_is_relayed_with_its_account(ingest: Ingest) -> None:
     ({**update("B8"), "checksum": update("B8")["checksum"].upper()}, None),  # hex case does not matter
     ({**update("B9"), "checksum": "\u00f8#\U0001f600"}, "bad_checksum"),  # not hex at all
 ])
-def test_a_postback_is_relayed_only_when_its_checksum_verifies(ingest: Ingest, data: dict, reason: str | None,
+def test_a_postback_is_relayed_only_when_its_checksum_verifies(ingest: Decoder, data: dict, reason: str | None,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ticker.streamer.ingest"):
+    with caplog.at_level(logging.WARNING, logger="ticker.streamer.stages.decode"):
         ingest.text("one", message(data))
         ingest.text("one", message(data))
     out = relayed(ingest)
@@ -76,8 +76,8 @@ def test_a_postback_is_relayed_only_when_its_checksum_verifies(ingest: Ingest, d
 
 
 def test_an_account_without_a_secret_passes_unverified_and_is_reported_once(
-        ingest: Ingest, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ticker.streamer.ingest"):
+        ingest: Decoder, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ticker.streamer.stages.decode"):
         for n in range(3):
             ingest.text("bare", message(update(f"C{n}", secret="anything")))
     assert [d["order_id"] for d in relayed(ingest)] == ["C0", "C1", "C2"]

@@ -8,9 +8,6 @@ import numpy as np
 import orjson
 
 from ticker.core.wire import Ticks, encode
-from ticker.streamer.bars import BarBuilder
-from ticker.streamer.breaker import CircuitBreaker
-from ticker.streamer.buffer import Chunk, TickBuffer
 from ticker.streamer.connection import (
     Credentials,
     Timing,
@@ -18,9 +15,12 @@ from ticker.streamer.connection import (
     ticker_url,
     unsubscribe_messages,
 )
-from ticker.streamer.health import Backpressure, classify
-from ticker.streamer.ingest import Ingest
-from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.process.backpressure import Backpressure, classify
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.bars import BarBuilder
+from ticker.streamer.stages.batch import Chunk, TickBuffer
+from ticker.streamer.stages.decode import Decoder
+from ticker.streamer.stages.publish_breaker import PublishBreaker
 
 from .helpers import full_ticks
 
@@ -73,7 +73,7 @@ async def test_buffer_take_with_a_limit_leaves_the_rest_due():
 def test_ingest_decodes_frames_routes_postbacks_and_counts_bad_input():
     metrics = StreamerMetrics()
     buf = TickBuffer(capacity=1000, batch_max=1000)
-    ingest = Ingest(buf, metrics)
+    ingest = Decoder(buf, metrics)
     ticks = full_ticks([1025, 2049], [10.0, 20.0])
     assert ingest.frame("acc", encode(ticks)) == 2
     assert ingest.frame("acc", b"\x00") == 0  # heartbeat
@@ -90,7 +90,7 @@ def test_ingest_decodes_frames_routes_postbacks_and_counts_bad_input():
 
 def test_breaker_opens_drops_probes_and_recovers():
     now = [0.0]
-    breaker = CircuitBreaker(reset_seconds=2.0, clock=lambda: now[0])
+    breaker = PublishBreaker(reset_seconds=2.0, clock=lambda: now[0])
     assert breaker.allow() and breaker.state == "closed"
     breaker.failure()
     assert breaker.state == "open" and not breaker.allow()

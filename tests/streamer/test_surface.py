@@ -6,8 +6,8 @@ from datetime import date, timedelta
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from ticker.streamer.health import build_app
-from ticker.streamer.sources import load_demand
+from ticker.streamer.control.demand import load_demand
+from ticker.streamer.process.status_app import build_app
 
 from .conftest import Recorder, option_tokens, running_streamer, subscribe, wait_for
 

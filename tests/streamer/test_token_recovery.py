@@ -27,7 +27,7 @@ from ticker.infra.stores.accounts import AccountStore, account_store
 from ticker.jobs.context import build_deps, close_deps
 from ticker.jobs.upkeep.access_tokens import LOGIN_ATTEMPTS
 from ticker.jobs.worker import make_worker
-from ticker.streamer.service import Streamer
+from ticker.streamer.process.wiring import Streamer
 
 from .conftest import Recorder, option_tokens, running_streamer, subscribe, wait_for
 

@@ -1,4 +1,4 @@
-"""The in-memory instrument registry: metadata of every streamed token as numpy columns.
+"""The in-memory instrument table: metadata of every streamed token as numpy columns.
 
 Rows are sorted by token so a whole batch of ticks maps to rows with one `searchsorted`. Each
 derivative row knows its underlying's spot row (the index or stock) and its expiry's future row;
@@ -16,23 +16,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ticker.core.indices import underlying_name
 from ticker.core.instruments import SEG_INDICES, Instrument
-from ticker.streamer.serialize import static_head
+from ticker.streamer.stages.json_columns import static_head
 
 KIND_SPOT, KIND_FUT, KIND_CE, KIND_PE = 0, 1, 2, 3
 _KIND_OF_TYPE = {"EQ": KIND_SPOT, "FUT": KIND_FUT, "CE": KIND_CE, "PE": KIND_PE}
-
-# Kite lists indices under their own symbols while their derivatives carry a short name.
-INDEX_UNDERLYINGS: dict[str, str] = {
-    "NIFTY 50": "NIFTY",
-    "NIFTY BANK": "BANKNIFTY",
-    "NIFTY FIN SERVICE": "FINNIFTY",
-    "NIFTY MID SELECT": "MIDCPNIFTY",
-    "NIFTY NEXT 50": "NIFTYNXT50",
-    "SENSEX": "SENSEX",
-    "BANKEX": "BANKEX",
-}
-INDEX_SYMBOLS: dict[str, str] = {name: symbol for symbol, name in INDEX_UNDERLYINGS.items()}
 
 
 class InstrumentRow(NamedTuple):
@@ -63,7 +52,7 @@ def underlying_key(ins: Listing) -> str:
     """The name that ties an instrument to its underlying: NIFTY for the NIFTY 50 index and for
     every NIFTY future and option; the tradingsymbol for a stock."""
     if ins.segment_id == SEG_INDICES:
-        return INDEX_UNDERLYINGS.get(ins.tradingsymbol, ins.tradingsymbol)
+        return underlying_name(ins.tradingsymbol)
     if ins.instrument_type == "EQ":
         return ins.tradingsymbol
     return ins.name
@@ -79,8 +68,8 @@ def _identity(ins: Listing) -> tuple:
     return InstrumentRow.of(ins) if isinstance(ins, Instrument) else ins
 
 
-class Registry:
-    def __init__(self, instruments: Iterable[Listing], previous: Registry | None = None) -> None:
+class InstrumentTable:
+    def __init__(self, instruments: Iterable[Listing], previous: InstrumentTable | None = None) -> None:
         """`previous` lends its rendered heads for unchanged instruments (a reload stays cheap)."""
         items = sorted({i.instrument_token: i for i in instruments}.values(), key=lambda i: i.instrument_token)
         n = len(items)
@@ -148,7 +137,7 @@ class Registry:
         self.chain_start = np.searchsorted(self.chain_of_slot, np.arange(len(groups) + 1))
 
     def rows_of(self, tokens: np.ndarray) -> np.ndarray:
-        """Row per token, -1 where the token is not in the registry."""
+        """Row per token, -1 where the token is not in the table."""
         tokens = np.asarray(tokens, dtype=np.int64)
         if len(self.tokens) == 0:
             return np.full(tokens.shape, -1, np.int64)

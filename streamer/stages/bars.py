@@ -2,7 +2,7 @@
 
 Bars are bucketed by receipt time, which only moves forward, so a closed bar never reopens.
 A bar is emitted once, when a tick of a later interval arrives or when its interval has passed
-(`due`), so quiet instruments still get their bar. One open bar per token: bounded by the registry.
+(`due`), so quiet instruments still get their bar. One open bar per token: bounded by the instrument table.
 """
 
 from __future__ import annotations

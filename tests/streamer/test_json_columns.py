@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from ticker.core.wire import Ticks
-from ticker.streamer import serialize
-from ticker.streamer.registry import KIND_FUT, KIND_SPOT, Registry
-from ticker.streamer.serialize import (
+from ticker.streamer.stages import json_columns
+from ticker.streamer.stages.instrument_table import KIND_FUT, KIND_SPOT, InstrumentTable
+from ticker.streamer.stages.json_columns import (
     NULL,
     Renderer,
     array_text,
@@ -56,13 +56,13 @@ def test_array_text_reads_like_orjson_for_any_float():
 
 
 ASSEMBLERS = [pytest.param(assemble_py, id="python")]
-if serialize.assemble is not assemble_py:
-    ASSEMBLERS.append(pytest.param(serialize.assemble, id="c"))
+if json_columns.assemble is not assemble_py:
+    ASSEMBLERS.append(pytest.param(json_columns.assemble, id="c"))
 
 
 def test_the_c_assembler_is_built_here():
     """`make setup` compiles it; the Python fallback exists for machines without a compiler."""
-    assert serialize.assemble is not assemble_py
+    assert json_columns.assemble is not assemble_py
 
 
 @pytest.mark.parametrize("assemble", ASSEMBLERS)
@@ -118,7 +118,7 @@ def test_prices_that_are_not_whole_paise_are_left_to_orjson():
 
 
 def test_the_c_assembler_refuses_what_is_not_a_flat_array():
-    if serialize.assemble is assemble_py:
+    if json_columns.assemble is assemble_py:
         pytest.skip("built without the C assembler")
     int64 = np.array([1, 2], dtype=np.int64)
     for columns, error in (([[b"1", b"2"], b"[[1],[2]]"], ValueError), ([[b"1", 2], b"[1,2]"], TypeError),
@@ -127,9 +127,9 @@ def test_the_c_assembler_refuses_what_is_not_a_flat_array():
                            ([[b"1", b"2"], (int64.astype(np.int32), 0)], ValueError),
                            ([[b"1", b"2"], (np.arange(4, dtype=np.int64)[::2], 0)], ValueError)):
         with pytest.raises(error):
-            serialize.assemble((b"", b"", b""), columns, 2)
+            json_columns.assemble((b"", b"", b""), columns, 2)
     with pytest.raises(ValueError):
-        serialize.assemble((b"",), [], -1)
+        json_columns.assemble((b"",), [], -1)
 
 
 def test_iso_tokens_are_local_time_and_zero_is_null():
@@ -173,7 +173,7 @@ def test_renderer_output_is_the_same_whichever_assembler_runs(assemble, monkeypa
     iv[3] = np.nan
     columns = {**ticks.columns(), "volume": ticks.volume_traded, "iv": iv}
     renderer = Renderer(FIELDS, CARRIED, b'"model":"bsm",', IST)
-    monkeypatch.setattr(serialize, "assemble", assemble)
+    monkeypatch.setattr(json_columns, "assemble", assemble)
     rendered = renderer.render(heads, ticks.packet_length, columns, 1_763_600_000.25)
     expected = []
     for i, doc in enumerate(orjson.loads(b"[" + b",".join(rendered) + b"]")):
@@ -181,12 +181,12 @@ def test_renderer_output_is_the_same_whichever_assembler_runs(assemble, monkeypa
         assert doc["iv"] == (None if i == 3 else iv[i])
         expected.append(orjson.dumps(doc))
     assert [orjson.dumps(orjson.loads(r)) for r in rendered] == expected
-    monkeypatch.setattr(serialize, "assemble", assemble_py)
+    monkeypatch.setattr(json_columns, "assemble", assemble_py)
     assert renderer.render(heads, ticks.packet_length, columns, 1_763_600_000.25) == rendered
 
 
 def test_registry_links_options_to_spot_future_and_chain():
-    reg = Registry([index(), future(), *chain()])
+    reg = InstrumentTable([index(), future(), *chain()])
     assert len(reg) == 12 and (np.diff(reg.tokens) > 0).all()
     rows = reg.rows_of(np.array([NIFTY_INDEX, 12345, future().instrument_token]))
     assert rows[1] == -1 and reg.kind[rows[0]] == KIND_SPOT and reg.kind[rows[2]] == KIND_FUT
@@ -203,15 +203,15 @@ def test_registry_links_options_to_spot_future_and_chain():
 
 
 def test_registry_reuses_heads_of_unchanged_instruments():
-    first = Registry([index(), *chain()])
-    second = Registry([index(), future(), *chain()], previous=first)
+    first = InstrumentTable([index(), *chain()])
+    second = InstrumentTable([index(), future(), *chain()], previous=first)
     row = int(second.rows_of(np.array([NIFTY_INDEX]))[0])
     assert second.tick_head[row] is first.tick_head[int(first.rows_of(np.array([NIFTY_INDEX]))[0])]
 
 
 def test_chains_are_laid_out_per_underlying_and_expiry_with_missing_legs_marked():
     later = EXPIRY.replace(day=1) if EXPIRY.day > 1 else EXPIRY.replace(day=2)
-    reg = Registry([*chain(), option(25_000.0, "CE", later), option(24_900.0, "PE", later)])
+    reg = InstrumentTable([*chain(), option(25_000.0, "CE", later), option(24_900.0, "PE", later)])
     assert len(reg.chain_start) == 3
     cid = int(reg.chain_id[reg.rows_of(np.array([option(25_000.0, "CE", later).instrument_token]))[0]])
     second = slice(reg.chain_start[cid], reg.chain_start[cid + 1])

@@ -6,8 +6,8 @@ work at high tick rates, while a reader of the hash (a new WebSocket client, GET
 ever wants each token's most recent tick. So a token that ticks is held back for one interval,
 taking any newer tick of it meanwhile, and then written once: a busy token costs one hash field
 per interval however often it ticks, and the writes are spread over the flushes. State is kept
-per registry row in arrays, so it costs a few vectorised operations per flush and is bounded by
-the registry's size.
+per instrument table row in arrays, so it costs a few vectorised operations per flush and is
+bounded by the table's size.
 
 A flush that never reached Redis (an outage) gives its fields back (`restore`): each goes out
 again with the next flush unless a newer tick of that token was taken or is waiting meanwhile, so
@@ -22,19 +22,19 @@ import numpy as np
 class LatestSnapshot:
     def __init__(self, interval_seconds: float) -> None:
         self.interval = interval_seconds
-        self._fields = np.empty(0, dtype=object)  # the hash field (token text) of each registry row
+        self._fields = np.empty(0, dtype=object)  # the hash field (token text) of each instrument table row
         self._text = np.empty(0, dtype=object)  # each row's pending tick JSON, None when none
         self._since = np.empty(0)  # when each row's pending tick became pending; inf when none
         self._taken = np.empty(0)  # when each row's tick was last taken for a flush
         self._row_of: dict[bytes, int] = {}  # hash field -> row, for `restore`
-        self._carry: dict[bytes, bytes] = {}  # still pending when the registry was replaced
+        self._carry: dict[bytes, bytes] = {}  # still pending when the instrument table was replaced
 
     @property
     def pending(self) -> int:
         return int(np.isfinite(self._since).sum()) + len(self._carry)
 
     def rebind(self, fields: np.ndarray) -> None:
-        """A new registry (`fields`: its token texts by row); what was pending goes out with the
+        """A new instrument table (`fields`: its token texts by row); what was pending goes out with the
         next write."""
         self._carry.update(self._items(np.flatnonzero(np.isfinite(self._since))))
         self._fields = fields

@@ -1,4 +1,4 @@
-"""Latest prices per registry row, and the underlying price each option's Greeks are computed on.
+"""Latest prices per instrument table row, and the underlying price each option's Greeks are computed on.
 
 black76 prices on the option's own expiry forward: the future of that expiry when it is streamed,
 else the synthetic forward from put-call parity at the chain's ATM strike (the strike where call
@@ -13,25 +13,25 @@ from typing import Literal
 import numpy as np
 
 from ticker.core.greeks import synthetic_forward
-from ticker.streamer.registry import Registry
+from ticker.streamer.stages.instrument_table import InstrumentTable
 
 Model = Literal["black76", "bsm"]
 
 
-class Market:
-    def __init__(self, registry: Registry, model: Model, rate: float) -> None:
-        self.registry = registry
+class LatestPrices:
+    def __init__(self, table: InstrumentTable, model: Model, rate: float) -> None:
+        self.table = table
         self.model = model
         self.rate = rate
-        self.price = _unpriced(len(registry))
+        self.price = _unpriced(len(table))
 
-    def rebind(self, registry: Registry) -> None:
-        """Switch to a reloaded registry, keeping the prices of tokens present in both."""
-        price = _unpriced(len(registry))
-        rows = registry.rows_of(self.registry.tokens)
+    def rebind(self, table: InstrumentTable) -> None:
+        """Switch to a reloaded instrument table, keeping the prices of tokens present in both."""
+        price = _unpriced(len(table))
+        rows = table.rows_of(self.table.tokens)
         kept = rows >= 0
         price[rows[kept]] = self.price[:-1][kept]
-        self.registry, self.price = registry, price
+        self.table, self.price = table, price
 
     def observe(self, rows: np.ndarray, last_price: np.ndarray) -> None:
         """Record traded prices (rows -1 are unknown tokens; the last tick of a row wins)."""
@@ -40,7 +40,7 @@ class Market:
 
     def underlying_price(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         """The S to price options at `rows` with (forward for black76, spot for bsm)."""
-        reg = self.registry
+        reg = self.table
         spot = self._price_at(reg.spot_row[rows])
         if self.model == "bsm":
             return spot
@@ -67,7 +67,7 @@ class Market:
         Every chain's best strike is found at once over the flat chain layout (a segmented
         minimum, then the first slot reaching it), which costs less than gathering a few chains.
         """
-        reg = self.registry
+        reg = self.table
         call = self._price_at(reg.chain_ce)
         put = self._price_at(reg.chain_pe)
         gap = np.abs(call - put)
@@ -83,6 +83,6 @@ class Market:
 
 
 def _unpriced(rows: int) -> np.ndarray:
-    """Last traded price per registry row, NaN until a row trades, plus one NaN slot at the end
+    """Last traded price per instrument table row, NaN until a row trades, plus one NaN slot at the end
     that row -1 ("no such instrument") indexes, so a gather needs no masking."""
     return np.full(rows + 1, np.nan)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticker.streamer.snapshot import LatestSnapshot
+from ticker.streamer.stages.latest_snapshot import LatestSnapshot
 
 FIELDS = np.array([b"101", b"202", b"303"], dtype=object)
 

@@ -1,10 +1,16 @@
-"""The bounded hand-off between socket readers and the flusher.
+"""The batch stage: the bounded hand-off between socket readers and the rest of the pipeline, and
+when a batch is due.
 
 Readers append decoded frames (columnar `Ticks`, stamped with their receipt time) and never wait;
-the flusher takes everything once the batch window has run out since the oldest tick or the
-batch size is reached, whichever comes first. Past `capacity` ticks the oldest are dropped (and
-counted), so a stuck Redis costs ticks, never memory or reader latency. Order postbacks ride
-along in their own bounded queue.
+a batch is taken once the batch window (TICK_BATCH_WINDOW_MS) has run out since the oldest tick or
+TICK_BATCH_MAX_SIZE ticks are in, whichever comes first. Past `capacity` ticks the oldest are
+dropped (and counted), so a stuck Redis costs ticks, never memory or reader latency. Order
+postbacks ride along in their own bounded queue.
+
+The window bounds a tick's age when its flush reaches Redis, not when the flush starts: a batch is
+taken `lead` seconds before its window ends, `lead` being a moving average of how long recent
+flushes took from start to Redis's reply (at most half the window). A backlog goes out a few
+batches per flush.
 """
 
 from __future__ import annotations
@@ -15,6 +21,11 @@ from collections import deque
 from dataclasses import dataclass
 
 from ticker.core.wire import Ticks
+
+IDLE_WAKE_SECONDS = 1.0  # a quiet batch loop still wakes this often (bars of quiet instruments close)
+FLUSH_MAX_BATCHES = 4  # a backlog goes out a few batches per flush: each flush has fixed costs (the
+# Greeks call, a column per field), while much larger ones would hold the oldest ticks back
+LEAD_WEIGHT = 0.2  # of the newest flush in the moving average of flush durations
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +134,27 @@ class TickBuffer:
         if remaining > 0 and not self._full.is_set():
             await wait_event(self._full, remaining)
         return True
+
+
+class BatchWindow:
+    """When the next batch is due, learning how early to take it from how long flushes take."""
+
+    def __init__(self, buffer: TickBuffer, window_seconds: float) -> None:
+        self.buffer = buffer
+        self.window = window_seconds
+        self.lead = 0.0  # seconds a batch is taken before its window ends
+
+    async def next(self) -> Taken:
+        """The next batch (possibly empty, after IDLE_WAKE_SECONDS of quiet)."""
+        await self.buffer.wait_batch(self.window - self.lead, IDLE_WAKE_SECONDS)
+        return self.take()
+
+    def take(self) -> Taken:
+        return self.buffer.take(self.buffer.batch_max * FLUSH_MAX_BATCHES)
+
+    def landed(self, took: float) -> None:
+        """A flush reached Redis `took` seconds after it began."""
+        self.lead += LEAD_WEIGHT * (min(max(0.0, took), self.window / 2) - self.lead)
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:

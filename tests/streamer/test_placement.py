@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ticker.streamer.plan import Plan, Slot, Wanted, plan_assignments
+from ticker.streamer.control.placement import Plan, Slot, Wanted, plan_assignments
 
 TOKENS = list(range(1_000_000, 1_000_000 + 600 * 256, 256))
 

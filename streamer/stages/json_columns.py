@@ -1,4 +1,4 @@
-"""Tick JSON for subscribers, rendered a batch at a time.
+"""Tick JSON for subscribers, assembled a batch at a time from columns.
 
 Building a dict per tick and serialising it costs more than everything else in the streamer put
 together, so ticks are rendered from columns instead: prices (whole paise) and integers go to
@@ -7,7 +7,7 @@ column (NaN -> null), the few text columns (static heads, timestamps) are lists 
 `assemble` stitches row i of every column between the template's literal pieces, in C
 (`_assemble.c`) when it was built, else in Python with the same output. The template is chosen by
 the tick's packet layout; fields a layout does not carry are written as null. Static parts (token,
-symbol, expiry, strike, type) are pre-rendered once per instrument by the registry.
+symbol, expiry, strike, type) are pre-rendered once per instrument by the instrument table.
 Output is one JSON object per tick (bytes), reused for the channel array and the latest-tick hash.
 """
 

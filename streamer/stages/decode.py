@@ -1,4 +1,4 @@
-"""The decode stage: whole WebSocket frames in, buffered columnar ticks and postbacks out.
+"""The decode stage: whole WebSocket frames in, columnar ticks and postbacks out to the batch stage.
 
 Called synchronously by every socket reader, so it does the least possible: decode the binary
 frame in one `ticker.core.wire.decode` call and append it to the buffer; route text frames (Kite's
@@ -7,8 +7,8 @@ its `checksum` verifies with the account's api_secret (`ticker.core.postbacks`);
 is dropped, counted by reason and logged (throttled). An account with no stored api_secret cannot
 verify: its postbacks pass, and that is logged once and shown in /health. A malformed frame costs only its bad packets: the
 intact ones are recovered (`salvage`) and buffered, the rest counted as dropped, reason
-`malformed`. Checking each packet against its token's kind happens at render time (enrich.py),
-where the registry is at hand.
+`malformed`. Checking each packet against its token's kind happens in the enrich stage
+(enrich.py), where the instrument table is at hand.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import orjson
 from ticker.core.postbacks import check_postback
 from ticker.core.wire import Ticks, WireError, decode, salvage
 from ticker.infra.runtime.throttle import Throttle
-from ticker.streamer.buffer import Chunk, TickBuffer
-from ticker.streamer.metrics import StreamerMetrics
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.batch import Chunk, TickBuffer
 
 log = logging.getLogger(__name__)
 
 
-class Ingest:
+class Decoder:
     def __init__(self, buffer: TickBuffer, metrics: StreamerMetrics) -> None:
         self.buffer = buffer
         self.metrics = metrics

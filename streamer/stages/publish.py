@@ -1,5 +1,5 @@
 """Publish one flush to Redis in one pipeline (packed by resp.py), behind a circuit breaker.
-Sending and reading the replies are separate steps (`send`, `settle`) so the flusher can write
+Sending and reading the replies are separate steps (`send`, `settle`) so the outbox can write
 the next flush on the same connection while Redis still answers the last one.
 
 Per flush: PUBLISH `<prefix>:options` and `<prefix>:underlying` (JSON arrays of at most
@@ -7,7 +7,7 @@ TICK_BATCH_MAX_SIZE ticks each), PUBLISH each order postback to `<prefix>:orders
 latest-tick snapshot fields that are due into `<prefix>:latest` for late joiners. A failure or a
 flush slower than the publish timeout trips the breaker; while it is open flushes are dropped and
 counted, and it probes again by itself with growing, jittered, capped pauses. Outages are told to
-the shared `RedisLink` (logged once each way). Nothing here ever raises into the flusher, not
+the shared `RedisLink` (logged once each way). Nothing here ever raises into the outbox, not
 even an unexpected error of the Redis client (it is logged, and costs that flush).
 """
 
@@ -25,10 +25,10 @@ from redis.exceptions import RedisError
 from ticker.core.contracts import Names
 from ticker.infra.runtime.throttle import Throttle
 from ticker.streamer import resp
-from ticker.streamer.breaker import STATE_CODES, CircuitBreaker
-from ticker.streamer.enrich import Outgoing
-from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.outage import RedisLink
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.publish_breaker import STATE_CODES, PublishBreaker
+from ticker.streamer.stages.render import Outgoing
 
 log = logging.getLogger(__name__)
 _EXPECTED = (RedisError, OSError, TimeoutError)  # what a Redis outage raises
@@ -54,7 +54,7 @@ class Flight:
 
 
 class Publisher:
-    def __init__(self, redis: Redis, names: Names, breaker: CircuitBreaker, metrics: StreamerMetrics,
+    def __init__(self, redis: Redis, names: Names, breaker: PublishBreaker, metrics: StreamerMetrics,
                  *, batch_max: int, timeout: float, link: RedisLink | None = None) -> None:
         self.redis = redis
         self.link = link or RedisLink()
@@ -92,7 +92,7 @@ class Publisher:
             flight.replies = len(packed)
             async with asyncio.timeout_at(flight.deadline):
                 flight.epoch = await self._lane.write(packed)
-        except Exception as exc:  # see _failed: nothing may raise into the flusher
+        except Exception as exc:  # see _failed: nothing may raise into the outbox
             self._failed(flight, exc)
         return flight
 

@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 from ticker.infra.runtime.outage import Outage
 from ticker.infra.runtime.settings import Settings, SettingsError
 from ticker.infra.runtime.startup import init_process, stop_event
-from ticker.streamer.health import build_app
-from ticker.streamer.service import Clients, Streamer
+from ticker.streamer.process.status_app import build_app
+from ticker.streamer.process.wiring import Clients, Streamer
 
 log = logging.getLogger(__name__)
 

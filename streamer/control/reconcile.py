@@ -1,6 +1,6 @@
 """Bring the running pools in line with Postgres: accounts × subscriptions → plan → pools.
 
-`reload` reads accounts and demand and recomputes the plan (the registry is rebuilt only when the
+`reload` reads accounts and demand and recomputes the plan (the instrument table is rebuilt only when the
 set of instruments changed or an `instruments` message asked for it); `apply` then moves every
 pool of an account this replica leases to its planned token set, diff by diff, and stops pools of
 accounts it no longer holds or that have nothing to stream. Unaffected connections are untouched.
@@ -18,26 +18,26 @@ from ticker.infra.runtime.logs import register_secret
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore, KiteAccount, load_accounts
 from ticker.streamer.connection import Credentials
-from ticker.streamer.enrich import Enricher
-from ticker.streamer.metrics import StreamerMetrics
-from ticker.streamer.plan import Plan, Slot, Wanted, plan_assignments
+from ticker.streamer.control.demand import demand_fingerprint, load_demand
+from ticker.streamer.control.placement import Plan, Slot, Wanted, plan_assignments
+from ticker.streamer.control.token_health import TokenHealth, fingerprint
 from ticker.streamer.pool import AccountPool
-from ticker.streamer.registry import Registry
-from ticker.streamer.sources import demand_fingerprint, load_demand
-from ticker.streamer.tokens import TokenHealth, fingerprint
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.instrument_table import InstrumentTable
 
 log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, db: asyncpg.Pool, store: AccountStore | None, tokens: TokenHealth,
-                 enricher: Enricher, metrics: StreamerMetrics,
+    def __init__(self, settings: Settings, db: asyncpg.Pool, store: AccountStore | None, token_health: TokenHealth,
+                 rebind: Callable[[InstrumentTable], None], metrics: StreamerMetrics,
                  new_pool: Callable[[str, Credentials], AccountPool]) -> None:
         self.settings = settings
         self.db = db
         self.store = store
-        self.tokens = tokens
-        self.enricher = enricher
+        self.token_health = token_health
+        self.rebind = rebind  # hands a rebuilt instrument table to the pipeline
+        self.table = InstrumentTable([])  # the instruments being streamed
         self.metrics = metrics
         self.new_pool = new_pool
         self.accounts: dict[str, KiteAccount] = {}
@@ -59,14 +59,15 @@ class Reconciler:
             register_secret(account.secret("access_token"))
             register_secret(account.secret("api_secret"))
         self.accounts = {a.account_id: a for a in accounts}
-        self.tokens.retain(set(self.accounts))
+        self.token_health.retain(set(self.accounts))
         today = datetime.now(self.settings.tz).date()
         key = await demand_fingerprint(self.db, today)
         if instruments_changed or key != self._demand_key:
             demand = await load_demand(self.db, today, underlyings=self.settings.streamer_underlyings)
             tokens_now = {w.token for w in demand.wanted}
-            if instruments_changed or tokens_now != set(self.enricher.registry.tokens.tolist()):
-                self.enricher.rebind(Registry(demand.instruments, previous=self.enricher.registry))
+            if instruments_changed or tokens_now != set(self.table.tokens.tolist()):
+                self.table = InstrumentTable(demand.instruments, previous=self.table)
+                self.rebind(self.table)
             self.wanted = demand.wanted
             self._demand_key = key
             self._versions[0] += 1
@@ -74,7 +75,7 @@ class Reconciler:
 
     def replan(self) -> None:
         """Recompute the plan when its inputs changed (demand, accounts, token health)."""
-        slots = [Slot(a.account_id, self.capacity, self.tokens.healthy(a)) for a in self.accounts.values()]
+        slots = [Slot(a.account_id, self.capacity, self.token_health.healthy(a)) for a in self.accounts.values()]
         key = (self._versions[0], tuple(slots))
         if key == self._plan_key:
             return
@@ -118,7 +119,7 @@ class Reconciler:
         for account_id, account in sorted(self.accounts.items()):
             pool = self.pools.get(account_id)
             seen = last_tick.get(account_id)
-            doc = {"owned": account_id in owned, "token_state": self.tokens.state(account),
+            doc = {"owned": account_id in owned, "token_state": self.token_health.state(account),
                    "login_error": account.login_error,
                    "planned_tokens": len(self.plan.tokens_of(account_id)),
                    "last_tick_age": round(now - seen, 3) if seen else None}

@@ -1,9 +1,11 @@
 """Account ownership across streamer replicas: one Redis lease per account (SET NX PX, renewed).
 
-Each replica also keeps a membership key with the same TTL, so every replica knows how many are
-alive and claims only its fair share, ceil(accounts / replicas): a newcomer gets accounts handed
-over (the others release their surplus), and a replica that dies stops renewing, its keys
-expire, and the survivors' shares grow to cover its accounts within the lease time.
+Each replica is also a member of one sorted set, scored by when its membership runs out (Redis's
+own clock, one lease ahead), so every replica knows how many are alive and claims only its fair
+share, ceil(accounts / replicas): a newcomer gets accounts handed over (the others release their
+surplus), and a replica that dies stops renewing, its score falls behind, the next renewal of any
+replica drops it, and the survivors' shares grow to cover its accounts within the lease time.
+Counting members is one script on one key, never a scan of the keyspace.
 While Redis cannot be reached nothing is given up: streaming what we hold beats streaming nothing
 (the outage is told to the shared `RedisLink`, which logs it once). A Redis that lost its keys
 (restarted empty) hands every lease back to whoever renews first, normally its holder.
@@ -37,6 +39,16 @@ if not owner then
 end
 return 0
 """
+# Renew our membership, drop members whose time ran out, return how many remain. The set itself
+# expires a lease after its last renewal, so nothing is left behind when every replica is gone.
+_MEMBERS = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -58,22 +70,21 @@ class Leases:
         self.failing = False
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._members = redis.register_script(_MEMBERS)
+        self._members_key = names.key("streamer", "members")
 
     @property
     def interval(self) -> float:
         """Seconds between renewals: a quarter of the lease, so two misses still keep it."""
         return self.lease_ms / 4000
 
-    def _member_key(self, instance: str) -> str:
-        return self.names.key("streamer", "member", instance)
-
     async def refresh(self, accounts: Iterable[str]) -> set[str]:
         """Renew, release surplus, claim up to our share; returns the accounts held now."""
         wanted = sorted(set(accounts))
         began = self.link.now()
         try:
-            await self.redis.set(self._member_key(self.instance), b"1", px=self.lease_ms)
-            self.members = max(1, await self._count_members())
+            self.members = max(1, int(await self._members(keys=[self._members_key],
+                                                           args=[self.instance, self.lease_ms])))
             share = math.ceil(len(wanted) / self.members) if wanted else 0
             held = {a for a in sorted(self.held) if a in wanted and await self._try(a)}
             for account in sorted(held, reverse=True)[:max(0, len(held) - share)]:
@@ -100,16 +111,12 @@ class Leases:
     async def _try(self, account: str) -> bool:
         return bool(await self._claim(keys=[self.names.lease(account)], args=[self.instance, self.lease_ms]))
 
-    async def _count_members(self) -> int:
-        pattern = self._member_key("*")
-        return len([k async for k in self.redis.scan_iter(match=pattern, count=100)])
-
     async def release_all(self) -> None:
         """On shutdown: hand everything back at once instead of waiting for expiry."""
         try:
             for account in sorted(self.held):
                 await self._release(keys=[self.names.lease(account)], args=[self.instance])
-            await self.redis.delete(self._member_key(self.instance))
+            await self.redis.zrem(self._members_key, self.instance)
         except (RedisError, OSError) as exc:
             log.warning("could not release leases", extra={"error": type(exc).__name__})
         self.held = set()

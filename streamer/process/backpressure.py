@@ -1,5 +1,4 @@
-"""The streamer's process surface: `/health` (JSON) and `/metrics` (Prometheus) on STREAMER_PORT,
-plus the rates and backpressure level reported in `/health`.
+"""The rates and backpressure level the streamer reports in `/health`.
 
 Rates come from the tick counters themselves over a sliding window of the last RATE_WINDOW
 seconds (sampled once a second and again at every report), so they fall to zero as soon as
@@ -18,11 +17,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Literal, NamedTuple
-
-from aiohttp import web
-from prometheus_client import CollectorRegistry
-
-from ticker.infra.runtime.prometheus import metrics_handler
 
 Level = Literal["healthy", "warning", "critical", "overload"]
 _LEVELS: tuple[tuple[Level, float, float], ...] = (  # level, ratio below, fill at or above
@@ -98,14 +92,3 @@ class Backpressure:
             "window_seconds": round(span, 2),
             "stalled_seconds": round(stalled, 1),
         }
-
-
-def build_app(health: Callable[[], tuple[int, dict]], registry: CollectorRegistry) -> web.Application:
-    async def handle_health(_request: web.Request) -> web.Response:
-        status, doc = health()
-        return web.json_response(doc, status=status)
-
-    app = web.Application()
-    app.router.add_get("/health", handle_health)
-    app.router.add_get("/metrics", metrics_handler(registry))
-    return app

@@ -21,7 +21,7 @@ STATE_CODES: dict[State, int] = {"closed": 0, "half_open": 1, "open": 2}
 FIRST_PERIOD_SHARE = 1 / 8  # of reset_seconds: the first open period's ceiling
 
 
-class CircuitBreaker:
+class PublishBreaker:
     def __init__(self, reset_seconds: float, threshold: int = 1, clock=time.monotonic) -> None:
         self.reset_seconds = reset_seconds
         self.threshold = threshold

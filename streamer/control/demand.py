@@ -15,9 +15,10 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel, ValidationError
 
+from ticker.core.indices import SYMBOL_OF_NAME
 from ticker.core.instruments import Instrument
-from ticker.streamer.plan import Mode, Wanted
-from ticker.streamer.registry import INDEX_SYMBOLS, InstrumentRow, underlying_key
+from ticker.streamer.control.placement import Mode, Wanted
+from ticker.streamer.stages.instrument_table import InstrumentRow, underlying_key
 
 log = logging.getLogger(__name__)
 UNDERLYING_MODE: Mode = "full"
@@ -115,7 +116,7 @@ async def _spots(pool: asyncpg.Pool, instruments: list[InstrumentRow]) -> list[I
     names = sorted({underlying_key(i) for i in instruments if i.instrument_type != "EQ"})
     if not names:
         return []
-    indices = [INDEX_SYMBOLS[n] for n in names if n in INDEX_SYMBOLS]
+    indices = [SYMBOL_OF_NAME[n] for n in names if n in SYMBOL_OF_NAME]
     return _parse(await pool.fetch(_SPOTS, indices, names))
 
 
