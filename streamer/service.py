@@ -24,6 +24,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import TOKEN_PROBLEM_REASONS, ControlMessage, Names
+from ticker.infra.kite.ticker_pool import AccountPool
+from ticker.infra.kite.ticker_socket import Credentials, Timing
 from ticker.infra.queue.enqueue import create_queue, names_for
 from ticker.infra.runtime.heartbeat import beat
 from ticker.infra.runtime.settings import Settings
@@ -32,7 +34,6 @@ from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import connect
 from ticker.streamer.breaker import CircuitBreaker
 from ticker.streamer.buffer import TickBuffer, wait_event
-from ticker.streamer.connection import Credentials, Timing
 from ticker.streamer.control import ControlListener
 from ticker.streamer.enrich import Enricher
 from ticker.streamer.flusher import Flusher
@@ -41,7 +42,6 @@ from ticker.streamer.ingest import Ingest
 from ticker.streamer.leases import Leases
 from ticker.streamer.metrics import StreamerMetrics
 from ticker.streamer.outage import RedisLink
-from ticker.streamer.pool import AccountPool
 from ticker.streamer.publisher import Publisher
 from ticker.streamer.reconcile import Reconciler
 from ticker.streamer.registry import Registry
@@ -140,7 +140,7 @@ class Streamer:
         s = self.settings
         return AccountPool(account_id, creds, ws_root=s.kite_ws_root, max_connections=s.max_ws_connections,
                            per_connection=s.max_instruments_per_ws, session=self.clients.session,
-                           ingest=self.ingest, metrics=self.metrics, timing=self.timing,
+                           sink=self.ingest, metrics=self.metrics, timing=self.timing,
                            supervisor=self.supervisor, on_rejected=self._on_rejected)
 
     def _on_rejected(self, account_id: str, creds: Credentials) -> None:

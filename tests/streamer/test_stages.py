@@ -8,16 +8,16 @@ import numpy as np
 import orjson
 
 from ticker.core.wire import Ticks, encode
-from ticker.streamer.bars import BarBuilder
-from ticker.streamer.breaker import CircuitBreaker
-from ticker.streamer.buffer import Chunk, TickBuffer
-from ticker.streamer.connection import (
+from ticker.infra.kite.ticker_socket import (
     Credentials,
     Timing,
     subscribe_messages,
     ticker_url,
     unsubscribe_messages,
 )
+from ticker.streamer.bars import BarBuilder
+from ticker.streamer.breaker import CircuitBreaker
+from ticker.streamer.buffer import Chunk, TickBuffer
 from ticker.streamer.health import Backpressure, classify
 from ticker.streamer.ingest import Ingest
 from ticker.streamer.metrics import StreamerMetrics
