@@ -123,12 +123,12 @@ async def install_session(d: Deps, account: KiteAccount, request_token_value: st
     await limiter.acquire(budget, "api")
     api = KiteApi(d.kite_http, account.api_key)
     session = await api.generate_session(request_token_value, api_secret)
-    access = str(session["access_token"])
+    access = session.access_token
     register_secret(access)
     await limiter.acquire(budget, "api")
     profile = await api.profile()  # proves the token works before anyone relies on it
     expected = account.secret("user_id")
-    if expected and profile.get("user_id") != expected:
+    if expected and profile.user_id != expected:
         raise TokenJobError(f"the new token of account {account.account_id!r} belongs to another Kite user")
     await d.accounts.set_token(account.account_id, access, "valid")
     if account.login_error is not None:  # the credentials work after all
