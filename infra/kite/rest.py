@@ -33,6 +33,7 @@ from ticker.infra.kite.schemas import (
     Margins,
     OhlcQuote,
     Order,
+    OrderCharges,
     OrderMargins,
     OrderResult,
     Positions,
@@ -232,6 +233,7 @@ _HOLDINGS = TypeAdapter(list[Holding])
 _GTTS = TypeAdapter(list[Gtt])
 _CANDLES = TypeAdapter(list[Candle])
 _ORDER_MARGINS = TypeAdapter(list[OrderMargins])
+_ORDER_CHARGES = TypeAdapter(list[OrderCharges])
 _QUOTES = TypeAdapter(dict[str, Quote])
 _LTPS = TypeAdapter(dict[str, LtpQuote])
 _OHLCS = TypeAdapter(dict[str, OhlcQuote])
@@ -301,6 +303,10 @@ class KiteApi:
 
     async def order_history(self, order_id: str, timeout: float | None = None) -> list[Order]:
         return _typed(_ORDERS, await self._call("GET", f"/orders/{order_id}", timeout=timeout), "an order's history")
+
+    async def order_trades(self, order_id: str, timeout: float | None = None) -> list[Trade]:
+        return _typed(_TRADES, await self._call("GET", f"/orders/{order_id}/trades", timeout=timeout),
+                      "an order's trades")
 
     async def trades(self) -> list[Trade]:
         return _typed(_TRADES, await self._call("GET", "/trades"), "trades")
@@ -379,3 +385,8 @@ class KiteApi:
         query = {"consider_positions": consider_positions, "mode": "compact" if compact else None}
         data = await self._call("POST", "/margins/basket", query, timeout, json_body=orders)
         return _typed(_one(BasketMargins), data, "basket margins")
+
+    async def order_charges(self, orders: list[dict[str, Any]], timeout: float | None = None) -> list[OrderCharges]:
+        """Charges of executed orders (each with its `average_price`), as Kite's contract note has them."""
+        data = await self._call("POST", "/charges/orders", None, timeout, json_body=orders)
+        return _typed(_ORDER_CHARGES, data, "order charges")

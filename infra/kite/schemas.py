@@ -410,3 +410,17 @@ class BasketMargins(KiteModel):
     final: OrderMargins | None = None
     orders: list[OrderMargins] = []
     charges: Charges | None = None
+
+
+class OrderCharges(KiteModel):
+    """`POST /charges/orders`: what one executed order costs (Kite's virtual contract note)."""
+
+    transaction_type: str | None = None
+    tradingsymbol: str | None = None
+    exchange: str | None = None
+    variety: str | None = None
+    product: str | None = None
+    order_type: str | None = None
+    quantity: int | None = None
+    price: float | None = None
+    charges: Charges | None = None
