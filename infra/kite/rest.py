@@ -3,7 +3,8 @@
 Same routes, headers (`X-Kite-Version: 3`, `Authorization: token api_key:access_token`), form bodies
 and envelopes as `kiteconnect.KiteConnect`, and the SDK's own exception classes, so callers can treat
 errors the way Kite documents them. One `KiteHttp` (one aiohttp session) per process is shared by
-every account; `KiteApi` binds it to one account's credentials.
+every account; `KiteApi` binds it to one account's credentials and returns Kite's answers as the
+models of ticker.infra.kite.schemas (an answer that does not fit them is a DataException).
 """
 
 from __future__ import annotations
