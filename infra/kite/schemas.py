@@ -11,10 +11,19 @@ hands Kite's answer to its clients hands on the same document as before it was t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    model_validator,
+)
 
 _KITE_TIME = "%Y-%m-%d %H:%M:%S"
 
@@ -297,12 +306,10 @@ class Quote(OhlcQuote):
     depth: Depth | None = None
 
 
-_CANDLE_FIELDS = ("date", "open", "high", "low", "close", "volume", "oi")
-
-
-class Candle(KiteModel):
-    """One historical candle; Kite sends `[timestamp, open, high, low, close, volume(, oi)]` with
-    the timestamp zoned (`2024-01-02T09:15:00+0530`), kept zoned here."""
+class Candle(NamedTuple):
+    """One historical candle. Kite sends `[timestamp, open, high, low, close, volume(, oi)]` with the
+    timestamp zoned (`2024-01-02T09:15:00+0530`), kept zoned here. A typed row rather than a model:
+    a long minute range holds tens of thousands, and pydantic reads these without Python code."""
 
     date: datetime
     open: float
@@ -312,12 +319,12 @@ class Candle(KiteModel):
     volume: int
     oi: int | None = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _from_row(cls, data: Any) -> Any:
-        if isinstance(data, list | tuple):
-            return dict(zip(_CANDLE_FIELDS, data, strict=False))
-        return data
+    def from_kite(cls, row: Sequence[Any]) -> Candle:
+        return _CANDLE.validate_python(row)
+
+
+_CANDLE: TypeAdapter[Candle] = TypeAdapter(Candle)
 
 
 # --- GTT -------------------------------------------------------------------------------------------

@@ -104,9 +104,11 @@ class Candles:
         return [list(r) for r in zip(*cols, strict=True)]
 
 
-def _epoch(stamp: datetime) -> float:
-    """Epoch seconds of a candle's time; one without a zone counts as UTC, as `parse_stamps` reads it."""
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+def _epochs(stamps: Sequence[datetime]) -> np.ndarray:
+    """Epoch seconds of candle times; one without a zone counts as UTC, as `parse_stamps` reads it."""
+    if any(stamp.tzinfo is None for stamp in stamps):
+        stamps = [stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC) for stamp in stamps]
+    return np.array([stamp.timestamp() for stamp in stamps], dtype=np.float64)
 
 
 def parse_candles(raw: Sequence[Candle], with_oi: bool, first: date, last: date) -> dict[date, Candles]:
@@ -116,12 +118,12 @@ def parse_candles(raw: Sequence[Candle], with_oi: bool, first: date, last: date)
         return out
     if with_oi and any(r.oi is None for r in raw):
         raise ValueError("Kite sent candles without open interest although oi was requested")
-    t = np.array([_epoch(r.date) for r in raw], dtype=np.float64)
-    prices = np.array([(r.open, r.high, r.low, r.close) for r in raw], dtype=np.float64)
-    volume = np.array([r.volume for r in raw], dtype=np.int64)
-    oi = np.array([r.oi for r in raw], dtype=np.int64) if with_oi else None
-    order = np.argsort(t, kind="stable")
-    whole = Candles(t, prices[:, 0], prices[:, 1], prices[:, 2], prices[:, 3], volume, oi).take(order)
+    stamps, o, h, lo, c, v, oi = zip(*raw, strict=True)  # rows to columns in one pass
+    t = _epochs(stamps)
+    f = np.float64
+    whole = Candles(t, np.array(o, f), np.array(h, f), np.array(lo, f), np.array(c, f), np.array(v, np.int64),
+                    np.array(oi, np.int64) if with_oi else None)
+    whole = whole.take(np.argsort(t, kind="stable"))
     day_numbers = ist_days(whole.t)
     for number in np.unique(day_numbers):
         d = _EPOCH_DAY + timedelta(days=int(number))

@@ -77,7 +77,7 @@ def _kite(day: date, minutes: int, oi: bool) -> list[Candle]:
     for m in range(minutes):
         stamp = (datetime(day.year, day.month, day.day, 9, 15) + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%S")
         row = [f"{stamp}+0530", 100.0 + m, 101.0 + m, 99.0 + m, 100.5 + m, 10 * m] + ([5000 + m] if oi else [])
-        out.append(Candle.model_validate(row))
+        out.append(Candle.from_kite(row))
     return out
 
 
