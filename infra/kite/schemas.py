@@ -297,9 +297,9 @@ class Quote(OhlcQuote):
     sell_quantity: int | None = None
     volume: int | None = None
     average_price: float | None = None
-    oi: float | None = None
-    oi_day_high: float | None = None
-    oi_day_low: float | None = None
+    oi: int | None = None
+    oi_day_high: int | None = None
+    oi_day_low: int | None = None
     net_change: float | None = None
     lower_circuit_limit: float | None = None
     upper_circuit_limit: float | None = None
