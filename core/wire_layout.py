@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 
@@ -18,7 +19,8 @@ import numpy as np
 MODE_LTP = 0
 MODE_QUOTE = 1
 MODE_FULL = 2
-MODE_NAMES: tuple[str, str, str] = ("ltp", "quote", "full")
+Mode = Literal["ltp", "quote", "full"]
+MODE_NAMES: tuple[Mode, Mode, Mode] = ("ltp", "quote", "full")
 MODE_CODES: dict[str, int] = {name: code for code, name in enumerate(MODE_NAMES)}
 
 # Exchange segment = low byte of the instrument token (kiteconnect's EXCHANGE_MAP).

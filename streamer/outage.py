@@ -14,19 +14,14 @@ every part retries on its own with `jittered` back-off.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
 
+from ticker.core.backoff import jittered
+
 log = logging.getLogger(__name__)
-
-
-def jittered(attempt: int, base: float, cap: float) -> float:
-    """Exponential back-off with jitter: uniform in [d/2, d], d = base * 2^attempt capped at `cap`,
-    so retries of many parts (or replicas) do not fall on Redis in step."""
-    ceiling = min(cap, base * 2 ** min(attempt, 30))
-    return random.uniform(ceiling / 2, ceiling)
+__all__ = ["RedisLink", "jittered"]  # jittered lives in core; the streamer's parts import it here
 
 
 class RedisLink:

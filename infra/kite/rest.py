@@ -3,7 +3,8 @@
 Same routes, headers (`X-Kite-Version: 3`, `Authorization: token api_key:access_token`), form bodies
 and envelopes as `kiteconnect.KiteConnect`, and the SDK's own exception classes, so callers can treat
 errors the way Kite documents them. One `KiteHttp` (one aiohttp session) per process is shared by
-every account; `KiteApi` binds it to one account's credentials.
+every account; `KiteApi` binds it to one account's credentials and returns Kite's answers as the
+models of ticker.infra.kite.schemas (an answer that does not fit them is a DataException).
 """
 
 from __future__ import annotations
@@ -14,13 +15,35 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 from kiteconnect import exceptions as kex
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ticker.infra.kite.egress import Egress
+from ticker.infra.kite.schemas import (
+    BasketMargins,
+    Candle,
+    Gtt,
+    GttResult,
+    Holding,
+    LtpQuote,
+    Margins,
+    OhlcQuote,
+    Order,
+    OrderCharges,
+    OrderMargins,
+    OrderResult,
+    Positions,
+    Profile,
+    Quote,
+    SegmentMargins,
+    Session,
+    Trade,
+)
 
 KITE_VERSION = "3"
 USER_AGENT = "ticker-service/0.1"
@@ -29,6 +52,8 @@ QUOTE_MAX_INSTRUMENTS = 500
 LTP_MAX_INSTRUMENTS = OHLC_MAX_INSTRUMENTS = 1000
 
 Pace = Callable[[], Awaitable[Any]]
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 # Re-exported so callers need not know where they come from.
 KiteException = kex.KiteException
@@ -193,9 +218,36 @@ def checksum(api_key: str, request_token: str, api_secret: str) -> str:
     return hashlib.sha256(f"{api_key}{request_token}{api_secret}".encode()).hexdigest()
 
 
+def _typed(adapter: TypeAdapter[T], data: Any, what: str) -> T:
+    """Kite's `data` as its model; an answer that does not fit is Kite's data problem, not ours to retry."""
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "data"
+        raise DataException(f"unexpected answer from Kite for {what}: {where}: {err['msg']}", code=502) from None
+
+
+_ORDERS = TypeAdapter(list[Order])
+_TRADES = TypeAdapter(list[Trade])
+_HOLDINGS = TypeAdapter(list[Holding])
+_GTTS = TypeAdapter(list[Gtt])
+_CANDLES = TypeAdapter(list[Candle])
+_ORDER_MARGINS = TypeAdapter(list[OrderMargins])
+_ORDER_CHARGES = TypeAdapter(list[OrderCharges])
+_QUOTES = TypeAdapter(dict[str, Quote])
+_LTPS = TypeAdapter(dict[str, LtpQuote])
+_OHLCS = TypeAdapter(dict[str, OhlcQuote])
+
+
+@cache
+def _one(model: type[M]) -> TypeAdapter[M]:
+    return TypeAdapter(model)
+
+
 @dataclass
 class KiteApi:
-    """Kite's REST calls for one account."""
+    """Kite's REST calls for one account; answers come back as the models of ticker.infra.kite.schemas."""
 
     http: KiteHttp
     api_key: str
@@ -208,77 +260,87 @@ class KiteApi:
                                        json_body=json_body, order_path=order_path)
 
     # session
-    async def generate_session(self, request_token: str, api_secret: str) -> dict[str, Any]:
+    async def generate_session(self, request_token: str, api_secret: str) -> Session:
         data = await self._call("POST", "/session/token", {
             "api_key": self.api_key, "request_token": request_token,
             "checksum": checksum(self.api_key, request_token, api_secret),
         })
-        self.access_token = data["access_token"]
-        return data
+        session = _typed(_one(Session), data, "the session")
+        self.access_token = session.access_token
+        return session
 
     async def invalidate_access_token(self) -> Any:
         return await self._call("DELETE", "/session/token",
                                 {"api_key": self.api_key, "access_token": self.access_token})
 
-    async def profile(self) -> dict[str, Any]:
-        return await self._call("GET", "/user/profile")
+    async def profile(self) -> Profile:
+        return _typed(_one(Profile), await self._call("GET", "/user/profile"), "the profile")
 
-    async def margins(self, segment: str | None = None) -> dict[str, Any]:
-        return await self._call("GET", f"/user/margins/{segment}" if segment else "/user/margins")
+    async def margins(self) -> Margins:
+        return _typed(_one(Margins), await self._call("GET", "/user/margins"), "margins")
+
+    async def segment_margins(self, segment: str) -> SegmentMargins:
+        return _typed(_one(SegmentMargins), await self._call("GET", f"/user/margins/{segment}"), "margins")
 
     # orders
     # Orders go out as given: order intake (core/order_intake.py) has filled in market protection.
-    async def place_order(self, variety: str, params: dict[str, Any], timeout: float | None = None) -> str:
-        return (await self._call("POST", f"/orders/{variety}", params, timeout, order_path=True))["order_id"]
+    async def place_order(self, variety: str, params: dict[str, Any], timeout: float | None = None) -> OrderResult:
+        data = await self._call("POST", f"/orders/{variety}", params, timeout, order_path=True)
+        return _typed(_one(OrderResult), data, "a placed order")
 
     async def modify_order(self, variety: str, order_id: str, params: dict[str, Any],
-                           timeout: float | None = None) -> str:
-        return (await self._call("PUT", f"/orders/{variety}/{order_id}", params, timeout,
-                                 order_path=True))["order_id"]
+                           timeout: float | None = None) -> OrderResult:
+        data = await self._call("PUT", f"/orders/{variety}/{order_id}", params, timeout, order_path=True)
+        return _typed(_one(OrderResult), data, "a modified order")
 
     async def cancel_order(self, variety: str, order_id: str, parent_order_id: str | None = None,
-                           timeout: float | None = None) -> str:
+                           timeout: float | None = None) -> OrderResult:
         params = {"parent_order_id": parent_order_id}
-        return (await self._call("DELETE", f"/orders/{variety}/{order_id}", params, timeout,
-                                 order_path=True))["order_id"]
+        data = await self._call("DELETE", f"/orders/{variety}/{order_id}", params, timeout, order_path=True)
+        return _typed(_one(OrderResult), data, "a cancelled order")
 
-    async def orders(self, timeout: float | None = None) -> list[dict[str, Any]]:
-        return await self._call("GET", "/orders", timeout=timeout)
+    async def orders(self, timeout: float | None = None) -> list[Order]:
+        return _typed(_ORDERS, await self._call("GET", "/orders", timeout=timeout), "the order book")
 
-    async def order_history(self, order_id: str, timeout: float | None = None) -> list[dict[str, Any]]:
-        return await self._call("GET", f"/orders/{order_id}", timeout=timeout)
+    async def order_history(self, order_id: str, timeout: float | None = None) -> list[Order]:
+        return _typed(_ORDERS, await self._call("GET", f"/orders/{order_id}", timeout=timeout), "an order's history")
 
-    async def trades(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/trades")
+    async def order_trades(self, order_id: str, timeout: float | None = None) -> list[Trade]:
+        return _typed(_TRADES, await self._call("GET", f"/orders/{order_id}/trades", timeout=timeout),
+                      "an order's trades")
 
-    async def positions(self) -> dict[str, Any]:
-        return await self._call("GET", "/portfolio/positions")
+    async def trades(self) -> list[Trade]:
+        return _typed(_TRADES, await self._call("GET", "/trades"), "trades")
 
-    async def holdings(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/portfolio/holdings")
+    async def positions(self) -> Positions:
+        return _typed(_one(Positions), await self._call("GET", "/portfolio/positions"), "positions")
+
+    async def holdings(self) -> list[Holding]:
+        return _typed(_HOLDINGS, await self._call("GET", "/portfolio/holdings"), "holdings")
 
     # market data
     async def instruments(self, exchange: str | None = None) -> bytes:
+        """The instrument dump as Kite sends it (CSV); ticker.core.instruments reads it."""
         return await self._call("GET", f"/instruments/{exchange}" if exchange else "/instruments")
 
     async def historical_data(self, instrument_token: int, from_date: datetime, to_date: datetime,
-                              interval: str, continuous: bool = False, oi: bool = False) -> list[list[Any]]:
+                              interval: str, continuous: bool = False, oi: bool = False) -> list[Candle]:
         data = await self._call("GET", f"/instruments/historical/{instrument_token}/{interval}", {
             "from": from_date, "to": to_date, "interval": interval,
             "continuous": 1 if continuous else 0, "oi": 1 if oi else 0,
         })
-        return data["candles"]
+        return _typed(_CANDLES, (data or {}).get("candles") or [], "candles")
 
     # Market data: lists longer than Kite takes in one call go as several calls, one after another;
-    # `pace` (e.g. a rate-limit grant) is awaited before each.
-    async def quote(self, instruments: list[str], pace: Pace | None = None) -> dict[str, Any]:
-        return await self._market("/quote", instruments, QUOTE_MAX_INSTRUMENTS, pace)
+    # `pace` (e.g. a rate-limit grant) is awaited before each. Answers are keyed "EXCHANGE:SYMBOL".
+    async def quote(self, instruments: list[str], pace: Pace | None = None) -> dict[str, Quote]:
+        return _typed(_QUOTES, await self._market("/quote", instruments, QUOTE_MAX_INSTRUMENTS, pace), "quotes")
 
-    async def ltp(self, instruments: list[str], pace: Pace | None = None) -> dict[str, Any]:
-        return await self._market("/quote/ltp", instruments, LTP_MAX_INSTRUMENTS, pace)
+    async def ltp(self, instruments: list[str], pace: Pace | None = None) -> dict[str, LtpQuote]:
+        return _typed(_LTPS, await self._market("/quote/ltp", instruments, LTP_MAX_INSTRUMENTS, pace), "prices")
 
-    async def ohlc(self, instruments: list[str], pace: Pace | None = None) -> dict[str, Any]:
-        return await self._market("/quote/ohlc", instruments, OHLC_MAX_INSTRUMENTS, pace)
+    async def ohlc(self, instruments: list[str], pace: Pace | None = None) -> dict[str, OhlcQuote]:
+        return _typed(_OHLCS, await self._market("/quote/ohlc", instruments, OHLC_MAX_INSTRUMENTS, pace), "OHLC")
 
     async def _market(self, path: str, instruments: list[str], size: int, pace: Pace | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -289,35 +351,43 @@ class KiteApi:
         return out
 
     # GTT (good till triggered): writes are order requests, so they take the order path's egress
-    async def place_gtt(self, params: dict[str, Any], timeout: float | None = None) -> int:
-        """`params`: Kite's GTT form (type, condition and orders as JSON text); returns the trigger id."""
-        return int((await self._call("POST", "/gtt/triggers", params, timeout, order_path=True))["trigger_id"])
+    async def place_gtt(self, params: dict[str, Any], timeout: float | None = None) -> GttResult:
+        """`params`: Kite's GTT form (type, condition and orders as JSON text)."""
+        data = await self._call("POST", "/gtt/triggers", params, timeout, order_path=True)
+        return _typed(_one(GttResult), data, "a placed GTT")
 
-    async def modify_gtt(self, trigger_id: int, params: dict[str, Any], timeout: float | None = None) -> int:
+    async def modify_gtt(self, trigger_id: int, params: dict[str, Any], timeout: float | None = None) -> GttResult:
         data = await self._call("PUT", f"/gtt/triggers/{trigger_id}", params, timeout, order_path=True)
-        return int(data["trigger_id"])
+        return _typed(_one(GttResult), data, "a modified GTT")
 
-    async def delete_gtt(self, trigger_id: int, timeout: float | None = None) -> int:
+    async def delete_gtt(self, trigger_id: int, timeout: float | None = None) -> GttResult:
         data = await self._call("DELETE", f"/gtt/triggers/{trigger_id}", None, timeout, order_path=True)
-        return int(data["trigger_id"])
+        return _typed(_one(GttResult), data, "a deleted GTT")
 
-    async def gtts(self, timeout: float | None = None) -> list[dict[str, Any]]:
+    async def gtts(self, timeout: float | None = None) -> list[Gtt]:
         """The account's GTTs, newest first."""
-        return await self._call("GET", "/gtt/triggers", timeout=timeout)
+        return _typed(_GTTS, await self._call("GET", "/gtt/triggers", timeout=timeout), "GTTs")
 
-    async def gtt(self, trigger_id: int, timeout: float | None = None) -> dict[str, Any]:
-        return await self._call("GET", f"/gtt/triggers/{trigger_id}", timeout=timeout)
+    async def gtt(self, trigger_id: int, timeout: float | None = None) -> Gtt:
+        return _typed(_one(Gtt), await self._call("GET", f"/gtt/triggers/{trigger_id}", timeout=timeout), "a GTT")
 
     # margin calculation
     async def order_margins(self, orders: list[dict[str, Any]], compact: bool = False,
-                            timeout: float | None = None) -> list[dict[str, Any]]:
+                            timeout: float | None = None) -> list[OrderMargins]:
         """Margins of each order taken alone (positions it closes need none)."""
-        return await self._call("POST", "/margins/orders", {"mode": "compact" if compact else None}, timeout,
+        data = await self._call("POST", "/margins/orders", {"mode": "compact" if compact else None}, timeout,
                                 json_body=orders)
+        return _typed(_ORDER_MARGINS, data, "order margins")
 
     async def basket_margins(self, orders: list[dict[str, Any]], consider_positions: bool = True,
-                             compact: bool = False, timeout: float | None = None) -> dict[str, Any]:
+                             compact: bool = False, timeout: float | None = None) -> BasketMargins:
         """Kite's basket margins: `initial` (each order alone), `final` (together, hedges counted),
         `orders` and `charges`; with `consider_positions` the open positions join `final`."""
         query = {"consider_positions": consider_positions, "mode": "compact" if compact else None}
-        return await self._call("POST", "/margins/basket", query, timeout, json_body=orders)
+        data = await self._call("POST", "/margins/basket", query, timeout, json_body=orders)
+        return _typed(_one(BasketMargins), data, "basket margins")
+
+    async def order_charges(self, orders: list[dict[str, Any]], timeout: float | None = None) -> list[OrderCharges]:
+        """Charges of executed orders (each with its `average_price`), as Kite's contract note has them."""
+        data = await self._call("POST", "/charges/orders", None, timeout, json_body=orders)
+        return _typed(_ORDER_CHARGES, data, "order charges")

@@ -28,6 +28,7 @@ from ticker.core.history import KITE_MAX_DAYS, max_span_days
 from ticker.core.indices import index_symbol
 from ticker.infra.kite.account_choice import data_accounts
 from ticker.infra.kite.rest import KiteException, is_transient
+from ticker.infra.kite.schemas import Candle
 from ticker.infra.queue.progress import set_progress
 from ticker.jobs.context import Deps, deps
 from ticker.jobs.data.history_greeks import option_greeks
@@ -139,7 +140,7 @@ class Fetcher:
             await self.step()
         return Candles.concat([got.get(d) or Candles.empty(plan.oi) for d in plan.days])
 
-    async def _call(self, plan: Plan, start: datetime, end: datetime) -> list[list[Any]]:
+    async def _call(self, plan: Plan, start: datetime, end: datetime) -> list[Candle]:
         picker = data_accounts(self.d)
         for attempt in range(1, FETCH_TRIES + 1):
             self.kite_requests += 1

@@ -1,18 +1,22 @@
 """Candles as numpy columns, and their Postgres cache (`history_cache`, one row per finished day).
 
 Kite sends candles as `[timestamp, open, high, low, close, volume(, oi)]` with timestamps like
-`2024-01-02T09:15:00+0530`; here they become epoch seconds and float/int columns, so slicing,
-aligning and pricing stay vectorized. Cached days are stored columnar as JSON.
+`2024-01-02T09:15:00+0530` (read by the Kite adapter as `Candle`s); here they become epoch seconds
+and float/int columns, so slicing, aligning and pricing stay vectorized. Cached days are stored
+columnar as JSON.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import numpy as np
+
+from ticker.infra.kite.schemas import Candle
 
 IST_OFFSET = 19_800  # Asia/Kolkata is UTC+05:30 all year
 _EPOCH_DAY = date(1970, 1, 1)
@@ -100,19 +104,26 @@ class Candles:
         return [list(r) for r in zip(*cols, strict=True)]
 
 
-def parse_candles(raw: list[list[Any]], with_oi: bool, first: date, last: date) -> dict[date, Candles]:
+def _epochs(stamps: Sequence[datetime]) -> np.ndarray:
+    """Epoch seconds of candle times; one without a zone counts as UTC, as `parse_stamps` reads it."""
+    if any(stamp.tzinfo is None for stamp in stamps):
+        stamps = [stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC) for stamp in stamps]
+    return np.array([stamp.timestamp() for stamp in stamps], dtype=np.float64)
+
+
+def parse_candles(raw: Sequence[Candle], with_oi: bool, first: date, last: date) -> dict[date, Candles]:
     """Kite's candles for days first..last, split per IST day (days without candles map to empty)."""
     out = {first + timedelta(days=i): Candles.empty(with_oi) for i in range((last - first).days + 1)}
     if not raw:
         return out
-    if with_oi and any(len(r) < 7 for r in raw):
+    if with_oi and any(r.oi is None for r in raw):
         raise ValueError("Kite sent candles without open interest although oi was requested")
-    t = parse_stamps([str(r[0]) for r in raw])
-    prices = np.array([r[1:5] for r in raw], dtype=np.float64)
-    volume = np.array([r[5] for r in raw], dtype=np.int64)
-    oi = np.array([r[6] for r in raw], dtype=np.int64) if with_oi else None
-    order = np.argsort(t, kind="stable")
-    whole = Candles(t, prices[:, 0], prices[:, 1], prices[:, 2], prices[:, 3], volume, oi).take(order)
+    stamps, o, h, lo, c, v, oi = zip(*raw, strict=True)  # rows to columns in one pass
+    t = _epochs(stamps)
+    f = np.float64
+    whole = Candles(t, np.array(o, f), np.array(h, f), np.array(lo, f), np.array(c, f), np.array(v, np.int64),
+                    np.array(oi, np.int64) if with_oi else None)
+    whole = whole.take(np.argsort(t, kind="stable"))
     day_numbers = ist_days(whole.t)
     for number in np.unique(day_numbers):
         d = _EPOCH_DAY + timedelta(days=int(number))

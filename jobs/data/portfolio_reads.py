@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from ticker.core.contracts import JOB_PORTFOLIO, Names
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import KiteApi, is_transient
+from ticker.infra.kite.schemas import as_json
 from ticker.infra.orders.intake import resolve_account_id
 from ticker.jobs.context import Deps, deps
 from ticker.jobs.kite_clients import kite_clients
@@ -55,11 +56,12 @@ def cache_key(names: Names, account_id: str, kind: str, trigger_id: int | None =
 
 
 async def _fetch(api: KiteApi, kind: PortfolioKind, trigger_id: int | None) -> Any:
+    """Kite's answer as the JSON document Kite sent (what clients and the cache hold)."""
     if kind == "gtt":
-        return await api.gtt(trigger_id or 0)
+        return (await api.gtt(trigger_id or 0)).to_json()
     calls = {"positions": api.positions, "holdings": api.holdings, "margins": api.margins,
              "orders": api.orders, "trades": api.trades, "gtts": api.gtts}
-    return await calls[kind]()
+    return as_json(await calls[kind]())
 
 
 async def _cached(d: Deps, key: str, max_age: float) -> PortfolioResult | None:

@@ -136,8 +136,9 @@ async def _kite_ltp(d: Deps, instrument: str) -> float | None:
         except (KiteException, RateLimited) as exc:
             log.warning("ltp lookup failed", extra={"account_id": account.account_id, "error": str(exc)})
             continue
-        if instrument in (data or {}):
-            return float(data[instrument]["last_price"])
+        quote = data.get(instrument)
+        if quote is not None and quote.last_price is not None:
+            return quote.last_price
     return None
 
 

@@ -107,11 +107,9 @@ async def _settled(job: OrderJob, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _kite_time(text: Any) -> datetime | None:
-    try:
-        return datetime.strptime(str(text), "%Y-%m-%d %H:%M:%S").replace(tzinfo=IST)
-    except ValueError:
-        return None
+def _ist(stamp: datetime | str | None) -> datetime | None:
+    """A Kite timestamp (naive, IST) as an aware time; None when Kite sent none or no readable one."""
+    return stamp.replace(tzinfo=IST) if isinstance(stamp, datetime) else None
 
 
 def is_replay(job: OrderJob) -> bool:
@@ -128,11 +126,11 @@ async def find_placed(job: OrderJob, api: KiteApi, req: GttRequest, timeout: flo
     if record is not None and not is_replay(job):
         since = (record.started_at or record.created_at) - CLOCK_SKEW
     for gtt in await api.gtts(timeout=timeout):
-        created = _kite_time(gtt.get("created_at"))
+        created = _ist(gtt.created_at)
         if since is not None and (created is None or created < since):
             continue
-        if same_gtt(req, gtt) and not await audit.gtt_claimed(job.deps.db, int(gtt["id"]), job.job_id):
-            return Outcome(trigger_id=int(gtt["id"]), adopted=True, kite_status=gtt.get("status"))
+        if same_gtt(req, gtt.to_json()) and not await audit.gtt_claimed(job.deps.db, gtt.id, job.job_id):
+            return Outcome(trigger_id=gtt.id, adopted=True, kite_status=gtt.status)
     return None
 
 
@@ -149,8 +147,8 @@ async def place_gtt(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     async def action(api: KiteApi, attempt: Attempt) -> Outcome:
         if attempt.may_exist and (found := await lookup(api)) is not None:
             return found
-        trigger_id = await api.place_gtt(req.kite_params(), timeout=timeout)
-        return Outcome(trigger_id=trigger_id, kite_status="active")
+        placed = await api.place_gtt(req.kite_params(), timeout=timeout)
+        return Outcome(trigger_id=placed.trigger_id, kite_status="active")
 
     return await _settled(job, await run_order_job(job, action, recover=lookup, check=_checker(job, req)))
 
@@ -163,10 +161,10 @@ async def modify_gtt(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, 
     async def action(api: KiteApi, attempt: Attempt) -> Outcome:
         if attempt.may_exist:
             current = await api.gtt(p.trigger_id, timeout=timeout)
-            if same_gtt(req, current):
-                return Outcome(trigger_id=p.trigger_id, adopted=True, kite_status=current.get("status"))
-        trigger_id = await api.modify_gtt(p.trigger_id, req.kite_params(), timeout=timeout)
-        return Outcome(trigger_id=trigger_id, kite_status="active")
+            if same_gtt(req, current.to_json()):
+                return Outcome(trigger_id=p.trigger_id, adopted=True, kite_status=current.status)
+        modified = await api.modify_gtt(p.trigger_id, req.kite_params(), timeout=timeout)
+        return Outcome(trigger_id=modified.trigger_id, kite_status="active")
 
     return await _settled(job, await run_order_job(job, action, check=_checker(job, req)))
 
@@ -178,10 +176,10 @@ async def delete_gtt(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, 
     async def action(api: KiteApi, attempt: Attempt) -> Outcome:
         if attempt.may_exist:
             current = await api.gtt(p.trigger_id, timeout=timeout)
-            if current.get("status") == "deleted":
+            if current.status == "deleted":
                 return Outcome(trigger_id=p.trigger_id, adopted=True, kite_status="deleted")
-        trigger_id = await api.delete_gtt(p.trigger_id, timeout=timeout)
-        return Outcome(trigger_id=trigger_id, kite_status="deleted")
+        deleted = await api.delete_gtt(p.trigger_id, timeout=timeout)
+        return Outcome(trigger_id=deleted.trigger_id, kite_status="deleted")
 
     return await _settled(job, await run_order_job(job, action))
 

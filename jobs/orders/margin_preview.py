@@ -48,7 +48,7 @@ async def order_margins(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[st
         if is_transient(exc) and tries < d.settings.order_max_tries:
             raise Retry(defer=backoff(d.settings, tries)) from exc
         raise MarginsFailed(error_text(exc)) from exc
-    return {"account_id": account_id, "consider_positions": req.consider_positions, **data}
+    return {"account_id": account_id, "consider_positions": req.consider_positions, **data.to_json()}
 
 
 FUNCTIONS = [func(order_margins, name=JOB_ORDER_MARGINS)]

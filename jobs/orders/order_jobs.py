@@ -25,6 +25,7 @@ from ticker.core.orders import (
     kite_tag,
 )
 from ticker.infra.kite.rest import KiteApi
+from ticker.infra.kite.schemas import Order
 from ticker.infra.orders.intake import UnknownAccount, find_instrument, intake_rules, resolve_account_id
 from ticker.jobs.context import deps
 from ticker.jobs.orders.runner import Attempt, OrderJob, Outcome, fail_for_good, pace_lookup, run_order_job
@@ -60,14 +61,10 @@ async def _open(ctx: dict[str, Any], payload: dict[str, Any], kind: OrderKind) -
 
 
 # --- place -------------------------------------------------------------------------------------
-async def find_by_tags(api: KiteApi, tags: list[str], timeout: float) -> dict[str, Any] | None:
+async def find_by_tags(api: KiteApi, tags: list[str], timeout: float) -> Order | None:
     """The order in today's order book carrying one of these tags (Kite returns `tag` and `tags`)."""
     wanted = set(tags)
-    for order in await api.orders(timeout=timeout):
-        carried = {order.get("tag"), *(order.get("tags") or [])}
-        if carried & wanted:
-            return order
-    return None
+    return next((order for order in await api.orders(timeout=timeout) if order.carries(wanted)), None)
 
 
 async def place_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +90,7 @@ async def place_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
         found = await find_by_tags(api, tags, timeout)
         if found is None:
             return None
-        return Outcome(kite_order_id=str(found["order_id"]), adopted=True, kite_status=found.get("status"))
+        return Outcome(kite_order_id=found.order_id, adopted=True, kite_status=found.status)
 
     async def action(api: KiteApi, attempt: Attempt) -> Outcome:
         if attempt.may_exist:
@@ -101,17 +98,17 @@ async def place_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
             if found is not None:
                 return found
         await attempt.sending()
-        order_id = await api.place_order(order.variety, order.kite_params(tag), timeout=timeout)
-        return Outcome(kite_order_id=str(order_id))
+        placed = await api.place_order(order.variety, order.kite_params(tag), timeout=timeout)
+        return Outcome(kite_order_id=placed.order_id)
 
     return await run_order_job(job, action, recover=lookup, check=check)
 
 
 # --- modify ------------------------------------------------------------------------------------
-def _already_applied(latest: dict[str, Any], changes: dict[str, Any]) -> bool:
+def _already_applied(latest: Order, changes: dict[str, Any]) -> bool:
     """Whether the order already shows every requested change (an earlier attempt went through)."""
     for name, wanted in changes.items():
-        have = latest.get(name)
+        have = getattr(latest, name, None)
         if isinstance(wanted, float | int) and isinstance(have, float | int):
             if abs(float(have) - float(wanted)) > 1e-9:
                 return False
@@ -120,9 +117,9 @@ def _already_applied(latest: dict[str, Any], changes: dict[str, Any]) -> bool:
     return True
 
 
-async def _latest_state(api: KiteApi, order_id: str, timeout: float) -> dict[str, Any]:
+async def _latest_state(api: KiteApi, order_id: str, timeout: float) -> Order | None:
     history = await api.order_history(order_id, timeout=timeout)
-    return history[-1] if history else {}
+    return history[-1] if history else None
 
 
 async def modify_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
@@ -140,11 +137,11 @@ async def modify_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str
         if attempt.may_exist:
             await pace_lookup(job)
             latest = await _latest_state(api, req.order_id, timeout)
-            if latest and _already_applied(latest, changes):
-                return Outcome(kite_order_id=req.order_id, adopted=True, kite_status=latest.get("status"))
+            if latest is not None and _already_applied(latest, changes):
+                return Outcome(kite_order_id=req.order_id, adopted=True, kite_status=latest.status)
         await attempt.sending()
-        order_id = await api.modify_order(req.variety, req.order_id, req.kite_params(), timeout=timeout)
-        return Outcome(kite_order_id=str(order_id))
+        modified = await api.modify_order(req.variety, req.order_id, req.kite_params(), timeout=timeout)
+        return Outcome(kite_order_id=modified.order_id)
 
     return await run_order_job(job, action)
 
@@ -159,11 +156,11 @@ async def cancel_order(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str
         if attempt.may_exist:
             await pace_lookup(job)
             latest = await _latest_state(api, req.order_id, timeout)
-            if latest.get("status") == "CANCELLED":
+            if latest is not None and latest.status == "CANCELLED":
                 return Outcome(kite_order_id=req.order_id, adopted=True, kite_status="CANCELLED")
         await attempt.sending()
-        order_id = await api.cancel_order(req.variety, req.order_id, req.parent_order_id, timeout=timeout)
-        return Outcome(kite_order_id=str(order_id), kite_status="CANCELLED")
+        cancelled = await api.cancel_order(req.variety, req.order_id, req.parent_order_id, timeout=timeout)
+        return Outcome(kite_order_id=cancelled.order_id, kite_status="CANCELLED")
 
     return await run_order_job(job, action)
 

@@ -15,11 +15,12 @@ from typing import Any
 import orjson
 from arq import Retry
 from arq.worker import func
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ticker.core.contracts import JOB_SYNC_ORDERS
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import is_transient
+from ticker.infra.kite.schemas import Order
 from ticker.infra.orders.audit_trail import TERMINAL_KITE
 from ticker.infra.runtime.outage import POSTGRES_ERRORS, Outage
 from ticker.jobs.context import Deps, deps
@@ -42,22 +43,14 @@ class SyncResult(BaseModel):
     errors: dict[str, str] = Field(default_factory=dict)
 
 
-async def record_kite_state(d: Deps, order: dict[str, Any]) -> int:
-    """Apply one Kite order dict (from the order book or a postback) to the audit."""
-    if not order.get("order_id") or not order.get("status"):
+async def record_kite_state(d: Deps, order: Order) -> int:
+    """Apply one Kite order (from the order book or a postback) to the audit."""
+    if not order.order_id or not order.status:
         return 0
     return await audit.apply_kite_status(
-        d.db, kite_order_id=str(order["order_id"]), tag=order.get("tag"), status=str(order["status"]),
-        message=order.get("status_message"), filled_quantity=_number(order.get("filled_quantity"), int),
-        average_price=_number(order.get("average_price"), float),
+        d.db, kite_order_id=order.order_id, tag=order.tag, status=order.status, message=order.status_message,
+        filled_quantity=order.filled_quantity, average_price=order.average_price,
     )
-
-
-def _number(value: Any, kind: type[int] | type[float]) -> Any:
-    try:
-        return kind(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 async def accounts_to_sync(d: Deps) -> list[str]:
@@ -81,7 +74,7 @@ async def sync_account(d: Deps, account_id: str) -> int:
     book = await (await clients.api(account_id)).orders(timeout=d.settings.kite_request_timeout)
     updated = 0
     for order in book:
-        if str(order.get("order_id")) in open_ids:
+        if order.order_id in open_ids:
             updated += await record_kite_state(d, order)
     return updated
 
@@ -108,9 +101,9 @@ async def sync_orders(ctx: dict[str, Any], payload: dict[str, Any] | None = None
 
 
 # --- postbacks -------------------------------------------------------------------------------------
-def postback_orders(raw: bytes | str) -> list[dict[str, Any]]:
-    """Order dicts in one published message: a Kite postback `{"type": "order", "data": {...}}`, the
-    bare order, or a list of either. Anything else yields nothing."""
+def postback_orders(raw: bytes | str) -> list[Order]:
+    """The orders in one published message: a Kite postback `{"type": "order", "data": {...}}`, the
+    bare order, or a list of either. Anything else (or an order Kite's types do not fit) yields nothing."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -121,7 +114,10 @@ def postback_orders(raw: bytes | str) -> list[dict[str, Any]]:
         if isinstance(item, dict) and isinstance(item.get("data"), dict):
             item = item["data"]
         if isinstance(item, dict) and item.get("order_id") and item.get("status"):
-            out.append(item)
+            try:
+                out.append(Order.model_validate(item))
+            except ValidationError:
+                log.warning("postback for order %s does not read as an order", str(item["order_id"])[:40])
     return out
 
 
@@ -142,7 +138,7 @@ async def consume_postbacks(d: Deps, stop: asyncio.Event) -> None:
                 except POSTGRES_ERRORS as exc:  # the order sync brings the audit up to date later
                     postgres.failed(exc, "applying order postbacks")
                 except Exception:  # a bad row costs this update only
-                    log.warning("postback for order %s not applied", order.get("order_id"), exc_info=True)
+                    log.warning("postback for order %s not applied", order.order_id, exc_info=True)
     finally:
         with contextlib.suppress(Exception):
             await pubsub.unsubscribe(d.names.orders)

@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 from typing import Any, Literal
 
 from arq import Retry
 from pydantic import BaseModel, Field, SecretStr
 
+from ticker.core.backoff import jittered
 from ticker.core.contracts import LOGIN_REFUSED_REASON, ControlMessage
 from ticker.infra.kite.limits import KiteLimiter, budget_for
 from ticker.infra.kite.login import LoginCredentials, LoginError, request_token
@@ -88,15 +88,13 @@ async def _store_ready(d: Deps) -> None:
 
 def retry_delay(settings: Settings, attempt: int) -> float:
     """The wait before try `attempt + 1` of a token refresh: exponential, jittered (x0.5..x1), capped."""
-    ceiling = min(settings.token_refresh_retry_max_seconds,
-                  settings.token_refresh_retry_seconds * 2 ** min(max(attempt - 1, 0), 30))
-    return random.uniform(ceiling / 2, ceiling)
+    return jittered(max(attempt - 1, 0), settings.token_refresh_retry_seconds,
+                    settings.token_refresh_retry_max_seconds)
 
 
 def _pause(attempt: int) -> float:
     first, cap = LOGIN_PAUSE_SECONDS
-    ceiling = min(cap, first * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    return jittered(attempt - 1, first, cap)
 
 
 def transient(exc: BaseException) -> bool:
@@ -123,12 +121,12 @@ async def install_session(d: Deps, account: KiteAccount, request_token_value: st
     await limiter.acquire(budget, "api")
     api = KiteApi(d.kite_http, account.api_key)
     session = await api.generate_session(request_token_value, api_secret)
-    access = str(session["access_token"])
+    access = session.access_token
     register_secret(access)
     await limiter.acquire(budget, "api")
     profile = await api.profile()  # proves the token works before anyone relies on it
     expected = account.secret("user_id")
-    if expected and profile.get("user_id") != expected:
+    if expected and profile.user_id != expected:
         raise TokenJobError(f"the new token of account {account.account_id!r} belongs to another Kite user")
     await d.accounts.set_token(account.account_id, access, "valid")
     if account.login_error is not None:  # the credentials work after all

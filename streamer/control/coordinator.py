@@ -19,8 +19,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from ticker.core.contracts import TOKEN_PROBLEM_REASONS, ControlMessage, Names
+from ticker.infra.kite.ticker_socket import Credentials
 from ticker.infra.runtime.settings import Settings
-from ticker.streamer.connection import Credentials
 from ticker.streamer.control.leases import Leases
 from ticker.streamer.control.reconcile import Reconciler
 from ticker.streamer.control.token_health import TokenHealth, report_rejection

@@ -14,12 +14,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
-Mode = Literal["full", "quote", "ltp"]
-MODES: tuple[Mode, ...] = ("ltp", "quote", "full")
+from ticker.core.wire_layout import Mode
 
 
 @dataclass(frozen=True, slots=True)

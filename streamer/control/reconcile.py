@@ -14,14 +14,14 @@ from datetime import datetime
 
 import asyncpg
 
+from ticker.infra.kite.ticker_pool import AccountPool
+from ticker.infra.kite.ticker_socket import Credentials
 from ticker.infra.runtime.logs import register_secret
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore, KiteAccount, load_accounts
-from ticker.streamer.connection import Credentials
 from ticker.streamer.control.demand import demand_fingerprint, load_demand
 from ticker.streamer.control.placement import Plan, Slot, Wanted, plan_assignments
 from ticker.streamer.control.token_health import TokenHealth, fingerprint
-from ticker.streamer.pool import AccountPool
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.stages.instrument_table import InstrumentTable
 

@@ -25,13 +25,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
+from ticker.infra.kite.ticker_pool import AccountPool
+from ticker.infra.kite.ticker_socket import Credentials, Timing
 from ticker.infra.queue.enqueue import create_queue, names_for
 from ticker.infra.runtime.heartbeat import beat
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import connect
-from ticker.streamer.connection import Credentials, Timing
 from ticker.streamer.control.coordinator import Coordinator
 from ticker.streamer.control.leases import Leases
 from ticker.streamer.control.listener import ControlListener
@@ -39,7 +40,6 @@ from ticker.streamer.control.reconcile import Reconciler
 from ticker.streamer.control.token_health import TokenHealth
 from ticker.streamer.control.token_refresh import RefreshRequests
 from ticker.streamer.outage import RedisLink
-from ticker.streamer.pool import AccountPool
 from ticker.streamer.process.backpressure import Backpressure
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.process.supervisor import Supervisor
@@ -148,7 +148,7 @@ class Streamer:
         s = self.settings
         return AccountPool(account_id, creds, ws_root=s.kite_ws_root, max_connections=s.max_ws_connections,
                            per_connection=s.max_instruments_per_ws, session=self.clients.session,
-                           ingest=self.decoder, metrics=self.metrics, timing=self.timing,
+                           sink=self.decoder, metrics=self.metrics, timing=self.timing,
                            supervisor=self.supervisor, on_rejected=self.coordinator.refused)
 
     def _on_redis(self, up: bool) -> None:

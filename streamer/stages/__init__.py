@@ -1,6 +1,6 @@
 """The streamer's pipeline, in the order ticks flow through it.
 
-Kite sockets (`ticker.streamer.pool`) → `decode` (binary frames to columnar ticks) → `batch` (the
+Kite sockets (`ticker.infra.kite.ticker_pool`) → `decode` (binary frames to columnar ticks) → `batch` (the
 bounded buffer and the batch window) → `enrich` (validation, forwards, IV and Greeks, OHLC bars) →
 `render` (subscriber JSON and the latest-tick snapshot) → `publish` (one Redis pipeline per flush,
 behind the `publish_breaker`). `pipeline` joins batch to publish as owned loops, with the `outbox`

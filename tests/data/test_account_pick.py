@@ -29,7 +29,7 @@ async def test_a_429_fails_over_to_the_next_account(data_env: DataEnv) -> None:
     env.sim.state.add_fault(PROFILE, kind="429", times=1)
     before = env.kite_requests(PROFILE)
     profile, used = await _profile(env)
-    assert used == "sim2" and profile["user_id"] == env.sim.accounts[1].user_id
+    assert used == "sim2" and profile.user_id == env.sim.accounts[1].user_id
     assert env.kite_requests(PROFILE) - before == 2
 
 

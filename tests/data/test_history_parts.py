@@ -8,6 +8,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from ticker.infra.kite.schemas import Candle
 from ticker.jobs.data.history_fetch import IST, MAX_DAYS, HistoryError, day_runs, days_between, parse_payload
 from ticker.jobs.data.history_greeks import align, close_instants
 from ticker.jobs.data.history_store import Candles, HistoryStore, parse_candles, parse_stamps
@@ -70,11 +71,13 @@ def test_kite_stamps_parse_to_epoch() -> None:
         parse_stamps(["2030-01-02T09:15:00+5"])
 
 
-def _kite(day: date, minutes: int, oi: bool) -> list[list]:
+def _kite(day: date, minutes: int, oi: bool) -> list[Candle]:
+    """Candles as the Kite adapter reads them from Kite's rows."""
     out = []
     for m in range(minutes):
         stamp = (datetime(day.year, day.month, day.day, 9, 15) + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%S")
-        out.append([f"{stamp}+0530", 100.0 + m, 101.0 + m, 99.0 + m, 100.5 + m, 10 * m] + ([5000 + m] if oi else []))
+        row = [f"{stamp}+0530", 100.0 + m, 101.0 + m, 99.0 + m, 100.5 + m, 10 * m] + ([5000 + m] if oi else [])
+        out.append(Candle.from_kite(row))
     return out
 
 

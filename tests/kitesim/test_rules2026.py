@@ -236,15 +236,15 @@ async def test_our_client_speaks_v3_and_sends_orders_as_given(kitesim):
                 "product": "NRML"}
         with pytest.raises(kex.InputException, match="market protection"):
             await api.place_order("regular", {**base, "order_type": "MARKET"})
-        auto = await api.place_order("regular", {**base, "order_type": "MARKET", "market_protection": -1})
-        chosen = await api.place_order("regular", {**base, "order_type": "MARKET", "market_protection": 3})
-        limit = await api.place_order("regular", {**base, "order_type": "LIMIT", "price": 0.05})
+        auto = (await api.place_order("regular", {**base, "order_type": "MARKET", "market_protection": -1})).order_id
+        chosen = (await api.place_order("regular", {**base, "order_type": "MARKET", "market_protection": 3})).order_id
+        limit = (await api.place_order("regular", {**base, "order_type": "LIMIT", "price": 0.05})).order_id
         await api.modify_order("regular", limit, {"order_type": "MARKET", "market_protection": -1})
-        book = {o["order_id"]: o for o in await api.orders()}
+        book = {o.order_id: o for o in await api.orders()}
     finally:
         await http.close()
-    assert [book[o]["market_protection"] for o in (auto, chosen, limit)] == [-1, 3, -1]
-    assert book[limit]["status"] == "COMPLETE"
+    assert [book[o].market_protection for o in (auto, chosen, limit)] == [-1, 3, -1]
+    assert book[limit].status == "COMPLETE"
 
 
 async def test_our_client_splits_long_instrument_lists_into_calls_kite_takes(kitesim_factory):

@@ -91,9 +91,10 @@ async def test_postbacks_are_relayed_to_the_orders_channel(market, sdb, ssetting
 async def _any_order(http: KiteHttp, acc, sdb) -> str:
     symbol = await sdb.fetchval("SELECT tradingsymbol FROM instruments WHERE instrument_type = 'FUT' LIMIT 1")
     lot = await sdb.fetchval("SELECT lot_size FROM instruments WHERE tradingsymbol = $1", symbol)
-    return await KiteApi(http, acc.api_key, acc.access_token).place_order("regular", {
+    placed = await KiteApi(http, acc.api_key, acc.access_token).place_order("regular", {
         "exchange": "NFO", "tradingsymbol": symbol, "transaction_type": "BUY", "quantity": lot,
         "product": "NRML", "order_type": "MARKET", "market_protection": -1})
+    return placed.order_id
 
 
 async def test_dropped_connections_come_back(market, sdb, ssettings, snames, sredis):
@@ -154,7 +155,7 @@ async def test_expired_token_fails_over_enqueues_refresh_and_takes_back(market, 
             session = await KiteApi(http, sick.api_key).generate_session(request_token, sick.api_secret)
         finally:
             await http.close()
-        await store.set_token("acc2", session["access_token"], "valid")
+        await store.set_token("acc2", session.access_token, "valid")
         await publish_control(sredis, snames, ControlMessage(kind="tokens", account_id="acc2", reason="renewed"))
         await wait_for(lambda: streamer.health()[1]["accounts"]["acc2"]["connected"] > 0)
         health = streamer.health()[1]["accounts"]

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 
 from ticker.core.wire import Ticks, encode
-from ticker.streamer.connection import (
+from ticker.infra.kite.ticker_socket import (
     Credentials,
     Timing,
     subscribe_messages,

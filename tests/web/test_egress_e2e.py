@@ -98,7 +98,8 @@ async def test_https_orders_tunnel_through_the_proxy_with_its_credentials(tmp_pa
             stack.push_async_callback(good.close)
             stack.push_async_callback(wrong.close)
             account = sim.account
-            order_id = await KiteApi(good, account.api_key, account.access_token).place_order("regular", order)
+            placed = await KiteApi(good, account.api_key, account.access_token).place_order("regular", order)
+            order_id = placed.order_id
             assert sim.state.orders.orders[order_id].status == "COMPLETE"
             with pytest.raises(KiteUnreachable) as refused:  # a proxy refusing us: nothing reached Kite
                 await KiteApi(wrong, account.api_key, account.access_token).place_order("regular", order)

@@ -6,6 +6,10 @@ every (re)connect, in batches, as Kite's protocol asks: `{"a":"subscribe","v":[.
 treated as dead. Reconnects back off exponentially with full jitter; the delay resets once a
 connection has delivered data. A 403 on the handshake means Kite refused the access token: the
 connection reports it and stops, since retrying with the same token cannot help.
+
+The socket knows nothing of what is done with the frames: it hands every binary and text frame to
+a `FrameSink` and counts its own life on a `SocketMetrics`, both small protocols the process that
+owns the socket implements (the streamer's decode stage and its Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -15,20 +19,57 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlencode
 
 import aiohttp
 import orjson
 from aiohttp import WSMsgType
 
-from ticker.streamer.control.placement import MODES, Mode
-from ticker.streamer.outage import jittered
-from ticker.streamer.process.stream_metrics import StreamerMetrics
-from ticker.streamer.stages.decode import Decoder
+from ticker.core.backoff import jittered
+from ticker.core.wire_layout import MODE_NAMES as MODES
+from ticker.core.wire_layout import Mode
 
 log = logging.getLogger(__name__)
 _CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 _CONNECT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+class FrameSink(Protocol):
+    """Where a socket's frames go. Called synchronously by the reader, so it must be quick."""
+
+    def frame(self, account_id: str, data: bytes) -> int:
+        """A binary frame; returns how many ticks it held (0 for a heartbeat or a bad frame)."""
+        ...
+
+    def text(self, account_id: str, text: str) -> None:
+        """A JSON text frame (order postbacks, errors, messages)."""
+        ...
+
+
+class Count(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Level(Count, Protocol):
+    def dec(self, amount: float = 1) -> None: ...
+
+
+class CountByLabel(Protocol):
+    def labels(self, *values: str) -> Count: ...
+
+
+class SocketMetrics(Protocol):
+    """What a socket counts: open connections, reconnects by cause, refused access tokens."""
+
+    @property
+    def connections(self) -> Level: ...
+
+    @property
+    def reconnects(self) -> CountByLabel: ...
+
+    @property
+    def token_rejections(self) -> Count: ...
 
 
 class TokenRejected(Exception):
@@ -78,16 +119,16 @@ def unsubscribe_messages(tokens: list[int], batch: int) -> list[str]:
             for s in range(0, len(items), batch)]
 
 
-class KiteConnection:
+class TickerSocket:
     def __init__(self, account_id: str, index: int, creds: Credentials, ws_root: str,
-                 session: aiohttp.ClientSession, ingest: Decoder, metrics: StreamerMetrics, timing: Timing,
+                 session: aiohttp.ClientSession, sink: FrameSink, metrics: SocketMetrics, timing: Timing,
                  on_rejected: Callable[[str, Credentials], None]) -> None:
         self.account_id = account_id
         self.index = index
         self.creds = creds
         self.ws_root = ws_root
         self.session = session
-        self.ingest = ingest
+        self.sink = sink
         self.metrics = metrics
         self.timing = timing
         self.on_rejected = on_rejected
@@ -166,7 +207,7 @@ class KiteConnection:
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> tuple[bool, str]:
         delivered = False
-        frame, text = self.ingest.frame, self.ingest.text
+        frame, text = self.sink.frame, self.sink.text
         while True:
             try:
                 msg = await ws.receive(timeout=self.timing.stall_seconds)

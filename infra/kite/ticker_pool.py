@@ -4,30 +4,37 @@ MAX_INSTRUMENTS_PER_WS tokens.
 `apply(tokens)` moves the pool to a new token set with the fewest messages: tokens that stay keep
 their connection; removed ones are unsubscribed where they live; new ones fill the first
 connection with room (opening another only when the open ones are full); emptied connections are
-closed. New credentials restart the account's connections with everything they held.
+closed. New credentials restart the account's connections with everything they held. Each socket
+runs as a task of the owner's `Tasks` (which keeps, logs and cancels them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 import aiohttp
 
-from ticker.streamer.connection import Credentials, KiteConnection, Timing
-from ticker.streamer.control.placement import Mode
-from ticker.streamer.process.stream_metrics import StreamerMetrics
-from ticker.streamer.process.supervisor import Supervisor
-from ticker.streamer.stages.decode import Decoder
+from ticker.core.wire_layout import Mode
+from ticker.infra.kite.ticker_socket import Credentials, FrameSink, SocketMetrics, TickerSocket, Timing
 
 log = logging.getLogger(__name__)
 
 
+class Tasks(Protocol):
+    """Who runs the sockets: starts a named task and holds it, cancels one and waits for its end."""
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
+
+    async def cancel(self, task: asyncio.Task) -> None: ...
+
+
 class AccountPool:
     def __init__(self, account_id: str, creds: Credentials, *, ws_root: str, max_connections: int,
-                 per_connection: int, session: aiohttp.ClientSession, ingest: Decoder,
-                 metrics: StreamerMetrics, timing: Timing, supervisor: Supervisor,
+                 per_connection: int, session: aiohttp.ClientSession, sink: FrameSink,
+                 metrics: SocketMetrics, timing: Timing, supervisor: Tasks,
                  on_rejected: Callable[[str, Credentials], None]) -> None:
         self.account_id = account_id
         self.creds = creds
@@ -35,12 +42,12 @@ class AccountPool:
         self.max_connections = max_connections
         self.per_connection = per_connection
         self.session = session
-        self.ingest = ingest
+        self.sink = sink
         self.metrics = metrics
         self.timing = timing
         self.supervisor = supervisor
         self.on_rejected = on_rejected
-        self.conns: dict[int, KiteConnection] = {}
+        self.conns: dict[int, TickerSocket] = {}
         self._tasks: dict[int, asyncio.Task] = {}
         self.where: dict[int, int] = {}  # token -> connection index
         self.overflow: list[int] = []  # tokens beyond this pool's capacity (a planning bug if any)
@@ -88,8 +95,8 @@ class AccountPool:
                       extra={"account_id": self.account_id, "count": len(pending)})
 
     def _open(self, index: int, tokens: dict[int, Mode]) -> None:
-        conn = KiteConnection(self.account_id, index, self.creds, self.ws_root, self.session, self.ingest,
-                              self.metrics, self.timing, self.on_rejected)
+        conn = TickerSocket(self.account_id, index, self.creds, self.ws_root, self.session, self.sink,
+                            self.metrics, self.timing, self.on_rejected)
         conn.tokens.update(tokens)
         self.conns[index] = conn
         self._tasks[index] = self.supervisor.spawn(f"ws:{self.account_id}:{index}", conn.run())
