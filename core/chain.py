@@ -128,6 +128,10 @@ class ChainMarket(BaseModel):
         return _positive(first) or _positive(second)
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and np.isfinite(value) else None
+
+
 def _positive(value: float | None) -> float | None:
     return value if value is not None and np.isfinite(value) and value > 0 else None
 
@@ -218,8 +222,8 @@ def _figures(grid: ChainGrid, market: ChainMarket, iv_history: np.ndarray | None
              ) -> tuple[dict[str, object], np.ndarray]:
     """The summary's fields, and the per-strike GEX (for the rows)."""
     out: dict[str, object] = {
-        "underlying": market.underlying, "expiry": market.expiry, "spot": market.spot,
-        "forward": market.forward, "t": market.t, "strikes": int(grid.strikes.size),
+        "underlying": market.underlying, "expiry": market.expiry, "spot": _finite(market.spot),
+        "forward": _finite(market.forward), "t": _finite(market.t), "strikes": int(grid.strikes.size),
     }
     oi, iv = grid.column("oi"), grid.column("iv")
     atm = _atm(grid, iv, market.atm_reference())

@@ -47,7 +47,7 @@ def holder_payout(strikes: np.ndarray, oi: np.ndarray) -> np.ndarray:
 def max_pain(strikes: np.ndarray, oi: np.ndarray) -> float | None:
     """The listed strike at which holders' total payout is least (ties: the lower strike);
     None when no leg has open interest, as every strike then pays nothing."""
-    if strikes.size == 0 or not np.nansum(np.where(oi > 0, oi, 0.0)) > 0:
+    if strikes.size == 0 or not np.any(oi > 0):
         return None
     return float(strikes[int(np.argmin(holder_payout(strikes, oi)))])
 
@@ -101,7 +101,7 @@ def gamma_exposure(gamma: np.ndarray, oi: np.ndarray, price: float, multiplier: 
     return per_strike, float(each.sum()) if counts.any() else None
 
 
-def iv_percentile(history: np.ndarray, today: float) -> float | None:
+def iv_percentile(history: np.ndarray, today: float | None) -> float | None:
     """The percentage (0–100) of days in `history` (daily ATM IVs) whose IV is below `today`'s;
     days without a value are left out. None when no day has one, or today has none."""
     past = np.asarray(history, dtype=np.float64).ravel()

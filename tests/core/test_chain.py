@@ -437,6 +437,8 @@ def test_atm_tie_goes_to_the_lower_strike_and_spot_stands_in_for_a_missing_forwa
     assert chain_summary(to_legs(rows), ChainMarket(spot=101.0, forward=108.0)).atm_strike == 110.0
     assert chain_summary(to_legs(rows), ChainMarket(spot=108.0, forward=NAN)).atm_strike == 110.0
     assert chain_summary(to_legs(rows), ChainMarket()).atm_strike is None
+    blind = chain_summary(to_legs(rows), ChainMarket(spot=NAN, forward=NAN, t=NAN))
+    assert blind.atm_strike is None and (blind.spot, blind.forward, blind.t) == (None, None, None)
 
 
 def test_atm_iv_and_straddle_with_a_leg_missing_its_values():
