@@ -213,7 +213,8 @@ def chain_snapshot(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray 
     """The chain's figures and its rows by strike."""
     grid = ChainGrid.of(legs)
     figures, gex = _figures(grid, market, iv_history)
-    return ChainSnapshot(**figures, rows=_rows(grid, gex))
+    # One validation of the whole tree: far cheaper than a model built per leg.
+    return ChainSnapshot.model_validate({**figures, "rows": _rows(grid, gex)})
 
 
 # --- figures ---------------------------------------------------------------------------------------
@@ -269,9 +270,9 @@ _FLOATS = ("ltp", "bid", "ask", "iv", "delta", "gamma", "theta", "vega", "age")
 _COUNTS = ("volume", "oi")
 
 
-def _rows(grid: ChainGrid, gex: np.ndarray) -> list[ChainStrike]:
-    """Every strike's row. The values go to Python in one block (strike, side, field) first:
-    building the rows is then only picking from lists."""
+def _rows(grid: ChainGrid, gex: np.ndarray) -> list[dict[str, object]]:
+    """Every strike's row as plain data. The values go to Python in one block (strike, side,
+    field) first: building the rows is then only picking from lists."""
     counts = {name: grid.column(name) for name in _COUNTS}
     counts["oi_change"] = counts["oi"] - grid.column("oi_open")
     names = (*_FLOATS, *counts)
@@ -281,9 +282,9 @@ def _rows(grid: ChainGrid, gex: np.ndarray) -> list[ChainStrike]:
     out = []
     for strike, row_gex, values, has in zip(grid.strikes.tolist(), _nullable(gex).tolist(), block, listed,
                                             strict=True):
-        ce, pe = (ChainLegQuote(**dict(zip(names, values[side], strict=True))) if has[side] else None
+        ce, pe = (dict(zip(names, values[side], strict=True)) if has[side] else None
                   for side in (stats.CALL, stats.PUT))
-        out.append(ChainStrike(strike=strike, ce=ce, pe=pe, gex=row_gex))
+        out.append({"strike": strike, "ce": ce, "pe": pe, "gex": row_gex})
     return out
 
 

@@ -353,7 +353,7 @@ def test_max_pain_ties_go_to_the_lower_strike_and_no_oi_has_none():
     assert chain_summary(to_legs(empty), ChainMarket(forward=150.0)).max_pain is None
 
 
-def test_payout_matrix_matches_the_loop():
+def test_payout_matches_the_loop():
     rows = generated(seed=11)
     grid = ChainGrid.of(to_legs(rows))
     payout = chain_stats.holder_payout(grid.strikes, grid.column("oi"))
