@@ -1,0 +1,296 @@
+"""One expiry's option chain, laid out by strike, with its analytics: ATM strike and IV, straddle,
+put-call ratios, max pain, 25-delta risk reversal and butterfly, gamma exposure, IV percentile.
+
+Pure: the caller gathers the legs (latest tick per option, with IV and Greeks) as numpy columns,
+plus the market (spot, forward, OI multiplier); `chain_snapshot` answers the whole chain with its
+rows (for `GET /chain`), `chain_summary` only the figures (for the `ticker:<prefix>:chain` stream).
+Both models serialise to JSON as they are (`model_dump(mode="json")`); a missing figure is None.
+
+The statistics themselves live in `ticker.core.chain_stats`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ticker.core import chain_stats as stats
+from ticker.core.strikes import atm_strike
+
+# The columns a leg may carry besides its strike and side; any left out are all-missing (NaN).
+LEG_COLUMNS = ("ltp", "bid", "ask", "volume", "oi", "oi_open", "iv", "delta", "gamma", "theta", "vega", "age")
+WING_DELTA = 0.25
+
+
+@dataclass(frozen=True)
+class ChainLegs:
+    """One expiry's option legs as equal-length 1-D columns, one entry per option.
+
+    `is_call` is boolean (False: put). `oi_open` is the OI at the day's open (for `oi_change`),
+    `age` seconds since the leg's last tick; prices, IV and Greeks in the units the ticks carry.
+    NaN marks a missing value. A leg whose strike is not a positive number is ignored; a strike
+    and side listed twice keep the later entry (the caller's latest tick).
+    """
+
+    strike: np.ndarray
+    is_call: np.ndarray
+    ltp: np.ndarray | None = None
+    bid: np.ndarray | None = None
+    ask: np.ndarray | None = None
+    volume: np.ndarray | None = None
+    oi: np.ndarray | None = None
+    oi_open: np.ndarray | None = None
+    iv: np.ndarray | None = None
+    delta: np.ndarray | None = None
+    gamma: np.ndarray | None = None
+    theta: np.ndarray | None = None
+    vega: np.ndarray | None = None
+    age: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        strike = _column("strike", self.strike)
+        flag = np.asarray(self.is_call)
+        if flag.dtype.kind not in "biu" or flag.shape != strike.shape:
+            raise ValueError("is_call must be a boolean column as long as strike")
+        object.__setattr__(self, "strike", strike)
+        object.__setattr__(self, "is_call", flag != 0)
+        for name in LEG_COLUMNS:
+            given = getattr(self, name)
+            values = np.full(strike.shape, np.nan) if given is None else _column(name, given)
+            if values.shape != strike.shape:
+                raise ValueError(f"{name} must be as long as strike ({strike.size}), not {values.size}")
+            object.__setattr__(self, name, values)
+
+    def __len__(self) -> int:
+        return int(self.strike.size)
+
+
+def _column(name: str, value: object) -> np.ndarray:
+    try:
+        out = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric") from exc
+    if out.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional")
+    return out
+
+
+@dataclass(frozen=True)
+class ChainGrid:
+    """The legs aligned by strike: `strikes` ascending and unique, `leg[i, side]` the index of that
+    strike's call (side 0) or put (side 1) in the legs' columns, −1 where it is not listed."""
+
+    strikes: np.ndarray
+    leg: np.ndarray
+    legs: ChainLegs = field(repr=False)
+
+    @classmethod
+    def of(cls, legs: ChainLegs) -> ChainGrid:
+        with np.errstate(invalid="ignore"):
+            keep = np.flatnonzero(np.isfinite(legs.strike) & (legs.strike > 0))
+        strikes, row = np.unique(legs.strike[keep], return_inverse=True)
+        side = np.where(legs.is_call[keep], stats.CALL, stats.PUT)
+        leg = np.full((strikes.size, 2), -1, dtype=np.int64)
+        np.maximum.at(leg, (row, side), keep)   # a repeated strike and side keeps its later entry
+        return cls(strikes, leg, legs)
+
+    def column(self, name: str) -> np.ndarray:
+        """One leg column as (strikes, 2), NaN where the leg is missing."""
+        values = getattr(self.legs, name)
+        return np.where(self.leg >= 0, values[self.leg], np.nan)
+
+
+class ChainMarket(BaseModel):
+    """What the chain is priced against. `multiplier` turns one unit of OI into units of the
+    underlying: 1 for Kite's OI (counted in units), the lot size for OI counted in contracts.
+    `model` names the price the Greeks were taken against (Black-76: the forward; BSM: spot)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    underlying: str | None = None
+    expiry: date | None = None
+    spot: float | None = None
+    forward: float | None = None
+    t: float | None = Field(None, description="years to expiry")
+    multiplier: float = Field(1.0, gt=0)
+    model: Literal["black76", "bsm"] = "black76"
+
+    def atm_reference(self) -> float | None:
+        """The price ATM is measured from: the forward, or spot while no forward is known."""
+        return _positive(self.forward) or _positive(self.spot)
+
+    def greeks_price(self) -> float | None:
+        first, second = (self.forward, self.spot) if self.model == "black76" else (self.spot, self.forward)
+        return _positive(first) or _positive(second)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and np.isfinite(value) else None
+
+
+def _positive(value: float | None) -> float | None:
+    return value if value is not None and np.isfinite(value) and value > 0 else None
+
+
+class ChainLegQuote(BaseModel):
+    """One option of a chain row; None where the tick carries no value."""
+
+    ltp: float | None = None
+    bid: float | None = None
+    ask: float | None = None
+    volume: int | None = None
+    oi: int | None = None
+    oi_change: int | None = Field(None, description="oi − oi at the day's open")
+    iv: float | None = None
+    delta: float | None = None
+    gamma: float | None = None
+    theta: float | None = None
+    vega: float | None = None
+    age: float | None = Field(None, description="seconds since the leg's last tick")
+
+
+class ChainStrike(BaseModel):
+    """One strike: its call (`ce`) and put (`pe`), None where not listed, and its net GEX."""
+
+    strike: float
+    ce: ChainLegQuote | None = None
+    pe: ChainLegQuote | None = None
+    gex: float | None = None
+
+
+class ChainSummary(BaseModel):
+    """The chain's figures. IVs are annualised fractions; RR and BF in the same units.
+
+    - `atm_strike`: the listed strike nearest the forward (spot while none), ties to the lower;
+      `atm_iv` the mean of its call and put IV (or the one that exists); `straddle` their LTPs summed.
+    - `pcr_oi`, `pcr_volume`: puts' total over calls' total (None when the calls' total is 0).
+    - `max_pain`: the listed strike minimising holders' intrinsic payout at expiry.
+    - `iv_25d_call`, `iv_25d_put`: IV at delta +0.25 / −0.25, interpolated in delta where two
+      strikes bracket it; `rr_25d` = call − put, `bf_25d` = their mean − ATM IV.
+    - `gex_total`: dealers' net gamma exposure, rupees of delta per 1% move, dealers long calls
+      and short puts (see `chain_stats.gamma_exposure`).
+    - `iv_percentile`: share (0–100) of the given history's daily ATM IVs below today's.
+    """
+
+    underlying: str | None = None
+    expiry: date | None = None
+    spot: float | None = None
+    forward: float | None = None
+    t: float | None = None
+    strikes: int = 0
+    atm_strike: float | None = None
+    atm_iv: float | None = None
+    straddle: float | None = None
+    pcr_oi: float | None = None
+    pcr_volume: float | None = None
+    max_pain: float | None = None
+    iv_25d_call: float | None = None
+    iv_25d_put: float | None = None
+    rr_25d: float | None = None
+    bf_25d: float | None = None
+    gex_total: float | None = None
+    iv_percentile: float | None = None
+
+
+class ChainSnapshot(ChainSummary):
+    """The figures plus every strike's row, ascending by strike."""
+
+    rows: list[ChainStrike] = Field(default_factory=list)
+
+
+# --- public API ----------------------------------------------------------------------------------
+
+def chain_summary(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray | None = None) -> ChainSummary:
+    """The chain's figures without its rows (what the stream publishes)."""
+    return ChainSummary(**_figures(ChainGrid.of(legs), market, iv_history)[0])
+
+
+def chain_snapshot(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray | None = None) -> ChainSnapshot:
+    """The chain's figures and its rows by strike."""
+    grid = ChainGrid.of(legs)
+    figures, gex = _figures(grid, market, iv_history)
+    # One validation of the whole tree: far cheaper than a model built per leg.
+    return ChainSnapshot.model_validate({**figures, "rows": _rows(grid, gex)})
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+def _figures(grid: ChainGrid, market: ChainMarket, iv_history: np.ndarray | None
+             ) -> tuple[dict[str, object], np.ndarray]:
+    """The summary's fields, and the per-strike GEX (for the rows)."""
+    out: dict[str, object] = {
+        "underlying": market.underlying, "expiry": market.expiry, "spot": _finite(market.spot),
+        "forward": _finite(market.forward), "t": _finite(market.t), "strikes": int(grid.strikes.size),
+    }
+    oi, iv = grid.column("oi"), grid.column("iv")
+    atm = _atm(grid, iv, market.atm_reference())
+    out.update(atm)
+    out.update(_wings(grid, iv, atm["atm_iv"]))
+    out["pcr_oi"] = stats.put_call_ratio(oi)
+    out["pcr_volume"] = stats.put_call_ratio(grid.column("volume"))
+    out["max_pain"] = stats.max_pain(grid.strikes, oi)
+    gex = np.full(grid.strikes.shape, np.nan)
+    price = market.greeks_price()
+    if price is not None:
+        gex, out["gex_total"] = stats.gamma_exposure(grid.column("gamma"), oi, price, market.multiplier)
+    if iv_history is not None and atm["atm_iv"] is not None:
+        out["iv_percentile"] = stats.iv_percentile(iv_history, atm["atm_iv"])
+    return out, gex
+
+
+def _atm(grid: ChainGrid, iv: np.ndarray, reference: float | None) -> dict[str, float | None]:
+    if reference is None or grid.strikes.size == 0:
+        return {"atm_strike": None, "atm_iv": None, "straddle": None}
+    strike = atm_strike(grid.strikes.tolist(), reference)
+    i = int(np.searchsorted(grid.strikes, strike))
+    with np.errstate(invalid="ignore"):
+        ltp = grid.column("ltp")[i]
+        priced = bool(np.all(np.isfinite(ltp) & (ltp > 0)))
+    return {"atm_strike": strike, "atm_iv": stats.atm_iv(iv[i, stats.CALL], iv[i, stats.PUT]),
+            "straddle": float(ltp.sum()) if priced else None}
+
+
+def _wings(grid: ChainGrid, iv: np.ndarray, atm: float | None) -> dict[str, float | None]:
+    delta = grid.column("delta")
+    call = stats.wing_iv(grid.strikes, delta[:, stats.CALL], iv[:, stats.CALL], WING_DELTA)
+    put = stats.wing_iv(grid.strikes, delta[:, stats.PUT], iv[:, stats.PUT], -WING_DELTA)
+    if call is None or put is None:
+        return {"iv_25d_call": call, "iv_25d_put": put, "rr_25d": None, "bf_25d": None}
+    bf = (call + put) / 2.0 - atm if atm is not None else None
+    return {"iv_25d_call": call, "iv_25d_put": put, "rr_25d": call - put, "bf_25d": bf}
+
+
+# --- rows ------------------------------------------------------------------------------------------
+
+_FLOATS = ("ltp", "bid", "ask", "iv", "delta", "gamma", "theta", "vega", "age")
+_COUNTS = ("volume", "oi")
+
+
+def _rows(grid: ChainGrid, gex: np.ndarray) -> list[dict[str, object]]:
+    """Every strike's row as plain data. The values go to Python in one block (strike, side,
+    field) first: building the rows is then only picking from lists."""
+    counts = {name: grid.column(name) for name in _COUNTS}
+    counts["oi_change"] = counts["oi"] - grid.column("oi_open")
+    names = (*_FLOATS, *counts)
+    block = np.stack([*(_nullable(grid.column(n)) for n in _FLOATS), *(_nullable(v, True) for v in counts.values())],
+                     axis=-1).tolist()
+    listed = (grid.leg >= 0).tolist()
+    out = []
+    for strike, row_gex, values, has in zip(grid.strikes.tolist(), _nullable(gex).tolist(), block, listed,
+                                            strict=True):
+        ce, pe = (dict(zip(names, values[side], strict=True)) if has[side] else None
+                  for side in (stats.CALL, stats.PUT))
+        out.append({"strike": strike, "ce": ce, "pe": pe, "gex": row_gex})
+    return out
+
+
+def _nullable(values: np.ndarray, whole: bool = False) -> np.ndarray:
+    """Python floats (ints for counts) in an object array, None where not finite."""
+    finite = np.isfinite(values)
+    out = np.where(finite, values, 0).astype(np.int64 if whole else np.float64).astype(object)
+    out[~finite] = None
+    return out
