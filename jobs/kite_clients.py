@@ -17,7 +17,6 @@ from ticker.jobs.context import Deps
 
 TTL_SECONDS = 30.0
 MAX_ACCOUNTS = 1000
-KEY = "kite_clients"
 
 
 class AccountUnavailable(LookupError):
@@ -65,7 +64,6 @@ class KiteClients:
 
 
 def kite_clients(deps: Deps) -> KiteClients:
-    found = deps.extras.get(KEY)
-    if found is None:
-        found = deps.extras[KEY] = KiteClients(deps)
-    return found
+    if deps.kite_clients is None:
+        deps.kite_clients = KiteClients(deps)
+    return deps.kite_clients

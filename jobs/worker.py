@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -32,6 +33,7 @@ from ticker.infra.queue.arq_adapter import (
     set_in_progress_timeout,
     stop_taking_jobs,
     worker_counts,
+    wrap_function,
 )
 from ticker.infra.queue.enqueue import create_queue, names_for, redis_settings
 from ticker.infra.runtime.heartbeat import beat
@@ -39,6 +41,7 @@ from ticker.infra.runtime.outage import POSTGRES_ERRORS, REDIS_ERRORS, Outage
 from ticker.infra.runtime.settings import Settings
 from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
 from ticker.jobs.functions import all_functions
+from ticker.jobs.job_metrics import observed
 from ticker.jobs.orders.order_sync import consume_postbacks
 from ticker.jobs.orders.runner import attach_order_components
 from ticker.jobs.worker_health import serve_health
@@ -67,7 +70,11 @@ def functions_for(queue: str, names: Names, functions: Sequence[Any] | None = No
     """The registered job functions whose job name routes to this queue."""
     wanted = queue_name(names, queue)
     chosen = [func(f) for f in (all_functions() if functions is None else functions)]
-    return [f for f in chosen if names.queue_for(f.name) == wanted]
+    return [wrap_function(f, partial(_observed, queue=queue)) for f in chosen if names.queue_for(f.name) == wanted]
+
+
+def _observed(name: str, coroutine: Any, *, queue: str) -> Any:
+    return observed(name, queue, coroutine)
 
 
 def make_worker(queue: str, settings: Settings, deps: Deps | None, *, concurrency: int | None = None,

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import pickle
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +28,7 @@ from typing import Any
 from arq import constants as arq_constants
 from arq.jobs import serialize_job, serialize_result
 from arq.utils import timestamp_ms
-from arq.worker import Worker
+from arq.worker import Function, Worker
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
@@ -227,6 +229,12 @@ class JobContext:
 def job_context(ctx: dict[str, Any]) -> JobContext:
     return JobContext(job_id=str(ctx.get("job_id", "")), job_try=int(ctx.get("job_try") or 1),
                       due_ms=int(ctx.get("score") or 0))
+
+
+def wrap_function(function: Function,
+                  wrap: Callable[[str, Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]) -> Function:
+    """The same registered job function with its coroutine replaced by `wrap(name, coroutine)`."""
+    return dataclasses.replace(function, coroutine=wrap(function.name, function.coroutine))
 
 
 def datetime_ms(ms: int) -> datetime | None:

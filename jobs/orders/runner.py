@@ -51,7 +51,6 @@ from ticker.jobs.orders.dead_letter import dead_letter_order
 
 log = logging.getLogger(__name__)
 
-LIMITER, BREAKER = "limiter", "breaker"
 HOLD_MARGIN_S = 1.0  # a grant counts as in flight for the call's timeout and this much more
 # Our own infrastructure failing (Postgres, Redis) is not the order's fault: hand the job back.
 INFRA_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -114,20 +113,16 @@ Check = Callable[[], Awaitable[str | None]]
 
 
 def attach_order_components(deps: Deps) -> None:
-    """The shared rate limiter and breaker every order job uses (one per process)."""
-    deps.extras.setdefault(LIMITER, RateLimiter(deps.redis, deps.names, deps.settings))
-    deps.extras.setdefault(BREAKER, CircuitBreaker(deps.redis, deps.names, deps.settings))
+    """The shared clients every order job uses (one per process; the limiter and breaker come with Deps)."""
     kite_clients(deps)
 
 
 def limiter(deps: Deps) -> RateLimiter:
-    attach_order_components(deps)
-    return deps.extras[LIMITER]
+    return deps.limiter
 
 
 def breaker(deps: Deps) -> CircuitBreaker:
-    attach_order_components(deps)
-    return deps.extras[BREAKER]
+    return deps.breaker
 
 
 async def pace_lookup(job: OrderJob) -> None:
