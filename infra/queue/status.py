@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from ticker.core.contracts import Names
 from ticker.infra.orders.audit_trail import OrderRecord, get_basket, get_orders
-from ticker.infra.queue.arq_adapter import ArqView, cancel_unstarted, datetime_ms, read_view
+from ticker.infra.queue.arq_adapter import ArqView, cancel_unstarted, datetime_ms, finished_channel, read_view
 from ticker.infra.queue.progress import get_progress
 
 Status = Literal["queued", "in_progress", "complete", "failed", "dead_letter", "cancelled"]
@@ -155,6 +155,7 @@ async def cancel_job(arq_redis: Redis, db: asyncpg.Pool | None, names: Names, jo
     queues = (names.orders_queue, names.default_queue)
     if not await cancel_unstarted(arq_redis, job_id, queues, JobCancelled("cancelled before it ran"), keep_result_s):
         return False
+    await arq_redis.publish(finished_channel(names), job_id)  # long-polls on it answer now
     if db is not None:
         await db.execute("UPDATE order_requests SET status = 'cancelled', last_error = 'cancelled before it ran',"
                          " finished_at = now(), updated_at = now() WHERE job_id = $1 AND status = 'queued'", job_id)
