@@ -70,7 +70,7 @@ def functions_for(queue: str, names: Names, functions: Sequence[Any] | None = No
     """The registered job functions whose job name routes to this queue."""
     wanted = queue_name(names, queue)
     chosen = [func(f) for f in (all_functions() if functions is None else functions)]
-    return [wrap_function(f, partial(_observed, queue=queue)) for f in chosen if names.queue_for(f.name) == wanted]
+    return [wrap_function(f, partial(_observed, queue=wanted)) for f in chosen if names.queue_for(f.name) == wanted]
 
 
 def _observed(name: str, coroutine: Any, *, queue: str) -> Any:
