@@ -90,7 +90,7 @@ def make_worker(queue: str, settings: Settings, deps: Deps | None, *, concurrenc
     worker = QueueWorker(
         outage=outage or Outage("redis"),
         finished=finished_channel(names),
-        idle_recheck_s=IDLE_RECHECK_S,
+        idle_recheck_s=IDLE_RECHECK_S if settings.worker_wake_on_enqueue else None,
         functions=chosen,
         queue_name=queue_name(names, queue),
         redis_settings=redis_settings(settings),

@@ -38,6 +38,7 @@ from ticker.infra.runtime.outage import REDIS_ERRORS, Outage
 # The arq release line this module is written against (pyproject pins the same range).
 ARQ_SERIES = "0.28"
 FINISHED_SUFFIX = "jobs:finished"
+RESUBSCRIBE_S = 1.0  # after the wake channel's subscription is lost
 
 
 # --- keys and channels ---------------------------------------------------------------------------
@@ -260,11 +261,12 @@ class QueueWorker(Worker):
     - Idle, it sleeps until woken instead of polling every `poll_delay`: by an enqueue onto its
       queue (the wake channel), a job of its own ending (a free slot), the next deferred job coming
       due, or at the latest `idle_recheck_s` (a lost wake-up, arq's own retries). Busy, it polls
-      every `poll_delay` as arq does.
+      every `poll_delay` as arq does; with `idle_recheck_s` None it always does.
     - Once a job's result is written it publishes the job's id on `finished` (status long-polls).
     """
 
-    def __init__(self, *, outage: Outage, finished: str | None, idle_recheck_s: float, **kwargs: Any) -> None:
+    def __init__(self, *, outage: Outage, finished: str | None, idle_recheck_s: float | None,
+                 **kwargs: Any) -> None:
         super().__init__(after_job_end=self._job_ended, **kwargs)
         self.outage = outage
         self._finished = finished
@@ -276,8 +278,8 @@ class QueueWorker(Worker):
         self._wake.clear()  # a wake-up from here on means work this poll may not have seen
         try:
             await super()._poll_iteration()
-            if not self.burst:
-                await self._idle()
+            if not self.burst and self._idle_recheck_s is not None:
+                await self._idle(self._idle_recheck_s)
         except REDIS_ERRORS as exc:
             await asyncio.sleep(self.outage.failed(exc, f"polling {self.queue_name}"))
         else:
@@ -296,7 +298,7 @@ class QueueWorker(Worker):
             if task is not None:
                 task.add_done_callback(lambda _: self._wake.set())
 
-    async def _idle(self) -> None:
+    async def _idle(self, recheck_s: float) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name=f"wake-{self.queue_name}")
         if self._wake.is_set():
@@ -304,7 +306,7 @@ class QueueWorker(Worker):
         now = timestamp_ms()
         later = await self.pool.zrangebyscore(self.queue_name, min=f"({now}", max="+inf", start=0, num=1,
                                               withscores=True)
-        wait = self._idle_recheck_s
+        wait = recheck_s
         if later:
             wait = min(wait, max(0.0, (later[0][1] - now) / 1000))
         with contextlib.suppress(TimeoutError):
@@ -321,7 +323,7 @@ class QueueWorker(Worker):
                 async for _message in pubsub.listen():
                     self._wake.set()
             except REDIS_ERRORS:
-                await asyncio.sleep(self._idle_recheck_s)  # the poll loop reports the outage
+                await asyncio.sleep(RESUBSCRIBE_S)  # the poll loop reports the outage
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
