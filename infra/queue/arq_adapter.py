@@ -306,7 +306,9 @@ class QueueWorker(Worker):
         now = timestamp_ms()
         later = await self.pool.zrangebyscore(self.queue_name, min=f"({now}", max="+inf", start=0, num=1,
                                               withscores=True)
-        wait = recheck_s
+        # arq records the worker's health from its poll, and lets the key lapse one second after
+        # the interval: poll in time for it
+        wait = min(recheck_s, max(0.0, self._last_health_check + self.health_check_interval - now / 1000))
         if later:
             wait = min(wait, max(0.0, (later[0][1] - now) / 1000))
         with contextlib.suppress(TimeoutError):

@@ -75,7 +75,7 @@ def test_worker_members_the_adapter_extends_exist() -> None:
     w = Worker(functions=[func(_echo, name="echo")], redis_settings=None, redis_pool=object(),  # type: ignore[arg-type]
                handle_signals=False)
     for attr in ("tasks", "jobs_complete", "jobs_failed", "jobs_retried", "allow_pick_jobs", "in_progress_timeout_s",
-                 "job_counter", "sem", "queue_name", "burst"):
+                 "job_counter", "sem", "queue_name", "burst", "_last_health_check", "health_check_interval"):
         assert hasattr(w, attr), f"arq.Worker has no {attr}"
 
 
