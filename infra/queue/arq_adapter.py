@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq import constants as arq_constants
-from arq.jobs import serialize_job, serialize_result
+from arq.connections import ArqRedis
+from arq.jobs import Job, serialize_job, serialize_result
 from arq.utils import timestamp_ms
 from arq.worker import Function, Worker
 from redis.asyncio import Redis
@@ -217,6 +218,11 @@ async def cancel_unstarted(redis: Redis, job_id: str, queues: tuple[str, ...], e
         except WatchError:
             return False
     return True
+
+
+async def job_result(pool: ArqRedis, job_id: str, queue: str, timeout: float | None) -> Any:
+    """Wait for the job's result; raises the job's own exception when it failed."""
+    return await Job(job_id, pool, _queue_name=queue).result(timeout=timeout)
 
 
 # --- what a running job is told ------------------------------------------------------------------
