@@ -174,3 +174,18 @@ async def test_an_idle_worker_is_woken_by_an_enqueue_and_tells_who_finished(sett
 
 async def _subscribed(pool: ArqRedis, channel: str) -> bool:
     return dict(await pool.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
+
+
+def test_only_the_adapter_reaches_into_arq() -> None:
+    """arq's public surface (Retry, func, the pool and its settings) may be used anywhere; its key
+    constants, record (de)serializers, Job handles and Worker class only in the adapter."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    internal = re.compile(r"from arq\.(constants|jobs|utils)\b|import arq\.(constants|jobs|utils)\b"
+                          r"|from arq\.worker import [^\n]*\bWorker\b|from arq import [^\n]*\b(Worker|constants|Job)\b")
+    allowed = {root / "infra" / "queue" / "arq_adapter.py"}
+    offenders = [str(p.relative_to(root)) for folder in ("core", "infra", "jobs", "http", "streamer")
+                 for p in (root / folder).rglob("*.py") if p not in allowed and internal.search(p.read_text())]
+    assert offenders == []
