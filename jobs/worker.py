@@ -2,7 +2,8 @@
 
 Orders get their own queue with a very short poll delay (pickup within a few milliseconds) and a job
 timeout sized for one Kite call plus retries' bookkeeping; everything else runs from the default
-queue. `--queue all` runs one arq Worker per queue in this process, sharing one set of clients.
+queue. An idle worker does not poll: an enqueue wakes it (`arq_adapter.QueueWorker`). Every job
+function runs measured (`job_metrics`). `--queue all` runs one arq Worker per queue in this process, sharing one set of clients.
 On SIGTERM the workers stop taking jobs, let running ones finish for a grace period, then cancel
 the rest, which arq hands back to the queue for another worker (order jobs are safe to re-run).
 """
