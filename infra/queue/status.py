@@ -83,7 +83,7 @@ def _from_arq(job_id: str, view: ArqView) -> JobStatus | None:
             finished_at=datetime_ms(result.finished_ms),
         )
     if job is not None or view.running:
-        return JobStatus(job_id=job_id, function=job.function if job else None,
+        return JobStatus(job_id=job_id, function=(job.function or None) if job else None,
                          status="in_progress" if view.running else "queued",
                          attempts=max(view.tries, job.tries if job else 0),
                          enqueued_at=datetime_ms(job.enqueued_ms) if job else None)
