@@ -40,6 +40,7 @@ from ticker.http.state import METRICS, SERVICES, SETTINGS, Services
 from ticker.http.ws.hub import TickHub
 from ticker.http.ws.ticks_socket import ws_ticks
 from ticker.infra.queue.enqueue import names_for, queue_client
+from ticker.infra.queue.finished import FinishedJobs
 from ticker.infra.runtime.prometheus import metrics_handler, new_registry
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
@@ -89,7 +90,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     svc = Services(settings=settings, names=names, redis=redis, db=db, metrics=metrics,
                    accounts=account_store(db, settings), limiter=app[LIMITER],
                    jwt=JwtVerifier(settings), hub=hub, refs=Refs(db, settings), pipe=pipe,
-                   audit=AuditBatcher(db), outages=outages)
+                   audit=AuditBatcher(db), outages=outages, finished=FinishedJobs(redis, names))
     app[SERVICES] = svc
     app[OUTAGES] = outages
     outages.start()
@@ -99,6 +100,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         svc.stopping.set()
+        if svc.finished is not None:
+            await svc.finished.close()
         await outages.close()
         await hub.close()
         await pipe.close()

@@ -18,6 +18,7 @@ from ticker.http.outage import Outages
 from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
 from ticker.http.ws.hub import TickHub
+from ticker.infra.queue.finished import FinishedJobs
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore
 
@@ -38,6 +39,7 @@ class Services:
     audit: AuditBatcher  # coalesces queued-order audit rows into group commits
     outages: Outages  # which of Redis and Postgres is down, since when; logs each outage once
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end long-polls
+    finished: FinishedJobs | None = None  # wakes status long-polls when a worker finishes their job
 
 
 SETTINGS = web.AppKey("settings", Settings)

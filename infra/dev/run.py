@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from arq.jobs import Job
 
 from ticker.core.contracts import JOB_REBALANCE_STRIKES, JOB_REFRESH_INSTRUMENTS
 from ticker.infra.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -274,6 +273,7 @@ async def wait_http(url: str, what: str, child: Child | None = None, timeout: fl
 
 async def run_job(run: DevRun, job_name: str, payload: dict, timeout: float = 180.0) -> object:
     """Enqueue one job by name on the running worker and wait for its result."""
+    from ticker.infra.queue.arq_adapter import job_result
     from ticker.infra.queue.enqueue import create_queue, derived_job_id, enqueue, names_for
 
     settings = load_settings(redis_url=run.env["REDIS_URL"])
@@ -282,7 +282,7 @@ async def run_job(run: DevRun, job_name: str, payload: dict, timeout: float = 18
         names = names_for(settings)
         job_id = derived_job_id(job_name, "dev", time.time())
         await enqueue(queue, names, job_name, payload, job_id=job_id)
-        return await Job(job_id, queue, _queue_name=names.queue_for(job_name)).result(timeout=timeout)
+        return await job_result(queue, job_id, names.queue_for(job_name), timeout)
     finally:
         await queue.aclose()
 

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     order_retry_base_seconds: float = Field(0.2, gt=0)
     orders_poll_delay: float = Field(0.005, gt=0)
     default_poll_delay: float = Field(0.1, gt=0)
+    # An idle worker sleeps until an enqueue wakes it (a Redis PUBLISH); off, it polls every poll delay.
+    worker_wake_on_enqueue: bool = True
     worker_concurrency: int = Field(50, gt=0)
     order_rate_per_second: int = Field(10, gt=0)
     order_rate_per_minute: int = Field(400, gt=0)
