@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ticker.http.middleware.errors import json_response
-from ticker.http.redis_pipe import Script
+from ticker.infra.stores.redis_fast import Script
 from ticker.http.state import Services
 from ticker.infra.queue.enqueue import ENQUEUE_SCRIPT, enqueue_call
 

@@ -22,7 +22,7 @@ from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
 from ticker.http.middleware.observe import HttpMetrics, observe_middleware
 from ticker.http.middleware.quota import RateLimiter, rate_limit_middleware
 from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages
-from ticker.http.redis_pipe import RedisPipe
+from ticker.infra.stores.redis_fast import Pipe
 from ticker.http.refs import Refs
 from ticker.http.routes import (
     accounts_api,
@@ -81,7 +81,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await redis.aclose()
         raise
-    pipe = RedisPipe(settings.redis_url)
+    pipe = Pipe(settings.redis_url)
     outages = _outages(redis, db, metrics)
     app[LIMITER].bind(pipe, outages)
     hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,

@@ -15,7 +15,7 @@ from ticker.http.middleware.auth import JwtVerifier
 from ticker.http.middleware.observe import HttpMetrics
 from ticker.http.middleware.quota import RateLimiter
 from ticker.http.outage import Outages
-from ticker.http.redis_pipe import RedisPipe
+from ticker.infra.stores.redis_fast import Pipe
 from ticker.http.refs import Refs
 from ticker.http.ws.hub import TickHub
 from ticker.infra.runtime.settings import Settings
@@ -34,7 +34,7 @@ class Services:
     jwt: JwtVerifier
     hub: TickHub
     refs: Refs
-    pipe: RedisPipe  # the hot path's auto-pipelined Redis connection (rate limit, enqueue)
+    pipe: Pipe  # the hot path's auto-pipelined Redis connection (rate limit, enqueue)
     audit: AuditBatcher  # coalesces queued-order audit rows into group commits
     outages: Outages  # which of Redis and Postgres is down, since when; logs each outage once
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end long-polls

@@ -16,7 +16,7 @@ from ticker.core.contracts import Names
 from ticker.core.orders import OrderRequest, plan_place
 from ticker.http.audit_batch import AuditBatcher
 from ticker.http.coalesce import Coalescer
-from ticker.http.redis_pipe import RedisPipe, Script
+from ticker.infra.stores.redis_fast import Pipe, Script
 from ticker.infra.orders.audit_trail import record_queued
 from ticker.infra.queue.enqueue import create_queue, enqueue, enqueue_atomic, redis_settings
 
@@ -52,7 +52,7 @@ async def test_atomic_enqueue_writes_what_arq_runs(settings, names) -> None:
 
 
 async def test_pipe_matches_replies_to_callers_and_reloads_scripts(settings, redis) -> None:
-    pipe = RedisPipe(settings.redis_url)
+    pipe = Pipe(settings.redis_url)
     try:
         await redis.script_flush()
         replies = await asyncio.gather(*(pipe.call(ECHO, [f"k{i}"], [i]) for i in range(300)))
@@ -65,7 +65,7 @@ async def test_pipe_matches_replies_to_callers_and_reloads_scripts(settings, red
 
 
 async def test_pipe_reconnects_after_the_server_drops_it(settings, redis) -> None:
-    pipe = RedisPipe(settings.redis_url)
+    pipe = Pipe(settings.redis_url)
     try:
         await pipe.command("CLIENT", "SETNAME", "web-pipe-probe")
         killed = await redis.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal", "ID",
