@@ -22,7 +22,6 @@ from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
 from ticker.http.middleware.observe import HttpMetrics, observe_middleware
 from ticker.http.middleware.quota import RateLimiter, rate_limit_middleware
 from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages
-from ticker.infra.stores.redis_fast import Pipe
 from ticker.http.refs import Refs
 from ticker.http.routes import (
     accounts_api,
@@ -44,6 +43,7 @@ from ticker.infra.runtime.prometheus import metrics_handler, new_registry
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.redis_fast import Pipe
 
 LIMITER = web.AppKey("limiter", RateLimiter)
 

@@ -15,11 +15,11 @@ from ticker.http.middleware.auth import JwtVerifier
 from ticker.http.middleware.observe import HttpMetrics
 from ticker.http.middleware.quota import RateLimiter
 from ticker.http.outage import Outages
-from ticker.infra.stores.redis_fast import Pipe
 from ticker.http.refs import Refs
 from ticker.http.ws.hub import TickHub
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore
+from ticker.infra.stores.redis_fast import Pipe
 
 
 @dataclass

@@ -16,9 +16,9 @@ from ticker.core.contracts import Names
 from ticker.core.orders import OrderRequest, plan_place
 from ticker.http.audit_batch import AuditBatcher
 from ticker.http.coalesce import Coalescer
-from ticker.infra.stores.redis_fast import Pipe, Script
 from ticker.infra.orders.audit_trail import record_queued
 from ticker.infra.queue.enqueue import create_queue, enqueue, enqueue_atomic, redis_settings
+from ticker.infra.stores.redis_fast import Pipe, Script
 
 ECHO = Script("return {KEYS[1], ARGV[1]}")
 

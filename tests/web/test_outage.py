@@ -27,10 +27,10 @@ from tests.web.outages import (
 )
 from tests.web.procs import process_env, web_process
 from tests.web.seed import CALL, LOT, NIFTY_INDEX, seed_instruments
-from ticker.infra.stores.redis_fast import Pipe, Script
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.migrate import migrate
 from ticker.infra.stores.redis import connect
+from ticker.infra.stores.redis_fast import Pipe, Script
 
 pytestmark = pytest.mark.timeout(300)
 
