@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 from typing import Any, Literal
 
 from arq import Retry
@@ -33,6 +32,7 @@ from ticker.infra.kite.login import LoginCredentials, LoginError, request_token
 from ticker.infra.kite.rest import KiteApi, KiteException, TokenException, is_transient
 from ticker.infra.queue.control import publish_control
 from ticker.infra.runtime.logs import redact, register_secret
+from ticker.infra.runtime.outage import jittered
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import KiteAccount, settings_account
 from ticker.infra.stores.secrets import SecretsError
@@ -88,15 +88,13 @@ async def _store_ready(d: Deps) -> None:
 
 def retry_delay(settings: Settings, attempt: int) -> float:
     """The wait before try `attempt + 1` of a token refresh: exponential, jittered (x0.5..x1), capped."""
-    ceiling = min(settings.token_refresh_retry_max_seconds,
-                  settings.token_refresh_retry_seconds * 2 ** min(max(attempt - 1, 0), 30))
-    return random.uniform(ceiling / 2, ceiling)
+    return jittered(max(attempt - 1, 0), settings.token_refresh_retry_seconds,
+                    settings.token_refresh_retry_max_seconds)
 
 
 def _pause(attempt: int) -> float:
     first, cap = LOGIN_PAUSE_SECONDS
-    ceiling = min(cap, first * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    return jittered(attempt - 1, first, cap)
 
 
 def transient(exc: BaseException) -> bool:

@@ -213,6 +213,23 @@ def _orders(report: Any, env: dict[str, str]) -> None:
                f"{fmt_time(paced['p50'])} / {fmt_time(paced['p99'])}",
                f"{fmt_time(anchor['paced']['p50'])} / {fmt_time(anchor['paced']['p99'])} bare aiohttp",
                goal="p99 ≤ 25 ms", met=paced["p99"] <= 0.025)
+    _redis_clients(report, env, ours)
+
+
+def _redis_clients(report: Any, env: dict[str, str], ours: dict[str, Any]) -> None:
+    """The same load with redis-py (hiredis) in place of the hot path's fast connection, same run."""
+    fast = ours["peak"]["rps"]
+    for kind, what in (("pooled", "a pooled redis-py client"),
+                       ("batched", "redis-py pipelines batching each loop turn's calls")):
+        port = _free_port()
+        other = _measure_orders([*_pin(0), PY, "-m", "tests.bench.redis_clients", kind, "--host", "127.0.0.1",
+                                 "--port", str(port)], env, f"http://127.0.0.1:{port}/openapi.json", port)
+        peak, paced = other["peak"], other["paced"]
+        report.row(f"web POST /orders, rate-limit + enqueue scripts: fast path vs {what}",
+                   f"{fast:,.0f} req/s, {ours['cpu_per_request'] * 1e6:.0f} µs CPU/req, p50 / p99 at "
+                   f"{PACED_RATE:,}/s {fmt_time(ours['paced']['p50'])} / {fmt_time(ours['paced']['p99'])}",
+                   f"{peak['rps']:,.0f} req/s, {other['cpu_per_request'] * 1e6:.0f} µs CPU/req, "
+                   f"{fmt_time(paced['p50'])} / {fmt_time(paced['p99'])}", ratio=fast / peak["rps"])
 
 
 def _fanout(report: Any, env: dict[str, str], redis_url: str) -> None:
