@@ -308,7 +308,7 @@ class Pipe:
         return self._conn
 
     async def _connect(self) -> _Conn:
-        t = self.target
+        t = self.target = target(self.url)  # read again: the URL may have been pointed elsewhere
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(t.connect_timeout):
             if t.path is not None:
