@@ -220,7 +220,7 @@ def _redis_clients(report: Any, env: dict[str, str], ours: dict[str, Any]) -> No
     """The same load with redis-py (hiredis) in place of the hot path's fast connection, each run
     right after a run of the fast path, so both see the machine alike (it drifts on a shared host)."""
     for kind, what in (("pooled", "a pooled redis-py client"),
-                       ("batched", "redis-py pipelines batching each loop turn's calls")):
+                       ("batched", "redis-py auto-pipelining (AutoPipeline)")):
         port = _free_port()
         fast = _measure_orders([*_pin(0), TICKER, "web", "--host", "127.0.0.1", "--port", str(port)], env,
                                f"http://127.0.0.1:{port}/openapi.json", port)
