@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from ticker.http.middleware.errors import json_response
 from ticker.http.state import Services
 from ticker.infra.queue.enqueue import ENQUEUE_SCRIPT, enqueue_call
-from ticker.infra.stores.redis_fast import Script
+from ticker.infra.stores.redis import Script
 
 
 def status_url(job_id: str) -> str:

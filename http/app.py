@@ -43,7 +43,7 @@ from ticker.infra.runtime.prometheus import metrics_handler, new_registry
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
-from ticker.infra.stores.redis_fast import Pipe
+from ticker.infra.stores.redis import AutoPipeline
 
 LIMITER = web.AppKey("limiter", RateLimiter)
 
@@ -81,7 +81,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await redis.aclose()
         raise
-    pipe = Pipe(settings.redis_url)
+    pipe = AutoPipeline(settings.redis_url)
     outages = _outages(redis, db, metrics)
     app[LIMITER].bind(pipe, outages)
     hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,

@@ -19,7 +19,7 @@ from ticker.http.refs import Refs
 from ticker.http.ws.hub import TickHub
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore
-from ticker.infra.stores.redis_fast import Pipe
+from ticker.infra.stores.redis import AutoPipeline
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Services:
     jwt: JwtVerifier
     hub: TickHub
     refs: Refs
-    pipe: Pipe  # the hot path's auto-pipelined Redis connection (rate limit, enqueue)
+    pipe: AutoPipeline  # the hot path's Redis calls, batched into pipelines (rate limit, enqueue)
     audit: AuditBatcher  # coalesces queued-order audit rows into group commits
     outages: Outages  # which of Redis and Postgres is down, since when; logs each outage once
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end long-polls

@@ -1,6 +1,6 @@
-"""The hand-written Redis fast paths, one for each hot path, on redis-py's own connection settings.
+"""The hand-written Redis fast path of the streamer's publisher, on redis-py's own connections.
 
-`Lane` / `execute` with `command`, `publish_array`, `hset` (the streamer's publisher): commands
+`Lane` / `execute` with `command`, `publish_array`, `hset`: commands
 packed to RESP here, sent in one write on one of a redis-py client's pooled connections, replies
 read back in order. `Lane` holds one connection across flushes so the next flush can be written
 before the last one's replies are read. redis-py's pipeline packs every argument through several
@@ -10,36 +10,20 @@ The connection comes from (and goes back to) the client's own pool, so TLS, ACL 
 redis-py's; one that failed mid-exchange is disconnected first, so a half-read reply can never
 leak into the next command.
 
-`Pipe` (the web's rate-limit and enqueue scripts): one auto-pipelining connection, see its
-docstring. It is opened from the same Redis URL through redis-py's own URL parser and connection
-classes (scheme, TLS options, username, password, db, timeouts), so both clients agree on what a
-URL means.
-
-`tests/bench/bench_redis.py` measures both against redis-py in the same run.
+`tests/bench/bench_redis.py` measures it against redis-py's pipeline in the same run: redis-py
+costs the publisher 2-5x the CPU per tick. (The web's hot path needs no such thing: its scripts go
+through redis-py, batched by `ticker.infra.stores.redis.AutoPipeline`, as fast as a hand-written
+connection was in the same bench.)
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import hashlib
-import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from itertools import chain
-from typing import Any
 
-import hiredis
 import numpy as np
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
-from redis.exceptions import BusyLoadingError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-CONNECT_TIMEOUT = 3.0  # when the URL names no socket_connect_timeout
-CALL_TIMEOUT = 5.0  # when it names no socket_timeout: a reply this late means the connection is stuck
+from redis.asyncio import Redis
 
 # `\r\n$<n>\r\n` for every length a tick is likely to have: the end of one bulk string and the
 # header of the next, looked up for a whole HSET at once instead of formatted per field.
@@ -162,191 +146,3 @@ class Lane:
         conn, self._conn = self._conn, None
         if conn is not None:
             await self.pool.release(conn)
-
-
-# --- the web's auto-pipelining connection -----------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where and how to connect, as redis-py reads the URL."""
-
-    host: str
-    port: int
-    path: str | None  # a unix socket instead of host:port
-    tls: ssl.SSLContext | None
-    username: str | None
-    password: str | None
-    db: int
-    connect_timeout: float
-    call_timeout: float
-
-
-def target(url: str) -> Target:
-    """Read a Redis URL with redis-py's parser and build its connection object without connecting,
-    so the scheme, every query option and the TLS context are exactly the ones redis-py would use."""
-    pool = ConnectionPool.from_url(url)
-    conn = pool.connection_class(**pool.connection_kwargs)
-    tls = conn.ssl_context.get() if isinstance(conn, SSLConnection) else None
-    return Target(
-        host=getattr(conn, "host", ""), port=int(getattr(conn, "port", 0) or 0),
-        path=conn.path if isinstance(conn, UnixDomainSocketConnection) else None, tls=tls,
-        username=conn.username, password=conn.password, db=int(conn.db or 0),
-        connect_timeout=conn.socket_connect_timeout or CONNECT_TIMEOUT,
-        call_timeout=conn.socket_timeout or CALL_TIMEOUT,
-    )
-
-
-def setup_commands(t: Target) -> list[tuple[Any, ...]]:
-    """AUTH as redis-py sends it (one argument without a user, for servers that predate ACLs), then
-    SELECT."""
-    setup: list[tuple[Any, ...]] = []
-    if t.password is not None or t.username:
-        setup.append(("AUTH", t.username, t.password or "") if t.username else ("AUTH", t.password))
-    if t.db:
-        setup.append(("SELECT", t.db))
-    return setup
-
-
-class Script:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-
-class _Conn(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.reader = hiredis.Reader()
-        self.waiting: collections.deque[asyncio.Future] = collections.deque()
-        self.out: list[bytes] = []
-        self.transport: asyncio.Transport | None = None
-        self.lost: BaseException | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def send(self, packed: bytes) -> asyncio.Future:
-        if self.lost is not None or self.transport is None:
-            raise RedisConnectionError("redis connection lost")
-        future = asyncio.get_running_loop().create_future()
-        self.waiting.append(future)
-        self.out.append(packed)
-        if len(self.out) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
-        return future
-
-    def _flush(self) -> None:
-        if self.out and self.transport is not None and self.lost is None:
-            self.transport.write(b"".join(self.out))
-        self.out.clear()
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
-            future = self.waiting.popleft()
-            if not future.done():  # its caller may have been cancelled; the reply is still consumed
-                future.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or RedisConnectionError("redis closed the connection")
-        while self.waiting:
-            future = self.waiting.popleft()
-            if not future.done():
-                future.set_exception(RedisConnectionError(f"redis connection lost: {self.lost}"))
-
-
-def _retrieved(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-def _reply(reply: Any) -> Any:
-    if isinstance(reply, hiredis.ReplyError):
-        text = str(reply)
-        # a restarted Redis still reading its data set: unavailable for now, as redis-py reports it
-        raise BusyLoadingError(text) if text.startswith("LOADING") else ResponseError(text)
-    return reply
-
-
-class Pipe:
-    """An auto-pipelining connection for the request hot path.
-
-    Every web request makes two script calls. Through a pooled client each costs a connection
-    checkout, a readiness probe and a syscall pair; here all calls share one connection, the commands
-    issued during one turn of the event loop leave in a single write, and replies are matched to
-    callers in order (Redis answers a connection's commands in the order sent). Under load many
-    requests share one round trip and one syscall; a lone request waits for nothing.
-
-    Scripts are called by SHA; a server that does not know one yet (fresh or restarted Redis) gets
-    the source once through EVAL, which also caches it. A lost connection fails the calls in flight
-    with redis-py's ConnectionError, as a pooled client would, and the next call reconnects. One
-    connect is tried at a time: calls that arrive while it is under way share its outcome, so an
-    outage costs one attempt per connect timeout at most, not one per request.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.target = target(url)
-        self._conn: _Conn | None = None
-        self._connecting: asyncio.Future[_Conn] | None = None  # the connect under way, shared by callers
-
-    async def _connection(self) -> _Conn:
-        conn = self._conn
-        if conn is not None and conn.lost is None:
-            return conn
-        attempt = self._connecting
-        if attempt is None or attempt.done():
-            attempt = self._connecting = asyncio.ensure_future(self._reconnect())
-            attempt.add_done_callback(_retrieved)  # its failure is its callers' to report, not the loop's
-        return await asyncio.shield(attempt)  # a caller that gives up does not cancel it for the others
-
-    async def _reconnect(self) -> _Conn:
-        try:
-            self._conn = await self._connect()
-        except RedisConnectionError:
-            raise
-        except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"cannot connect to redis: {type(exc).__name__}") from exc
-        return self._conn
-
-    async def _connect(self) -> _Conn:
-        t = self.target = target(self.url)  # read again: the URL may have been pointed elsewhere
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(t.connect_timeout):
-            if t.path is not None:
-                _, conn = await loop.create_unix_connection(_Conn, t.path)
-            else:
-                _, conn = await loop.create_connection(_Conn, t.host, t.port, ssl=t.tls)
-            setup = [conn.send(hiredis.pack_command(args)) for args in setup_commands(t)]
-            for reply in await asyncio.gather(*setup):
-                if isinstance(reply, hiredis.ReplyError):
-                    conn.transport.close()  # type: ignore[union-attr]
-                    raise RedisConnectionError(f"redis refused the connection setup: {reply}")
-        return conn
-
-    async def _send(self, args: tuple[Any, ...]) -> Any:
-        conn = await self._connection()
-        try:
-            async with asyncio.timeout(self.target.call_timeout):
-                return await conn.send(hiredis.pack_command(args))
-        except TimeoutError:
-            if conn.transport is not None:
-                conn.transport.abort()  # fails everything queued behind this call too
-            raise RedisTimeoutError(f"no reply from redis within {self.target.call_timeout} s") from None
-
-    async def command(self, *args: Any) -> Any:
-        return _reply(await self._send(args))
-
-    async def call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        reply = await self._send(("EVALSHA", script.sha, len(keys), *keys, *args))
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            return await self.command("EVAL", script.source, len(keys), *keys, *args)
-        return _reply(reply)
-
-    async def close(self) -> None:
-        if self._connecting is not None:
-            self._connecting.cancel()
-        conn, self._conn = self._conn, None
-        if conn is not None and conn.transport is not None:
-            conn._flush()
-            if conn.waiting:  # let replies to calls already sent come back
-                await asyncio.gather(*list(conn.waiting), return_exceptions=True)
-            conn.transport.close()

@@ -1,11 +1,11 @@
-"""redis-py stand-ins for the hand-written fast paths, measured against them in the same run.
+"""The plain way to call the web's scripts, measured against the shipped one in the same run.
 
-`PooledScripts` takes the web hot path's interface (`call`, `command`, `close`) on redis-py with
-hiredis through the client's connection pool (one checkout per call); `AutoPipeline`
-(ticker.infra.stores.redis) batches the calls into redis-py pipelines (`execute_command`).
+`PooledScripts` takes the web hot path's interface (`call`, `command`, `close`) on redis-py through
+the client's connection pool, one checkout per call, where the shipped `AutoPipeline`
+(ticker.infra.stores.redis) batches the calls into redis-py pipelines.
 
-`python -m tests.bench.redis_clients pooled|batched --host H --port P` runs `ticker web` with one of
-them in place of the fast path (everything else as shipped).
+`python -m tests.bench.redis_clients pooled --host H --port P` runs `ticker web` with it in place of
+`AutoPipeline` (everything else as shipped).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from ticker.infra.stores.redis import AutoPipeline
-from ticker.infra.stores.redis_fast import Script
+from ticker.infra.stores.redis import Script
 
 
 class PooledScripts:
@@ -42,7 +41,7 @@ def main(argv: list[str]) -> int:
     from ticker.http import web_process
 
     kind, rest = argv[0], argv[1:]
-    web_app.Pipe = {"pooled": PooledScripts, "batched": AutoPipeline}[kind]  # type: ignore[attr-defined]
+    web_app.AutoPipeline = {"pooled": PooledScripts}[kind]  # type: ignore[misc]
     return web_process.main(rest)
 
 

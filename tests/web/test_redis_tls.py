@@ -1,6 +1,7 @@
 """The web against a managed-style Redis: TLS only, a password, an ACL user, db 2, certificate not
-checked (`rediss://user:pw@host:port/2?ssl_cert_reqs=none`). The hot path's fast connection and
-redis-py read the URL alike, so an order lands in db 2 and both refuse what the URL refuses."""
+checked (`rediss://user:pw@host:port/2?ssl_cert_reqs=none`). Every Redis client of the web is
+redis-py reading that URL, so an order lands in db 2, and the hot path's batched script calls take
+every option of the URL (user, db, CA file, timeouts) and refuse what it refuses."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from tests.redis_tls import DEFAULT_PASSWORD, USER, TlsRedis, tls_redis
 from tests.web.seed import CALL, LOT
 from ticker.http.state import SETTINGS
 from ticker.infra.queue.enqueue import names_for
-from ticker.infra.stores.redis import connect
-from ticker.infra.stores.redis_fast import Pipe, Script, target
+from ticker.infra.stores.redis import AutoPipeline, Script, connect
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,41 +49,36 @@ async def test_an_order_placed_through_the_web_lands_in_db_2_of_a_tls_redis(make
         await db0.aclose()
 
 
-async def test_the_fast_path_and_redis_py_agree_on_every_part_of_the_url(server: TlsRedis) -> None:
-    cases = {
-        "acl user, no certificate check": server.url(),
-        "default user by password alone": server.url(user="", password=DEFAULT_PASSWORD, db=3),
-        "certificate checked against its CA file": server.url(query=f"ssl_ca_certs={server.cert}&socket_timeout=4"),
+async def test_the_hot_path_takes_every_part_of_the_url(server: TlsRedis) -> None:
+    cases = {  # what -> (url, user, db)
+        "acl user, no certificate check": (server.url(), USER, 2),
+        "default user by password alone": (server.url(user="", password=DEFAULT_PASSWORD, db=3), "default", 3),
+        "certificate checked against its CA file": (
+            server.url(query=f"ssl_ca_certs={server.cert}&socket_timeout=4"), USER, 2),
     }
-    for what, url in cases.items():
-        pipe, redis = Pipe(url), connect(url)
+    for what, (url, user, db) in cases.items():
+        pipe, redis = AutoPipeline(url), connect(url)
         try:
             await redis.set("tls-probe", what)
             assert await pipe.call(GET, ["tls-probe"], []) == what.encode(), what
-            whoami = (target(url).username or "default").encode()
-            assert await pipe.command("ACL", "WHOAMI") == await redis.execute_command("ACL", "WHOAMI") == whoami, what
-            assert (await pipe.command("CLIENT", "INFO")).decode().split(" db=")[1].startswith(
-                str(target(url).db)), what
+            assert await pipe.command("ACL", "WHOAMI") == user.encode(), what
+            assert f" db={db} " in (await pipe.command("CLIENT", "INFO")).decode(), what
         finally:
             await pipe.close()
             await redis.aclose()
-    assert target(cases["certificate checked against its CA file"]).call_timeout == 4.0
+    assert AutoPipeline(cases["certificate checked against its CA file"][0]).call_timeout == 4.0
 
 
-async def test_the_fast_path_and_redis_py_refuse_alike(server: TlsRedis) -> None:
+async def test_the_hot_path_refuses_what_the_url_refuses(server: TlsRedis) -> None:
     refused = {
         "self-signed certificate required to verify": server.url(query=""),
         "wrong password": server.url(password="nope"),
         "unknown user": server.url(user=f"{USER}-other"),
     }
-    for what, url in refused.items():
-        pipe, redis = Pipe(url), connect(url)
+    for url in refused.values():
+        pipe = AutoPipeline(url)
         try:
-            with pytest.raises(RedisConnectionError):
-                await pipe.command("PING")
             with pytest.raises(RedisConnectionError):  # redis-py's AuthenticationError is one too
-                await redis.ping()
-            assert pipe._conn is None, what
+                await pipe.command("PING")
         finally:
             await pipe.close()
-            await redis.aclose()
