@@ -1,8 +1,7 @@
 """The hand-written Redis fast path of the streamer's publisher, on redis-py's own connections.
 
-`Lane` / `execute` with `command`, `publish_array`, `hset`: commands
-packed to RESP here, sent in one write on one of a redis-py client's pooled connections, replies
-read back in order. `Lane` holds one connection across flushes so the next flush can be written
+`Lane` / `execute` with `command`, `publish_array`, `hset`: commands packed to RESP here, sent in
+one write on one of a redis-py client's pooled connections, replies read back in order. `Lane` holds one connection across flushes so the next flush can be written
 before the last one's replies are read. redis-py's pipeline packs every argument through several
 Python calls; an HSET of a thousand ticks is two thousand arguments, and that packing cost as much
 as rendering the ticks. Our arguments are already bytes, so one `%` per field/value pair does it.
