@@ -8,9 +8,9 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ticker.http.middleware.errors import json_response
-from ticker.http.redis_pipe import Script
 from ticker.http.state import Services
 from ticker.infra.queue.enqueue import ENQUEUE_SCRIPT, enqueue_call
+from ticker.infra.stores.redis import Script
 
 
 def status_url(job_id: str) -> str:

@@ -22,7 +22,6 @@ from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
 from ticker.http.middleware.observe import HttpMetrics, observe_middleware
 from ticker.http.middleware.quota import ClientQuota, rate_limit_middleware
 from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages
-from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
 from ticker.http.routes import (
     accounts_api,
@@ -45,6 +44,7 @@ from ticker.infra.runtime.prometheus import metrics_handler, new_registry
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.redis import AutoPipeline
 
 LIMITER = web.AppKey("limiter", ClientQuota)
 
@@ -82,7 +82,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await redis.aclose()
         raise
-    pipe = RedisPipe(settings.redis_url)
+    pipe = AutoPipeline(settings.redis_url)
     outages = _outages(redis, db, metrics)
     app[LIMITER].bind(pipe, outages)
     hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,

@@ -15,12 +15,12 @@ from ticker.http.middleware.auth import JwtVerifier
 from ticker.http.middleware.observe import HttpMetrics
 from ticker.http.middleware.quota import ClientQuota
 from ticker.http.outage import Outages
-from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
 from ticker.http.ws.hub import TickHub
 from ticker.infra.queue.finished import FinishedJobs
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore
+from ticker.infra.stores.redis import AutoPipeline
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Services:
     jwt: JwtVerifier
     hub: TickHub
     refs: Refs
-    pipe: RedisPipe  # the hot path's auto-pipelined Redis connection (rate limit, enqueue)
+    pipe: AutoPipeline  # the hot path's Redis calls, batched into pipelines (rate limit, enqueue)
     audit: AuditBatcher  # coalesces queued-order audit rows into group commits
     outages: Outages  # which of Redis and Postgres is down, since when; logs each outage once
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end long-polls
