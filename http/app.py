@@ -82,7 +82,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await redis.aclose()
         raise
-    pipe = AutoPipeline(settings.redis_url)
+    pipe = AutoPipeline(settings.url("redis_url"))
     outages = _outages(redis, db, metrics)
     app[LIMITER].bind(pipe, outages)
     hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,
@@ -114,10 +114,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _open_db(settings: Settings) -> asyncpg.Pool:
     """The Postgres pool; with PostgreSQL away, an empty one whose connections open on first use,
     so the web starts anyway, answers 503s and health `down`, and serves once Postgres is back."""
+    url = settings.url("database_url")
     try:
-        return await create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        return await create_pool(url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
     except DEPENDENCY_ERRORS:
-        return await create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_max)
+        return await create_pool(url, min_size=0, max_size=settings.db_pool_max)
 
 
 def _outages(redis: ArqRedis, db: asyncpg.Pool, metrics: HttpMetrics) -> Outages:

@@ -44,8 +44,7 @@ DEPS_KEY = "deps"
 
 
 async def build_deps(settings: Settings, redis: ArqRedis) -> Deps:
-    settings.require("database_url")
-    pool = await create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    pool = await create_pool(settings.url("database_url"), min_size=settings.db_pool_min, max_size=settings.db_pool_max)
     names = names_for(settings)
     return Deps(
         settings=settings,

@@ -270,7 +270,7 @@ async def run(settings: Settings, queues: Sequence[str], *, concurrency: int | N
 async def _forget_heartbeat(settings: Settings, instance: str) -> None:
     from ticker.infra.stores.redis import connect
 
-    client = connect(settings.redis_url)
+    client = connect(settings.url("redis_url"))
     try:
         await client.delete(f"{names_for(settings).heartbeat('worker')}:{instance}")
     finally:
@@ -284,7 +284,7 @@ async def check_health(settings: Settings, queues: Sequence[str]) -> int:
     from ticker.infra.runtime.heartbeat import alive
     from ticker.infra.stores.redis import connect
 
-    names, client, missing = names_for(settings), connect(settings.redis_url), 0
+    names, client, missing = names_for(settings), connect(settings.url("redis_url")), 0
     try:
         beating = {q for beat_ in await alive(client, names, "worker") for q in beat_.get("queues", [])}
         for queue in queues:

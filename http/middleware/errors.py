@@ -51,7 +51,7 @@ _CODES = {
 # a connection that died under a query).
 DEPENDENCY_ERRORS = (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError, PostgresConnectionError,
                      OperatorInterventionError, ConnectionDoesNotExistError, TooManyConnectionsError)
-_DEPENDENCY_NAMES = {(REDIS,): "Redis", (POSTGRES,): "PostgreSQL"}
+_DEPENDENCY_NAMES: dict[tuple[str, ...], str] = {(REDIS,): "Redis", (POSTGRES,): "PostgreSQL"}
 
 
 class ApiError(Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,9 @@ class InstrumentRefreshIn(Strict):
     exchanges: list[Exchange] | None = Field(None, min_length=1, max_length=8)
 
 
+S = TypeVar("S", bound=Strict)
+
+
 class TokenRefreshIn(Strict):
     account_id: str | None = Field(None, min_length=1, max_length=64, pattern=_ID)
 
@@ -45,7 +48,7 @@ class KiteCallbackQuery(BaseModel):
     account_id: str | None = Field(None, min_length=1, max_length=64, pattern=_ID)
 
 
-async def _optional_json(request: web.Request, model: type[Strict]) -> Strict:
+async def _optional_json(request: web.Request, model: type[S]) -> S:
     """An empty body means every default."""
     if not request.body_exists:
         return model()

@@ -20,14 +20,16 @@ import contextlib
 import dataclasses
 import io
 import pickle
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from arq import constants as arq_constants
 from arq.connections import ArqRedis
 from arq.jobs import Job, serialize_job, serialize_result
+from arq.typing import WorkerCoroutine
 from arq.utils import timestamp_ms
 from arq.worker import Function, Worker
 from redis.asyncio import Redis
@@ -145,8 +147,11 @@ def job_bytes(function: str, args: tuple[Any, ...], enqueued_ms: int) -> bytes:
 
 def failed_result_bytes(job_id: str, job: JobRecord, error: BaseException, now_ms: int) -> bytes:
     """A result record saying the job failed with `error` without running (e.g. cancelled)."""
-    return serialize_result(job.function, job.args, job.kwargs, job.tries, job.enqueued_ms, False, error,
+    data = serialize_result(job.function, job.args, job.kwargs, job.tries, job.enqueued_ms, False, error,
                             now_ms, now_ms, f"{job_id}:{job.function}", "", job_id=job_id)
+    if data is None:  # arq could not pickle even its fallback record
+        raise ValueError(f"cannot record the failure of job {job_id}")
+    return data
 
 
 def now_ms() -> int:
@@ -241,7 +246,7 @@ def job_context(ctx: dict[str, Any]) -> JobContext:
 def wrap_function(function: Function,
                   wrap: Callable[[str, Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]) -> Function:
     """The same registered job function with its coroutine replaced by `wrap(name, coroutine)`."""
-    return dataclasses.replace(function, coroutine=wrap(function.name, function.coroutine))
+    return dataclasses.replace(function, coroutine=cast(WorkerCoroutine, wrap(function.name, function.coroutine)))
 
 
 def datetime_ms(ms: int) -> datetime | None:
@@ -365,7 +370,7 @@ def stop_taking_jobs(worker: Worker) -> None:
 
 def cancel_running(worker: Worker) -> None:
     """Cancel the worker's jobs and loop, as SIGTERM would; arq hands the cancelled jobs back."""
-    worker.handle_sig(15)
+    worker.handle_sig(signal.SIGTERM)
 
 
 def set_in_progress_timeout(worker: Worker, seconds: float) -> None:

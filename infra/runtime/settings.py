@@ -281,6 +281,12 @@ class Settings(BaseSettings):
     def kite_configured(self) -> bool:
         return bool(self.kite_api_key and self.kite_api_secret)
 
+    def url(self, name: Literal["redis_url", "database_url"]) -> str:
+        """A URL the calling process cannot run without: its value, or a clear error naming it."""
+        self.require(name)
+        value: str = getattr(self, name)
+        return value
+
     def require(self, *names: str) -> None:
         """Fail with a clear message when a process needs a setting that is unset."""
         missing = [n.upper() for n in names if getattr(self, n) in (None, "")]

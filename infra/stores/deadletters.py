@@ -92,7 +92,7 @@ def replay_payload(letter: DeadLetter, replay_number: int) -> tuple[str, dict[st
         return order_job_id("place", key, account), payload
     for kind in ("modify", "cancel"):
         if kind in payload:
-            return order_job_id(kind, key, payload[kind].get("account_id")), payload  # type: ignore[arg-type]
+            return order_job_id(kind, key, payload[kind].get("account_id")), payload
     return derived_job_id(f"replay-{letter.job_name}", key), payload
 
 

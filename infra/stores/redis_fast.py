@@ -111,12 +111,13 @@ class Lane:
 
     async def write(self, commands: list[Packed]) -> int:
         """Send the commands in one write; returns the epoch they were written in."""
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             self.taken_at = time.monotonic()
-            self._conn = await self.pool.get_connection()
+            conn = self._conn = await self.pool.get_connection()
         epoch = self.epoch
         try:
-            await self._conn.send_packed_command(list(chain.from_iterable(commands)), check_health=False)
+            await conn.send_packed_command(list(chain.from_iterable(commands)), check_health=False)
         except BaseException:
             await self.reset()
             raise

@@ -220,7 +220,7 @@ async def fetch_history(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[st
     candles = (await fetcher.complete(plan, today)).between(lo, hi)
     columns = ["date", "open", "high", "low", "close", "volume"] + (["oi"] if req.oi else [])
     table = candles.rows()
-    if und_plan is not None:
+    if und_plan is not None and und is not None and model is not None:
         und_candles = (await fetcher.complete(und_plan, today)).between(lo, hi)
         extra = option_greeks(ins, und, model, candles, und_candles, INTERVAL_SECONDS[req.interval], d.settings)
         columns += list(extra)

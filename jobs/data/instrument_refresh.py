@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from ticker.core.contracts import ControlMessage, Names
 from ticker.core.instruments import CSV_COLUMNS, InstrumentError
 from ticker.infra.kite.account_choice import data_accounts
+from ticker.infra.kite.rest import KiteApi
 from ticker.infra.queue.control import publish_control
 from ticker.jobs.context import Deps, deps
 
@@ -197,6 +199,12 @@ class RefreshInstrumentsPayload(BaseModel, extra="forbid"):
         None, min_length=1, max_length=20)
 
 
+def _dump_of(exchange: str) -> Callable[[KiteApi], Awaitable[bytes]]:
+    async def dump(api: KiteApi) -> bytes:
+        return await api.instruments(exchange)
+    return dump
+
+
 async def download(d: Deps, exchanges: list[str] | None) -> tuple[bytes, str]:
     """The dump (one exchange's dumps joined under a single header); returns (csv, account used)."""
     picker = data_accounts(d)
@@ -204,7 +212,7 @@ async def download(d: Deps, exchanges: list[str] | None) -> tuple[bytes, str]:
         return await picker.call("api", lambda api: api.instruments())
     parts, account = [], ""
     for exchange in exchanges:
-        body, account = await picker.call("api", lambda api, ex=exchange: api.instruments(ex))
+        body, account = await picker.call("api", _dump_of(exchange))
         parts.append(bytes(body).rstrip(b"\r\n"))
     header = parts[0].split(b"\n", 1)[0]
     rows = [p.split(b"\n", 1)[1] for p in parts if b"\n" in p]

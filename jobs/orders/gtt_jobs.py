@@ -64,7 +64,7 @@ async def _open(ctx: dict[str, Any], payload: dict[str, Any], kind: GttKind) -> 
     job = OrderJob(deps=d, job_id=ctx["job_id"], job_try=ctx["job_try"], job_name=job_name, kind=kind,
                    account_id="", payload=payload, bucket="api")
     try:
-        p = model.model_validate(payload)
+        p: Any = model.model_validate(payload)  # one of KINDS' payload models
         named = p.gtt.account_id if hasattr(p, "gtt") else p.account_id
         account_id = named or await resolve_account_id(d.db, d.settings, None)
     except ValidationError as exc:

@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import asyncpg
 import redis.exceptions
@@ -190,7 +190,8 @@ async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Ch
     for result in found:
         if isinstance(result, BaseException):
             raise result
-    (api, budget), record, issue, (breaker_wait, job.breaker_dirty) = found
+    Ready = tuple[tuple[KiteApi | AccountUnavailable, Budget | None], Any, str | None, tuple[float, bool]]
+    (api, budget), record, issue, (breaker_wait, job.breaker_dirty) = cast(Ready, tuple(found))
     done = await _before_calling(job, record, issue, api, breaker_wait)
     if done is not None:
         return done
@@ -222,7 +223,8 @@ async def _before_calling(job: OrderJob, record: Any, issue: str | None, api: Ki
 
 async def _attempt(job: OrderJob, api: KiteApi, grant: Grant, number: int, action: Action,
                    recover: Recover | None) -> dict[str, Any]:
-    d, armed = job.deps, []
+    d = job.deps
+    armed: list[bool] = []  # set once the call to Kite is on its way
 
     async def sending() -> None:
         if not armed:

@@ -69,16 +69,16 @@ class Clients:
 
     @classmethod
     async def open(cls, settings: Settings) -> Clients:
-        settings.require("redis_url", "database_url")
-        db = await create_pool(settings.database_url, min_size=1, max_size=4)
+        redis_url = settings.url("redis_url")
+        db = await create_pool(settings.url("database_url"), min_size=1, max_size=4)
         try:
             queue = await create_queue(settings, retries=0)  # the caller waits out a Redis outage
         except BaseException:
             await db.close()
             raise
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-        return cls(connect(settings.redis_url, retries=1), db, queue,
-                   aiohttp.ClientSession(timeout=timeout), connect(settings.redis_url, max_connections=2))
+        return cls(connect(redis_url, retries=1), db, queue,
+                   aiohttp.ClientSession(timeout=timeout), connect(redis_url, max_connections=2))
 
     async def close(self) -> None:
         await self.session.close()
