@@ -14,10 +14,10 @@ from tests.redis_tls import tls_redis
 from tests.waiting import wait_for
 from ticker.core.contracts import Names
 from ticker.infra.stores.redis import connect
-from ticker.streamer.breaker import CircuitBreaker
-from ticker.streamer.enrich import Outgoing
-from ticker.streamer.metrics import StreamerMetrics
-from ticker.streamer.publisher import Publisher
+from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.stages.publish import Publisher
+from ticker.streamer.stages.publish_breaker import PublishBreaker
+from ticker.streamer.stages.render import Outgoing
 
 from .conftest import Recorder
 
@@ -28,7 +28,7 @@ async def test_a_flush_is_published_over_tls_and_its_snapshot_lands_in_db_2(tmp_
     names = Names("ticker:tls", "tls")
     with tls_redis(tmp_path / "redis") as server:
         redis, listener, db0 = connect(server.url()), connect(server.url()), connect(server.url(db=0))
-        publisher = Publisher(redis, names, CircuitBreaker(reset_seconds=60), StreamerMetrics(), batch_max=2,
+        publisher = Publisher(redis, names, PublishBreaker(reset_seconds=60), StreamerMetrics(), batch_max=2,
                               timeout=5)
         ticks = [orjson.dumps({"instrument_token": t, "last_price": 100.0 + t}) for t in (1, 2, 3)]
         out = Outgoing(options=ticks, latest={b"%d" % t: tick for t, tick in zip((1, 2, 3), ticks, strict=True)})
