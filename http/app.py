@@ -16,12 +16,12 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from ticker.http.audit_batch import AuditBatcher
+from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, Outages
 from ticker.http.inputs import MAX_BODY_BYTES
 from ticker.http.middleware.auth import JwtVerifier, api_key_middleware
 from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
 from ticker.http.middleware.observe import HttpMetrics, observe_middleware
 from ticker.http.middleware.quota import ClientQuota, rate_limit_middleware
-from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages
 from ticker.http.refs import Refs
 from ticker.http.routes import (
     accounts_api,

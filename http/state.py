@@ -11,10 +11,10 @@ from arq.connections import ArqRedis
 
 from ticker.core.contracts import Names
 from ticker.http.audit_batch import AuditBatcher
+from ticker.http.dependency_watch import Outages
 from ticker.http.middleware.auth import JwtVerifier
 from ticker.http.middleware.observe import HttpMetrics
 from ticker.http.middleware.quota import ClientQuota
-from ticker.http.outage import Outages
 from ticker.http.refs import Refs
 from ticker.http.ws.hub import TickHub
 from ticker.infra.queue.finished import FinishedJobs

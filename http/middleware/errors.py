@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, dependencies_of
 from ticker.http.keys import REQUEST_ID, Handler
-from ticker.http.outage import OUTAGES, POSTGRES, REDIS, dependencies_of
 
 log = logging.getLogger("ticker.http")
 

@@ -26,11 +26,11 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
+from ticker.http.dependency_watch import Outages
 from ticker.http.keys import Handler
 from ticker.http.middleware.auth import API_KEY_HEADER
 from ticker.http.middleware.errors import ApiError
 from ticker.http.middleware.observe import HttpMetrics
-from ticker.http.outage import Outages
 from ticker.infra.stores.redis import AutoPipeline, Script
 
 log = logging.getLogger("ticker.http.middleware.quota")

@@ -39,10 +39,10 @@ from ticker.streamer.control.listener import ControlListener
 from ticker.streamer.control.reconcile import Reconciler
 from ticker.streamer.control.token_health import TokenHealth
 from ticker.streamer.control.token_refresh import RefreshRequests
-from ticker.streamer.outage import RedisLink
 from ticker.streamer.process.backpressure import Backpressure
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.process.supervisor import Supervisor
+from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.batch import BatchWindow, TickBuffer
 from ticker.streamer.stages.decode import Decoder
 from ticker.streamer.stages.enrich import Enricher

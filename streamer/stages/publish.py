@@ -25,8 +25,8 @@ from redis.exceptions import RedisError
 from ticker.core.contracts import Names
 from ticker.infra.runtime.throttle import Throttle
 from ticker.infra.stores import redis_fast
-from ticker.streamer.outage import RedisLink
 from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.publish_breaker import STATE_CODES, PublishBreaker
 from ticker.streamer.stages.render import Outgoing
 

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from ticker.infra.runtime.outage import Outage, Wording
 
-log = logging.getLogger("ticker.http.outage")
+log = logging.getLogger("ticker.http.dependency_watch")
 
 REDIS, POSTGRES = "redis", "postgres"
 RECHECK_SECONDS = 0.25
