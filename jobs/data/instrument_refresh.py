@@ -97,12 +97,18 @@ WHERE s.exchange = t.exchange AND s.tradingsymbol = t.tradingsymbol AND s.ctid <
 # token retires too. This runs before the upsert, so the unique symbol index never sees two live rows.
 _RETIRE = f"""
 UPDATE instruments i SET is_active = FALSE, retired_at = now(), updated_at = now()
-WHERE i.is_active AND (
-    i.expiry < $1
-    OR (($2::text[] IS NULL OR i.exchange = ANY($2::text[]))
-        AND NOT EXISTS (SELECT 1 FROM {_STAGING} s WHERE s.instrument_token = i.instrument_token))
-    OR EXISTS (SELECT 1 FROM {_STAGING} s WHERE s.exchange = i.exchange AND s.tradingsymbol = i.tradingsymbol
-               AND s.instrument_token <> i.instrument_token AND (s.expiry IS NULL OR s.expiry >= $1)))
+FROM (
+    SELECT instrument_token FROM instruments WHERE is_active AND expiry < $1
+    UNION
+    SELECT l.instrument_token FROM instruments l
+    LEFT JOIN {_STAGING} s ON s.instrument_token = l.instrument_token
+    WHERE l.is_active AND s.instrument_token IS NULL AND ($2::text[] IS NULL OR l.exchange = ANY($2::text[]))
+    UNION
+    SELECT l.instrument_token FROM instruments l
+    JOIN {_STAGING} s ON s.exchange = l.exchange AND s.tradingsymbol = l.tradingsymbol
+    WHERE l.is_active AND s.instrument_token <> l.instrument_token AND (s.expiry IS NULL OR s.expiry >= $1)
+) gone
+WHERE i.instrument_token = gone.instrument_token
 RETURNING i.instrument_token
 """
 
@@ -167,8 +173,8 @@ async def load_instruments(
         rows = await _copy(conn, data, columns)
         if rows == 0:
             raise InstrumentError("instrument dump has a header but no rows; refusing to retire everything")
-        duplicates = int((await conn.execute(_DEDUPLICATE, today)).split()[-1])
         await conn.execute(f"ANALYZE {_STAGING}")
+        duplicates = int((await conn.execute(_DEDUPLICATE, today)).split()[-1])
         retired = await conn.fetch(_RETIRE, today, exchanges)
         counts = await conn.fetchrow(_UPSERT, today)
         deactivated = [r[0] for r in await conn.fetch(_DEACTIVATE, today)]
