@@ -19,7 +19,7 @@ from arq.worker import Worker
 from prometheus_client import REGISTRY, Gauge
 
 from ticker.infra.kite.limits import order_day_budgets
-from ticker.infra.orders.intake import known_account_ids
+from ticker.infra.orders.validate import known_account_ids
 from ticker.infra.runtime.outage import Outage
 from ticker.infra.runtime.prometheus import metrics_handler
 from ticker.jobs.context import DEPS_KEY

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from ticker.core.contracts import Names
-from ticker.infra.orders.audit_trail import OrderRecord, get_basket, get_orders
+from ticker.infra.orders.audit_trail import OrderRecord, cancelled_before_run, get_basket, get_orders
 from ticker.infra.queue.progress import get_progress
 
 Status = Literal["queued", "in_progress", "complete", "failed", "dead_letter", "cancelled"]
@@ -209,8 +209,7 @@ async def cancel_job(arq_redis: Redis, db: asyncpg.Pool | None, names: Names, jo
         except WatchError:
             return False  # a worker took it in the meantime
     if db is not None:
-        await db.execute("UPDATE order_requests SET status = 'cancelled', last_error = 'cancelled before it ran',"
-                         " finished_at = now(), updated_at = now() WHERE job_id = $1 AND status = 'queued'", job_id)
+        await cancelled_before_run(db, job_id)
     return True
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from ticker.core.contracts import JOB_PORTFOLIO, Names
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import KiteApi, is_transient
-from ticker.infra.orders.intake import resolve_account_id
+from ticker.infra.orders.validate import resolve_account_id
 from ticker.jobs.context import Deps, deps
 from ticker.jobs.kite_clients import kite_clients
 from ticker.jobs.orders.runner import backoff, limiter

@@ -42,11 +42,11 @@ from ticker.infra.kite.rest import (
     TokenException,
     is_transient,
 )
+from ticker.infra.orders import audit_trail as audit
 from ticker.infra.queue.enqueue import derived_job_id, enqueue
 from ticker.infra.runtime.settings import Settings
 from ticker.jobs.context import Deps
 from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
-from ticker.jobs.orders import audit_write as audit
 from ticker.jobs.orders.dead_letter import dead_letter_order
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,10 @@ def error_text(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
 
 
-def _row(job: OrderJob) -> dict[str, Any]:
+def _row(job: OrderJob) -> audit.RequestRow:
     """The audit row's identifying fields."""
-    return {"job_id": job.job_id, "kind": job.kind, "account_id": job.account_id, "payload": job.payload,
-            "tag": job.tag, "idempotency_key": job.idempotency_key, "basket_id": job.basket_id}
+    return audit.RequestRow(job_id=job.job_id, kind=job.kind, account_id=job.account_id, payload=job.payload,
+                            tag=job.tag, idempotency_key=job.idempotency_key, basket_id=job.basket_id)
 
 
 async def fail_for_good(job: OrderJob, reason: str) -> NoReturn:
@@ -193,7 +193,7 @@ async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Ch
     # request's validity, the account's breaker.
     api, grant = await _api_and_grant(job)
     try:
-        found = await asyncio.gather(audit.state(d.db, job.job_id), check() if check is not None else _no_issue(),
+        found = await asyncio.gather(audit.get_order(d.db, job.job_id), check() if check is not None else _no_issue(),
                                      breaker(d).check(job.account_id), return_exceptions=True)
         for result in found:
             if isinstance(result, BaseException):
@@ -203,7 +203,7 @@ async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Ch
         if done is not None:
             await _release(d, grant)
             return done
-        number = await audit.start_attempt(d.db, **_row(job))
+        number = await audit.start_attempt(d.db, _row(job))
     except BaseException:
         await asyncio.shield(_release(d, grant))
         raise

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Generic, TypeVar
 
-log = logging.getLogger("ticker.http.coalesce")
+log = logging.getLogger("ticker.infra.orders.coalesce")
 
 T = TypeVar("T")
 R = TypeVar("R")
