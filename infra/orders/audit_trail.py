@@ -10,6 +10,7 @@ order may already exist and looks its tag up before placing again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,8 +69,9 @@ _COLUMNS = ", ".join(OrderRecord.model_fields)
 
 
 # --- writing the request row ------------------------------------------------------------------------
-class RequestRow(BaseModel):
-    """The identifying fields of a job's audit row."""
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """The identifying fields of a job's audit row (a plain record: it is built on every order accepted)."""
 
     job_id: str
     kind: str
