@@ -88,43 +88,32 @@ class RequestRow:
                    idempotency_key=plan.payload.get("idempotency_key"), basket_id=plan.payload.get("basket_id"))
 
 
-# The one statement that creates request rows, for any number of them at once. `$8` false: queued rows
-# (an existing one is left alone and not returned: a repeated submission). `$8` true: an attempt starts
-# (an existing row counts one more attempt; either way the row comes back with its attempt count).
-_WRITE_REQUESTS = """
-INSERT INTO order_requests AS o (job_id, kind, idempotency_key, account_id, basket_id, tag, payload,
-                                 status, started_at, attempts)
-SELECT job_id, kind, idem, account_id, basket_id, tag, payload::jsonb,
-       CASE WHEN $8 THEN 'in_progress' ELSE 'queued' END, CASE WHEN $8 THEN now() END, CASE WHEN $8 THEN 1 ELSE 0 END
+# Request rows are created by two statements, both here: queued rows, any number at once (an existing
+# row is left alone and not returned: a repeated submission), and the start of an attempt below.
+_INSERT_QUEUED = """
+INSERT INTO order_requests (job_id, kind, idempotency_key, account_id, basket_id, tag, payload)
+SELECT job_id, kind, idem, account_id, basket_id, tag, payload::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
     AS r(job_id, kind, idem, account_id, basket_id, tag, payload)
-ON CONFLICT (job_id) DO UPDATE SET attempts = o.attempts + 1, status = 'in_progress',
-    account_id = EXCLUDED.account_id, payload = EXCLUDED.payload,
-    started_at = COALESCE(o.started_at, now()), updated_at = now()
-    WHERE $8
-RETURNING job_id, attempts
+ON CONFLICT (job_id) DO NOTHING
+RETURNING job_id
 """
 
 
-def _columns(rows: Sequence[RequestRow], starting: bool) -> list[Any]:
-    """The statement's arguments; a job given twice is proposed once (an upsert may touch a row once)."""
+def _columns(rows: Sequence[RequestRow]) -> list[list[Any]]:
     columns: list[list[Any]] = [[] for _ in range(7)]
-    seen: set[str] = set()
     for row in rows:
-        if row.job_id in seen:
-            continue
-        seen.add(row.job_id)
         values = (row.job_id, row.kind, row.idempotency_key, row.account_id, row.basket_id, row.tag,
                   orjson.dumps(row.payload).decode())
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    return [*columns, starting]
+    return columns
 
 
 async def insert_queued(db: asyncpg.Pool | asyncpg.Connection, rows: Sequence[RequestRow]) -> list[bool]:
     """The accepted jobs' first rows, in one statement; per row, False when it already existed (a
     repeated submission; the same job twice in `rows`: only the first is new)."""
-    inserted = {r["job_id"] for r in await db.fetch(_WRITE_REQUESTS, *_columns(rows, False))}
+    inserted = {r["job_id"] for r in await db.fetch(_INSERT_QUEUED, *_columns(rows))}
     out = []
     for row in rows:
         out.append(row.job_id in inserted)
@@ -146,9 +135,14 @@ async def start_attempt(db: asyncpg.Pool, row: RequestRow) -> int:
     """Count a new attempt, creating the job's row if needed, in one statement (it sits right before
     the call to Kite, so it is one round trip); returns the attempt's number."""
     return await db.fetchval(
-        f"WITH r AS ({_WRITE_REQUESTS}) INSERT INTO order_attempts (job_id, attempt, started_at, outcome)"
-        " SELECT job_id, attempts, now(), 'started' FROM r RETURNING attempt",
-        *_columns([row], True),
+        "WITH r AS (INSERT INTO order_requests (job_id, kind, idempotency_key, account_id, basket_id, tag, payload,"
+        " status, started_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, 'in_progress', now(), 1)"
+        " ON CONFLICT (job_id) DO UPDATE SET attempts = order_requests.attempts + 1, status = 'in_progress',"
+        " account_id = EXCLUDED.account_id, payload = EXCLUDED.payload,"
+        " started_at = COALESCE(order_requests.started_at, now()), updated_at = now() RETURNING attempts)"
+        " INSERT INTO order_attempts (job_id, attempt, started_at, outcome)"
+        " SELECT $1, attempts, now(), 'started' FROM r RETURNING attempt",
+        row.job_id, row.kind, row.idempotency_key, row.account_id, row.basket_id, row.tag, row.payload,
     )
 
 
