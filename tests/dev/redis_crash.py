@@ -34,7 +34,7 @@ from ticker.infra.stores.redis import connect
 from .devrun import clean_env
 from .test_dev_e2e import TICKER
 
-PROCESSES = ("cli worker", "cli web", "cli streamer", "cli scheduler")
+PROCESSES = ("cli.main worker", "cli.main web", "cli.main streamer", "cli.main scheduler")
 
 
 @dataclass
