@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncpg
 
-from ticker.core.instruments import Instrument
 from ticker.http.middleware.errors import ApiError
 from ticker.infra.orders.validate import INSTRUMENT_COLUMNS, CachedInstruments, TtlCache
 from ticker.infra.runtime.settings import Settings
@@ -20,12 +19,8 @@ class Refs:
     def __init__(self, db: asyncpg.Pool, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self.instruments = CachedInstruments(db)
+        self.instruments = CachedInstruments(db)  # the order intake's validation reads through it
         self._accounts: TtlCache[str, frozenset[str]] = TtlCache(1)
-
-    async def instrument(self, exchange: str, tradingsymbol: str) -> Instrument | None:
-        """The active instrument for exchange:tradingsymbol, or None."""
-        return await self.instruments(exchange, tradingsymbol)
 
     async def instrument_by_token(self, token: int) -> asyncpg.Record | None:
         return await self.db.fetchrow(f"SELECT {INSTRUMENT_COLUMNS}, is_active FROM instruments "

@@ -2,7 +2,7 @@
 `enqueue_job` writes, checked and written atomically by one Lua script (`ENQUEUE_SCRIPT`).
 
 Who runs the script is the caller's choice: the web sends it down its auto-pipelined connection
-(it shares round trips with other requests' calls), anything else through an arq pool.
+(it shares round trips with other requests' calls).
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from arq.connections import ArqRedis
 from pydantic import BaseModel
 
 from ticker.core.contracts import Names
-from ticker.infra.queue.enqueue import ENQUEUE_SCRIPT, enqueue_call
+from ticker.infra.queue.enqueue import enqueue_call
 
 RunScript = Callable[[list[str], list[Any]], Awaitable[Any]]  # (keys, args) -> ENQUEUE_SCRIPT's answer
 
@@ -28,13 +27,6 @@ class Enqueuer:
         self.names = names
         self.run_script = run_script
         self.on_enqueued = on_enqueued  # e.g. a metric per job name
-
-    @classmethod
-    def on_pool(cls, pool: ArqRedis, names: Names) -> Enqueuer:
-        async def run(keys: list[str], args: list[Any]) -> Any:
-            return await pool.eval(ENQUEUE_SCRIPT, len(keys), *keys, *args)
-
-        return cls(names, run)
 
     async def __call__(self, job_name: str, payload: BaseModel | dict[str, Any], job_id: str) -> bool:
         keys, args = enqueue_call(self.names, job_name, payload, job_id=job_id)

@@ -44,8 +44,7 @@ from ticker.core.orders import (
 )
 from ticker.infra.orders import audit_trail as audit
 from ticker.infra.orders.enqueue import Enqueuer
-from ticker.infra.orders.validate import Validator, resolve_account_id
-from ticker.infra.runtime.settings import Settings
+from ticker.infra.orders.validate import Validator
 from ticker.infra.stores.deadletters import DeadLetterNotFound, get_dead_letter, mark_replayed, replay_payload
 
 # (requested account or None, the field that named it) -> the account; raises when unknown
@@ -101,17 +100,6 @@ class OrderIntake:
         self.record_queued = record_queued
         self.enqueue = enqueue
         self.resolve_account = resolve_account
-
-    @classmethod
-    def direct(cls, db: asyncpg.Pool, settings: Settings, enqueue: Enqueuer) -> OrderIntake:
-        """An intake without the web's caches and group commits (one statement per audit row)."""
-        async def resolve(account_id: str | None, _field: str) -> str:
-            return await resolve_account_id(db, settings, account_id)
-
-        async def record(plan: Plan, account_id: str) -> bool:
-            return await audit.insert_queued(db, [audit.RequestRow.of(plan, account_id)]) == [True]
-
-        return cls(db, Validator(db, settings), record, enqueue, resolve)
 
     # --- the audit and enqueue stages --------------------------------------------------------------
     async def accept(self, plan: Plan, account_id: str) -> bool:
