@@ -15,7 +15,7 @@ import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
-from ticker.http.audit_batch import AuditBatcher
+from ticker.http.accept import pipe_script
 from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, Outages
 from ticker.http.inputs import MAX_BODY_BYTES
 from ticker.http.middleware.auth import JwtVerifier, api_key_middleware
@@ -38,6 +38,10 @@ from ticker.http.routes.openapi_api import openapi_json
 from ticker.http.state import METRICS, SERVICES, SETTINGS, Services
 from ticker.http.ws.hub import TickHub
 from ticker.http.ws.ticks_socket import ws_ticks
+from ticker.infra.orders.audit_batch import AuditBatcher
+from ticker.infra.orders.enqueue import Enqueuer
+from ticker.infra.orders.intake import OrderIntake
+from ticker.infra.orders.validate import Validator
 from ticker.infra.queue.enqueue import names_for, queue_client
 from ticker.infra.queue.finished import FinishedJobs
 from ticker.infra.runtime.prometheus import metrics_handler, new_registry
@@ -87,10 +91,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[LIMITER].bind(pipe, outages)
     hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,
                   max_clients=settings.ws_max_clients, outages=outages)
+    refs, audit = Refs(db, settings), AuditBatcher(db)
+    enqueue = Enqueuer(names, pipe_script(pipe), on_enqueued=lambda job_name: metrics.enqueued.labels(job_name).inc())
+    intake = OrderIntake(db, Validator(db, settings, refs.instruments), audit.record, enqueue, refs.resolve_account)
     svc = Services(settings=settings, names=names, redis=redis, db=db, metrics=metrics,
                    accounts=account_store(db, settings), limiter=app[LIMITER],
-                   jwt=JwtVerifier(settings), hub=hub, refs=Refs(db, settings), pipe=pipe,
-                   audit=AuditBatcher(db), outages=outages, finished=FinishedJobs(redis, names))
+                   jwt=JwtVerifier(settings), hub=hub, refs=refs, pipe=pipe,
+                   audit=audit, enqueue=enqueue, intake=intake, outages=outages,
+                   finished=FinishedJobs(redis, names))
     app[SERVICES] = svc
     app[OUTAGES] = outages
     outages.start()

@@ -10,13 +10,15 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from ticker.core.contracts import Names
-from ticker.http.audit_batch import AuditBatcher
 from ticker.http.dependency_watch import Outages
 from ticker.http.middleware.auth import JwtVerifier
 from ticker.http.middleware.observe import HttpMetrics
 from ticker.http.middleware.quota import ClientQuota
 from ticker.http.refs import Refs
 from ticker.http.ws.hub import TickHub
+from ticker.infra.orders.audit_batch import AuditBatcher
+from ticker.infra.orders.enqueue import Enqueuer
+from ticker.infra.orders.intake import OrderIntake
 from ticker.infra.queue.finished import FinishedJobs
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore
@@ -37,6 +39,8 @@ class Services:
     refs: Refs
     pipe: AutoPipeline  # the hot path's Redis calls, batched into pipelines (rate limit, enqueue)
     audit: AuditBatcher  # coalesces queued-order audit rows into group commits
+    enqueue: Enqueuer  # every job this process queues, in one round trip down `pipe`
+    intake: OrderIntake  # orders, baskets, GTTs, margin previews, replays: validate -> audit -> enqueue
     outages: Outages  # which of Redis and Postgres is down, since when; logs each outage once
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end long-polls
     finished: FinishedJobs | None = None  # wakes status long-polls when a worker finishes their job

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY, Gauge
 
 from ticker.infra.kite.limits import order_day_budgets
-from ticker.infra.orders.intake import known_account_ids
+from ticker.infra.orders.validate import known_account_ids
 from ticker.infra.queue.arq_adapter import QueueWorker, worker_counts
 from ticker.infra.runtime.outage import Outage
 from ticker.infra.runtime.prometheus import metrics_handler

@@ -14,7 +14,7 @@ from ticker.http.inputs import Page, QueryBool, Strict, parse_json, path_int, re
 from ticker.http.middleware.errors import ApiError, json_response, not_found
 from ticker.http.state import services
 from ticker.infra.queue.enqueue import derived_job_id
-from ticker.infra.stores.deadletters import DeadLetterNotFound, list_dead_letters, replay_dead_letter
+from ticker.infra.stores.deadletters import DeadLetterNotFound, list_dead_letters
 
 routes = web.RouteTableDef()
 
@@ -37,6 +37,13 @@ class DlqQuery(Page):
     limit: int = Field(50, ge=1, le=500)
     account_id: str | None = Field(None, max_length=64)
     pending_only: QueryBool = False
+
+
+class ReplayQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # other parameters were never refused here
+
+    # the n-th replay of this letter: asking for the same n again is the same job (default: the next n)
+    replay_number: int | None = Field(None, ge=1, le=1_000_000)
 
 
 class KiteCallbackQuery(BaseModel):
@@ -86,14 +93,14 @@ async def dead_letters(request: web.Request) -> web.Response:
 
 @routes.post("/dlq/{id}/replay")
 async def replay(request: web.Request) -> web.Response:
+    """Through the order intake (audit row, then the job); `replay_number` repeats a given replay."""
     svc = services(request)
     letter_id = path_int(request, "id")
+    q = read_query(request, ReplayQuery)
     try:
-        done = await replay_dead_letter(svc.db, svc.redis, svc.names, letter_id)
+        done = await svc.intake.replay(letter_id, q.replay_number)
     except DeadLetterNotFound:
         raise not_found("dead letter", letter_id) from None
-    if done.enqueued:
-        svc.metrics.enqueued.labels(done.job_name).inc()
     return accepted(done.job_id, done.enqueued, dead_letter_id=done.dead_letter_id,
                     original_job_id=done.original_job_id)
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from ticker.core.contracts import Names
-from ticker.infra.orders.audit_trail import OrderRecord, get_basket, get_orders
+from ticker.infra.orders.audit_trail import OrderRecord, cancelled_before_run, get_basket, get_orders
 from ticker.infra.queue.arq_adapter import ArqView, cancel_unstarted, datetime_ms, finished_channel, read_view
 from ticker.infra.queue.progress import get_progress
 
@@ -157,8 +157,7 @@ async def cancel_job(arq_redis: Redis, db: asyncpg.Pool | None, names: Names, jo
         return False
     await arq_redis.publish(finished_channel(names), job_id)  # long-polls on it answer now
     if db is not None:
-        await db.execute("UPDATE order_requests SET status = 'cancelled', last_error = 'cancelled before it ran',"
-                         " finished_at = now(), updated_at = now() WHERE job_id = $1 AND status = 'queued'", job_id)
+        await cancelled_before_run(db, job_id)
     return True
 
 

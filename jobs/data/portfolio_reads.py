@@ -21,7 +21,7 @@ from ticker.core.contracts import JOB_PORTFOLIO, Names
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import KiteApi, is_transient
 from ticker.infra.kite.schemas import as_json
-from ticker.infra.orders.intake import resolve_account_id
+from ticker.infra.orders.validate import resolve_account_id
 from ticker.jobs.context import Deps, deps
 from ticker.jobs.kite_clients import kite_clients
 from ticker.jobs.orders.runner import backoff, limiter

@@ -26,7 +26,7 @@ from ticker.core.orders import (
 )
 from ticker.infra.kite.rest import KiteApi
 from ticker.infra.kite.schemas import Order
-from ticker.infra.orders.intake import UnknownAccount, find_instrument, intake_rules, resolve_account_id
+from ticker.infra.orders.validate import UnknownAccount, find_instrument, intake_rules, resolve_account_id
 from ticker.jobs.context import deps
 from ticker.jobs.orders.runner import Attempt, OrderJob, Outcome, fail_for_good, pace_lookup, run_order_job
 

@@ -42,11 +42,11 @@ from ticker.infra.kite.rest import (
     TokenException,
     is_transient,
 )
+from ticker.infra.orders import audit_trail as audit
 from ticker.infra.queue.enqueue import derived_job_id, enqueue
 from ticker.infra.runtime.settings import Settings
 from ticker.jobs.context import Deps
 from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
-from ticker.jobs.orders import audit_write as audit
 from ticker.jobs.orders.dead_letter import dead_letter_order
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,10 @@ def error_text(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
 
 
-def _row(job: OrderJob) -> dict[str, Any]:
+def _row(job: OrderJob) -> audit.RequestRow:
     """The audit row's identifying fields."""
-    return {"job_id": job.job_id, "kind": job.kind, "account_id": job.account_id, "payload": job.payload,
-            "tag": job.tag, "idempotency_key": job.idempotency_key, "basket_id": job.basket_id}
+    return audit.RequestRow(job_id=job.job_id, kind=job.kind, account_id=job.account_id, payload=job.payload,
+                            tag=job.tag, idempotency_key=job.idempotency_key, basket_id=job.basket_id)
 
 
 async def fail_for_good(job: OrderJob, reason: str) -> NoReturn:
@@ -185,7 +185,7 @@ async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Ch
     # the account's breaker. The rate-limit grant only once the job knows it will call Kite: a job
     # that returns early (already done, refused, breaker open) draws nothing from Kite's limits.
     found = await asyncio.gather(
-        _api_and_budget(job), audit.state(d.db, job.job_id), check() if check is not None else _no_issue(),
+        _api_and_budget(job), audit.get_order(d.db, job.job_id), check() if check is not None else _no_issue(),
         breaker(d).check(job.account_id), return_exceptions=True)
     for result in found:
         if isinstance(result, BaseException):
@@ -198,7 +198,7 @@ async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Ch
     assert isinstance(api, KiteApi) and budget is not None
     grant = await _wait_for_rate(job, budget)
     try:
-        number = await audit.start_attempt(d.db, **_row(job))
+        number = await audit.start_attempt(d.db, _row(job))
     except BaseException:
         await asyncio.shield(_release(d, grant))
         raise

@@ -55,9 +55,9 @@ async def test_dev_replaces_a_killed_worker_and_a_killed_redis(tmp_path: Path) -
         ticks, _ = await first_option_ticks(info["redis_url"], time.monotonic(), 120)
         assert ticks, "no option ticks"
 
-        (old_worker,) = _child_pids(dev, "cli.main worker")
+        (old_worker,) = _child_pids(dev, "ticker.infra.cli worker")
         psutil.Process(old_worker).kill()
-        await _until(lambda: _child_pids(dev, "cli.main worker") - {old_worker}, "a new worker")
+        await _until(lambda: _child_pids(dev, "ticker.infra.cli worker") - {old_worker}, "a new worker")
         status = await _place_and_poll(info["web_url"], info["api_key"], ticks[0])
         assert status["status"] == "complete", status
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 from ticker.core.orders import kite_tag
-from ticker.infra.orders.intake import submit_place
 from ticker.infra.queue.status import job_status
 
 from .conftest import run_burst
@@ -15,15 +14,15 @@ from .test_order_limits import market
 
 async def test_a_job_that_will_not_call_kite_takes_no_grant(world_factory, db) -> None:
     world = await world_factory(accounts=1, overrides={"order_rate_per_day": 1})
-    first = await submit_place(world.arq, db, world.names, world.settings, market(world, "sim1"), uuid.uuid4().hex)
+    first = await world.api.place_id(market(world, "sim1"), uuid.uuid4().hex)
     await run_burst(world)
-    assert (await job_status(world.arq, db, world.names, first.job_id)).status == "complete"  # the day's one order
+    assert (await job_status(world.arq, db, world.names, first)).status == "complete"  # the day's one order
 
-    second = await submit_place(world.arq, db, world.names, world.settings, market(world, "sim1"), uuid.uuid4().hex)
+    second = await world.api.place_id(market(world, "sim1"), uuid.uuid4().hex)
     await db.execute("UPDATE order_requests SET status = 'cancelled', last_error = 'cancelled elsewhere'"
-                     " WHERE job_id = $1", second.job_id)
+                     " WHERE job_id = $1", second)
     await run_burst(world)
-    status = await job_status(world.arq, db, world.names, second.job_id)
+    status = await job_status(world.arq, db, world.names, second)
     assert status.status == "cancelled"
     assert "daily order limit" not in (status.error or "")  # the day's budget never came into it
-    assert world.orders_with_tag(kite_tag(second.job_id)) == 0
+    assert world.orders_with_tag(kite_tag(second)) == 0

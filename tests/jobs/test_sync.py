@@ -9,10 +9,10 @@ import orjson
 import pytest_asyncio
 
 from ticker.core.orders import OrderRequest, kite_tag, plan_place
+from ticker.infra.orders import audit_trail as audit
 from ticker.infra.orders.audit_trail import get_order, record_queued
 from ticker.infra.queue.enqueue import create_queue
 from ticker.jobs.context import build_deps, close_deps
-from ticker.jobs.orders import audit_write as audit
 from ticker.jobs.orders.order_sync import consume_postbacks, postback_orders
 
 from .conftest import wait_for

@@ -10,7 +10,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.web.procs import free_port
 from ticker.core.contracts import JOB_PLACE_ORDER
-from ticker.infra.orders.intake import submit_place
 
 from .conftest import wait_for
 from .test_order_limits import market
@@ -41,8 +40,7 @@ async def test_worker_metrics_after_real_jobs(world_factory, db) -> None:
 
     await wait_for(serving, timeout=60)
     world.sim.state.add_fault(route="POST /orders/*", kind="503", times=1)  # Kite's NetworkException, once
-    job_ids = [(await submit_place(world.arq, db, world.names, world.settings, market(world, "sim1"),
-                                   uuid.uuid4().hex)).job_id for _ in range(2)]
+    job_ids = [await world.api.place_id(market(world, "sim1"), uuid.uuid4().hex) for _ in range(2)]
 
     async def done() -> bool:
         return set((await statuses(db, job_ids)).values()) == {"complete"}

@@ -11,7 +11,6 @@ import pytest
 from arq.jobs import Job
 
 from ticker.core.orders import OrderRequest, kite_tag
-from ticker.infra.orders.intake import submit_place
 from ticker.infra.runtime.heartbeat import alive
 from ticker.infra.stores.deadletters import get_dead_letter
 
@@ -29,7 +28,7 @@ async def submit_many(world: World, db, accounts: list[str], count: int) -> list
     """Orders round-robin over `accounts`: order i goes to accounts[i % len(accounts)]."""
     async def one(i: int) -> str:
         req = order(world, accounts[i % len(accounts)])
-        return (await submit_place(world.arq, db, world.names, world.settings, req, uuid.uuid4().hex)).job_id
+        return await world.api.place_id(req, uuid.uuid4().hex)
 
     ids: list[str] = []
     for start in range(0, count, 50):

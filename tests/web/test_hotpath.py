@@ -15,9 +15,9 @@ from redis.exceptions import ResponseError
 from tests.web.seed import CALL, LOT
 from ticker.core.contracts import Names
 from ticker.core.orders import OrderRequest, plan_place
-from ticker.http.audit_batch import AuditBatcher
-from ticker.http.coalesce import Coalescer
+from ticker.infra.orders.audit_batch import AuditBatcher
 from ticker.infra.orders.audit_trail import record_queued
+from ticker.infra.orders.coalesce import Coalescer
 from ticker.infra.queue.enqueue import create_queue, enqueue, enqueue_atomic, redis_settings
 from ticker.infra.stores.redis import AutoPipeline, Script
 
