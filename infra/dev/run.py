@@ -26,7 +26,7 @@ import aiohttp
 
 from ticker.core.contracts import JOB_REBALANCE_STRIKES, JOB_REFRESH_INSTRUMENTS
 from ticker.infra.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from ticker.infra.dev.supervise import Supervisor, Watched, process_exit
+from ticker.infra.dev.supervise import ProcessSupervisor, Watched, process_exit
 from ticker.infra.runtime.settings import Settings, SettingsError, load_settings
 from ticker.infra.stores.crypto import new_key
 
@@ -53,7 +53,7 @@ class DevRun:
     children: list[Child] = field(default_factory=list)
     embedded: list[EmbeddedRedis | EmbeddedPostgres] = field(default_factory=list)
     colour_tty: bool = sys.stdout.isatty()
-    supervisor: Supervisor | None = None
+    supervisor: ProcessSupervisor | None = None
 
     # --- output --------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -73,7 +73,7 @@ class DevRun:
     # --- lifecycle -----------------------------------------------------------------------------
     def _supervise(self, item: Watched) -> None:
         if self.supervisor is None:
-            self.supervisor = Supervisor(self.say)
+            self.supervisor = ProcessSupervisor(self.say)
         self.supervisor.watch(item)
 
     async def start_child(self, name: str, *args: str) -> Child:

@@ -51,7 +51,7 @@ from ticker.infra.stores.deadletters import DeadLetterNotFound, get_dead_letter,
 ResolveAccount = Callable[[str | None, str], Awaitable[str]]
 # (plan, account) -> True when the queued row is new
 RecordQueued = Callable[[OrderJobPlan | GttJobPlan, str], Awaitable[bool]]
-Plan = OrderJobPlan | GttJobPlan
+JobPlan = OrderJobPlan | GttJobPlan
 
 _AUDITED_KINDS = {JOB_PLACE_ORDER: "place", JOB_MODIFY_ORDER: "modify", JOB_CANCEL_ORDER: "cancel",
                   JOB_PLACE_GTT: "gtt_place", JOB_MODIFY_GTT: "gtt_modify", JOB_DELETE_GTT: "gtt_delete"}
@@ -102,7 +102,7 @@ class OrderIntake:
         self.resolve_account = resolve_account
 
     # --- the audit and enqueue stages --------------------------------------------------------------
-    async def accept(self, plan: Plan, account_id: str) -> bool:
+    async def accept(self, plan: JobPlan, account_id: str) -> bool:
         """Audit row first, then the job; True when a new job was queued. A repeat of an accepted
         request must be the same request; one that already ran is not queued again (arq may have
         forgotten it, the audit has not)."""
@@ -114,7 +114,7 @@ class OrderIntake:
                 return False
         return await self.enqueue(plan.job_name, plan.payload, plan.job_id)
 
-    async def _submit(self, plan: Plan, account_id: str) -> Submitted:
+    async def _submit(self, plan: JobPlan, account_id: str) -> Submitted:
         new = await self.accept(plan, account_id)
         return Submitted(job_id=plan.job_id, account_id=account_id, duplicate=not new)
 

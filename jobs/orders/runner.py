@@ -64,7 +64,7 @@ class Outcome(BaseModel):
     trigger_id: int | None = None  # the GTT a GTT job placed, modified or deleted
 
 
-class OrderResult(BaseModel):
+class AttemptResult(BaseModel):
     job_id: str
     kind: OrderKind | GttKind
     account_id: str
@@ -298,7 +298,7 @@ async def _wait_for_rate(job: OrderJob, budget: Budget) -> Grant:
 
 async def _succeeded(job: OrderJob, number: int, started: float, outcome: Outcome) -> dict[str, Any]:
     d, latency = job.deps, _ms(started)
-    result = OrderResult(
+    result = AttemptResult(
         job_id=job.job_id, kind=job.kind, account_id=job.account_id, kite_order_id=outcome.kite_order_id,
         tag=job.tag, adopted=outcome.adopted, attempts=number, kite_status=outcome.kite_status,
         client_tag=job.client_tag, basket_id=job.basket_id,

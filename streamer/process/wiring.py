@@ -41,7 +41,7 @@ from ticker.streamer.control.token_health import TokenHealth
 from ticker.streamer.control.token_refresh import RefreshRequests
 from ticker.streamer.process.backpressure import Backpressure
 from ticker.streamer.process.stream_metrics import StreamerMetrics
-from ticker.streamer.process.supervisor import Supervisor
+from ticker.streamer.process.supervisor import TaskSupervisor
 from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.batch import BatchWindow, TickBuffer
 from ticker.streamer.stages.decode import Decoder
@@ -95,7 +95,7 @@ class Streamer:
         self.instance = instance
         self.names: Names = names_for(settings)
         self.metrics = StreamerMetrics()
-        self.supervisor = Supervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
+        self.supervisor = TaskSupervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
         self.link = RedisLink(on_change=self._on_redis)
         self.timing = Timing(settings.stall_seconds, settings.reconnect_base_seconds,
                              settings.reconnect_max_seconds, settings.ws_subscribe_batch)

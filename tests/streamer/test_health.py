@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from ticker.streamer.process.backpressure import Backpressure
-from ticker.streamer.process.supervisor import Supervisor
+from ticker.streamer.process.supervisor import TaskSupervisor
 from ticker.streamer.redis_link import RedisLink, jittered
 from ticker.streamer.stages.publish_breaker import PublishBreaker
 
@@ -143,7 +143,7 @@ async def test_a_failing_stage_is_restarted_at_once_and_counted():
         pauses.append(seconds)
         await asyncio.sleep(seconds)
 
-    supervisor = Supervisor(on_restart=restarts.append, sleep=sleep)
+    supervisor = TaskSupervisor(on_restart=restarts.append, sleep=sleep)
     runs = 0
     done = asyncio.Event()
 
