@@ -36,6 +36,7 @@ from ticker.http.middleware.errors import ApiError, json_response, not_found, va
 from ticker.http.state import Services, services
 from ticker.infra.orders.audit_trail import find_by_kite_order, get_order, list_orders, record_basket
 from ticker.infra.orders.intake import intake_rules
+from ticker.infra.orders.order_view import order_view
 from ticker.infra.queue.status import basket_status
 
 routes = web.RouteTableDef()
@@ -171,6 +172,16 @@ async def cancel_order(request: web.Request) -> web.Response:
     plan = plan_cancel(req, key)
     new = await _accept_order(svc, plan, account)
     return accepted(plan.job_id, new, account_id=account)
+
+
+@routes.get(ORDER_PATH)
+async def get_order_view(request: web.Request) -> web.Response:
+    """One order by Kite order id (or placing job id): Kite's latest view and our audit trail."""
+    order_id = _order_id(request)
+    view = await order_view(services(request).db, order_id)
+    if view is None:
+        raise not_found("order", order_id)
+    return json_response(view.model_dump(mode="json"))
 
 
 @routes.post("/orders/basket")
