@@ -41,6 +41,7 @@ def generation_key(names: Names, account_id: str) -> str:
     return names.key("portfolio-refresh", account_id)
 
 
-def refresh_parts(account_id: str, generation: int) -> tuple[str, str]:
-    """What a refresh job id derives from (`derived_job_id(JOB_REFRESH_PORTFOLIO, *parts)`)."""
-    return account_id, str(generation)
+def refresh_parts(names: Names, account_id: str, generation: int) -> tuple[str, str, str]:
+    """What a refresh job id derives from (`derived_job_id(JOB_REFRESH_PORTFOLIO, *parts)`). arq's job
+    keys are not namespaced: the namespace keeps deployments sharing one Redis apart."""
+    return names.namespace, account_id, str(generation)

@@ -61,7 +61,7 @@ async def portfolio_account(svc: Services, account_id: str | None) -> str:
 async def request_refresh(svc: Services, account_id: str) -> web.Response:
     """202 with the account's pending refresh job (queued now, or shared when one waits already)."""
     generation = int(await svc.redis.get(generation_key(svc.names, account_id)) or 0)
-    job_id = derived_job_id(JOB_REFRESH_PORTFOLIO, *refresh_parts(account_id, generation))
+    job_id = derived_job_id(JOB_REFRESH_PORTFOLIO, *refresh_parts(svc.names, account_id, generation))
     new = await submit(svc, JOB_REFRESH_PORTFOLIO, RefreshPayload(account_id=account_id), job_id)
     return accepted(job_id, new, account_id=account_id)
 

@@ -38,7 +38,7 @@ class RefreshResult(BaseModel):
 async def request_refresh(d: Deps, account_id: str) -> bool:
     """Enqueue a refresh of the account unless one that has not started yet is queued already."""
     generation = int(await d.redis.get(generation_key(d.names, account_id)) or 0)
-    job_id = derived_job_id(JOB_REFRESH_PORTFOLIO, *refresh_parts(account_id, generation))
+    job_id = derived_job_id(JOB_REFRESH_PORTFOLIO, *refresh_parts(d.names, account_id, generation))
     return await enqueue(d.redis, d.names, JOB_REFRESH_PORTFOLIO, RefreshPayload(account_id=account_id),
                          job_id=job_id)
 
@@ -64,13 +64,35 @@ async def refresh_account(d: Deps, account_id: str) -> dict[str, float]:
     return done
 
 
-async def _accounts(d: Deps, p: RefreshPayload) -> list[str]:
-    known = await known_account_ids(d.db, d.settings)
-    if p.account_id is None:
-        return known
-    if p.account_id not in known:
-        raise ValueError(f"unknown Kite account {p.account_id!r}")
-    return [p.account_id]
+async def _refresh_one(ctx: dict[str, Any], d: Deps, account_id: str) -> RefreshResult:
+    """A requested refresh: its caller polls this job, so a wait for Kite's rate limit or a passing
+    failure is retried here rather than reported as done."""
+    if account_id not in await known_account_ids(d.db, d.settings):
+        raise ValueError(f"unknown Kite account {account_id!r}")
+    try:
+        return RefreshResult(refreshed={account_id: await refresh_account(d, account_id)})
+    except RateLimited as exc:
+        raise Retry(defer=exc.wait_s) from exc
+    except Exception as exc:
+        if is_transient(exc) and ctx.get("job_try", 1) < d.settings.order_max_tries:
+            raise Retry(defer=backoff(d.settings, ctx.get("job_try", 1))) from exc
+        raise
+
+
+async def _refresh_all(d: Deps) -> RefreshResult:
+    """A scheduled refresh: every active account; one failing is reported, the next slot tries again."""
+    result = RefreshResult()
+    for account_id in await known_account_ids(d.db, d.settings):
+        try:
+            await next_generation(d, account_id)
+            result.refreshed[account_id] = await refresh_account(d, account_id)
+        except (RateLimited, AccountUnavailable) as exc:
+            result.errors[account_id] = str(exc)
+        except Exception as exc:  # one account failing must not stop the others
+            if not is_transient(exc):
+                raise
+            result.errors[account_id] = error_text(exc)
+    return result
 
 
 async def refresh_portfolio(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -80,26 +102,10 @@ async def refresh_portfolio(ctx: dict[str, Any], payload: dict[str, Any] | None 
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValueError(f"invalid payload: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    if p.account_id is not None:  # first: a run that fails below must not be shared by later requests
-        await next_generation(d, p.account_id)
-    result = RefreshResult()
-    transient = False
-    for account_id in await _accounts(d, p):
-        try:
-            if p.account_id is None:
-                await next_generation(d, account_id)
-            result.refreshed[account_id] = await refresh_account(d, account_id)
-        except (RateLimited, AccountUnavailable) as exc:
-            transient = transient or isinstance(exc, RateLimited)
-            result.errors[account_id] = str(exc)
-        except Exception as exc:  # one account failing must not stop the others
-            if not is_transient(exc):
-                raise
-            transient = True
-            result.errors[account_id] = error_text(exc)
-    if transient and not result.refreshed and ctx.get("job_try", 1) < d.settings.order_max_tries:
-        raise Retry(defer=backoff(d.settings, ctx.get("job_try", 1)))
-    return result.model_dump(mode="json")
+    if p.account_id is None:
+        return (await _refresh_all(d)).model_dump(mode="json")
+    await next_generation(d, p.account_id)  # first: a run that fails below must not be shared by later requests
+    return (await _refresh_one(ctx, d, p.account_id)).model_dump(mode="json")
 
 
 FUNCTIONS = [func(refresh_portfolio, name=JOB_REFRESH_PORTFOLIO, timeout=120)]
