@@ -9,6 +9,7 @@ account's "api" rate limit and the short read cache's lock with the other portfo
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from arq import Retry
@@ -58,9 +59,12 @@ async def next_generation(d: Deps, account_id: str) -> None:
 
 
 async def refresh_account(d: Deps, account_id: str) -> dict[str, float]:
-    done = {}
+    """Each kind fetched now; an answer another read fetched after this refresh began serves as well
+    (it is as new as what every request sharing this refresh asked for)."""
+    started = time.time()
+    done: dict[str, float] = {}
     for kind in SNAPSHOT_KINDS:
-        done[kind] = (await read_portfolio(d, account_id, kind, max_age=0.0)).fetched_at
+        done[kind] = (await read_portfolio(d, account_id, kind, max_age=time.time() - started)).fetched_at
     return done
 
 
