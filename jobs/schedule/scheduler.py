@@ -313,8 +313,8 @@ async def run(settings: Settings, test_interval: float | None = None, stop: asyn
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ticker scheduler",
-        description="Enqueue periodic jobs (token and instrument refresh before the open, order sync "
-                    "and strike rebalancing in market hours, daily cleanup). Safe to run as several "
+        description="Enqueue periodic jobs (token and instrument refresh before the open, order sync, "
+                    "portfolio refresh and strike rebalancing in market hours, daily cleanup). Safe to run as several "
                     "replicas: each slot is enqueued once.")
     parser.add_argument("--test-interval-seconds", type=float, default=None, metavar="N",
                         help="instead of the real schedule, enqueue a probe job every N seconds")
