@@ -30,6 +30,7 @@ from ticker.http.routes import (
     instruments_api,
     jobs_api,
     orders_api,
+    portfolio_api,
     postback_api,
     subscriptions_api,
 )
@@ -72,7 +73,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/ws/ticks", ws_ticks)
     for module in (orders_api, jobs_api, subscriptions_api, instruments_api, accounts_api,
-                   admin_api, gtt_api, postback_api):
+                   admin_api, gtt_api, postback_api, portfolio_api):
         app.add_routes(module.routes)
     return app
 
