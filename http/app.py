@@ -40,7 +40,7 @@ from ticker.http.state import METRICS, SERVICES, SETTINGS, Services
 from ticker.http.ws.hub import TickHub
 from ticker.http.ws.ticks_socket import ws_ticks
 from ticker.infra.orders.audit_batch import AuditBatcher
-from ticker.infra.orders.enqueue import Enqueuer
+from ticker.infra.orders.enqueuer import Enqueuer
 from ticker.infra.orders.intake import OrderIntake
 from ticker.infra.orders.validate import Validator
 from ticker.infra.queue.enqueue import names_for, queue_client

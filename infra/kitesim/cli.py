@@ -82,7 +82,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
 
 
 async def serve(config: SimConfig) -> None:
-    from ticker.infra.kitesim.app import running_sim
+    from ticker.infra.kitesim.server import running_sim
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
