@@ -31,7 +31,7 @@ from ticker.jobs.orders.runner import backoff, error_text
 log = logging.getLogger(__name__)
 
 
-class RefreshResult(BaseModel):
+class PortfolioRefreshResult(BaseModel):
     refreshed: dict[str, dict[str, float]] = Field(default_factory=dict)  # account -> kind -> as_of (epoch s)
     errors: dict[str, str] = Field(default_factory=dict)
 
@@ -68,13 +68,13 @@ async def refresh_account(d: Deps, account_id: str) -> dict[str, float]:
     return done
 
 
-async def _refresh_one(ctx: dict[str, Any], d: Deps, account_id: str) -> RefreshResult:
+async def _refresh_one(ctx: dict[str, Any], d: Deps, account_id: str) -> PortfolioRefreshResult:
     """A requested refresh: its caller polls this job, so a wait for Kite's rate limit or a passing
     failure is retried here rather than reported as done."""
     if account_id not in await known_account_ids(d.db, d.settings):
         raise ValueError(f"unknown Kite account {account_id!r}")
     try:
-        return RefreshResult(refreshed={account_id: await refresh_account(d, account_id)})
+        return PortfolioRefreshResult(refreshed={account_id: await refresh_account(d, account_id)})
     except RateLimited as exc:
         raise Retry(defer=exc.wait_s) from exc
     except Exception as exc:
@@ -83,9 +83,9 @@ async def _refresh_one(ctx: dict[str, Any], d: Deps, account_id: str) -> Refresh
         raise
 
 
-async def _refresh_all(d: Deps) -> RefreshResult:
+async def _refresh_all(d: Deps) -> PortfolioRefreshResult:
     """A scheduled refresh: every active account; one failing is reported, the next slot tries again."""
-    result = RefreshResult()
+    result = PortfolioRefreshResult()
     for account_id in await known_account_ids(d.db, d.settings):
         try:
             await next_generation(d, account_id)
