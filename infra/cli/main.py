@@ -92,7 +92,7 @@ def failure(name: str, exc: Exception) -> tuple[str | None, int]:
     A setting that is missing or invalid is the user's to fix, from any command. A server out of
     reach ends only a one-shot command this way; a service that fails on one at start-up is a bug
     worth its traceback, since services are meant to wait."""
-    from ticker.infra.cli.oneshot import CONNECTION_ERRORS, CliFailure, reason
+    from ticker.infra.cli.oneshot import CONNECTION_ERRORS, CliFailure, reason, server_of
     from ticker.infra.runtime.settings import SettingsError
 
     if isinstance(exc, CliFailure):
@@ -100,7 +100,7 @@ def failure(name: str, exc: Exception) -> tuple[str | None, int]:
     if isinstance(exc, SettingsError):
         return str(exc), 2
     if name in ONE_SHOT and isinstance(exc, CONNECTION_ERRORS):
-        return f"lost the connection to Redis or PostgreSQL: {reason(exc)}", 1
+        return f"lost the connection to {server_of(exc)}: {reason(exc)}", 1
     return None, 1
 
 

@@ -110,10 +110,21 @@ def reason(exc: BaseException) -> str:
             return "no server at that socket"
         if isinstance(cause, TimeoutError):
             return "timed out"
+        if isinstance(cause, RedisConnectionError) and "closed" in str(cause):
+            return "the server closed the connection"
         if isinstance(cause, asyncpg.PostgresError):
             return str(cause)  # e.g. role "x" does not exist, database "y" does not exist
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}{': ' + text if text else ''}"
+
+
+def server_of(exc: BaseException) -> str:
+    """Which server a connection error came from, as far as its type tells."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return "Redis"
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return "PostgreSQL"
+    return "Redis or PostgreSQL"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
