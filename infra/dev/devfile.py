@@ -10,6 +10,7 @@ production: there a missing setting is a mistake to report, not something to gue
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ticker.infra.runtime.settings import Settings
@@ -43,10 +44,13 @@ def read(path: Path) -> dict[str, str]:
 
 
 def write(path: Path, info: dict[str, object]) -> None:
-    """Write dev.json readable by its owner only: it holds the API key and the encryption key."""
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(json.dumps(info, indent=2))
+    """Write dev.json readable by its owner only (it holds the API key and the encryption key), whole
+    or not at all: whoever waits for it to appear reads it complete."""
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(info, indent=2))
+    os.replace(partial, path)
 
 
 def unset_in(settings: Settings, start: Path | None = None) -> tuple[Path | None, dict[str, str]]:
