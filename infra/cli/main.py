@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return run_command(name, rest)
+    except KeyboardInterrupt:  # Ctrl-C before a command set up its own handling: no traceback for that
+        print(f"ticker {name}: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         message, code = failure(name, exc)
         if message is None:
