@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    if argv[0] in ("-V", "--version", "version"):
+    if argv[0] in ("-V", "--version"):
         print(f"ticker {version()}")
         return 0
     name, rest = argv[0], argv[1:]
