@@ -145,14 +145,13 @@ async def reach_redis(ctx: CliContext) -> Redis:
     ctx.require("redis_url")
     url = ctx.settings.redis_url
     assert url is not None  # require() raised otherwise
+    redis: Redis | None = None
     try:
         redis = connect(url)
-    except (ValueError, TypeError) as exc:  # an address redis-py cannot use at all
-        raise unreachable("Redis", url, exc, ctx.origin("redis_url")) from None
-    try:
         await redis.ping()
-    except CONNECTION_ERRORS as exc:
-        await redis.aclose()
+    except (*CONNECTION_ERRORS, ValueError, TypeError) as exc:  # the last two: an address redis-py cannot use
+        if redis is not None:
+            await redis.aclose()
         raise unreachable("Redis", url, exc, ctx.origin("redis_url")) from None
     return redis
 
