@@ -4,7 +4,8 @@ Starts what is missing (embedded Redis and PostgreSQL when REDIS_URL / DATABASE_
 Kite stand-in with two accounts when no Kite credentials are set), migrates, loads instruments,
 seeds the strike window, then runs the production processes — streamer, worker, scheduler, web —
 as separate children with prefixed, coloured logs, the way a Procfile runner would. Ctrl-C stops
-them in order and leaves nothing behind. `.ticker/dev.json` records where everything is.
+them in order and leaves nothing behind. `.ticker/dev.json` records where everything is; `ticker tail`,
+`accounts` and `migrate` read it back (see devfile).
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
     streamer_port = args.streamer_port or s.streamer_port
     env.update({"API_KEY": api_key, "ACCOUNT_ENCRYPTION_KEY": enc_key, "LOG_FORMAT": env.get("LOG_FORMAT", "text"),
                 "STREAMER_PORT": str(streamer_port), "PYTHONUNBUFFERED": "1",
-                "WORKER_PORT": str(worker_port), "WORKER_HOST": "127.0.0.1", "HOST": LOOPBACK,
+                "WORKER_PORT": str(worker_port), "WORKER_HOST": LOOPBACK, "HOST": LOOPBACK,
                 # one developer's curl loops and job polls should not meet the production quota
                 "HTTP_RATE_LIMIT_PER_MINUTE": str(s.http_rate_limit_per_minute
                                                   if "http_rate_limit_per_minute" in s.model_fields_set
