@@ -160,9 +160,10 @@ async def _announce(settings: Settings, account_id: str, reason: str) -> bool:
         await redis.aclose()
 
 
-async def run(ctx: CliContext, args: argparse.Namespace, out: TextIO, interactive: bool) -> int:
-    settings = ctx.settings
-    pool = await reach_postgres(ctx)
+async def run(settings: Settings, args: argparse.Namespace, out: TextIO, interactive: bool,
+              ctx: CliContext | None = None) -> int:
+    """One command; `ctx` (from `main`) also says which settings came from .ticker/dev.json."""
+    pool = await reach_postgres(ctx or CliContext(settings))
     try:
         store = account_store(pool, settings)
         if not store.configured:
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         ctx = cli_context()  # in dev, .ticker/dev.json supplies the database and the encryption key
-        return asyncio.run(run(ctx, args, out or sys.stdout, sys.stdin.isatty()))
+        return asyncio.run(run(ctx.settings, args, out or sys.stdout, sys.stdin.isatty(), ctx))
     except CliFailure as exc:
         print(f"ticker accounts: {exc}", file=sys.stderr)
         return exc.code
