@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from importlib.metadata import version
@@ -115,6 +116,18 @@ async def test_redis_going_away_under_tail_is_one_line(tmp_path: Path) -> None:
         server.stop()
     done = subprocess.CompletedProcess(["tail"], proc.returncode or 0, out.decode(), err.decode())
     assert "lost the connection to Redis" in one_line_failure(done, "tail")
+
+
+def test_the_stand_in_refuses_bad_options_and_a_taken_port_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "accounts.yaml").write_text("- {colour: blue}\n")
+    for argv in (["--port", "99999"], ["--accounts", str(tmp_path / "accounts.yaml")]):
+        done = ticker(tmp_path, bare_env(tmp_path), "sim", *argv)
+        assert done.returncode == 2 and "invalid options" in one_line_failure(done, "sim")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = ticker(tmp_path, bare_env(tmp_path), "sim", "--port", str(taken.getsockname()[1]))
+    assert done.returncode == 1 and "cannot listen" in one_line_failure(done, "sim")
 
 
 # --- .ticker/dev.json ------------------------------------------------------------------------------
