@@ -369,9 +369,21 @@ Ctrl-C stops everything.
 """
 
 
+async def check_given_servers(settings: Settings) -> None:
+    """REDIS_URL / DATABASE_URL given but out of reach: one line saying so, before anything starts."""
+    from ticker.infra.cli.oneshot import CliContext, reach_postgres, reach_redis
+
+    ctx = CliContext(settings)
+    if settings.redis_url:
+        await (await reach_redis(ctx)).aclose()
+    if settings.database_url:
+        await (await reach_postgres(ctx, max_size=1)).close()
+
+
 async def supervise(run: DevRun, args: argparse.Namespace) -> int:
     from ticker.infra.stores.migrate import migrate
 
+    await check_given_servers(run.settings)
     await prepare(run, args)
     applied = await migrate(run.env["DATABASE_URL"])
     run.say(f"migrations: {'applied ' + ', '.join(map(str, applied)) if applied else 'up to date'}")

@@ -118,6 +118,17 @@ async def test_redis_going_away_under_tail_is_one_line(tmp_path: Path) -> None:
     assert "lost the connection to Redis" in one_line_failure(done, "tail")
 
 
+def test_dev_with_a_given_server_out_of_reach_says_so_before_starting_anything(tmp_path: Path) -> None:
+    refused = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+               "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"}
+    for name, url in refused.items():
+        done = ticker(tmp_path, bare_env(tmp_path, **{name: url}), "dev", "--folder", str(tmp_path / ".ticker"))
+        assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+        assert f"start-up failed: cannot reach {'Redis' if name == 'REDIS_URL' else 'PostgreSQL'} at {url}: " \
+            "connection refused" in done.stdout
+        assert "migrations" not in done.stdout  # nothing was started first
+
+
 def test_the_stand_in_refuses_bad_options_and_a_taken_port_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "accounts.yaml").write_text("- {colour: blue}\n")
     for argv in (["--port", "99999"], ["--accounts", str(tmp_path / "accounts.yaml")]):
