@@ -329,7 +329,7 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
             lines.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
-        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise SettingsError("invalid configuration: " + "; ".join(lines)) from None
 
 
 @functools.lru_cache(maxsize=1)
