@@ -21,14 +21,15 @@ def connect(url: str, *, decode: bool = False, max_connections: int = 64, retrie
     socket outlives a Redis restart, and its first command after one fails although Redis is back.
     Leave it 0 for pub/sub listeners, which must notice a reconnect (messages sent meanwhile are lost).
     """
+    tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}  # a unix socket takes no keepalive
     return Redis.from_url(
         url,
         decode_responses=decode,
         max_connections=max_connections,
         health_check_interval=15,
         socket_connect_timeout=3,
-        socket_keepalive=True,
         retry=Retry(NoBackoff(), retries) if retries else None,
+        **tcp,
     )
 
 
