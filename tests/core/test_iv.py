@@ -35,7 +35,7 @@ def test_solver_recovers_s_to_the_limit_the_data_allows():
 
 def test_every_region_is_exercised():
     beta, x, _ = wide(2, 5_000)
-    plan = iv._Plan(beta, x, exact=True)
+    plan = iv._SolvePlan(beta, x, exact=True)
     assert set(np.unique(plan.kind)) == {iv.LOWER, iv.MIDDLE, iv.UPPER}
 
 
