@@ -60,6 +60,11 @@ class Names:
         return f"{self.prefix}:orders"
 
     @property
+    def chain(self) -> str:
+        """Option chains' figures and changed rows, one JSON object per chain and interval."""
+        return f"{self.prefix}:chain"
+
+    @property
     def control(self) -> str:
         return f"{self.namespace}:control"
 
@@ -68,6 +73,10 @@ class Names:
     def latest(self) -> str:
         """Hash token -> latest tick JSON, for late joiners and GET /quotes."""
         return f"{self.prefix}:latest"
+
+    def oi_open(self, day: str) -> str:
+        """Hash token -> the first OI the streamer saw on `day` (YYYY-MM-DD, IST) from 09:15."""
+        return f"{self.prefix}:oi_open:{day}"
 
     @property
     def orders_queue(self) -> str:

@@ -1,0 +1,215 @@
+"""One expiry's option chain read from what the streamer keeps: the latest tick per token (the
+`<prefix>:latest` hash) and the day's opening OI (`<prefix>:oi_open:<day>`), for the options the
+instruments table lists for that underlying and expiry.
+
+The listing of an (underlying, expiry) changes once a day at most, so it is cached for a few
+seconds; the ticks are read on every call in one pipelined round trip (two HMGETs). The analytics
+are `ticker.core.chain`'s; this module only gathers their columns and dresses the rows with each
+leg's token, tradingsymbol and age in milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+import numpy as np
+import orjson
+from aiohttp import web
+from redis.asyncio import Redis
+
+from ticker.core.chain import ChainLegs, ChainMarket, chain_snapshot
+from ticker.core.clock import IST
+from ticker.core.contracts import Names
+from ticker.core.greeks import time_to_expiry
+from ticker.core.indices import index_symbol
+from ticker.http.middleware.errors import ApiError
+
+LISTING_TTL = 5.0  # seconds an (underlying, expiry) listing is reused
+_NUMBERS = ("ltp", "bid", "ask", "volume", "oi", "iv", "delta", "gamma", "theta", "vega")
+_TICK_FIELD = {"ltp": "last_price"}
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The options of one chain (strike-sorted) and the token of their underlying's spot."""
+
+    underlying: str
+    expiry: date
+    tokens: list[int]
+    symbols: list[str]
+    strike: np.ndarray
+    is_call: np.ndarray
+    spot_token: int | None
+
+    @property
+    def fields(self) -> list[str]:
+        return [str(t) for t in self.tokens]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The clients a read goes through (the app's)."""
+
+    db: asyncpg.Pool
+    redis: Redis
+    names: Names
+
+
+class ChainReader:
+    """The app's chain reads; it keeps the listings (per underlying and expiry) for `ttl` seconds."""
+
+    def __init__(self, ttl: float = LISTING_TTL) -> None:
+        self.ttl = ttl
+        self._listings: dict[tuple[str, date], tuple[float, Listing]] = {}
+        self._expiries: dict[str, tuple[float, list[date]]] = {}
+
+    async def expiries(self, src: Sources, underlying: str, today: date) -> list[date]:
+        """Listed option expiries of `underlying` from `today` on; 404 naming the underlyings that
+        have options when it has none."""
+        cached = self._expiries.get(underlying)
+        if cached is not None and cached[0] > time.monotonic():
+            return [e for e in cached[1] if e >= today]
+        rows = await src.db.fetch(
+            "SELECT DISTINCT expiry FROM instruments WHERE name = $1 AND instrument_type IN ('CE', 'PE') "
+            "AND is_active AND expiry >= $2 ORDER BY expiry", underlying, today)
+        found = [r["expiry"] for r in rows]
+        if not found:
+            raise await _unknown_underlying(src.db, underlying, today)
+        self._expiries[underlying] = (time.monotonic() + self.ttl, found)
+        return found
+
+    async def listing(self, src: Sources, underlying: str, expiry: date | None, today: date) -> Listing:
+        """The chain's options: `expiry`, or the nearest listed one when None; 404 naming the
+        listed expiries when `expiry` is not one of them."""
+        expiries = await self.expiries(src, underlying, today)
+        chosen = expiry or expiries[0]
+        if chosen not in expiries:
+            shown = [e.isoformat() for e in expiries]
+            raise ApiError(404, "not_found", f"{underlying} has no options expiring {chosen.isoformat()}",
+                           [{"field": "expiry", "location": "query", "type": "unknown",
+                             "message": f"expiries listed: {', '.join(shown)}"}])
+        key = (underlying, chosen)
+        cached = self._listings.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        listing = await _load(src.db, underlying, chosen)
+        self._listings[key] = (time.monotonic() + self.ttl, listing)
+        return listing
+
+    async def snapshot(self, src: Sources, underlying: str, expiry: date | None,
+                       now: float | None = None) -> dict[str, Any]:
+        """The chain as `GET /chain` answers it."""
+        now = time.time() if now is None else now
+        today = datetime.fromtimestamp(now, IST).date()
+        listing = await self.listing(src, underlying, expiry, today)
+        ticks, oi_open, spot = await _read(src, listing, today)
+        return chain_doc(listing, ticks, oi_open, spot, now)
+
+
+async def _unknown_underlying(db: asyncpg.Pool, underlying: str, today: date) -> ApiError:
+    rows = await db.fetch("SELECT DISTINCT name FROM instruments WHERE instrument_type IN ('CE', 'PE') "
+                          "AND is_active AND expiry >= $1 ORDER BY name", today)
+    known = [r["name"] for r in rows]
+    return ApiError(404, "not_found", f"no options listed for underlying {underlying}",
+                    [{"field": "underlying", "location": "query", "type": "unknown",
+                      "message": f"underlyings with options: {', '.join(known) or 'none'}"}])
+
+
+async def _load(db: asyncpg.Pool, underlying: str, expiry: date) -> Listing:
+    rows = await db.fetch(
+        "SELECT instrument_token, tradingsymbol, strike, instrument_type FROM instruments "
+        "WHERE name = $1 AND expiry = $2 AND instrument_type IN ('CE', 'PE') AND is_active "
+        "ORDER BY strike, instrument_type", underlying, expiry)
+    spot = await db.fetchval(
+        "SELECT instrument_token FROM instruments WHERE tradingsymbol = $1 AND is_active "
+        "AND (segment = 'INDICES' OR (exchange = 'NSE' AND instrument_type = 'EQ')) "
+        "ORDER BY segment = 'INDICES' DESC, instrument_token LIMIT 1", index_symbol(underlying))
+    return Listing(underlying, expiry, [r["instrument_token"] for r in rows], [r["tradingsymbol"] for r in rows],
+                   np.array([r["strike"] for r in rows], dtype=np.float64),
+                   np.array([r["instrument_type"] == "CE" for r in rows], dtype=bool), spot)
+
+
+async def _read(src: Sources, listing: Listing, today: date) -> tuple[list[Any], list[Any], Any]:
+    """Every leg's latest tick, its opening OI and the spot's tick: one round trip."""
+    fields = listing.fields
+    spot = [str(listing.spot_token)] if listing.spot_token is not None else []
+    pipe = src.redis.pipeline(transaction=False)
+    pipe.hmget(src.names.latest, fields + spot)
+    pipe.hmget(src.names.oi_open(today.isoformat()), fields)
+    latest, oi_open = await pipe.execute()
+    return latest[:len(fields)], oi_open, latest[len(fields)] if spot else None
+
+
+def chain_doc(listing: Listing, ticks: list[Any], oi_open: list[Any], spot_tick: Any, now: float) -> dict[str, Any]:
+    """The snapshot of one chain from its legs' raw ticks (JSON, None where none yet)."""
+    docs = [_loads(t) for t in ticks]
+    columns = {name: np.array([_number(d, _TICK_FIELD.get(name, name)) for d in docs]) for name in _NUMBERS}
+    received = np.array([_epoch(d.get("received_at")) if d else np.nan for d in docs])
+    opened = np.array([float(v) if v is not None else np.nan for v in oi_open])
+    legs = ChainLegs(listing.strike, listing.is_call, oi_open=opened, age=now - received, **columns)
+    snap = chain_snapshot(legs, _market(listing, docs, _loads(spot_tick), now)).model_dump(mode="json")
+    _dress(snap["rows"], listing)
+    return snap
+
+
+def _market(listing: Listing, docs: list[dict[str, Any] | None], spot_tick: dict[str, Any] | None,
+            now: float) -> ChainMarket:
+    """Spot from the underlying's tick; the forward the options were priced on (their
+    `underlying_price` under black76: the median across legs, as each leg carries its batch's)."""
+    spot = _number(spot_tick, "last_price") if spot_tick else np.nan
+    priced = [d for d in docs if d]
+    model = "bsm" if priced and priced[-1].get("model") == "bsm" else "black76"
+    carried = np.array([_number(d, "underlying_price") for d in priced])
+    carried = carried[np.isfinite(carried) & (carried > 0)]
+    forward = float(np.median(carried)) if carried.size else None
+    if model == "bsm":  # the options carry spot, not a forward
+        spot, forward = (forward if not np.isfinite(spot) else spot), None
+    t = float(time_to_expiry(now, np.array([listing.expiry], dtype="datetime64[D]"))[0])
+    return ChainMarket(underlying=listing.underlying, expiry=listing.expiry,
+                       spot=float(spot) if np.isfinite(spot) else None, forward=forward, t=t, model=model)
+
+
+def _dress(rows: list[dict[str, Any]], listing: Listing) -> None:
+    """Each leg gains its token and tradingsymbol; its age goes from seconds to whole ms."""
+    where = {(float(k), bool(c)): i for i, (k, c) in enumerate(zip(listing.strike.tolist(), listing.is_call.tolist(),
+                                                                     strict=True))}
+    for row in rows:
+        for side, is_call in (("ce", True), ("pe", False)):
+            leg = row[side]
+            if leg is None:
+                continue
+            i = where[(row["strike"], is_call)]
+            age = leg.pop("age")
+            leg["token"], leg["tradingsymbol"] = listing.tokens[i], listing.symbols[i]
+            leg["age_ms"] = round(age * 1000) if age is not None else None
+
+
+def _loads(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _number(doc: dict[str, Any] | None, name: str) -> float:
+    value = doc.get(name) if doc else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan
+
+
+def _epoch(text: Any) -> float:
+    if not isinstance(text, str):
+        return np.nan
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return np.nan
+
+
+CHAIN_READER = web.AppKey("chain_reader", ChainReader)
