@@ -4,7 +4,8 @@ the next flush on the same connection while Redis still answers the last one.
 
 Per flush: PUBLISH `<prefix>:options` and `<prefix>:underlying` (JSON arrays of at most
 TICK_BATCH_MAX_SIZE ticks each), PUBLISH each order postback to `<prefix>:orders`, and HSET the
-latest-tick snapshot fields that are due into `<prefix>:latest` for late joiners. A failure or a
+latest-tick snapshot fields that are due into `<prefix>:latest` for late joiners; PUBLISH each
+option chain that is due to `<prefix>:chain` and HSETNX the day's opening OIs first seen. A failure or a
 flush slower than the publish timeout trips the breaker; while it is open flushes are dropped and
 counted, and it probes again by itself with growing, jittered, capped pauses. Outages are told to
 the shared `RedisLink` (logged once each way). Nothing here ever raises into the outbox, not
@@ -32,6 +33,7 @@ from ticker.streamer.stages.render import Outgoing
 
 log = logging.getLogger(__name__)
 _EXPECTED = (RedisError, OSError, TimeoutError)  # what a Redis outage raises
+OI_OPEN_TTL = 3 * 86_400  # a day's opening OIs outlive the day (a weekend's reads), then go
 
 
 def chunked(items: list[bytes], size: int) -> Iterator[list[bytes]]:
@@ -66,6 +68,7 @@ class Publisher:
         self.published_total = 0  # ticks (not bars or postbacks) that reached Redis
         self._options, self._underlying = names.options.encode(), names.underlying.encode()
         self._orders, self._latest = names.orders.encode(), names.latest.encode()
+        self._chain = names.chain.encode()
         self._lane = resp.Lane(redis)
         self._throttle = Throttle()
 
@@ -79,7 +82,7 @@ class Publisher:
         Flights must be settled in the order they were sent."""
         flight = Flight(out, time.perf_counter(), asyncio.get_running_loop().time() + self.timeout,
                         self.link.now())
-        if out.ticks == 0 and not out.orders and not out.bars and not out.latest:
+        if out.ticks == 0 and not out.orders and not out.bars and not out.latest and not out.chains.busy:
             flight.status = "empty"
             return flight
         if not self.breaker.allow():
@@ -151,6 +154,15 @@ class Publisher:
         packed += [resp.command(b"PUBLISH", self._orders, doc) for doc in out.orders]
         if out.latest:
             packed.append(resp.hset(self._latest, out.latest))
+        return packed + self._chains(out)
+
+    def _chains(self, out: Outgoing) -> list[resp.Packed]:
+        chains = out.chains
+        packed = [resp.command(b"PUBLISH", self._chain, doc) for doc in chains.messages]
+        if chains.oi_open:  # the first one written stands: a restart must not move the day's open
+            key = self.names.oi_open(chains.day).encode()
+            packed += [resp.command(b"HSETNX", key, token, oi) for token, oi in chains.oi_open.items()]
+            packed.append(resp.command(b"EXPIRE", key, b"%d" % OI_OPEN_TTL))
         return packed
 
     def _dropped(self, out: Outgoing, reason: str) -> None:
