@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
-from ticker.core.chain import ChainLegs, ChainMarket, chain_snapshot
+from ticker.core.chain import ChainLegs, ChainMarket, chain_document
 from ticker.core.clock import IST
 from ticker.core.contracts import Names
 from ticker.core.greeks import time_to_expiry
@@ -146,31 +146,58 @@ async def _read(src: Sources, listing: Listing, today: date) -> tuple[list[Any],
 
 def chain_doc(listing: Listing, ticks: list[Any], oi_open: list[Any], spot_tick: Any, now: float) -> dict[str, Any]:
     """The snapshot of one chain from its legs' raw ticks (JSON, None where none yet)."""
-    docs = [_loads(t) for t in ticks]
-    columns = {name: np.array([_number(d, _TICK_FIELD.get(name, name)) for d in docs]) for name in _NUMBERS}
+    docs = _parse(ticks)
+    values = _columns(docs, (*(_TICK_FIELD.get(n, n) for n in _NUMBERS), "underlying_price"))
+    columns = dict(zip(_NUMBERS, values, strict=False))
     received = np.array([_epoch(d.get("received_at")) if d else np.nan for d in docs])
     opened = np.array([float(v) if v is not None else np.nan for v in oi_open])
     legs = ChainLegs(listing.strike, listing.is_call, oi_open=opened, age=now - received, **columns)
-    snap = chain_snapshot(legs, _market(listing, docs, _loads(spot_tick), now)).model_dump(mode="json")
-    _dress(snap["rows"], listing)
+    model = "bsm" if any(d and d.get("model") == "bsm" for d in docs[-1:]) else "black76"
+    market = _market(listing, values[-1], _loads(spot_tick), model, now)
+    snap = chain_document(legs, market)
+    _dress(snap["rows"], listing)  # type: ignore[arg-type]
     return snap
 
 
-def _market(listing: Listing, docs: list[dict[str, Any] | None], spot_tick: dict[str, Any] | None,
+def _parse(ticks: list[Any]) -> list[dict[str, Any] | None]:
+    """Each tick parsed, None where missing or not an object. The order book is cut out first
+    when it sits where the streamer renders it (between `depth` and `exchange_timestamp`): the
+    chain does not use it, and it is more than half of each tick's bytes and objects."""
+    out: list[dict[str, Any] | None] = []
+    for raw in ticks:
+        if raw is None:
+            out.append(None)
+            continue
+        start = raw.find(b',"depth":{')
+        end = raw.find(b',"exchange_timestamp":', start) if start >= 0 else -1
+        doc = _loads(raw[:start] + raw[end:] if end > start >= 0 else raw)
+        out.append(doc)
+    return out
+
+
+def _columns(docs: list[dict[str, Any] | None], names: tuple[str, ...]) -> list[np.ndarray]:
+    """The named numeric fields as float columns (NaN where missing, null or not a number)."""
+    nan, blank = float("nan"), (None,) * len(names)
+    flat = [v if v.__class__ is float or v.__class__ is int else nan
+            for d in docs for v in (map(d.get, names) if d else blank)]
+    return list(np.array(flat, dtype=np.float64).reshape(len(docs), len(names)).T)
+
+
+def _market(listing: Listing, carried: np.ndarray, spot_tick: dict[str, Any] | None, model: str,
             now: float) -> ChainMarket:
-    """Spot from the underlying's tick; the forward the options were priced on (their
-    `underlying_price` under black76: the median across legs, as each leg carries its batch's)."""
+    """Spot from the underlying's tick; the price the options were priced on (their
+    `underlying_price`: the forward under black76, spot under bsm), the median across legs, as
+    each leg carries its own batch's."""
     spot = _number(spot_tick, "last_price") if spot_tick else np.nan
-    priced = [d for d in docs if d]
-    model = "bsm" if priced and priced[-1].get("model") == "bsm" else "black76"
-    carried = np.array([_number(d, "underlying_price") for d in priced])
     carried = carried[np.isfinite(carried) & (carried > 0)]
-    forward = float(np.median(carried)) if carried.size else None
-    if model == "bsm":  # the options carry spot, not a forward
-        spot, forward = (forward if not np.isfinite(spot) else spot), None
+    priced = float(np.median(carried)) if carried.size else None
+    forward = priced if model == "black76" else None
+    if model == "bsm" and not np.isfinite(spot) and priced is not None:
+        spot = priced
     t = float(time_to_expiry(now, np.array([listing.expiry], dtype="datetime64[D]"))[0])
     return ChainMarket(underlying=listing.underlying, expiry=listing.expiry,
-                       spot=float(spot) if np.isfinite(spot) else None, forward=forward, t=t, model=model)
+                       spot=float(spot) if np.isfinite(spot) else None, forward=forward, t=t,
+                       model="bsm" if model == "bsm" else "black76")
 
 
 def _dress(rows: list[dict[str, Any]], listing: Listing) -> None:

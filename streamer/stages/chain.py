@@ -26,7 +26,7 @@ from datetime import date, datetime, time, tzinfo
 import numpy as np
 import orjson
 
-from ticker.core.chain import ChainLegs, ChainMarket, chain_snapshot
+from ticker.core.chain import ChainLegs, ChainMarket, chain_document
 from ticker.core.clock import IST, MARKET_OPEN
 from ticker.core.greeks import time_to_expiry
 from ticker.streamer.stages.enrich import Enriched, Side
@@ -153,7 +153,7 @@ class ChainStage:
         legs = ChainLegs(strikes, table.is_call[rows], oi_open=state["oi_open"][rows], age=now - state["at"][rows],
                          **{name: state[name][rows] for name in LEG_STATE})
         market = self._market(chain, rows, now)
-        doc = chain_snapshot(legs, market).model_dump(mode="json")
+        doc = chain_document(legs, market)
         changed = set(table.chain_strike[s0:s1][slot_ticked[s0:s1]].tolist())
         token_of = {(float(k), bool(c)): int(t) for k, c, t in
                     zip(strikes.tolist(), table.is_call[rows].tolist(), table.tokens[rows].tolist(), strict=True)}
