@@ -123,6 +123,7 @@ class Publisher:
         self.metrics.published.labels("options").inc(len(out.options))
         self.metrics.published.labels("underlying").inc(len(out.underlying))
         self.metrics.published.labels("bars").inc(len(out.bars))
+        self.metrics.published.labels("chain").inc(len(out.chains.messages))
         self.metrics.orders.inc(len(out.orders))
         self.metrics.snapshot_fields.inc(len(out.latest))
         return True
