@@ -40,6 +40,23 @@ async def served_whole(api: TestClient, path: str) -> dict:
             await asyncio.sleep(0.1)
 
 
+async def chain_over_ws(api: TestClient, expiry: str) -> tuple[dict, dict]:
+    """subscribe_chain on /ws/ticks: the whole chain first, then one the streamer published."""
+    ws = await api.ws_connect("/ws/ticks")
+    try:
+        await ws.send_json({"action": "subscribe_chain", "underlying": "NIFTY", "expiry": expiry})
+        chains = []
+        async with asyncio.timeout(BOUND):
+            while len(chains) < 2:
+                message = await ws.receive_json()
+                assert message["type"] != "error", message
+                if message["type"] == "chain":
+                    chains.append(message["data"])
+        return chains[0], chains[1]
+    finally:
+        await ws.close()
+
+
 def brute_max_pain(legs: list[tuple[float, bool, float]]) -> float:
     strikes = sorted({k for k, _, _ in legs})
 
@@ -69,6 +86,9 @@ async def test_the_chain_streams_and_serves_the_stand_ins_figures(market, sdb, s
         async with TestClient(TestServer(create_app(settings))) as api:
             doc = await served_whole(api, f"/chain?underlying=NIFTY&expiry={expiry.isoformat()}")
             oi = stand_in_oi(market, [leg["token"] for r in doc["rows"] for leg in (r["ce"], r["pe"])])
+            full, update = await chain_over_ws(api, expiry.isoformat())
+    assert full["full"] is True and [r["strike"] for r in full["rows"]] == strikes
+    assert update["full"] is False and update["expiry"] == expiry.isoformat() and update["rows"]
 
     assert doc["underlying"] == "NIFTY" and [r["strike"] for r in doc["rows"]] == strikes
     for summary in (doc, streamed()[-1]):
