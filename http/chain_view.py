@@ -11,7 +11,7 @@ leg's token, tradingsymbol and age in milliseconds.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -44,6 +44,10 @@ class Listing:
     strike: np.ndarray
     is_call: np.ndarray
     spot_token: int | None
+    memo: list[Any] = field(default_factory=list, compare=False, repr=False)  # see _leg_values
+
+    def __post_init__(self) -> None:
+        self.memo.extend([None] * len(self.tokens))
 
     @property
     def fields(self) -> list[str]:
@@ -146,41 +150,55 @@ async def _read(src: Sources, listing: Listing, today: date) -> tuple[list[Any],
 
 def chain_doc(listing: Listing, ticks: list[Any], oi_open: list[Any], spot_tick: Any, now: float) -> dict[str, Any]:
     """The snapshot of one chain from its legs' raw ticks (JSON, None where none yet)."""
-    docs = _parse(ticks)
-    values = _columns(docs, (*(_TICK_FIELD.get(n, n) for n in _NUMBERS), "underlying_price"))
-    columns = dict(zip(_NUMBERS, values, strict=False))
-    received = np.array([_epoch(d.get("received_at")) if d else np.nan for d in docs])
+    table = np.array(_leg_values(listing, ticks), dtype=np.float64).reshape(len(ticks), len(_LEG_FIELDS))
+    columns = dict(zip(_NUMBERS, table.T, strict=False))
     opened = np.array([float(v) if v is not None else np.nan for v in oi_open])
-    legs = ChainLegs(listing.strike, listing.is_call, oi_open=opened, age=now - received, **columns)
-    model = "bsm" if any(d and d.get("model") == "bsm" for d in docs[-1:]) else "black76"
-    market = _market(listing, values[-1], _loads(spot_tick), model, now)
+    legs = ChainLegs(listing.strike, listing.is_call, oi_open=opened, age=now - table[:, _RECEIVED], **columns)
+    model = "bsm" if len(table) and table[-1, _BSM] == 1.0 else "black76"
+    market = _market(listing, table[:, _CARRIED], _loads(spot_tick), model, now)
     snap = chain_document(legs, market)
     _dress(snap["rows"], listing)  # type: ignore[arg-type]
     return snap
 
 
-def _parse(ticks: list[Any]) -> list[dict[str, Any] | None]:
-    """Each tick parsed, None where missing or not an object. The order book is cut out first
-    when it sits where the streamer renders it (between `depth` and `exchange_timestamp`): the
-    chain does not use it, and it is more than half of each tick's bytes and objects."""
-    out: list[dict[str, Any] | None] = []
-    for raw in ticks:
-        if raw is None:
-            out.append(None)
+# What is kept of each leg's tick: the numbers, then the price it was priced on, its receipt time
+# (epoch seconds) and whether it was priced by bsm (1.0) or not.
+_LEG_FIELDS = (*(_TICK_FIELD.get(n, n) for n in _NUMBERS), "underlying_price", "received_at", "model")
+_CARRIED, _RECEIVED, _BSM = len(_NUMBERS), len(_NUMBERS) + 1, len(_NUMBERS) + 2
+_NO_TICK = (float("nan"),) * len(_LEG_FIELDS)
+
+
+def _leg_values(listing: Listing, ticks: list[Any]) -> list[tuple[float, ...]]:
+    """Each leg's values. A tick the same as last time (a quiet strike) is not parsed again: the
+    listing keeps each leg's last raw tick and its values."""
+    memo = listing.memo
+    out = []
+    for i, raw in enumerate(ticks):
+        seen = memo[i]
+        if seen is not None and seen[0] == raw:
+            out.append(seen[1])
             continue
-        start = raw.find(b',"depth":{')
-        end = raw.find(b',"exchange_timestamp":', start) if start >= 0 else -1
-        doc = _loads(raw[:start] + raw[end:] if end > start >= 0 else raw)
-        out.append(doc)
+        values = _values(_parse(raw)) if raw is not None else _NO_TICK
+        memo[i] = (raw, values)
+        out.append(values)
     return out
 
 
-def _columns(docs: list[dict[str, Any] | None], names: tuple[str, ...]) -> list[np.ndarray]:
-    """The named numeric fields as float columns (NaN where missing, null or not a number)."""
-    nan, blank = float("nan"), (None,) * len(names)
-    flat = [v if v.__class__ is float or v.__class__ is int else nan
-            for d in docs for v in (map(d.get, names) if d else blank)]
-    return list(np.array(flat, dtype=np.float64).reshape(len(docs), len(names)).T)
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """A tick parsed, None when not an object. The order book is cut out first when it sits where
+    the streamer renders it (between `depth` and `exchange_timestamp`): the chain does not use it,
+    and it is more than half of each tick's bytes and objects."""
+    start = raw.find(b',"depth":{')
+    end = raw.find(b',"exchange_timestamp":', start) if start >= 0 else -1
+    return _loads(raw[:start] + raw[end:] if end > start >= 0 else raw)
+
+
+def _values(doc: dict[str, Any] | None) -> tuple[float, ...]:
+    if doc is None:
+        return _NO_TICK
+    nan = float("nan")
+    numbers = [v if v.__class__ is float or v.__class__ is int else nan for v in map(doc.get, _LEG_FIELDS[:-2])]
+    return (*numbers, _epoch(doc.get("received_at")), 1.0 if doc.get("model") == "bsm" else 0.0)
 
 
 def _market(listing: Listing, carried: np.ndarray, spot_tick: dict[str, Any] | None, model: str,
