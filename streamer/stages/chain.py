@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, tzinfo
+from typing import cast
 
 import numpy as np
 import orjson
@@ -158,7 +159,8 @@ class ChainStage:
         token_of = {(float(k), bool(c)): int(t) for k, c, t in
                     zip(strikes.tolist(), table.is_call[rows].tolist(), table.tokens[rows].tolist(), strict=True)}
         symbol_of = {int(table.tokens[r]): table.symbols[r] for r in rows.tolist()}
-        doc["rows"] = [_dress(row, token_of, symbol_of) for row in doc["rows"] if row["strike"] in changed]
+        rows_out = cast(list[dict], doc["rows"])
+        doc["rows"] = [_dress(row, token_of, symbol_of) for row in rows_out if row["strike"] in changed]
         return orjson.dumps({**doc, "full": False, "ts": now})
 
     def _market(self, chain: int, rows: np.ndarray, now: float) -> ChainMarket:
