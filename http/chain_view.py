@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -52,6 +53,12 @@ class Listing:
     @property
     def fields(self) -> list[str]:
         return [str(t) for t in self.tokens]
+
+    @cached_property
+    def leg_of(self) -> dict[tuple[float, bool], int]:
+        """(strike, is_call) -> index among the legs."""
+        pairs = zip(self.strike.tolist(), self.is_call.tolist(), strict=True)
+        return {(float(k), bool(c)): i for i, (k, c) in enumerate(pairs)}
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,8 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     and it is more than half of each tick's bytes and objects."""
     start = raw.find(b',"depth":{')
     end = raw.find(b',"exchange_timestamp":', start) if start >= 0 else -1
-    return _loads(raw[:start] + raw[end:] if end > start >= 0 else raw)
+    cut = _loads(raw[:start] + raw[end:]) if end > start >= 0 else None
+    return cut if cut is not None else _loads(raw)  # laid out otherwise: parsed whole
 
 
 def _values(doc: dict[str, Any] | None) -> tuple[float, ...]:
@@ -220,8 +228,7 @@ def _market(listing: Listing, carried: np.ndarray, spot_tick: dict[str, Any] | N
 
 def _dress(rows: list[dict[str, Any]], listing: Listing) -> None:
     """Each leg gains its token and tradingsymbol; its age goes from seconds to whole ms."""
-    where = {(float(k), bool(c)): i for i, (k, c) in enumerate(zip(listing.strike.tolist(), listing.is_call.tolist(),
-                                                                     strict=True))}
+    where = listing.leg_of
     for row in rows:
         for side, is_call in (("ce", True), ("pe", False)):
             leg = row[side]

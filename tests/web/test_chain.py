@@ -112,6 +112,12 @@ async def test_the_chain_carries_every_leg_and_its_figures(make_api, redis, chai
     assert sum(r["gex"] for r in doc["rows"]) == pytest.approx(gex, rel=1e-9)
     assert doc["iv_percentile"] is None  # no ATM IV history is stored
 
+    moved = {**ticks[first.instrument_token], "last_price": 777.5, "oi": 61_000}
+    await redis.hset(chain_names.latest, str(first.instrument_token), orjson.dumps(moved))
+    again = await (await api.get(f"/chain?underlying=NIFTY&expiry={EXPIRY.isoformat()}")).json()
+    leg = again["rows"][0]["ce" if first.instrument_type == "CE" else "pe"]
+    assert leg["ltp"] == 777.5 and leg["oi_change"] == 1_000  # a new tick is read anew
+
 
 def _ist_today() -> str:
     return datetime.now(IST).date().isoformat()
