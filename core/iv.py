@@ -51,7 +51,7 @@ def solve_with_tails(beta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.nd
     at s can reuse them through a short Taylor expansion. NaN where not available.
     """
     with np.errstate(all="ignore"):
-        plan = _Plan(beta, x, exact=False)
+        plan = _SolvePlan(beta, x, exact=False)
         s = plan.s0.copy()
         u = np.full((2, s.size), np.nan)
         r = np.full((2, s.size), np.nan)
@@ -65,7 +65,7 @@ def solve_with_tails(beta: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.nd
     return s, u, r
 
 
-class _Plan:
+class _SolvePlan:
     """Regions, brackets and initial guesses for a batch (1-D arrays).
 
     `exact` takes every node value from accurate tails (the careful path needs exact region
@@ -191,7 +191,7 @@ def _polish(kind: int, s: np.ndarray, x: np.ndarray, beta: np.ndarray
 def _solve_bracketed(beta: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The careful path: regions from accurate values, a bracket that shrinks every step and a
     bisection whenever a step would leave it; LetsBeRational for anything still unsettled."""
-    plan = _Plan(beta, x, exact=True)
+    plan = _SolvePlan(beta, x, exact=True)
     s = plan.s0.copy()
     for kind, idx in plan.groups():
         obj = _Objective(kind, beta[idx], x[idx])

@@ -43,14 +43,21 @@ _Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class InstrumentLike(Protocol):
-    """What validation needs of an instrument (`ticker.core.instruments.Instrument` satisfies it)."""
+    """What validation needs of an instrument (`ticker.core.instruments.Instrument` satisfies it).
+    Read-only, so an instrument whose fields are narrower (a Literal type) still fits."""
 
-    exchange: str
-    tradingsymbol: str
-    lot_size: int
-    tick_size: float
-    instrument_type: str
-    segment: str
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def tradingsymbol(self) -> str: ...
+    @property
+    def lot_size(self) -> int: ...
+    @property
+    def tick_size(self) -> float: ...
+    @property
+    def instrument_type(self) -> str: ...
+    @property
+    def segment(self) -> str: ...
 
 
 class OrderIssue(BaseModel):

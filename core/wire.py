@@ -233,7 +233,7 @@ def _finish(out: dict[str, np.ndarray]) -> Ticks:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _FramePlan:
     """Which word of a layout feeds which column, split by kind (prices get divided)."""
 
     prices: tuple[str, ...]
@@ -242,11 +242,11 @@ class _Plan:
     int_words: list[int]
 
 
-def _plan(layout: Layout) -> _Plan:
+def _plan(layout: Layout) -> _FramePlan:
     fields = layout.fields  # the token (word 0) leads the integer block
     prices = [(n, i) for n, i in fields if n in PRICE_COLUMNS]
     ints = [(n, i) for n, i in fields if n not in PRICE_COLUMNS]
-    return _Plan(tuple(n for n, _ in prices), [i for _, i in prices],
+    return _FramePlan(tuple(n for n, _ in prices), [i for _, i in prices],
                  tuple(n for n, _ in ints), [i for _, i in ints])
 
 

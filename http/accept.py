@@ -1,4 +1,5 @@
-"""Enqueue-and-return: put a job on its queue by name and answer 202 with where to poll."""
+"""Enqueue-and-return: put a job on its queue by name (the order intake's enqueue stage, run down the
+auto-pipelined connection) and answer 202 with where to poll."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ticker.http.middleware.errors import json_response
-from ticker.http.redis_pipe import Script
 from ticker.http.state import Services
-from ticker.infra.queue.enqueue import ENQUEUE_SCRIPT, enqueue_call
+from ticker.infra.orders.enqueue import RunScript
+from ticker.infra.queue.enqueue import ENQUEUE_SCRIPT
+from ticker.infra.stores.redis import AutoPipeline, Script
 
 
 def status_url(job_id: str) -> str:
@@ -20,13 +22,17 @@ def status_url(job_id: str) -> str:
 ENQUEUE = Script(ENQUEUE_SCRIPT)
 
 
+def pipe_script(pipe: AutoPipeline) -> RunScript:
+    """The intake's enqueue script sent down the auto-pipelined connection (it shares round trips)."""
+    async def run(keys: list[str], args: list[Any]) -> Any:
+        return await pipe.call(ENQUEUE, keys, args)
+
+    return run
+
+
 async def submit(svc: Services, job_name: str, payload: BaseModel | dict[str, Any], job_id: str) -> bool:
     """True when a new job was queued; False when this id already exists (a repeat)."""
-    keys, args = enqueue_call(svc.names, job_name, payload, job_id=job_id)
-    new = bool(await svc.pipe.call(ENQUEUE, keys, args))
-    if new:
-        svc.metrics.enqueued.labels(job_name).inc()
-    return new
+    return await svc.enqueue(job_name, payload, job_id)
 
 
 def accepted(job_id: str, new: bool, **extra: Any) -> web.Response:

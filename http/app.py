@@ -15,15 +15,14 @@ import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
-from ticker.http.audit_batch import AuditBatcher
+from ticker.http.accept import pipe_script
 from ticker.http.chain_view import CHAIN_READER, ChainReader
+from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, Outages
 from ticker.http.inputs import MAX_BODY_BYTES
 from ticker.http.middleware.auth import JwtVerifier, api_key_middleware
 from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
 from ticker.http.middleware.observe import HttpMetrics, observe_middleware
 from ticker.http.middleware.quota import ClientQuota, rate_limit_middleware
-from ticker.http.outage import OUTAGES, POSTGRES, REDIS, Outages
-from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
 from ticker.http.routes import (
     accounts_api,
@@ -41,11 +40,17 @@ from ticker.http.routes.openapi_api import openapi_json
 from ticker.http.state import METRICS, SERVICES, SETTINGS, Services
 from ticker.http.ws.hub import TickHub
 from ticker.http.ws.ticks_socket import ws_ticks
+from ticker.infra.orders.audit_batch import AuditBatcher
+from ticker.infra.orders.enqueue import Enqueuer
+from ticker.infra.orders.intake import OrderIntake
+from ticker.infra.orders.validate import Validator
 from ticker.infra.queue.enqueue import names_for, queue_client
+from ticker.infra.queue.finished import FinishedJobs
 from ticker.infra.runtime.prometheus import metrics_handler, new_registry
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.redis import AutoPipeline
 
 LIMITER = web.AppKey("limiter", ClientQuota)
 
@@ -84,15 +89,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await redis.aclose()
         raise
-    pipe = RedisPipe(settings.redis_url)
+    pipe = AutoPipeline(settings.url("redis_url"))
     outages = _outages(redis, db, metrics)
     app[LIMITER].bind(pipe, outages)
     hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,
                   max_clients=settings.ws_max_clients, outages=outages)
+    refs, audit = Refs(db, settings), AuditBatcher(db)
+    enqueue = Enqueuer(names, pipe_script(pipe), on_enqueued=lambda job_name: metrics.enqueued.labels(job_name).inc())
+    intake = OrderIntake(db, Validator(db, settings, refs.instruments), audit.record, enqueue, refs.resolve_account)
     svc = Services(settings=settings, names=names, redis=redis, db=db, metrics=metrics,
                    accounts=account_store(db, settings), limiter=app[LIMITER],
-                   jwt=JwtVerifier(settings), hub=hub, refs=Refs(db, settings), pipe=pipe,
-                   audit=AuditBatcher(db), outages=outages)
+                   jwt=JwtVerifier(settings), hub=hub, refs=refs, pipe=pipe,
+                   audit=audit, enqueue=enqueue, intake=intake, outages=outages,
+                   finished=FinishedJobs(redis, names))
     app[SERVICES] = svc
     app[OUTAGES] = outages
     outages.start()
@@ -102,6 +111,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         svc.stopping.set()
+        if svc.finished is not None:
+            await svc.finished.close()
         await outages.close()
         await hub.close()
         await pipe.close()
@@ -114,10 +125,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _open_db(settings: Settings) -> asyncpg.Pool:
     """The Postgres pool; with PostgreSQL away, an empty one whose connections open on first use,
     so the web starts anyway, answers 503s and health `down`, and serves once Postgres is back."""
+    url = settings.url("database_url")
     try:
-        return await create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        return await create_pool(url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
     except DEPENDENCY_ERRORS:
-        return await create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_max)
+        return await create_pool(url, min_size=0, max_size=settings.db_pool_max)
 
 
 def _outages(redis: ArqRedis, db: asyncpg.Pool, metrics: HttpMetrics) -> Outages:

@@ -10,16 +10,19 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from ticker.core.contracts import Names
-from ticker.http.audit_batch import AuditBatcher
+from ticker.http.dependency_watch import Outages
 from ticker.http.middleware.auth import JwtVerifier
 from ticker.http.middleware.observe import HttpMetrics
 from ticker.http.middleware.quota import ClientQuota
-from ticker.http.outage import Outages
-from ticker.http.redis_pipe import RedisPipe
 from ticker.http.refs import Refs
 from ticker.http.ws.hub import TickHub
+from ticker.infra.orders.audit_batch import AuditBatcher
+from ticker.infra.orders.enqueue import Enqueuer
+from ticker.infra.orders.intake import OrderIntake
+from ticker.infra.queue.finished import FinishedJobs
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore
+from ticker.infra.stores.redis import AutoPipeline
 
 
 @dataclass
@@ -34,10 +37,13 @@ class Services:
     jwt: JwtVerifier
     hub: TickHub
     refs: Refs
-    pipe: RedisPipe  # the hot path's auto-pipelined Redis connection (rate limit, enqueue)
+    pipe: AutoPipeline  # the hot path's Redis calls, batched into pipelines (rate limit, enqueue)
     audit: AuditBatcher  # coalesces queued-order audit rows into group commits
+    enqueue: Enqueuer  # every job this process queues, in one round trip down `pipe`
+    intake: OrderIntake  # orders, baskets, GTTs, margin previews, replays: validate -> audit -> enqueue
     outages: Outages  # which of Redis and Postgres is down, since when; logs each outage once
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: end long-polls
+    finished: FinishedJobs | None = None  # wakes status long-polls when a worker finishes their job
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -6,18 +6,24 @@ arq hands each job a `ctx` dict; `deps(ctx)` returns the typed view of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from arq.connections import ArqRedis
 
 from ticker.core.contracts import Names
+from ticker.infra.kite.breaker import CircuitBreaker
 from ticker.infra.kite.egress import egress_from
+from ticker.infra.kite.limits import KiteLimiter
 from ticker.infra.kite.rest import KiteHttp
 from ticker.infra.queue.enqueue import names_for
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore, account_store
 from ticker.infra.stores.db import create_pool
+
+if TYPE_CHECKING:  # built on first use by the modules that define them, which import this one
+    from ticker.infra.kite.account_choice import DataAccounts
+    from ticker.infra.kite.clients import KiteClients
 
 
 @dataclass
@@ -28,23 +34,27 @@ class Deps:
     db: asyncpg.Pool
     kite_http: KiteHttp
     accounts: AccountStore
-    extras: dict[str, Any]  # components added by job modules (rate limiter, breaker, ...)
+    limiter: KiteLimiter  # Kite's rate limits, shared by every worker through Redis
+    breaker: CircuitBreaker  # per-account circuit breaker, shared the same way
+    kite_clients: KiteClients | None = None  # account -> Kite client cache (`jobs.kite_clients`)
+    data_accounts: DataAccounts | None = None  # which account serves data reads (`account_choice`)
 
 
 DEPS_KEY = "deps"
 
 
 async def build_deps(settings: Settings, redis: ArqRedis) -> Deps:
-    settings.require("database_url")
-    pool = await create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    pool = await create_pool(settings.url("database_url"), min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    names = names_for(settings)
     return Deps(
         settings=settings,
-        names=names_for(settings),
+        names=names,
         redis=redis,
         db=pool,
         kite_http=KiteHttp(settings.kite_root, timeout=settings.kite_request_timeout, egress=egress_from(settings)),
         accounts=account_store(pool, settings),
-        extras={},
+        limiter=KiteLimiter(redis, names, settings),
+        breaker=CircuitBreaker(redis, names, settings),
     )
 
 

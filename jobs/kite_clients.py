@@ -6,11 +6,9 @@ from ticker.infra.kite.clients import AccountUnavailable, KiteClients
 from ticker.jobs.context import Deps
 
 __all__ = ["AccountUnavailable", "KiteClients", "kite_clients"]
-KEY = "kite_clients"
 
 
 def kite_clients(deps: Deps) -> KiteClients:
-    found = deps.extras.get(KEY)
-    if found is None:
-        found = deps.extras[KEY] = KiteClients(deps.accounts, deps.settings, deps.kite_http)
-    return found
+    if deps.kite_clients is None:
+        deps.kite_clients = KiteClients(deps.accounts, deps.settings, deps.kite_http)
+    return deps.kite_clients

@@ -2,7 +2,8 @@
 
 Orders get their own queue with a very short poll delay (pickup within a few milliseconds) and a job
 timeout sized for one Kite call plus retries' bookkeeping; everything else runs from the default
-queue. `--queue all` runs one arq Worker per queue in this process, sharing one set of clients.
+queue. An idle worker does not poll: an enqueue wakes it (`arq_adapter.QueueWorker`). Every job
+function runs measured (`job_metrics`). `--queue all` runs one arq Worker per queue in this process, sharing one set of clients.
 On SIGTERM the workers stop taking jobs, let running ones finish for a grace period, then cancel
 the rest, which arq hands back to the queue for another worker (order jobs are safe to re-run).
 """
@@ -17,18 +18,31 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.worker import Function, Worker, func
+from arq.worker import Function, func
 
 from ticker.core.contracts import Names
+from ticker.infra.queue.arq_adapter import (
+    QueueWorker,
+    cancel_running,
+    finished_channel,
+    health_check_key,
+    running_tasks,
+    set_in_progress_timeout,
+    stop_taking_jobs,
+    worker_counts,
+    wrap_function,
+)
 from ticker.infra.queue.enqueue import create_queue, names_for, redis_settings
 from ticker.infra.runtime.heartbeat import beat
 from ticker.infra.runtime.outage import POSTGRES_ERRORS, REDIS_ERRORS, Outage
 from ticker.infra.runtime.settings import Settings
 from ticker.jobs.context import DEPS_KEY, Deps, build_deps, close_deps
 from ticker.jobs.functions import all_functions
+from ticker.jobs.job_metrics import observed
 from ticker.jobs.orders.order_sync import consume_postbacks
 from ticker.jobs.orders.runner import attach_order_components
 from ticker.jobs.worker_health import serve_health
@@ -44,36 +58,9 @@ ORDER_ARQ_MAX_TRIES = 500
 # arq keeps a job's in-progress marker for timeout + 10 s; after a worker dies the job waits that long
 # before another worker may take it. The job is cancelled at its timeout anyway, so 2 s is enough.
 IN_PROGRESS_MARGIN_S = 2.0
-
-
-class _ResilientWorker(Worker):
-    """arq's Worker, except that losing Redis pauses it instead of ending it.
-
-    arq lets any Redis error escape its poll loop, which ends the worker. Here a failed poll is
-    recorded on the process's Redis `Outage` (one log line per outage), waited out with jittered
-    back-off and tried again on fresh connections; jobs already running carry on (an order job whose
-    own Redis or Postgres call fails hands itself back, so no order is lost or placed twice).
-    """
-
-    outage: Outage
-
-    async def _poll_iteration(self) -> None:
-        try:
-            await super()._poll_iteration()
-        except REDIS_ERRORS as exc:
-            await asyncio.sleep(self.outage.failed(exc, f"polling {self.queue_name}"))
-        else:
-            self.outage.ok()
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        # arq takes a concurrency slot before its claim transaction and does not give it back when
-        # that transaction dies with the connection; give it back here, one job at a time.
-        for job_id in job_ids:
-            try:
-                await super().start_jobs([job_id])
-            except REDIS_ERRORS:
-                self._release_sem_dec_counter_on_complete()
-                raise
+# An idle worker sleeps until an enqueue wakes it; this is how late a lost wake-up (or a job arq
+# itself re-queued) is noticed at worst.
+IDLE_RECHECK_S = 1.0
 
 
 def queue_name(names: Names, queue: str) -> str:
@@ -84,12 +71,16 @@ def functions_for(queue: str, names: Names, functions: Sequence[Any] | None = No
     """The registered job functions whose job name routes to this queue."""
     wanted = queue_name(names, queue)
     chosen = [func(f) for f in (all_functions() if functions is None else functions)]
-    return [f for f in chosen if names.queue_for(f.name) == wanted]
+    return [wrap_function(f, partial(_observed, queue=wanted)) for f in chosen if names.queue_for(f.name) == wanted]
+
+
+def _observed(name: str, coroutine: Any, *, queue: str) -> Any:
+    return observed(name, queue, coroutine)
 
 
 def make_worker(queue: str, settings: Settings, deps: Deps | None, *, concurrency: int | None = None,
                 burst: bool = False, functions: Sequence[Any] | None = None,
-                outage: Outage | None = None) -> Worker | None:
+                outage: Outage | None = None) -> QueueWorker | None:
     """One arq Worker for `queue` (None when no job function routes there)."""
     names = names_for(settings)
     chosen = functions_for(queue, names, functions)
@@ -97,7 +88,10 @@ def make_worker(queue: str, settings: Settings, deps: Deps | None, *, concurrenc
         return None
     orders = queue == "orders"
     timeout = settings.order_job_timeout_seconds if orders else settings.default_job_timeout_seconds
-    worker = _ResilientWorker(
+    worker = QueueWorker(
+        outage=outage or Outage("redis"),
+        finished=finished_channel(names),
+        idle_recheck_s=IDLE_RECHECK_S if settings.worker_wake_on_enqueue else None,
         functions=chosen,
         queue_name=queue_name(names, queue),
         redis_settings=redis_settings(settings),
@@ -114,8 +108,7 @@ def make_worker(queue: str, settings: Settings, deps: Deps | None, *, concurrenc
         ctx={DEPS_KEY: deps, "settings": settings} if deps is not None else {"settings": settings},
         log_results=False,
     )
-    worker.in_progress_timeout_s = max(f.timeout_s or timeout for f in chosen) + IN_PROGRESS_MARGIN_S
-    worker.outage = outage or Outage("redis")
+    set_in_progress_timeout(worker, max(f.timeout_s or timeout for f in chosen) + IN_PROGRESS_MARGIN_S)
     return worker
 
 
@@ -136,15 +129,16 @@ def instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def _heartbeat(deps: Deps, workers: list[Worker], instance: str, stop: asyncio.Event,
+async def _heartbeat(deps: Deps, workers: list[QueueWorker], instance: str, stop: asyncio.Event,
                      outage: Outage) -> None:
     while not stop.is_set():
+        counts = [worker_counts(w) for w in workers]
         info = {
-            "queues": [w.queue_name for w in workers],
-            "running": sum(len(w.tasks) for w in workers),
-            "complete": sum(w.jobs_complete for w in workers),
-            "failed": sum(w.jobs_failed for w in workers),
-            "retried": sum(w.jobs_retried for w in workers),
+            "queues": [c.queue for c in counts],
+            "running": sum(c.running for c in counts),
+            "complete": sum(c.complete for c in counts),
+            "failed": sum(c.failed for c in counts),
+            "retried": sum(c.retried for c in counts),
             "redis": "down" if outage.down else "ok",
         }
         try:
@@ -170,7 +164,7 @@ async def _postbacks(deps: Deps, stop: asyncio.Event, outage: Outage) -> None:
             await asyncio.wait_for(stop.wait(), delay)
 
 
-async def _serve(worker: Worker, outage: Outage, stop: asyncio.Event) -> None:
+async def _serve(worker: QueueWorker, outage: Outage, stop: asyncio.Event) -> None:
     """Run one arq worker loop; a loop that dies with Redis (e.g. Redis down when it starts) is
     started again once Redis answers, on the same Worker so its running jobs stay counted."""
     while True:
@@ -208,18 +202,18 @@ async def _open_deps(settings: Settings, stop: asyncio.Event, redis_outage: Outa
     return None
 
 
-async def _drain(workers: list[Worker], grace: float) -> None:
+async def _drain(workers: list[QueueWorker], grace: float) -> None:
     """Stop taking jobs, give running ones `grace` seconds, then cancel the rest (arq re-queues them)."""
     for w in workers:
-        w.allow_pick_jobs = False
-    running = [t for w in workers for t in w.tasks.values() if not t.done()]
+        stop_taking_jobs(w)
+    running = [t for w in workers for t in running_tasks(w)]
     if running and grace > 0:
         await asyncio.wait(running, timeout=grace)
     for w in workers:
-        w.handle_sig(15)  # cancels what is still running and the worker's main loop
+        cancel_running(w)  # cancels what is still running and the worker's main loop
     # A cancelled job hands itself back to the queue in a shielded step. Let that finish before
     # close() cancels the tasks again, or the job stays locked until its in-progress marker expires.
-    cancelled = [t for w in workers for t in w.tasks.values() if not t.done()]
+    cancelled = [t for w in workers for t in running_tasks(w)]
     if cancelled:
         await asyncio.wait(cancelled, timeout=HANDBACK_WAIT_S)
 
@@ -276,7 +270,7 @@ async def run(settings: Settings, queues: Sequence[str], *, concurrency: int | N
 async def _forget_heartbeat(settings: Settings, instance: str) -> None:
     from ticker.infra.stores.redis import connect
 
-    client = connect(settings.redis_url)
+    client = connect(settings.url("redis_url"))
     try:
         await client.delete(f"{names_for(settings).heartbeat('worker')}:{instance}")
     finally:
@@ -287,17 +281,15 @@ async def check_health(settings: Settings, queues: Sequence[str]) -> int:
     """0 when a worker serves each queue, else 1. arq's health key (refreshed every
     WORKER_HEALTH_CHECK_SECONDS, gone a second later) says so; so does a worker heartbeat naming the
     queue, which outlives a busy second or two."""
-    from arq.constants import health_check_key_suffix
-
     from ticker.infra.runtime.heartbeat import alive
     from ticker.infra.stores.redis import connect
 
-    names, client, missing = names_for(settings), connect(settings.redis_url), 0
+    names, client, missing = names_for(settings), connect(settings.url("redis_url")), 0
     try:
         beating = {q for beat_ in await alive(client, names, "worker") for q in beat_.get("queues", [])}
         for queue in queues:
             name = queue_name(names, queue)
-            value = await client.get(name + health_check_key_suffix)
+            value = await client.get(health_check_key(name))
             state = value.decode() if value else ("heartbeat" if name in beating else None)
             print(f"{queue}: {state or 'no live worker'}")
             missing += state is None

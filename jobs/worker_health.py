@@ -4,7 +4,9 @@ A worker cut off from Redis cannot write the heartbeat the web's /health reads, 
 itself: `degraded` with the reason while Redis is unreachable (HTTP 200: the process is fine and
 resumes by itself; restarting it would not help), `ok` otherwise. Like the web's, it shows what is
 left of each account's daily order budget at Kite. `/metrics` is this process's
-Prometheus registry: dependency state, jobs by outcome, and the process's CPU and memory.
+Prometheus registry: dependency state, jobs by outcome, the job measures of `job_metrics` (duration,
+outcomes and retries by function, Kite errors, pickup latency, queue depths, dead letters) and the
+process's CPU and memory.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from arq.worker import Worker
 from prometheus_client import REGISTRY, Gauge
 
 from ticker.infra.kite.limits import order_day_budgets
-from ticker.infra.orders.intake import known_account_ids
+from ticker.infra.orders.validate import known_account_ids
+from ticker.infra.queue.arq_adapter import QueueWorker, worker_counts
 from ticker.infra.runtime.outage import Outage
 from ticker.infra.runtime.prometheus import metrics_handler
-from ticker.jobs.context import DEPS_KEY
+from ticker.jobs.context import DEPS_KEY, Deps
+from ticker.jobs.job_metrics import refresh_backlog
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +35,18 @@ RUNNING = Gauge("ticker_worker_jobs_running", "jobs running now", ["queue"])
 BUDGET_TIMEOUT = 2.0
 
 
-def health_doc(workers: Sequence[Worker], outage: Outage) -> dict[str, Any]:
-    for w in workers:
-        JOBS.labels(w.queue_name, "complete").set(w.jobs_complete)
-        JOBS.labels(w.queue_name, "failed").set(w.jobs_failed)
-        JOBS.labels(w.queue_name, "retried").set(w.jobs_retried)
-        RUNNING.labels(w.queue_name).set(sum(not t.done() for t in w.tasks.values()))
+def health_doc(workers: Sequence[QueueWorker], outage: Outage) -> dict[str, Any]:
+    counts = [worker_counts(w) for w in workers]
+    for c in counts:
+        JOBS.labels(c.queue, "complete").set(c.complete)
+        JOBS.labels(c.queue, "failed").set(c.failed)
+        JOBS.labels(c.queue, "retried").set(c.retried)
+        RUNNING.labels(c.queue).set(c.running)
     doc: dict[str, Any] = {
         "status": "degraded" if outage.down else "ok",
         "redis": {"ok": not outage.down, "outages": outage.outages},
-        "queues": {w.queue_name: {"running": sum(not t.done() for t in w.tasks.values()),
-                                  "complete": w.jobs_complete, "failed": w.jobs_failed,
-                                  "retried": w.jobs_retried} for w in workers},
+        "queues": {c.queue: {"running": c.running, "complete": c.complete, "failed": c.failed,
+                             "retried": c.retried} for c in counts},
     }
     if outage.down:
         doc["reason"] = outage.reason
@@ -51,9 +54,13 @@ def health_doc(workers: Sequence[Worker], outage: Outage) -> dict[str, Any]:
     return doc
 
 
-async def order_budget(workers: Sequence[Worker]) -> dict[str, Any]:
+def _deps(workers: Sequence[QueueWorker]) -> Deps | None:
+    return next((w.ctx[DEPS_KEY] for w in workers if w.ctx.get(DEPS_KEY) is not None), None)
+
+
+async def order_budget(workers: Sequence[QueueWorker]) -> dict[str, Any]:
     """Kite's daily order budget per account, today so far (as the web's /health shows it)."""
-    d = next((w.ctx[DEPS_KEY] for w in workers if w.ctx.get(DEPS_KEY) is not None), None)
+    d = _deps(workers)
     if d is None:
         return {"resets": "00:00 IST", "accounts": {}}
     try:
@@ -64,7 +71,7 @@ async def order_budget(workers: Sequence[Worker]) -> dict[str, Any]:
     return {"resets": "00:00 IST", "accounts": accounts}
 
 
-async def serve_health(host: str, port: int, workers: Sequence[Worker], outage: Outage) -> web.AppRunner | None:
+async def serve_health(host: str, port: int, workers: Sequence[QueueWorker], outage: Outage) -> web.AppRunner | None:
     """Start the health server; None when port is 0 or cannot be bound (logged, the worker runs on)."""
     if not port:
         return None
@@ -77,6 +84,8 @@ async def serve_health(host: str, port: int, workers: Sequence[Worker], outage: 
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         health_doc(workers, outage)  # refresh the job gauges
+        if (d := _deps(workers)) is not None:
+            await refresh_backlog(d.redis, d.db, [w.queue_name for w in workers])
         return await metrics_handler(REGISTRY)(request)
 
     app = web.Application()

@@ -190,6 +190,7 @@ def test_secrets_and_pii_are_redacted_from_logs() -> None:
         logger.warning("login ok token=%s for trader@example.com phone +91 9876543210", secret)
         logger.warning("header Authorization: token kitekey:abcdef0123456789", extra={"password": "hunter22"})
         logger.warning("request_token=zzz111 api_secret=qqq222 totp_secret=JBSWY3DPEHPK3PXP")
+        logger.warning("job scheduler_probe-7097382014d49a233d862b17 enqueued; call 8123456789")
         try:
             raise RuntimeError(f"failed with {secret}")
         except RuntimeError:
@@ -200,7 +201,8 @@ def test_secrets_and_pii_are_redacted_from_logs() -> None:
     for leaked in (secret, "trader@example.com", "9876543210", "abcdef0123456789", "hunter22",
                    "zzz111", "qqq222", "JBSWY3DPEHPK3PXP"):
         assert leaked not in out, f"{leaked} leaked: {out}"
-    assert out.count("***") >= 8
+    assert out.count("***") >= 9
+    assert "scheduler_probe-7097382014d49a233d862b17" in out  # ten digits inside a hex id are not a phone
 
 
 def test_secret_box_round_trip_and_rotation() -> None:

@@ -116,7 +116,7 @@ class JwksCache:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._keys: dict[str, Any] = {}
+        self._keys: dict[str | None, Any] = {}  # by "kid"; None for a key published without one
         self._fetched_at: float | None = None  # None: never fetched
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None

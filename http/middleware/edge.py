@@ -12,6 +12,7 @@ instead, with the fitting status (414 for an over-long URL, 431 for over-long or
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -67,7 +68,7 @@ class ApiServer(web.Server):
 class ApiRunner(web.AppRunner):
     """An AppRunner whose connections answer unparseable requests in the JSON envelope."""
 
-    def __init__(self, app: web.Application, **kwargs: object) -> None:
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
         limits = {"max_line_size": MAX_REQUEST_LINE, "max_field_size": MAX_HEADER_FIELD, "max_headers": MAX_HEADERS}
         super().__init__(app, **{**limits, **kwargs})
 

@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, dependencies_of
 from ticker.http.keys import REQUEST_ID, Handler
-from ticker.http.outage import OUTAGES, POSTGRES, REDIS, dependencies_of
 
 log = logging.getLogger("ticker.http")
 
@@ -51,7 +51,7 @@ _CODES = {
 # a connection that died under a query).
 DEPENDENCY_ERRORS = (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError, PostgresConnectionError,
                      OperatorInterventionError, ConnectionDoesNotExistError, TooManyConnectionsError)
-_DEPENDENCY_NAMES = {(REDIS,): "Redis", (POSTGRES,): "PostgreSQL"}
+_DEPENDENCY_NAMES: dict[tuple[str, ...], str] = {(REDIS,): "Redis", (POSTGRES,): "PostgreSQL"}
 
 
 class ApiError(Exception):

@@ -26,12 +26,12 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
+from ticker.http.dependency_watch import Outages
 from ticker.http.keys import Handler
 from ticker.http.middleware.auth import API_KEY_HEADER
 from ticker.http.middleware.errors import ApiError
 from ticker.http.middleware.observe import HttpMetrics
-from ticker.http.outage import Outages
-from ticker.http.redis_pipe import RedisPipe, Script
+from ticker.infra.stores.redis import AutoPipeline, Script
 
 log = logging.getLogger("ticker.http.middleware.quota")
 
@@ -72,12 +72,12 @@ class ClientQuota:
         self.per_minute = per_minute
         self.names = names
         self.lease = max(1, min(LEASE_MAX, per_minute // 600))
-        self._redis: RedisPipe | None = None
+        self._redis: AutoPipeline | None = None
         self._outages: Outages | None = None
         self._leases: OrderedDict[str, tuple[int, int, float]] = OrderedDict()  # client -> (left, shared, until)
         self._refills: dict[str, asyncio.Future] = {}
 
-    def bind(self, redis: RedisPipe, outages: Outages | None = None) -> None:
+    def bind(self, redis: AutoPipeline, outages: Outages | None = None) -> None:
         self._redis = redis
         self._outages = outages
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +14,7 @@ from ticker.http.inputs import Page, QueryBool, Strict, parse_json, path_int, re
 from ticker.http.middleware.errors import ApiError, json_response, not_found
 from ticker.http.state import services
 from ticker.infra.queue.enqueue import derived_job_id
-from ticker.infra.stores.deadletters import DeadLetterNotFound, list_dead_letters, replay_dead_letter
+from ticker.infra.stores.deadletters import DeadLetterNotFound, list_dead_letters
 
 routes = web.RouteTableDef()
 
@@ -24,6 +24,9 @@ Exchange = Literal["NSE", "BSE", "NFO", "CDS", "BFO", "MCX", "BCD", "NCO"]
 
 class InstrumentRefreshIn(Strict):
     exchanges: list[Exchange] | None = Field(None, min_length=1, max_length=8)
+
+
+S = TypeVar("S", bound=Strict)
 
 
 class TokenRefreshIn(Strict):
@@ -36,6 +39,13 @@ class DlqQuery(Page):
     pending_only: QueryBool = False
 
 
+class ReplayQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # other parameters were never refused here
+
+    # the n-th replay of this letter: asking for the same n again is the same job (default: the next n)
+    replay_number: int | None = Field(None, ge=1, le=1_000_000)
+
+
 class KiteCallbackQuery(BaseModel):
     # Kite adds its own parameters (action, type, ...) to the redirect; they are not ours to refuse.
     model_config = ConfigDict(extra="ignore")
@@ -45,7 +55,7 @@ class KiteCallbackQuery(BaseModel):
     account_id: str | None = Field(None, min_length=1, max_length=64, pattern=_ID)
 
 
-async def _optional_json(request: web.Request, model: type[Strict]) -> Strict:
+async def _optional_json(request: web.Request, model: type[S]) -> S:
     """An empty body means every default."""
     if not request.body_exists:
         return model()
@@ -83,14 +93,14 @@ async def dead_letters(request: web.Request) -> web.Response:
 
 @routes.post("/dlq/{id}/replay")
 async def replay(request: web.Request) -> web.Response:
+    """Through the order intake (audit row, then the job); `replay_number` repeats a given replay."""
     svc = services(request)
     letter_id = path_int(request, "id")
+    q = read_query(request, ReplayQuery)
     try:
-        done = await replay_dead_letter(svc.db, svc.redis, svc.names, letter_id)
+        done = await svc.intake.replay(letter_id, q.replay_number)
     except DeadLetterNotFound:
         raise not_found("dead letter", letter_id) from None
-    if done.enqueued:
-        svc.metrics.enqueued.labels(done.job_name).inc()
     return accepted(done.job_id, done.enqueued, dead_letter_id=done.dead_letter_id,
                     original_job_id=done.original_job_id)
 

@@ -1,7 +1,7 @@
 """GTTs and margin previews: every one a job (202 + where to poll), as orders are.
 
-Writes (`POST /gtt`, `PUT` and `DELETE /gtt/{trigger_id}`) are checked here exactly as the GTT job
-checks them (`ticker.core.gtt`): a GTT Kite would refuse is a 422 naming the field and nothing is
+Writes (`POST /gtt`, `PUT` and `DELETE /gtt/{trigger_id}`) go through the order intake
+(`ticker.infra.orders.intake`) and are checked exactly as the GTT job checks them (`ticker.core.gtt`): a GTT Kite would refuse is a 422 naming the field and nothing is
 enqueued. They get an audit row before their job, an `Idempotency-Key` fixes the job id (the same key
 with a different request is a 409), and their jobs retry and dead-letter like order jobs.
 
@@ -23,26 +23,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from ticker.core.contracts import JOB_ORDER_MARGINS, JOB_PORTFOLIO
-from ticker.core.gtt import (
-    GttJobPlan,
-    GttRequest,
-    gtt_version_key,
-    plan_delete_gtt,
-    plan_modify_gtt,
-    plan_place_gtt,
-    validate_gtt,
-)
-from ticker.core.margins import MarginsPayload, MarginsRequest, margins_job_id
-from ticker.core.order_intake import prepare_order
-from ticker.core.orders import OrderIssue, OrderValidationError
+from ticker.core.contracts import JOB_PORTFOLIO
+from ticker.core.gtt import GttRequest, gtt_version_key
+from ticker.core.margins import MarginsRequest
 from ticker.http.accept import accepted, submit
 from ticker.http.inputs import Strict, path_int, read_json, read_query
 from ticker.http.middleware.errors import ApiError
-from ticker.http.routes.orders_api import IDEMPOTENCY_HEADER, idempotency_key
-from ticker.http.state import Services, services
-from ticker.infra.orders.audit_trail import get_order
-from ticker.infra.orders.intake import intake_rules
+from ticker.http.routes.orders_api import idempotency_key, intake_errors, submitted
+from ticker.http.state import services
 from ticker.infra.queue.enqueue import derived_job_id
 
 routes = web.RouteTableDef()
@@ -55,13 +43,6 @@ class AccountQuery(Strict):
     account_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
-def _issues_error(issues: list[OrderIssue], what: str, prefix: str = "") -> ApiError:
-    details = [{"field": f"{prefix}{i.field}", "location": "body", "message": i.message, "type": "order_rule"}
-               for i in issues]
-    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-    return ApiError(422, "validation_error", f"{what} refused: {summary}", details)
-
-
 def _trigger_id(request: web.Request) -> int:
     trigger_id = path_int(request, "trigger_id")
     if trigger_id <= 0:
@@ -71,37 +52,14 @@ def _trigger_id(request: web.Request) -> int:
     return trigger_id
 
 
-async def _checked_gtt(svc: Services, request: web.Request) -> GttRequest:
-    req = await read_json(request, GttRequest)
-    account = await svc.refs.resolve_account(req.account_id)
-    req = req.model_copy(update={"account_id": account})  # the job id and payload name the account
-    issues = validate_gtt(req, await svc.refs.instrument(req.exchange, req.tradingsymbol))
-    if issues:
-        raise _issues_error(issues, "GTT")
-    return req
-
-
-async def _accept(svc: Services, plan: GttJobPlan, account_id: str) -> web.Response:
-    """Audit row first, then the job; a repeat of an accepted request must be the same request."""
-    new = True
-    if not await svc.audit.record(plan, account_id):  # type: ignore[arg-type]  # same columns as orders
-        existing = await get_order(svc.db, plan.job_id)
-        if existing is not None and existing.payload != plan.payload:
-            raise ApiError(409, "idempotency_conflict", f"{IDEMPOTENCY_HEADER} was already used for a different "
-                           "request", {"job_id": plan.job_id})
-        new = existing is None or existing.status == "queued"
-    if new:
-        new = await submit(svc, plan.job_name, plan.payload, plan.job_id)
-    return accepted(plan.job_id, new, account_id=account_id)
-
-
 # --- writes ----------------------------------------------------------------------------------------
 @routes.post("/gtt")
 async def place_gtt(request: web.Request) -> web.Response:
     svc = services(request)
     key = idempotency_key(request)
-    req = await _checked_gtt(svc, request)
-    return await _accept(svc, plan_place_gtt(req, key), req.account_id or "")
+    req = await read_json(request, GttRequest)
+    with intake_errors("GTT"):
+        return submitted(await svc.intake.place_gtt(req, key))
 
 
 @routes.put(GTT_PATH)
@@ -109,8 +67,9 @@ async def modify_gtt(request: web.Request) -> web.Response:
     svc = services(request)
     key = idempotency_key(request)
     trigger_id = _trigger_id(request)
-    req = await _checked_gtt(svc, request)
-    return await _accept(svc, plan_modify_gtt(trigger_id, req, key), req.account_id or "")
+    req = await read_json(request, GttRequest)
+    with intake_errors("GTT"):
+        return submitted(await svc.intake.modify_gtt(trigger_id, req, key))
 
 
 @routes.delete(GTT_PATH)
@@ -119,8 +78,8 @@ async def delete_gtt(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     trigger_id = _trigger_id(request)
     q = read_query(request, AccountQuery)
-    account = await svc.refs.resolve_account(q.account_id)
-    return await _accept(svc, plan_delete_gtt(trigger_id, account, key), account)
+    with intake_errors("GTT"):
+        return submitted(await svc.intake.delete_gtt(trigger_id, q.account_id, key))
 
 
 # --- reads -----------------------------------------------------------------------------------------
@@ -155,23 +114,5 @@ async def order_margins(request: web.Request) -> web.Response:
     svc = services(request)
     key = idempotency_key(request)
     req = await read_json(request, MarginsRequest)
-    account = await svc.refs.resolve_account(req.account_id)
-    issues: list[OrderIssue] = []
-    legs = []
-    for i, leg in enumerate(req.orders):
-        if leg.account_id not in (None, account):
-            issues.append(OrderIssue(field=f"orders.{i}.account_id",
-                                     message="a margin preview is for one account: name it once, at the top"))
-            continue
-        try:  # each leg as POST /orders would take it: defaults (market protection) filled, rules checked
-            legs.append(prepare_order(leg, await svc.refs.instrument(leg.exchange, leg.tradingsymbol),
-                                      intake_rules(svc.settings)))
-        except OrderValidationError as exc:
-            issues += [OrderIssue(field=f"orders.{i}.{x.field}", message=x.message) for x in exc.issues]
-    if issues:
-        raise _issues_error(issues, "margin preview")
-    req = req.model_copy(update={"account_id": account,
-                                 "orders": [leg.model_copy(update={"account_id": None}) for leg in legs]})
-    job_id = margins_job_id(key, account)
-    new = await submit(svc, JOB_ORDER_MARGINS, MarginsPayload(request=req).model_dump(mode="json"), job_id)
-    return accepted(job_id, new, account_id=account)
+    with intake_errors("margin preview"):
+        return submitted(await svc.intake.margins(req, key))

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ticker.http.dependency_watch import POSTGRES, REDIS, reason_of
 from ticker.http.middleware.errors import json_response
-from ticker.http.outage import POSTGRES, REDIS, reason_of
 from ticker.http.routes.postback_api import postback_report
 from ticker.http.state import Services, services
 from ticker.infra.kite.egress import egress_from

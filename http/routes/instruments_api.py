@@ -11,8 +11,8 @@ from pydantic import Field, field_validator
 
 from ticker.http.inputs import QueryBool, QueryDate, Strict, path_token, read_query
 from ticker.http.middleware.errors import ApiError, json_response, not_found
-from ticker.http.refs import INSTRUMENT_COLUMNS
 from ticker.http.state import services
+from ticker.infra.orders.validate import INSTRUMENT_COLUMNS
 
 routes = web.RouteTableDef()
 

@@ -29,6 +29,7 @@ from ticker.infra.queue.status import JobStatus, cancel_job, job_status
 routes = web.RouteTableDef()
 
 MAX_WAIT_SECONDS = 30.0
+RECHECK_SECONDS = 2.0  # a long-poll re-reads this often even when no finished signal arrives
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # the keys of ticker.core.history.KITE_MAX_DAYS (a test holds them equal)
 Interval = Literal["minute", "3minute", "5minute", "10minute", "15minute", "30minute", "60minute", "day"]
@@ -58,21 +59,21 @@ def _job_id(request: web.Request) -> str:
 
 
 async def wait_for(svc: Services, job_id: str, wait: float) -> JobStatus | None:
-    """The job's status, after waiting up to `wait` seconds for it to reach a terminal state."""
+    """The job's status, after waiting up to `wait` seconds for it to reach a terminal state.
+
+    It is read again when its worker says it finished (`FinishedJobs`), and every RECHECK_SECONDS
+    in case that message was lost; a shutdown ends the wait early (the client polls again)."""
+    if svc.finished is None or wait <= 0:
+        return await job_status(svc.redis, svc.db, svc.names, job_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    delay = 0.02
-    while True:
-        status = await job_status(svc.redis, svc.db, svc.names, job_id)
-        remaining = deadline - loop.time()
-        if status is None or status.terminal or remaining <= 0 or svc.stopping.is_set():
-            return status
-        try:  # a shutdown ends the wait early; the client gets the current state and polls again
-            async with asyncio.timeout(min(delay, remaining)):
-                await svc.stopping.wait()
-        except TimeoutError:
-            pass
-        delay = min(0.25, delay * 1.5)
+    with svc.finished.watch(job_id) as finished:
+        while True:
+            status = await job_status(svc.redis, svc.db, svc.names, job_id)
+            remaining = deadline - loop.time()
+            if status is None or status.terminal or remaining <= 0 or svc.stopping.is_set():
+                return status
+            await finished.wait(min(RECHECK_SECONDS, remaining))
 
 
 @routes.get("/jobs/{job_id}")

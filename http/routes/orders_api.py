@@ -1,41 +1,31 @@
 """Orders: place, modify, cancel and baskets as jobs (202 + where to poll), and the audit trail.
 
-An order is taken in here exactly as the order job takes it in (`ticker.core.order_intake`: defaults
+Every order goes through the order intake (`ticker.infra.orders.intake`: validate -> audit ->
+enqueue). It is taken in exactly as the order job takes it in (`ticker.core.order_intake`: defaults
 such as market protection filled in, then Kite's rules), so an order Kite would refuse is a 422
-naming the field and nothing is enqueued. The `Idempotency-Key` header fixes
-the job id: a repeat returns the same job; the same key with a different order is a 409.
-Each accepted order gets its audit row before it is enqueued, so its record exists from the start.
+naming the field and nothing is enqueued. The `Idempotency-Key` header fixes the job id: a repeat
+returns the same job; the same key with a different order is a 409. Each accepted order gets its
+audit row before it is enqueued, so its record exists from the start.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from ticker.core.order_intake import prepare_modify, prepare_order
-from ticker.core.orders import (
-    BasketRequest,
-    CancelRequest,
-    ModifyRequest,
-    OrderIssue,
-    OrderJobPlan,
-    OrderRequest,
-    OrderValidationError,
-    plan_basket,
-    plan_cancel,
-    plan_modify,
-    plan_place,
-)
-from ticker.http.accept import accepted, status_url, submit
+from ticker.core.orders import BasketRequest, CancelRequest, ModifyRequest, OrderRequest, OrderValidationError
+from ticker.http.accept import accepted, status_url
 from ticker.http.inputs import Page, parse_json, read_body, read_json, read_query
 from ticker.http.middleware.errors import ApiError, json_response, not_found, validation_error
-from ticker.http.state import Services, services
-from ticker.infra.orders.audit_trail import find_by_kite_order, get_order, list_orders, record_basket
-from ticker.infra.orders.intake import intake_rules
+from ticker.http.state import services
+from ticker.infra.orders.audit_trail import list_orders
+from ticker.infra.orders.intake import IdempotencyConflict, Submitted
 from ticker.infra.queue.status import basket_status
 
 routes = web.RouteTableDef()
@@ -72,32 +62,31 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def _issues_error(issues: list[OrderIssue], prefix: str = "") -> ApiError:
-    details = [{"field": f"{prefix}{i.field}", "location": "body", "message": i.message, "type": "order_rule"}
-               for i in issues]
+def refused(exc: OrderValidationError, what: str = "order") -> ApiError:
+    """A 422 naming each field at fault."""
+    details = [{"field": i.field, "location": "body", "message": i.message, "type": "order_rule"} for i in exc.issues]
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-    return ApiError(422, "validation_error", f"order refused: {summary}", details)
+    return ApiError(422, "validation_error", f"{what} refused: {summary}", details)
 
 
-async def _check_order(svc: Services, order: OrderRequest, prefix: str = "") -> OrderRequest:
-    """The order as it will be sent (defaults filled in), or a 422 naming each field at fault."""
-    instrument = await svc.refs.instrument(order.exchange, order.tradingsymbol)
+def conflict(exc: IdempotencyConflict) -> ApiError:
+    return ApiError(409, "idempotency_conflict", f"{IDEMPOTENCY_HEADER} was already used for a different "
+                    "request", {"job_id": exc.job_id})
+
+
+@contextmanager
+def intake_errors(what: str = "order") -> Iterator[None]:
+    """The intake's refusals as HTTP errors."""
     try:
-        return prepare_order(order, instrument, intake_rules(svc.settings))
+        yield
     except OrderValidationError as exc:
-        raise _issues_error(exc.issues, prefix) from None
+        raise refused(exc, what) from None
+    except IdempotencyConflict as exc:
+        raise conflict(exc) from None
 
 
-async def _accept_order(svc: Services, plan: OrderJobPlan, account_id: str) -> bool:
-    """Audit row first, then the job. A repeat of an accepted order must be the same order."""
-    if not await svc.audit.record(plan, account_id):
-        existing = await get_order(svc.db, plan.job_id)
-        if existing is not None and existing.payload != plan.payload:
-            raise ApiError(409, "idempotency_conflict", f"{IDEMPOTENCY_HEADER} was already used for a different "
-                           "request", {"job_id": plan.job_id})
-        if existing is not None and existing.status != "queued":
-            return False  # it ran; arq may have forgotten it, the audit has not
-    return await submit(svc, plan.job_name, plan.payload, plan.job_id)
+def submitted(done: Submitted) -> web.Response:
+    return accepted(done.job_id, not done.duplicate, account_id=done.account_id)
 
 
 @routes.post("/orders")
@@ -105,12 +94,8 @@ async def place_order(request: web.Request) -> web.Response:
     svc = services(request)
     key = idempotency_key(request)
     order = await read_json(request, OrderRequest)
-    account = await svc.refs.resolve_account(order.account_id)
-    order = order.model_copy(update={"account_id": account})  # the job id and payload name the account
-    order = await _check_order(svc, order)
-    plan = plan_place(order, key)
-    new = await _accept_order(svc, plan, account)
-    return accepted(plan.job_id, new, account_id=account)
+    with intake_errors():
+        return submitted(await svc.intake.place(order, key))
 
 
 def _order_id(request: web.Request) -> str:
@@ -143,18 +128,8 @@ async def modify_order(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     order_id = _order_id(request)
     req = parse_json(ModifyRequest, _with_order_id(await read_body(request), order_id))
-    account = await svc.refs.resolve_account(req.account_id)
-    req = req.model_copy(update={"account_id": account})
-    original = await find_by_kite_order(svc.db, order_id)
-    order = (original.payload.get("order") if original else None) or {}
-    instrument = await svc.refs.instrument(order["exchange"], order["tradingsymbol"]) if order else None
-    try:
-        req = prepare_modify(req, instrument, intake_rules(svc.settings))
-    except OrderValidationError as exc:
-        raise _issues_error(exc.issues) from None
-    plan = plan_modify(req, key)
-    new = await _accept_order(svc, plan, account)
-    return accepted(plan.job_id, new, account_id=account)
+    with intake_errors():
+        return submitted(await svc.intake.modify(req, key))
 
 
 @routes.delete(ORDER_PATH)
@@ -166,11 +141,8 @@ async def cancel_order(request: web.Request) -> web.Response:
         req = CancelRequest(order_id=_order_id(request), **q.model_dump())
     except ValidationError as exc:
         raise validation_error(exc, "query") from None
-    account = await svc.refs.resolve_account(req.account_id)
-    req = req.model_copy(update={"account_id": account})
-    plan = plan_cancel(req, key)
-    new = await _accept_order(svc, plan, account)
-    return accepted(plan.job_id, new, account_id=account)
+    with intake_errors():
+        return submitted(await svc.intake.cancel(req, key))
 
 
 @routes.post("/orders/basket")
@@ -178,21 +150,12 @@ async def place_basket(request: web.Request) -> web.Response:
     svc = services(request)
     key = idempotency_key(request)
     basket = await read_json(request, BasketRequest)
-    account = await svc.refs.resolve_account(basket.account_id)
-    legs = []
-    for i, leg in enumerate(basket.legs):  # every leg is checked before anything is enqueued
-        leg_account = await svc.refs.resolve_account(leg.account_id or account, f"legs.{i}.account_id")
-        leg = leg.model_copy(update={"account_id": leg_account})
-        legs.append(await _check_order(svc, leg, prefix=f"legs.{i}."))
-    plan = plan_basket(basket.model_copy(update={"account_id": account, "legs": legs}), key)
-    new_basket = await record_basket(svc.db, plan, key)
-    jobs: list[dict[str, Any]] = []
-    for leg_plan in plan.legs:
-        new = await _accept_order(svc, leg_plan, leg_plan.account_id or account)
-        jobs.append({"leg": leg_plan.payload.get("leg"), "job_id": leg_plan.job_id,
-                     "status_url": status_url(leg_plan.job_id), "duplicate": not new})
-    url = f"/baskets/{plan.basket_id}"
-    return json_response({"basket_id": plan.basket_id, "status_url": url, "duplicate": not new_basket,
+    with intake_errors():
+        done = await svc.intake.basket(basket, key)
+    jobs = [{"leg": leg.leg, "job_id": leg.job_id, "status_url": status_url(leg.job_id), "duplicate": leg.duplicate}
+            for leg in done.legs]
+    url = f"/baskets/{done.basket_id}"
+    return json_response({"basket_id": done.basket_id, "status_url": url, "duplicate": done.duplicate,
                           "jobs": jobs}, status=202, headers={"Location": url})
 
 

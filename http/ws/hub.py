@@ -28,8 +28,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
+from ticker.http.dependency_watch import REDIS, Outages
 from ticker.http.middleware.observe import HttpMetrics
-from ticker.http.outage import REDIS, Outages
 
 log = logging.getLogger("ticker.http.ws")
 

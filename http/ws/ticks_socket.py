@@ -59,7 +59,7 @@ def _msg(kind: str, **fields: object) -> bytes:
     return orjson.dumps({"type": kind, **fields})
 
 
-class Session:
+class TickClient:
     """One client's conversation: commands in, replies and ticks out through a single sender."""
 
     def __init__(self, svc: Services, ws: web.WebSocketResponse, client: WsClient, batch: bool = False,
@@ -197,7 +197,7 @@ async def ws_ticks(request: web.Request) -> web.StreamResponse:
     ws.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
     await ws.prepare(request)
     client = svc.hub.connect(user, socket=ws)
-    session = Session(svc, ws, client, batch=batch, chains=request.app.get(CHAIN_READER))
+    session = TickClient(svc, ws, client, batch=batch, chains=request.app.get(CHAIN_READER))
     sender = asyncio.create_task(session.pump(), name=f"ws-send-{client.id}")
     try:
         await session.reply(_msg("connected", connection_id=client.id, user=user, batch=batch))

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from arq.jobs import Job
 
 from ticker.core.contracts import JOB_REBALANCE_STRIKES, JOB_REFRESH_INSTRUMENTS
 from ticker.infra.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from ticker.infra.dev.supervise import Supervisor, Watched, process_exit
+from ticker.infra.dev.supervise import ProcessSupervisor, Watched, process_exit
 from ticker.infra.runtime.settings import Settings, SettingsError, load_settings
 from ticker.infra.stores.crypto import new_key
 
@@ -54,7 +53,7 @@ class DevRun:
     children: list[Child] = field(default_factory=list)
     embedded: list[EmbeddedRedis | EmbeddedPostgres] = field(default_factory=list)
     colour_tty: bool = sys.stdout.isatty()
-    supervisor: Supervisor | None = None
+    supervisor: ProcessSupervisor | None = None
 
     # --- output --------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -74,7 +73,7 @@ class DevRun:
     # --- lifecycle -----------------------------------------------------------------------------
     def _supervise(self, item: Watched) -> None:
         if self.supervisor is None:
-            self.supervisor = Supervisor(self.say)
+            self.supervisor = ProcessSupervisor(self.say)
         self.supervisor.watch(item)
 
     async def start_child(self, name: str, *args: str) -> Child:
@@ -274,6 +273,7 @@ async def wait_http(url: str, what: str, child: Child | None = None, timeout: fl
 
 async def run_job(run: DevRun, job_name: str, payload: dict, timeout: float = 180.0) -> object:
     """Enqueue one job by name on the running worker and wait for its result."""
+    from ticker.infra.queue.arq_adapter import job_result
     from ticker.infra.queue.enqueue import create_queue, derived_job_id, enqueue, names_for
 
     settings = load_settings(redis_url=run.env["REDIS_URL"])
@@ -282,7 +282,7 @@ async def run_job(run: DevRun, job_name: str, payload: dict, timeout: float = 18
         names = names_for(settings)
         job_id = derived_job_id(job_name, "dev", time.time())
         await enqueue(queue, names, job_name, payload, job_id=job_id)
-        return await Job(job_id, queue, _queue_name=names.queue_for(job_name)).result(timeout=timeout)
+        return await job_result(queue, job_id, names.queue_for(job_name), timeout)
     finally:
         await queue.aclose()
 

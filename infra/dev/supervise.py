@@ -1,7 +1,7 @@
 """Keeping `ticker dev`'s processes up: restart what dies, give up only on a crash loop.
 
 Everything `ticker dev` starts (the production processes, the stand-in, the embedded Redis and
-PostgreSQL) is watched by one `Supervisor` task per process. When one exits without being asked to,
+PostgreSQL) is watched by one `ProcessSupervisor` task per process. When one exits without being asked to,
 the supervisor says which and how it ended, waits a back-off that grows with its recent crashes, and
 starts it again; the rest keep running and ride through the gap themselves. Only a crash loop
 (`limit` exits within `window` seconds) ends the whole run. Exits are learned from the kernel
@@ -80,7 +80,7 @@ class Watched:
     crashes: CrashLoop = field(default_factory=CrashLoop)
 
 
-class Supervisor:
+class ProcessSupervisor:
     def __init__(self, say: Callable[[str], None]) -> None:
         self.say = say
         self.stopping = False

@@ -25,7 +25,6 @@ from ticker.infra.stores.accounts import AccountStore, KiteAccount, load_account
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 COOL_DOWN_MS = 1_000  # Kite's windows are per second
-EXTRAS_KEY = "data_accounts"
 
 
 class NoDataAccount(RuntimeError):
@@ -92,9 +91,7 @@ def _budget(account: KiteAccount) -> Budget:
 
 
 def data_accounts(deps: Any) -> DataAccounts:
-    """The process-wide picker kept in a job worker's `Deps.extras`."""
-    found = deps.extras.get(EXTRAS_KEY)
-    if found is None:
-        found = deps.extras[EXTRAS_KEY] = DataAccounts(deps.accounts, deps.settings, deps.kite_http,
-                                                       deps.redis, deps.names)
-    return found
+    """The process-wide picker kept in a job worker's `Deps.data_accounts`."""
+    if deps.data_accounts is None:
+        deps.data_accounts = DataAccounts(deps.accounts, deps.settings, deps.kite_http, deps.redis, deps.names)
+    return deps.data_accounts

@@ -21,6 +21,22 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 from kiteconnect import exceptions as kex
+from kiteconnect.exceptions import (  # Kite's error classes, the SDK's own, so callers catch one set
+    DataException,
+    GeneralException,
+    InputException,
+    KiteException,
+    NetworkException,
+    OrderException,
+    PermissionException,
+    TokenException,
+)
+
+__all__ = [  # Kite's error classes are part of this client's surface
+    "DataException", "GeneralException", "InputException", "KiteApi", "KiteException", "KiteHttp",
+    "KiteRefusal", "KiteTimeout", "KiteUnreachable", "NetworkException", "OrderException",
+    "PermissionException", "TokenException", "checksum", "is_transient",
+]
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ticker.infra.kite.egress import Egress
@@ -56,14 +72,6 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 # Re-exported so callers need not know where they come from.
-KiteException = kex.KiteException
-TokenException = kex.TokenException
-InputException = kex.InputException
-OrderException = kex.OrderException
-PermissionException = kex.PermissionException
-NetworkException = kex.NetworkException
-DataException = kex.DataException
-GeneralException = kex.GeneralException
 
 
 class KiteTimeout(NetworkException):
@@ -110,9 +118,10 @@ class KiteHttp:
         self.root = root.rstrip("/")
         self.timeout = timeout
         self.egress = egress or Egress()
-        tls = {"ssl": ssl_context} if ssl_context is not None else {}  # else the system's trusted CAs
+        # without a context of our own, the system's trusted CAs
+        tls: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, **tls),
+            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, ssl=tls),
             headers={"X-Kite-Version": KITE_VERSION, "User-Agent": USER_AGENT},
             json_serialize=lambda v: orjson.dumps(v).decode(),
         )

@@ -336,7 +336,7 @@ class GttCondition(KiteModel):
     instrument_token: int | None = None
 
 
-class GttOrder(KiteModel):
+class GttLegOrder(KiteModel):
     exchange: str | None = None
     tradingsymbol: str | None = None
     product: str | None = None
@@ -357,7 +357,7 @@ class Gtt(KiteModel):
     expires_at: KiteTime = None
     status: str | None = None
     condition: GttCondition | None = None
-    orders: list[GttOrder] = []
+    orders: list[GttLegOrder] = []
     meta: dict[str, Any] | None = None
 
 

@@ -103,7 +103,7 @@ class Latency(_Body):
     error_rate: float | None = Field(None, ge=0, le=1)
 
 
-class Ticks(_Body):
+class InjectTicks(_Body):
     tick_interval_ms: float | None = Field(None, ge=1, le=60_000)
     tick_rate: float | None = Field(None, gt=0)
     ticks_per_second: float | None = Field(None, gt=0)
@@ -377,7 +377,7 @@ async def inject(request: web.Request) -> web.Response:
 
 @routes.post("/_sim/ticks")
 async def ticks(request: web.Request) -> web.Response:
-    body = await _body(request, Ticks)
+    body = await _body(request, InjectTicks)
     sim = sim_of(request)
     sim.set_ticks(interval_ms=body.tick_interval_ms, tick_rate=body.tick_rate,
                   ticks_per_second=body.ticks_per_second, per_token=body.rate_by_token, clear=body.clear)

@@ -35,7 +35,7 @@ FIRST_ID = 100_001
 
 
 @dataclass
-class Gtt:
+class Trigger:
     id: int
     api_key: str
     user_id: str
@@ -81,18 +81,18 @@ class GttBook:
     def __init__(self, orders: OrderBook) -> None:
         self.orders = orders
         self.market = orders.market
-        self.gtts: dict[int, Gtt] = {}
-        self.active: dict[int, Gtt] = {}
+        self.gtts: dict[int, Trigger] = {}
+        self.active: dict[int, Trigger] = {}
         self.by_account: dict[str, list[int]] = {}
         self._next = FIRST_ID
 
     # --- commands --------------------------------------------------------------------------------
-    def place(self, api_key: str, user_id: str, spec: GttSpec, now: float | None = None) -> Gtt:
+    def place(self, api_key: str, user_id: str, spec: GttSpec, now: float | None = None) -> Trigger:
         now = time.time() if now is None else now
         mine = self.by_account.setdefault(api_key, [])
         if sum(1 for i in mine if i in self.active) >= MAX_ACTIVE:
             raise order_error(f"Maximum number of active GTTs ({MAX_ACTIVE}) reached. Delete some first.")
-        gtt = Gtt(self._next, api_key, user_id, spec, int(self.market.uni.token[spec.row]), now, now,
+        gtt = Trigger(self._next, api_key, user_id, spec, int(self.market.uni.token[spec.row]), now, now,
                   results=[None] * len(spec.legs))
         self._next += 1
         self.gtts[gtt.id] = self.active[gtt.id] = gtt
@@ -100,7 +100,7 @@ class GttBook:
         self._forget_old(mine)
         return gtt
 
-    def get(self, api_key: str, gtt_id: str | int) -> Gtt:
+    def get(self, api_key: str, gtt_id: str | int) -> Trigger:
         try:
             gtt = self.gtts.get(int(gtt_id))
         except ValueError:
@@ -109,7 +109,7 @@ class GttBook:
             raise KiteError(404, "InputException", "Couldn't find that GTT `trigger_id`.")
         return gtt
 
-    def modify(self, api_key: str, gtt_id: str, spec: GttSpec, now: float | None = None) -> Gtt:
+    def modify(self, api_key: str, gtt_id: str, spec: GttSpec, now: float | None = None) -> Trigger:
         gtt = self._active(api_key, gtt_id, "modified")
         if spec.row != gtt.spec.row:
             raise input_error("A GTT's instrument cannot be changed: delete it and place a new one.")
@@ -117,18 +117,18 @@ class GttBook:
         gtt.updated_at = time.time() if now is None else now
         return gtt
 
-    def delete(self, api_key: str, gtt_id: str, now: float | None = None) -> Gtt:
+    def delete(self, api_key: str, gtt_id: str, now: float | None = None) -> Trigger:
         gtt = self._active(api_key, gtt_id, "deleted")
         self._finish(gtt, "deleted", time.time() if now is None else now)
         return gtt
 
-    def _active(self, api_key: str, gtt_id: str, verb: str) -> Gtt:
+    def _active(self, api_key: str, gtt_id: str, verb: str) -> Trigger:
         gtt = self.get(api_key, gtt_id)
         if gtt.status != "active":
             raise input_error(f"GTT cannot be {verb} as it is {gtt.status}.")
         return gtt
 
-    def _finish(self, gtt: Gtt, status: str, now: float) -> None:
+    def _finish(self, gtt: Trigger, status: str, now: float) -> None:
         gtt.status, gtt.updated_at = status, now
         self.active.pop(gtt.id, None)
 
@@ -163,7 +163,7 @@ class GttBook:
                 fired += 1
         return fired
 
-    def _fire(self, gtt: Gtt, index: int, ltp: float, now: float) -> None:
+    def _fire(self, gtt: Trigger, index: int, ltp: float, now: float) -> None:
         self._finish(gtt, "triggered", now)
         leg = gtt.spec.legs[index]
         outcome = {"status": "success", "order_id": "", "rejection_reason": ""}
@@ -182,7 +182,7 @@ class GttBook:
         }
 
     @staticmethod
-    def _form(gtt: Gtt, leg: GttLeg) -> dict[str, str]:
+    def _form(gtt: Trigger, leg: GttLeg) -> dict[str, str]:
         """The order a fired leg places, as a place-order form. A MARKET leg carries automatic
         market protection (-1), which Kite requires of API MARKET orders."""
         form = {"exchange": gtt.spec.exchange, "tradingsymbol": gtt.spec.tradingsymbol,

@@ -41,7 +41,7 @@ _TAG = re.compile(r"^[A-Za-z0-9_\-.:]*$")
 
 
 @dataclass(frozen=True)
-class OrderRequest:
+class PlaceForm:
     """A validated POST /orders/{variety} body."""
 
     variety: str
@@ -100,7 +100,7 @@ def _integer(form: dict[str, str], name: str, required: bool) -> int:
     return int(value)
 
 
-def parse_place(variety: str, form: dict[str, str]) -> OrderRequest:
+def parse_place(variety: str, form: dict[str, str]) -> PlaceForm:
     """Field-level checks of a new order (instrument checks come after, in `check_instrument`)."""
     if variety not in VARIETIES:
         raise input_error(f"Invalid `variety`. Allowed: {', '.join(VARIETIES)}.")
@@ -110,7 +110,7 @@ def parse_place(variety: str, form: dict[str, str]) -> OrderRequest:
     tag = form.get("tag") or None
     if tag is not None and (len(tag) > MAX_TAG or not _TAG.match(tag)):
         raise input_error(f"Invalid `tag`: at most {MAX_TAG} letters, digits or _-.: characters.")
-    req = OrderRequest(
+    req = PlaceForm(
         variety=variety,
         exchange=_choice(form, "exchange", EXCHANGES),
         tradingsymbol=symbol,
@@ -163,7 +163,7 @@ def _flag(form: dict[str, str], name: str) -> bool:
     raise input_error(f"Invalid `{name}`: use true or false.")
 
 
-def _check_variety_fields(req: OrderRequest) -> None:
+def _check_variety_fields(req: PlaceForm) -> None:
     if req.variety == "co" and req.trigger_price <= 0:
         raise input_error("Invalid `trigger_price`: a stoploss trigger price is required for cover orders.")
     if req.variety == "iceberg":
@@ -209,7 +209,7 @@ def check_lot(quantity: int, lot: int, name: str = "quantity") -> None:
         raise input_error(f"Invalid `{name}`: should be a multiple of the lot size ({lot}).")
 
 
-def slice_sizes(req: OrderRequest, lot: int, freeze: int) -> list[int]:
+def slice_sizes(req: PlaceForm, lot: int, freeze: int) -> list[int]:
     """The quantities the order is placed as: itself, or its autoslices. Freeze rules:
     one order carries at most `freeze` units (0 = no limit); iceberg legs are each within it."""
     if req.variety == "iceberg":
@@ -245,7 +245,7 @@ def _on_grid(value: float, tick: float) -> bool:
 
 
 @dataclass(frozen=True)
-class ModifyRequest:
+class ModifyForm:
     quantity: int | None
     price: float | None
     trigger_price: float | None
@@ -255,14 +255,14 @@ class ModifyRequest:
     market_protection: float | None = None
 
 
-def parse_modify(variety: str, form: dict[str, str]) -> ModifyRequest:
+def parse_modify(variety: str, form: dict[str, str]) -> ModifyForm:
     if variety not in VARIETIES:
         raise input_error(f"Invalid `variety`. Allowed: {', '.join(VARIETIES)}.")
 
     def present(name: str) -> bool:
         return bool((form.get(name) or "").strip())
 
-    return ModifyRequest(
+    return ModifyForm(
         quantity=_integer(form, "quantity", True) if present("quantity") else None,
         price=_number(form, "price") if present("price") else None,
         trigger_price=_number(form, "trigger_price") if present("trigger_price") else None,

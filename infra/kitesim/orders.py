@@ -24,8 +24,8 @@ from ticker.infra.kitesim.order_rules import (
     MARKET_TYPES,
     MAX_MODIFICATIONS,
     NO_PROTECTION,
-    ModifyRequest,
-    OrderRequest,
+    ModifyForm,
+    PlaceForm,
     check_instrument,
     check_prices,
     slice_sizes,
@@ -46,7 +46,7 @@ class SimOrder:
     user_id: str
     row: int
     token: int
-    req: OrderRequest
+    req: PlaceForm
     placed_at: float
     status: str = "OPEN"
     status_message: str | None = None
@@ -98,7 +98,7 @@ def _number(value: float) -> float | int:
 
 
 @dataclass
-class Position:
+class BookPosition:
     buy_quantity: int = 0
     sell_quantity: int = 0
     buy_value: float = 0.0
@@ -115,7 +115,7 @@ class OrderBook:
         self.resting: dict[str, SimOrder] = {}  # the open subset, so matching stays cheap
         self.by_account: dict[str, list[str]] = {}
         self.trades: dict[str, list[dict]] = {}
-        self.positions: dict[tuple[str, int, str], Position] = {}
+        self.positions: dict[tuple[str, int, str], BookPosition] = {}
         self._seq = 0
         self._day = datetime.now(IST).strftime("%y%m%d")
 
@@ -131,7 +131,7 @@ class OrderBook:
         return f"{self._day}{self._seq:09d}"
 
     # --- commands --------------------------------------------------------------------------------
-    def submit(self, api_key: str, user_id: str, req: OrderRequest,
+    def submit(self, api_key: str, user_id: str, req: PlaceForm,
                now: float | None = None) -> tuple[dict, list[SimOrder]]:
         """POST /orders/{variety}: (the response's data, the orders created). An autoslice request
         answers with the parent id and one child per slice (its order_id, or the error it met)."""
@@ -156,14 +156,14 @@ class OrderBook:
             children.append({"order_id": child.order_id})
         return {"order_id": parent, "children": children}, created
 
-    def place(self, api_key: str, user_id: str, req: OrderRequest, now: float | None = None) -> SimOrder:
+    def place(self, api_key: str, user_id: str, req: PlaceForm, now: float | None = None) -> SimOrder:
         """One order (no autoslicing), as `submit` places it."""
         now = time.time() if now is None else now
         row = self._admissible(req, now)
         slice_sizes(replace(req, autoslice=False), int(self.uni.lot[row]), int(self.uni.freeze[row]))
         return self._create(api_key, user_id, req, row, now)
 
-    def _admissible(self, req: OrderRequest, now: float) -> int:
+    def _admissible(self, req: PlaceForm, now: float) -> int:
         """The instrument's row once the instrument, lot, tick and session rules pass."""
         row = self.uni.row_of_symbol.get((req.exchange, req.tradingsymbol))
         if row is None:
@@ -174,7 +174,7 @@ class OrderBook:
             raise input_error("Markets are closed right now. Use GTT for placing long standing orders instead.")
         return row
 
-    def _create(self, api_key: str, user_id: str, req: OrderRequest, row: int, now: float,
+    def _create(self, api_key: str, user_id: str, req: PlaceForm, row: int, now: float,
                 tags: tuple[str, ...] = ()) -> SimOrder:
         mine = self.by_account.setdefault(api_key, [])
         if len(mine) >= self.max_orders:
@@ -205,7 +205,7 @@ class OrderBook:
                               f"not `{variety}`.")
         return order
 
-    def modify(self, api_key: str, order_id: str, m: ModifyRequest, now: float | None = None,
+    def modify(self, api_key: str, order_id: str, m: ModifyForm, now: float | None = None,
                variety: str | None = None) -> SimOrder:
         now = time.time() if now is None else now
         order = self.get(api_key, order_id, variety)
@@ -297,7 +297,7 @@ class OrderBook:
         order.filled_quantity = order.quantity
         r = order.req
         key = (order.api_key, order.row, r.product)
-        pos = self.positions.setdefault(key, Position())
+        pos = self.positions.setdefault(key, BookPosition())
         if r.transaction_type == "BUY":
             pos.buy_quantity += qty
             pos.buy_value += qty * price
@@ -345,7 +345,7 @@ class OrderBook:
                 net.append(self._position(row, product, pos))
         return {"net": net, "day": [dict(p) for p in net]}
 
-    def _position(self, row: int, product: str, pos: Position) -> dict:
+    def _position(self, row: int, product: str, pos: BookPosition) -> dict:
         ltp = float(self.market.price_rows(np.array([row]))[0])
         qty = pos.buy_quantity - pos.sell_quantity
         buy_price = pos.buy_value / pos.buy_quantity if pos.buy_quantity else 0.0

@@ -1,4 +1,4 @@
-"""Position conversion, `PUT /portfolio/positions`: move part of an open position to another
+"""BookPosition conversion, `PUT /portfolio/positions`: move part of an open position to another
 product (MIS <-> NRML for F&O, MIS <-> CNC for equity), as Kite's convert_position does.
 
 The request names the position by exchange, tradingsymbol, `transaction_type` (BUY for a long
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ticker.infra.kitesim.errors import input_error
 from ticker.infra.kitesim.order_rules import PRODUCTS, TRANSACTION_TYPES
-from ticker.infra.kitesim.orders import OrderBook, Position
+from ticker.infra.kitesim.orders import BookPosition, OrderBook
 
 POSITION_TYPES = ("day", "overnight")
 # Products a position may be held in, per exchange (CNC is refused for F&O, NRML for equity cash).
@@ -64,8 +64,8 @@ def convert_position(book: OrderBook, api_key: str, form: dict[str, str]) -> Non
         del book.positions[(api_key, row, old)]
 
 
-def _move(book: OrderBook, src: Position, key: tuple[str, int, str], side: str, quantity: int) -> None:
-    dst = book.positions.setdefault(key, Position())
+def _move(book: OrderBook, src: BookPosition, key: tuple[str, int, str], side: str, quantity: int) -> None:
+    dst = book.positions.setdefault(key, BookPosition())
     if side == "BUY":
         value = src.buy_value / src.buy_quantity * quantity
         src.buy_quantity -= quantity

@@ -1,18 +1,24 @@
-"""The order audit in Postgres as every process reads it: one row per order job (`order_requests`),
-one per attempt (`order_attempts`), one per basket (`order_baskets`).
+"""The order audit in Postgres, and the only code that touches its tables: one row per order job
+(`order_requests`), one per attempt (`order_attempts`), one per basket (`order_baskets`).
 
-The job side writes the lifecycle (`ticker.jobs.orders.audit_write`); submitters write the first, queued row here
-so a job's record exists from the moment it is accepted and outlives arq's result expiry.
+Intake writes the first, queued row (so a job's record exists from the moment it is accepted and
+outlives arq's result expiry); order jobs write the lifecycle; the web, the job status and order sync
+read it. An attempt row is written *before* Kite is called, so after a crash the next run knows an
+order may already exist and looks its tag up before placing again.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import BaseModel
 
+from ticker.core.gtt import GttJobPlan
 from ticker.core.orders import BasketPlan, OrderJobPlan, kite_tag
 
 TERMINAL_KITE = ("COMPLETE", "REJECTED", "CANCELLED")
@@ -62,16 +68,82 @@ class BasketRecord(BaseModel):
 _COLUMNS = ", ".join(OrderRecord.model_fields)
 
 
+# --- writing the request row ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """The identifying fields of a job's audit row (a plain record: it is built on every order accepted)."""
+
+    job_id: str
+    kind: str
+    account_id: str
+    payload: dict[str, Any]
+    tag: str | None = None
+    idempotency_key: str | None = None
+    basket_id: str | None = None
+
+    @classmethod
+    def of(cls, plan: OrderJobPlan | GttJobPlan, account_id: str) -> RequestRow:
+        return cls(job_id=plan.job_id, kind=plan.kind, account_id=account_id, payload=plan.payload,
+                   tag=kite_tag(plan.job_id) if plan.kind == "place" else None,
+                   idempotency_key=plan.payload.get("idempotency_key"), basket_id=plan.payload.get("basket_id"))
+
+
+# Request rows are created by two statements, both here: queued rows, any number at once (an existing
+# row is left alone and not returned: a repeated submission), and the start of an attempt below.
+_INSERT_QUEUED = """
+INSERT INTO order_requests (job_id, kind, idempotency_key, account_id, basket_id, tag, payload)
+SELECT job_id, kind, idem, account_id, basket_id, tag, payload::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+    AS r(job_id, kind, idem, account_id, basket_id, tag, payload)
+ON CONFLICT (job_id) DO NOTHING
+RETURNING job_id
+"""
+
+
+def _columns(rows: Sequence[RequestRow]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(7)]
+    for row in rows:
+        values = (row.job_id, row.kind, row.idempotency_key, row.account_id, row.basket_id, row.tag,
+                  orjson.dumps(row.payload).decode())
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
+async def insert_queued(db: asyncpg.Pool | asyncpg.Connection, rows: Sequence[RequestRow]) -> list[bool]:
+    """The accepted jobs' first rows, in one statement; per row, False when it already existed (a
+    repeated submission; the same job twice in `rows`: only the first is new)."""
+    inserted = {r["job_id"] for r in await db.fetch(_INSERT_QUEUED, *_columns(rows))}
+    out = []
+    for row in rows:
+        out.append(row.job_id in inserted)
+        inserted.discard(row.job_id)
+    return out
+
+
 async def record_queued(db: asyncpg.Pool | asyncpg.Connection, plan: OrderJobPlan, account_id: str) -> bool:
     """The accepted job's first row; False when it already exists (a repeated submission)."""
-    tag = kite_tag(plan.job_id) if plan.kind == "place" else None
-    basket_id = plan.payload.get("basket_id")
-    status = await db.execute(
-        "INSERT INTO order_requests (job_id, kind, idempotency_key, account_id, basket_id, tag, payload)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id) DO NOTHING",
-        plan.job_id, plan.kind, plan.payload.get("idempotency_key"), account_id, basket_id, tag, plan.payload,
+    return (await insert_queued(db, [RequestRow.of(plan, account_id)]))[0]
+
+
+async def ensure(db: asyncpg.Pool | asyncpg.Connection, row: RequestRow) -> None:
+    """The job's row exists (submitters usually wrote it; a job enqueued directly has none yet)."""
+    await insert_queued(db, [row])
+
+
+async def start_attempt(db: asyncpg.Pool, row: RequestRow) -> int:
+    """Count a new attempt, creating the job's row if needed, in one statement (it sits right before
+    the call to Kite, so it is one round trip); returns the attempt's number."""
+    return await db.fetchval(
+        "WITH r AS (INSERT INTO order_requests (job_id, kind, idempotency_key, account_id, basket_id, tag, payload,"
+        " status, started_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, 'in_progress', now(), 1)"
+        " ON CONFLICT (job_id) DO UPDATE SET attempts = order_requests.attempts + 1, status = 'in_progress',"
+        " account_id = EXCLUDED.account_id, payload = EXCLUDED.payload,"
+        " started_at = COALESCE(order_requests.started_at, now()), updated_at = now() RETURNING attempts)"
+        " INSERT INTO order_attempts (job_id, attempt, started_at, outcome)"
+        " SELECT $1, attempts, now(), 'started' FROM r RETURNING attempt",
+        row.job_id, row.kind, row.idempotency_key, row.account_id, row.basket_id, row.tag, row.payload,
     )
-    return status.endswith(" 1")
 
 
 async def record_basket(db: asyncpg.Pool | asyncpg.Connection, plan: BasketPlan,
@@ -123,3 +195,119 @@ async def get_basket(db: asyncpg.Pool, basket_id: str) -> BasketRecord | None:
     row = await db.fetchrow("SELECT basket_id, account_id, idempotency_key, leg_job_ids, created_at"
                             " FROM order_baskets WHERE basket_id = $1", basket_id)
     return BasketRecord(**dict(row)) if row else None
+
+
+# --- the job's lifecycle ----------------------------------------------------------------------------
+async def end_attempt(db: asyncpg.Pool, job_id: str, attempt: int, outcome: str, latency_ms: float, *,
+                      error: str | None = None, kite_order_id: str | None = None) -> None:
+    await db.execute(
+        "UPDATE order_attempts SET outcome = $3, latency_ms = $4, error = $5, kite_order_id = $6"
+        " WHERE job_id = $1 AND attempt = $2", job_id, attempt, outcome, latency_ms, error, kite_order_id,
+    )
+
+
+async def retrying(db: asyncpg.Pool, job_id: str, error: str) -> None:
+    await db.execute("UPDATE order_requests SET status = 'retrying', last_error = $2, updated_at = now()"
+                     " WHERE job_id = $1", job_id, error)
+
+
+async def complete(db: asyncpg.Pool, job_id: str, attempt: int, outcome: str, latency_ms: float,
+                   kite_order_id: str | None, result: dict[str, Any], gtt_id: int | None = None) -> None:
+    """The attempt's outcome and the job's result, in one statement (`gtt_id`: a GTT job's trigger)."""
+    await db.execute(
+        "WITH a AS (UPDATE order_attempts SET outcome = $3, latency_ms = $4, kite_order_id = $5"
+        " WHERE job_id = $1 AND attempt = $2)"
+        " UPDATE order_requests SET status = 'complete', kite_order_id = COALESCE($5, kite_order_id), result = $6,"
+        " gtt_id = COALESCE($7::bigint, gtt_id), finished_at = now(), updated_at = now() WHERE job_id = $1",
+        job_id, attempt, outcome, latency_ms, kite_order_id, result, gtt_id,
+    )
+
+
+async def gtt_claimed(db: asyncpg.Pool, gtt_id: int, job_id: str) -> bool:
+    """Whether another GTT place job already recorded this trigger as the one it placed."""
+    return bool(await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM order_requests WHERE gtt_id = $1 AND kind = 'gtt_place' AND job_id <> $2)",
+        gtt_id, job_id))
+
+
+async def finish_failed(db: asyncpg.Pool | asyncpg.Connection, job_id: str, status: str, error: str) -> None:
+    """status: 'dead_letter' or 'failed'."""
+    await db.execute("UPDATE order_requests SET status = $2, last_error = $3, finished_at = now(),"
+                     " updated_at = now() WHERE job_id = $1", job_id, status, error)
+
+
+async def count_outcome(db: asyncpg.Pool, job_id: str, outcome: str) -> int:
+    return await db.fetchval("SELECT count(*) FROM order_attempts WHERE job_id = $1 AND outcome = $2",
+                             job_id, outcome)
+
+
+async def attempt_errors(db: asyncpg.Pool | asyncpg.Connection, job_id: str) -> list[dict[str, Any]]:
+    rows = await db.fetch("SELECT attempt, started_at, latency_ms, outcome, error FROM order_attempts"
+                          " WHERE job_id = $1 ORDER BY id", job_id)
+    return [{**dict(r), "started_at": r["started_at"].isoformat()} for r in rows]
+
+
+async def apply_kite_status(db: asyncpg.Pool, *, kite_order_id: str, tag: str | None, status: str,
+                            message: str | None = None, filled_quantity: int | None = None,
+                            average_price: float | None = None, at: datetime | None = None) -> int:
+    """Bring Kite's view of an order into its audit row (matched by order id, or by our tag when the
+    placing job has not recorded the id yet). A terminal status is never overwritten by a live one
+    arriving late. Returns the rows updated."""
+    result = await db.execute(
+        "UPDATE order_requests SET kite_order_id = COALESCE(kite_order_id, $1), kite_status = $3,"
+        " status_message = COALESCE($4, status_message), filled_quantity = COALESCE($5, filled_quantity),"
+        " average_price = COALESCE($6, average_price), kite_updated_at = COALESCE($7, now()), updated_at = now()"
+        " WHERE kind = 'place' AND (kite_order_id = $1 OR (kite_order_id IS NULL AND $2::text IS NOT NULL"
+        " AND tag = $2))"
+        " AND (kite_status IS NULL OR NOT (kite_status = ANY($8::text[])) OR $3 = ANY($8::text[]))",
+        kite_order_id, tag, status, message, filled_quantity, average_price, at, list(TERMINAL_KITE),
+    )
+    return int(result.split()[-1])
+
+
+async def open_orders(db: asyncpg.Pool, account_id: str, limit: int = 5000) -> list[str]:
+    """Kite order ids of this account's audited orders whose Kite status is not final yet."""
+    rows = await db.fetch(
+        "SELECT kite_order_id FROM order_requests WHERE account_id = $1 AND kite_order_id IS NOT NULL"
+        " AND (kite_status IS NULL OR NOT (kite_status = ANY($2::text[]))) ORDER BY created_at DESC LIMIT $3",
+        account_id, list(TERMINAL_KITE), limit,
+    )
+    return [r["kite_order_id"] for r in rows]
+
+
+async def accounts_with_open_orders(db: asyncpg.Pool, recent: timedelta) -> list[str]:
+    """Accounts with orders placed within `recent` whose Kite status is not final yet."""
+    rows = await db.fetch(
+        "SELECT DISTINCT account_id FROM order_requests WHERE kind = 'place' AND kite_order_id IS NOT NULL"
+        " AND created_at > now() - $2::interval"
+        " AND (kite_status IS NULL OR NOT (kite_status = ANY($1::text[]))) ORDER BY account_id",
+        list(TERMINAL_KITE), recent,
+    )
+    return [r["account_id"] for r in rows]
+
+
+async def cancelled_before_run(db: asyncpg.Pool, job_id: str) -> None:
+    """A queued job taken off its queue before a worker started it."""
+    await db.execute("UPDATE order_requests SET status = 'cancelled', last_error = 'cancelled before it ran',"
+                     " finished_at = now(), updated_at = now() WHERE job_id = $1 AND status = 'queued'", job_id)
+
+
+# table -> the column that says how old a row is (attempts go with their request row)
+_AGE = {"order_requests": "updated_at", "order_baskets": "created_at"}
+
+
+async def delete_older_than(db: asyncpg.Pool, cutoff: datetime, batch: int) -> dict[str, int]:
+    """Drop audit rows older than `cutoff`, `batch` rows per statement so no delete holds locks for long."""
+    deleted = {}
+    for table, column in _AGE.items():
+        total = 0
+        while True:
+            status = await db.execute(
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+                f"SELECT ctid FROM {table} WHERE {column} < $1 LIMIT {int(batch)}))", cutoff)
+            n = int(status.split()[-1])
+            total += n
+            if n < batch:
+                break
+        deleted[table] = total
+    return deleted

@@ -1,152 +1,201 @@
-"""Accepting orders: resolve the account, take the order in like Kite would (`core/order_intake.py`:
-defaults filled in, every rule checked), record the queued audit row, enqueue.
+"""The one order intake: validate -> audit -> enqueue, for orders, baskets, GTTs, margin previews and
+dead-letter replays. The web's routes call it; so does anything else that submits order work.
 
-The HTTP routes take the same steps with their cached look-ups and call the same intake; the order
-job runs intake again before calling Kite. This is the early, cheap rejection (a 422 naming the field).
+1. validate (`validate.Validator`): the account resolved, the request taken in as Kite would take it
+   (an order Kite would refuse is an OrderValidationError naming the field, and nothing is written);
+2. audit (`audit_trail`): the job's queued row, before its job exists, so its record outlives arq's
+   result expiry; the web group-commits these rows (`audit_batch.AuditBatcher`);
+3. enqueue (`enqueue.Enqueuer`): the job on its queue, in one round trip.
+
+The `Idempotency-Key` fixes the job id: a repeat answers with the same job (`duplicate`), the same key
+with a different request is an IdempotencyConflict.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import asyncpg
-from arq.connections import ArqRedis
 from pydantic import BaseModel
 
-from ticker.core.contracts import Names
-from ticker.core.instruments import Instrument
-from ticker.core.order_intake import IntakeRules, prepare_modify, prepare_order
+from ticker.core.contracts import (
+    JOB_CANCEL_ORDER,
+    JOB_DELETE_GTT,
+    JOB_MODIFY_GTT,
+    JOB_MODIFY_ORDER,
+    JOB_ORDER_MARGINS,
+    JOB_PLACE_GTT,
+    JOB_PLACE_ORDER,
+)
+from ticker.core.gtt import GttJobPlan, GttRequest, plan_delete_gtt, plan_modify_gtt, plan_place_gtt
+from ticker.core.margins import MarginsPayload, MarginsRequest, margins_job_id
 from ticker.core.orders import (
     BasketRequest,
     CancelRequest,
     ModifyRequest,
-    OrderIssue,
     OrderJobPlan,
     OrderRequest,
-    OrderValidationError,
+    kite_tag,
     plan_basket,
     plan_cancel,
     plan_modify,
     plan_place,
 )
-from ticker.infra.orders.audit_trail import find_by_kite_order, record_basket, record_queued
-from ticker.infra.queue.enqueue import enqueue
-from ticker.infra.runtime.settings import Settings
+from ticker.infra.orders import audit_trail as audit
+from ticker.infra.orders.enqueue import Enqueuer
+from ticker.infra.orders.validate import Validator
+from ticker.infra.stores.deadletters import DeadLetterNotFound, get_dead_letter, mark_replayed, replay_payload
 
-_INSTRUMENT_COLUMNS = ("instrument_token, exchange_token, tradingsymbol, name, last_price, expiry, strike,"
-                       " tick_size, lot_size, instrument_type, segment, exchange")
+# (requested account or None, the field that named it) -> the account; raises when unknown
+ResolveAccount = Callable[[str | None, str], Awaitable[str]]
+# (plan, account) -> True when the queued row is new
+RecordQueued = Callable[[OrderJobPlan | GttJobPlan, str], Awaitable[bool]]
+JobPlan = OrderJobPlan | GttJobPlan
+
+_AUDITED_KINDS = {JOB_PLACE_ORDER: "place", JOB_MODIFY_ORDER: "modify", JOB_CANCEL_ORDER: "cancel",
+                  JOB_PLACE_GTT: "gtt_place", JOB_MODIFY_GTT: "gtt_modify", JOB_DELETE_GTT: "gtt_delete"}
 
 
-class UnknownAccount(LookupError):
-    """The order names an account this deployment does not have."""
+class IdempotencyConflict(ValueError):
+    """The idempotency key was already used for a different request."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"idempotency key already used for a different request (job {job_id})")
+        self.job_id = job_id
 
 
 class Submitted(BaseModel):
     job_id: str
     account_id: str
-    duplicate: bool  # True: this idempotency key was seen before; the existing job stands
+    duplicate: bool  # True: this job was accepted before; the existing job stands
+
+
+class LegSubmitted(BaseModel):
+    leg: int | None
+    job_id: str
+    duplicate: bool
 
 
 class BasketSubmitted(BaseModel):
     basket_id: str
     account_id: str
-    job_ids: list[str]
     duplicate: bool
+    legs: list[LegSubmitted]
 
 
-async def find_instrument(db: asyncpg.Pool, exchange: str, tradingsymbol: str) -> Instrument | None:
-    """The active instrument with this symbol on this exchange."""
-    row = await db.fetchrow(
-        f"SELECT {_INSTRUMENT_COLUMNS} FROM instruments WHERE exchange = $1 AND tradingsymbol = $2 AND is_active"
-        " ORDER BY updated_at DESC LIMIT 1", exchange, tradingsymbol,
-    )
-    if row is None:
-        return None
-    return Instrument(**dict(row))
+class Replayed(BaseModel):
+    dead_letter_id: int
+    original_job_id: str
+    job_id: str
+    job_name: str
+    enqueued: bool  # False: this replay was already enqueued (the same request repeated)
 
 
-async def known_account_ids(db: asyncpg.Pool, settings: Settings) -> list[str]:
-    """Accounts orders may name: the active ones in Postgres, else the one settings configure."""
-    active = [r["account_id"] for r in await db.fetch(
-        "SELECT account_id FROM kite_accounts WHERE is_active ORDER BY account_id")]
-    return active or ([settings.kite_account_id] if settings.kite_api_key else [])
+class OrderIntake:
+    def __init__(self, db: asyncpg.Pool, validator: Validator, record_queued: RecordQueued, enqueue: Enqueuer,
+                 resolve_account: ResolveAccount) -> None:
+        self.db = db
+        self.validate = validator
+        self.record_queued = record_queued
+        self.enqueue = enqueue
+        self.resolve_account = resolve_account
+
+    # --- the audit and enqueue stages --------------------------------------------------------------
+    async def accept(self, plan: JobPlan, account_id: str) -> bool:
+        """Audit row first, then the job; True when a new job was queued. A repeat of an accepted
+        request must be the same request; one that already ran is not queued again (arq may have
+        forgotten it, the audit has not)."""
+        if not await self.record_queued(plan, account_id):
+            existing = await audit.get_order(self.db, plan.job_id)
+            if existing is not None and existing.payload != plan.payload:
+                raise IdempotencyConflict(plan.job_id)
+            if existing is not None and existing.status != "queued":
+                return False
+        return await self.enqueue(plan.job_name, plan.payload, plan.job_id)
+
+    async def _submit(self, plan: JobPlan, account_id: str) -> Submitted:
+        new = await self.accept(plan, account_id)
+        return Submitted(job_id=plan.job_id, account_id=account_id, duplicate=not new)
+
+    # --- orders -------------------------------------------------------------------------------------
+    async def place(self, order: OrderRequest, key: str | None) -> Submitted:
+        account = await self.resolve_account(order.account_id, "account_id")
+        order = order.model_copy(update={"account_id": account})  # the job id and payload name the account
+        order = await self.validate.order(order)
+        return await self._submit(plan_place(order, key), account)
+
+    async def modify(self, req: ModifyRequest, key: str | None) -> Submitted:
+        account = await self.resolve_account(req.account_id, "account_id")
+        req = await self.validate.modify(req.model_copy(update={"account_id": account}))
+        return await self._submit(plan_modify(req, key), account)
+
+    async def cancel(self, req: CancelRequest, key: str | None) -> Submitted:
+        account = await self.resolve_account(req.account_id, "account_id")
+        return await self._submit(plan_cancel(req.model_copy(update={"account_id": account}), key), account)
+
+    async def basket(self, basket: BasketRequest, key: str | None) -> BasketSubmitted:
+        """Every leg is checked before anything is written or enqueued; then one job per leg."""
+        account = await self.resolve_account(basket.account_id, "account_id")
+        legs = []
+        for i, leg in enumerate(basket.legs):
+            leg_account = await self.resolve_account(leg.account_id or account, f"legs.{i}.account_id")
+            legs.append(await self.validate.order(leg.model_copy(update={"account_id": leg_account}), f"legs.{i}."))
+        plan = plan_basket(basket.model_copy(update={"account_id": account, "legs": legs}), key)
+        new_basket = await audit.record_basket(self.db, plan, key)
+        done = []
+        for leg_plan in plan.legs:
+            new = await self.accept(leg_plan, leg_plan.account_id or account)
+            done.append(LegSubmitted(leg=leg_plan.payload.get("leg"), job_id=leg_plan.job_id, duplicate=not new))
+        return BasketSubmitted(basket_id=plan.basket_id, account_id=account, duplicate=not new_basket, legs=done)
+
+    # --- GTTs ---------------------------------------------------------------------------------------
+    async def _gtt(self, req: GttRequest) -> GttRequest:
+        account = await self.resolve_account(req.account_id, "account_id")
+        return await self.validate.gtt(req.model_copy(update={"account_id": account}))
+
+    async def place_gtt(self, req: GttRequest, key: str | None) -> Submitted:
+        req = await self._gtt(req)
+        return await self._submit(plan_place_gtt(req, key), req.account_id or "")
+
+    async def modify_gtt(self, trigger_id: int, req: GttRequest, key: str | None) -> Submitted:
+        req = await self._gtt(req)
+        return await self._submit(plan_modify_gtt(trigger_id, req, key), req.account_id or "")
+
+    async def delete_gtt(self, trigger_id: int, account_id: str | None, key: str | None) -> Submitted:
+        account = await self.resolve_account(account_id, "account_id")
+        return await self._submit(plan_delete_gtt(trigger_id, account, key), account)
+
+    # --- margin previews (a read at Kite: validated and enqueued, nothing to audit) -----------------
+    async def margins(self, req: MarginsRequest, key: str | None) -> Submitted:
+        account = await self.resolve_account(req.account_id, "account_id")
+        legs = await self.validate.legs(req.orders, account, "orders.")
+        req = req.model_copy(update={"account_id": account,
+                                     "orders": [leg.model_copy(update={"account_id": None}) for leg in legs]})
+        job_id = margins_job_id(key, account)
+        new = await self.enqueue(JOB_ORDER_MARGINS, MarginsPayload(request=req).model_dump(mode="json"), job_id)
+        return Submitted(job_id=job_id, account_id=account, duplicate=not new)
+
+    # --- dead-letter replays ------------------------------------------------------------------------
+    async def replay(self, ref: int | str, replay_number: int | None = None) -> Replayed:
+        """The dead letter's job again under a new id (its audit row first, for order jobs).
+        `replay_number` (default: next) makes a repeated replay request idempotent: the same number
+        gives the same job."""
+        letter = await get_dead_letter(self.db, ref)
+        if letter is None:
+            raise DeadLetterNotFound(f"no dead letter {ref}")
+        number = replay_number if replay_number is not None else letter.replay_count + 1
+        job_id, payload = replay_payload(letter, number)
+        kind = _AUDITED_KINDS.get(letter.job_name)
+        if kind is not None and letter.account_id:
+            await audit.ensure(self.db, _replay_row(kind, job_id, letter.account_id, payload))
+        enqueued = await self.enqueue(letter.job_name, payload, job_id)
+        await mark_replayed(self.db, letter.id, job_id, number)
+        return Replayed(dead_letter_id=letter.id, original_job_id=letter.job_id, job_id=job_id,
+                        job_name=letter.job_name, enqueued=enqueued)
 
 
-async def resolve_account_id(db: asyncpg.Pool, settings: Settings, requested: str | None) -> str:
-    """The account an order goes to: the one named, else KITE_ACCOUNT_ID when it exists, else the first
-    active account. Orders never move to another account than this."""
-    known = await known_account_ids(db, settings)
-    if requested is not None:
-        if requested not in known:
-            raise UnknownAccount(f"unknown Kite account {requested!r}")
-        return requested
-    if settings.kite_account_id in known:
-        return settings.kite_account_id
-    if not known:
-        raise UnknownAccount("no Kite account is configured")
-    return known[0]
-
-
-def intake_rules(settings: Settings) -> IntakeRules:
-    """What order intake fills in, from the deployment's settings (web and worker alike)."""
-    return IntakeRules(market_protection=settings.order_market_protection)
-
-
-async def check_place(db: asyncpg.Pool, settings: Settings, req: OrderRequest, field_prefix: str = "") -> OrderRequest:
-    """The order as it will be sent (defaults filled in), or OrderValidationError naming the field
-    (prefixed for basket legs)."""
-    try:
-        return prepare_order(req, await find_instrument(db, req.exchange, req.tradingsymbol), intake_rules(settings))
-    except OrderValidationError as exc:
-        named = [OrderIssue(field=field_prefix + i.field, message=i.message) for i in exc.issues]
-        raise OrderValidationError(named[0].field, named[0].message, named) from None
-
-
-async def modified_instrument(db: asyncpg.Pool, kite_order_id: str) -> Instrument | None:
-    """The instrument of an order we placed (None when it was not placed through us)."""
-    original = await find_by_kite_order(db, kite_order_id)
-    order = (original.payload.get("order") if original else None) or {}
-    return await find_instrument(db, order["exchange"], order["tradingsymbol"]) if order else None
-
-
-async def _accept(arq: ArqRedis, db: asyncpg.Pool, names: Names, plan: OrderJobPlan, account_id: str) -> Submitted:
-    fresh = await record_queued(db, plan, account_id)
-    enqueued = await enqueue(arq, names, plan.job_name, plan.payload, job_id=plan.job_id)
-    return Submitted(job_id=plan.job_id, account_id=account_id, duplicate=not (fresh or enqueued))
-
-
-async def submit_place(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings: Settings, req: OrderRequest,
-                       idempotency_key: str | None = None) -> Submitted:
-    account_id = await resolve_account_id(db, settings, req.account_id)
-    req = req.model_copy(update={"account_id": account_id})
-    req = await check_place(db, settings, req)
-    return await _accept(arq, db, names, plan_place(req, idempotency_key), account_id)
-
-
-async def submit_modify(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings: Settings, req: ModifyRequest,
-                        idempotency_key: str | None = None) -> Submitted:
-    account_id = await resolve_account_id(db, settings, req.account_id)
-    req = req.model_copy(update={"account_id": account_id})
-    req = prepare_modify(req, await modified_instrument(db, req.order_id), intake_rules(settings))
-    return await _accept(arq, db, names, plan_modify(req, idempotency_key), account_id)
-
-
-async def submit_cancel(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings: Settings, req: CancelRequest,
-                        idempotency_key: str | None = None) -> Submitted:
-    account_id = await resolve_account_id(db, settings, req.account_id)
-    req = req.model_copy(update={"account_id": account_id})
-    return await _accept(arq, db, names, plan_cancel(req, idempotency_key), account_id)
-
-
-async def submit_basket(arq: ArqRedis, db: asyncpg.Pool, names: Names, settings: Settings, basket: BasketRequest,
-                        idempotency_key: str | None = None) -> BasketSubmitted:
-    """Validate every leg first (nothing is enqueued if one is invalid), then one job per leg."""
-    account_id = await resolve_account_id(db, settings, basket.account_id)
-    legs = []
-    for i, leg in enumerate(basket.legs):
-        leg_account = await resolve_account_id(db, settings, leg.account_id or account_id)
-        leg = leg.model_copy(update={"account_id": leg_account})
-        legs.append(await check_place(db, settings, leg, f"legs.{i}."))
-    plan = plan_basket(basket.model_copy(update={"account_id": account_id, "legs": legs}), idempotency_key)
-    fresh = await record_basket(db, plan, idempotency_key)
-    accepted = [await _accept(arq, db, names, leg, leg.account_id or account_id) for leg in plan.legs]
-    return BasketSubmitted(basket_id=plan.basket_id, account_id=account_id, job_ids=[a.job_id for a in accepted],
-                           duplicate=not fresh and all(a.duplicate for a in accepted))
+def _replay_row(kind: str, job_id: str, account_id: str, payload: dict[str, Any]) -> audit.RequestRow:
+    return audit.RequestRow(job_id=job_id, kind=kind, account_id=account_id, payload=payload,
+                            tag=kite_tag(job_id) if kind == "place" else None,
+                            idempotency_key=payload.get("idempotency_key"))

@@ -1,6 +1,6 @@
 """A job's status by id, for GET /jobs/{id} and GET /baskets/{id}.
 
-Read from arq's keys (job definition, in-progress marker, result) and, for order jobs, from the
+Read from arq's records (through `arq_adapter`: job definition, in-progress marker, result) and, for order jobs, from the
 Postgres audit and the dead-letter table, so an order's outcome outlives arq's result expiry.
 Progress (chunks done/total) comes from `ticker.infra.queue.progress`.
 """
@@ -8,20 +8,16 @@ Progress (chunks done/total) comes from `ticker.infra.queue.progress`.
 from __future__ import annotations
 
 import asyncio
-import io
-import pickle
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
-from arq.jobs import serialize_result
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from ticker.core.contracts import Names
-from ticker.infra.orders.audit_trail import OrderRecord, get_basket, get_orders
+from ticker.infra.orders.audit_trail import OrderRecord, cancelled_before_run, get_basket, get_orders
+from ticker.infra.queue.arq_adapter import ArqView, cancel_unstarted, datetime_ms, finished_channel, read_view
 from ticker.infra.queue.progress import get_progress
 
 Status = Literal["queued", "in_progress", "complete", "failed", "dead_letter", "cancelled"]
@@ -62,50 +58,10 @@ class JobCancelled(Exception):
     """Stored as the arq result of a job cancelled before it ran, so its id stays taken."""
 
 
-class ForeignError(Exception):
-    """Stands in for an exception class this process cannot (or must not) import."""
-
-
-class _Unpickler(pickle.Unpickler):
-    # Results hold the job's exception; the web process must not import the job rooms to read it.
-    def find_class(self, module: str, name: str) -> Any:
-        if module.startswith(("ticker.jobs", "ticker.streamer", "ticker.http")):
-            return ForeignError
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return ForeignError
-
-
-def _loads(raw: bytes) -> Any:
-    return _Unpickler(io.BytesIO(raw)).load()
-
-
-def _ms(value: int | None) -> datetime | None:
-    return datetime.fromtimestamp(value / 1000, tz=UTC) if value else None
-
-
 def _error_text(exc: Any) -> str:
     if isinstance(exc, BaseException):
         return str(exc) or exc.__class__.__name__
     return str(exc)
-
-
-async def _arq_view(redis: Redis, job_id: str) -> tuple[dict | None, dict | None, bool, int]:
-    """(job definition, result, in progress?, tries so far) straight from arq's keys."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(job_key_prefix + job_id)
-        pipe.get(result_key_prefix + job_id)
-        pipe.exists(in_progress_key_prefix + job_id)
-        pipe.get(retry_key_prefix + job_id)
-        job_raw, result_raw, in_progress, tries = await pipe.execute()
-    job = result = None
-    try:
-        job = _loads(job_raw) if job_raw else None
-        result = _loads(result_raw) if result_raw else None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
-        pass  # an unreadable record reads as absent; the audit may still know the job
-    return job, result, bool(in_progress), int(tries or 0)
 
 
 async def _dead_letter(db: asyncpg.Pool | None, job_id: str) -> asyncpg.Record | None:
@@ -114,20 +70,23 @@ async def _dead_letter(db: asyncpg.Pool | None, job_id: str) -> asyncpg.Record |
     return await db.fetchrow("SELECT reason, attempts, created_at FROM dead_letters WHERE job_id = $1", job_id)
 
 
-def _from_arq(job_id: str, job: dict | None, result: dict | None, running: bool, tries: int) -> JobStatus | None:
+def _from_arq(job_id: str, view: ArqView) -> JobStatus | None:
+    result, job = view.result, view.job
     if result is not None:
-        ok = bool(result.get("s"))
-        cancelled = isinstance(result.get("r"), JobCancelled)
+        ok = result.success
+        cancelled = isinstance(result.value, JobCancelled)
         status: Status = "complete" if ok else ("cancelled" if cancelled else "failed")
         return JobStatus(
-            job_id=job_id, function=result.get("f"), status=status, attempts=int(result.get("t") or 0),
-            result=result.get("r") if ok else None, error=None if ok else _error_text(result.get("r")),
-            enqueued_at=_ms(result.get("et")), started_at=_ms(result.get("st")), finished_at=_ms(result.get("ft")),
+            job_id=job_id, function=result.function or None, status=status, attempts=result.tries,
+            result=result.value if ok else None, error=None if ok else _error_text(result.value),
+            enqueued_at=datetime_ms(result.enqueued_ms), started_at=datetime_ms(result.started_ms),
+            finished_at=datetime_ms(result.finished_ms),
         )
-    if job is not None or running:
-        job = job or {}
-        return JobStatus(job_id=job_id, function=job.get("f"), status="in_progress" if running else "queued",
-                         attempts=max(tries, int(job.get("t") or 0)), enqueued_at=_ms(job.get("et")))
+    if job is not None or view.running:
+        return JobStatus(job_id=job_id, function=(job.function or None) if job else None,
+                         status="in_progress" if view.running else "queued",
+                         attempts=max(view.tries, job.tries if job else 0),
+                         enqueued_at=datetime_ms(job.enqueued_ms) if job else None)
     return None
 
 
@@ -153,18 +112,23 @@ def _merge_audit(status: JobStatus | None, record: OrderRecord) -> JobStatus:
         update["error"] = record.last_error or status.error
     if record.result is not None:
         update["result"] = record.result
+    # The audit row and arq's result are read at once; read just as the job completes, the row may
+    # be from before its attempt while the result is already there. The result then knows better.
+    result = update.get("result", status.result)
+    if isinstance(result, dict) and isinstance(result.get("attempts"), int):
+        update["attempts"] = max(record.attempts, result["attempts"])
     return status.model_copy(update=update)
 
 
 async def job_status(arq_redis: Redis, db: asyncpg.Pool | None, names: Names, job_id: str) -> JobStatus | None:
     """The job's state, or None when nothing anywhere knows this id."""
-    (job, result, running, tries), records, letter, progress = await asyncio.gather(
-        _arq_view(arq_redis, job_id),
+    view, records, letter, progress = await asyncio.gather(
+        read_view(arq_redis, job_id),
         get_orders(db, [job_id]) if db is not None else _none(),
         _dead_letter(db, job_id),
         get_progress(arq_redis, names, job_id),
     )
-    status = _from_arq(job_id, job, result, running, tries)
+    status = _from_arq(job_id, view)
     if records and job_id in records:
         status = _merge_audit(status, records[job_id])
     if letter is not None and status is not None and status.status not in ("queued", "in_progress"):
@@ -188,29 +152,12 @@ async def cancel_job(arq_redis: Redis, db: asyncpg.Pool | None, names: Names, jo
     A job that already ran once (a retry waiting its turn) is not cancelled: an order may be at Kite.
     The cancelled job leaves a result behind so its id cannot be enqueued again while it is kept.
     """
-    job_key, in_progress, retry_key = job_key_prefix + job_id, in_progress_key_prefix + job_id, retry_key_prefix + job_id
-    async with arq_redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(job_key, in_progress, retry_key)
-            raw = await pipe.get(job_key)
-            if raw is None or await pipe.exists(in_progress) or await pipe.exists(retry_key):
-                return False
-            job = _loads(raw)
-            now = int(datetime.now(UTC).timestamp() * 1000)
-            data = serialize_result(job["f"], job["a"], job["k"], int(job.get("t") or 0), job["et"], False,
-                                    JobCancelled("cancelled before it ran"), now, now, f"{job_id}:{job['f']}",
-                                    "", job_id=job_id)
-            pipe.multi()
-            pipe.delete(job_key)
-            pipe.zrem(names.orders_queue, job_id)
-            pipe.zrem(names.default_queue, job_id)
-            pipe.set(result_key_prefix + job_id, data, px=int(keep_result_s * 1000))
-            await pipe.execute()
-        except WatchError:
-            return False  # a worker took it in the meantime
+    queues = (names.orders_queue, names.default_queue)
+    if not await cancel_unstarted(arq_redis, job_id, queues, JobCancelled("cancelled before it ran"), keep_result_s):
+        return False
+    await arq_redis.publish(finished_channel(names), job_id)  # long-polls on it answer now
     if db is not None:
-        await db.execute("UPDATE order_requests SET status = 'cancelled', last_error = 'cancelled before it ran',"
-                         " finished_at = now(), updated_at = now() WHERE job_id = $1 AND status = 'queued'", job_id)
+        await cancelled_before_run(db, job_id)
     return True
 
 

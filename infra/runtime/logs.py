@@ -34,7 +34,8 @@ _PATTERNS = [
     re.compile(r"(?P<k>Bearer\s+)(?P<v>[\w.-]+)", re.I),
 ]
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-_PHONE = re.compile(r"(?<!\d)(?:\+?91[\s-]?)?[6-9]\d{9}(?!\d)")
+# A mobile number stands alone: ten digits inside a longer word (a hex job id, a hash) are not one.
+_PHONE = re.compile(r"(?<![0-9A-Za-z])(?:\+?91[\s-]?)?[6-9]\d{9}(?![0-9A-Za-z])")
 _FERNET = re.compile(r"gAAAAA[\w-]{20,}={0,2}")
 
 _known: set[str] = set()

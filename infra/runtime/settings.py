@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     order_retry_base_seconds: float = Field(0.2, gt=0)
     orders_poll_delay: float = Field(0.005, gt=0)
     default_poll_delay: float = Field(0.1, gt=0)
+    # An idle worker sleeps until an enqueue wakes it (a Redis PUBLISH); off, it polls every poll delay.
+    worker_wake_on_enqueue: bool = True
     worker_concurrency: int = Field(50, gt=0)
     order_rate_per_second: int = Field(10, gt=0)
     order_rate_per_minute: int = Field(400, gt=0)
@@ -279,6 +281,12 @@ class Settings(BaseSettings):
     @property
     def kite_configured(self) -> bool:
         return bool(self.kite_api_key and self.kite_api_secret)
+
+    def url(self, name: Literal["redis_url", "database_url"]) -> str:
+        """A URL the calling process cannot run without: its value, or a clear error naming it."""
+        self.require(name)
+        value: str = getattr(self, name)
+        return value
 
     def require(self, *names: str) -> None:
         """Fail with a clear message when a process needs a setting that is unset."""

@@ -1,5 +1,6 @@
 """The dead-letter queue: jobs that failed for good, kept in Postgres with every attempt's error,
-listable, and replayable as a new job whose idempotency key derives from the old job's id.
+listable, and replayable as a new job whose idempotency key derives from the old job's id (the
+replay itself goes through the order intake, `ticker.infra.orders.intake.OrderIntake.replay`).
 """
 
 from __future__ import annotations
@@ -8,12 +9,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from arq.connections import ArqRedis
 from pydantic import BaseModel, Field
 
-from ticker.core.contracts import JOB_PLACE_ORDER, Names
+from ticker.core.contracts import JOB_PLACE_ORDER
 from ticker.core.orders import kite_tag, order_job_id, replay_key
-from ticker.infra.queue.enqueue import derived_job_id, enqueue
+from ticker.infra.queue.enqueue import derived_job_id
 
 _COLUMNS = ("id, job_id, job_name, account_id, payload, reason, errors, attempts, created_at, replayed_job_id,"
             " replayed_at, replay_count")
@@ -32,14 +32,6 @@ class DeadLetter(BaseModel):
     replayed_job_id: str | None = None
     replayed_at: datetime | None = None
     replay_count: int = 0
-
-
-class Replayed(BaseModel):
-    dead_letter_id: int
-    original_job_id: str
-    job_id: str
-    job_name: str
-    enqueued: bool  # False: this replay was already enqueued (the same request repeated)
 
 
 class DeadLetterNotFound(LookupError):
@@ -92,23 +84,12 @@ def replay_payload(letter: DeadLetter, replay_number: int) -> tuple[str, dict[st
         return order_job_id("place", key, account), payload
     for kind in ("modify", "cancel"):
         if kind in payload:
-            return order_job_id(kind, key, payload[kind].get("account_id")), payload  # type: ignore[arg-type]
+            return order_job_id(kind, key, payload[kind].get("account_id")), payload
     return derived_job_id(f"replay-{letter.job_name}", key), payload
 
 
-async def replay_dead_letter(db: asyncpg.Pool, arq: ArqRedis, names: Names, ref: int | str, *,
-                             replay_number: int | None = None) -> Replayed:
-    """Enqueue the dead letter's job again under a new id. `replay_number` (default: next) makes a
-    repeated replay request idempotent: the same number gives the same job."""
-    letter = await get_dead_letter(db, ref)
-    if letter is None:
-        raise DeadLetterNotFound(f"no dead letter {ref}")
-    number = replay_number if replay_number is not None else letter.replay_count + 1
-    job_id, payload = replay_payload(letter, number)
-    enqueued = await enqueue(arq, names, letter.job_name, payload, job_id=job_id)
+async def mark_replayed(db: asyncpg.Pool, letter_id: int, job_id: str, replay_number: int) -> None:
     await db.execute(
         "UPDATE dead_letters SET replayed_job_id = $2, replayed_at = now(),"
-        " replay_count = GREATEST(replay_count, $3) WHERE id = $1", letter.id, job_id, number,
+        " replay_count = GREATEST(replay_count, $3) WHERE id = $1", letter_id, job_id, replay_number,
     )
-    return Replayed(dead_letter_id=letter.id, original_job_id=letter.job_id, job_id=job_id,
-                    job_name=letter.job_name, enqueued=enqueued)

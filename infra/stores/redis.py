@@ -1,10 +1,17 @@
-"""Redis connection factory (redis-py asyncio with the hiredis parser when installed)."""
+"""Redis through redis-py (asyncio, hiredis parser): the connection factory, and the web's
+auto-pipelined script calls."""
 
 from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 def connect(url: str, *, decode: bool = False, max_connections: int = 64, retries: int = 0) -> Redis:
@@ -23,3 +30,78 @@ def connect(url: str, *, decode: bool = False, max_connections: int = 64, retrie
         socket_keepalive=True,
         retry=Retry(NoBackoff(), retries) if retries else None,
     )
+
+
+class Script:
+    """A Lua script called by SHA (EVALSHA), its source sent once when the server does not know it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class AutoPipeline:
+    """The web's hot path (rate-limit and enqueue scripts): calls made while the last batch is on
+    its way go out together as the next redis-py pipeline, one batch at a time.
+
+    Under load many requests share one round trip and one syscall pair, batches growing with the
+    load; a lone request waits for nothing. A batch that fails on the connection fails its calls
+    with redis-py's ConnectionError (callers decide: the rate limit lets requests through, an
+    enqueue answers 503), and the next batch connects again: during an outage one connect is tried
+    at a time, and the calls that arrived meanwhile share its outcome. A batch without its replies
+    after the URL's `socket_timeout` (else `CALL_TIMEOUT`) fails with TimeoutError; redis-py drops
+    that connection. Reply errors (a script's error, NOSCRIPT) go to their own caller only.
+    """
+
+    CALL_TIMEOUT = 5.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.redis = connect(url, max_connections=4)  # one batch in flight at a time
+        kwargs = self.redis.connection_pool.connection_kwargs
+        self.call_timeout = float(kwargs.get("socket_timeout") or self.CALL_TIMEOUT)
+        self._next: list[tuple[tuple[Any, ...], asyncio.Future]] = []
+        self._runner: asyncio.Task | None = None
+
+    async def command(self, *args: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self._next.append((args, future))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())  # starts after this turn: the batch forms
+        reply = await future
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self.command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a fresh or restarted server: EVAL runs it and caches it
+            return await self.command("EVAL", script.source, len(keys), *keys, *args)
+
+    async def _run(self) -> None:
+        while self._next:
+            batch, self._next = self._next, []
+            replies = await self._send([args for args, _ in batch])
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if not future.done():  # its caller may have given up; the reply was read anyway
+                    future.set_result(reply)
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        try:
+            async with asyncio.timeout(self.call_timeout):
+                return await pipe.execute(raise_on_error=False)
+        except TimeoutError:
+            failure: BaseException = RedisTimeoutError(f"no reply from redis within {self.call_timeout} s")
+        except Exception as exc:  # the connection failed: every call of the batch hears it
+            failure = exc
+        return [failure] * len(commands)
+
+    async def close(self) -> None:
+        """Let calls already made get their replies, then close the pool."""
+        while self._runner is not None and not self._runner.done():
+            await asyncio.shield(self._runner)
+        await self.redis.aclose()

@@ -103,7 +103,7 @@ def days_between(start: datetime, end: datetime) -> list[date]:
 
 # --- fetching --------------------------------------------------------------------------------------
 @dataclass
-class Plan:
+class FetchPlan:
     """One instrument's candles for whole days: those cached and the Kite requests for the rest."""
 
     token: int
@@ -122,12 +122,12 @@ class Fetcher:
         self.done, self.total = 0, 1
         self.kite_requests = 0
 
-    async def plan(self, token: int, oi: bool, continuous: bool, days: list[date]) -> Plan:
+    async def plan(self, token: int, oi: bool, continuous: bool, days: list[date]) -> FetchPlan:
         cached = await self.store.load(token, self.interval, oi, continuous, days)
         runs = day_runs([d for d in days if d not in cached], MAX_DAYS[self.interval])
-        return Plan(token, oi, continuous, days, cached, runs)
+        return FetchPlan(token, oi, continuous, days, cached, runs)
 
-    async def complete(self, plan: Plan, today: date) -> Candles:
+    async def complete(self, plan: FetchPlan, today: date) -> Candles:
         """Fetch what the plan lacks, cache every finished day, return all days' candles in order."""
         got = dict(plan.cached)
         for first, last in plan.runs:
@@ -140,7 +140,7 @@ class Fetcher:
             await self.step()
         return Candles.concat([got.get(d) or Candles.empty(plan.oi) for d in plan.days])
 
-    async def _call(self, plan: Plan, start: datetime, end: datetime) -> list[Candle]:
+    async def _call(self, plan: FetchPlan, start: datetime, end: datetime) -> list[Candle]:
         picker = data_accounts(self.d)
         for attempt in range(1, FETCH_TRIES + 1):
             self.kite_requests += 1
@@ -220,7 +220,7 @@ async def fetch_history(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[st
     candles = (await fetcher.complete(plan, today)).between(lo, hi)
     columns = ["date", "open", "high", "low", "close", "volume"] + (["oi"] if req.oi else [])
     table = candles.rows()
-    if und_plan is not None:
+    if und_plan is not None and und is not None and model is not None:
         und_candles = (await fetcher.complete(und_plan, today)).between(lo, hi)
         extra = option_greeks(ins, und, model, candles, und_candles, INTERVAL_SECONDS[req.interval], d.settings)
         columns += list(extra)

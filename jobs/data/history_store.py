@@ -78,8 +78,9 @@ class Candles:
         with_oi = all(p.oi is not None for p in parts) and bool(parts)
         if not parts:
             return cls.empty(False)
-        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in "tohlcv"),
-                   np.concatenate([p.oi for p in parts]) if with_oi else None)  # type: ignore[misc]
+        t, o, h, low, c, v = (np.concatenate([getattr(p, k) for p in parts]) for k in "tohlcv")
+        oi = np.concatenate([p.oi for p in parts if p.oi is not None]) if with_oi else None
+        return cls(t, o, h, low, c, v, oi)
 
     # --- storage form ----------------------------------------------------------------------------
     def to_json(self) -> dict[str, list]:
@@ -90,9 +91,9 @@ class Candles:
 
     @classmethod
     def from_json(cls, doc: dict[str, list]) -> Candles:
-        floats = [np.asarray(doc[k], dtype=np.float64) for k in "tohlc"]
+        t, o, h, low, c = (np.asarray(doc[k], dtype=np.float64) for k in "tohlc")
         oi = np.asarray(doc["oi"], dtype=np.int64) if "oi" in doc else None
-        return cls(*floats, np.asarray(doc["v"], dtype=np.int64), oi)
+        return cls(t, o, h, low, c, np.asarray(doc["v"], dtype=np.int64), oi)
 
     def rows(self) -> list[list[Any]]:
         """Kite-like rows: [ISO time in IST, open, high, low, close, volume(, oi)]."""

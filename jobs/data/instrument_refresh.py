@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from ticker.core.contracts import ControlMessage, Names
 from ticker.core.instruments import CSV_COLUMNS, InstrumentError
 from ticker.infra.kite.account_choice import data_accounts
+from ticker.infra.kite.rest import KiteApi
 from ticker.infra.queue.control import publish_control
 from ticker.jobs.context import Deps, deps
 
@@ -82,14 +84,33 @@ SELECT (SELECT count(*) FROM src) AS candidates,
 FROM up
 """
 
+# A live (exchange, tradingsymbol) names one instrument (a unique index says so, and orders are
+# looked up by it). Should a dump list one twice, the live listing wins (not expired), then the
+# highest token; the other rows leave staging, so they count as missing from the dump.
+_DEDUPLICATE = f"""
+DELETE FROM {_STAGING} s USING {_STAGING} t
+WHERE s.exchange = t.exchange AND s.tradingsymbol = t.tradingsymbol AND s.ctid <> t.ctid
+  AND ((t.expiry IS NULL OR t.expiry >= $1), t.instrument_token, t.ctid)
+    > ((s.expiry IS NULL OR s.expiry >= $1), s.instrument_token, s.ctid)
+"""
+
 # Expired contracts retire everywhere; "missing from the dump" only counts within the exchanges
-# the dump covered ($2 NULL = the full dump).
+# the dump covered ($2 NULL = the full dump). A live row whose symbol the dump gives to another
+# token retires too. This runs before the upsert, so the unique symbol index never sees two live rows.
 _RETIRE = f"""
 UPDATE instruments i SET is_active = FALSE, retired_at = now(), updated_at = now()
-WHERE i.is_active AND (
-    i.expiry < $1
-    OR (($2::text[] IS NULL OR i.exchange = ANY($2::text[]))
-        AND NOT EXISTS (SELECT 1 FROM {_STAGING} s WHERE s.instrument_token = i.instrument_token)))
+FROM (
+    SELECT instrument_token FROM instruments WHERE is_active AND expiry < $1
+    UNION
+    SELECT l.instrument_token FROM instruments l
+    LEFT JOIN {_STAGING} s ON s.instrument_token = l.instrument_token
+    WHERE l.is_active AND s.instrument_token IS NULL AND ($2::text[] IS NULL OR l.exchange = ANY($2::text[]))
+    UNION
+    SELECT l.instrument_token FROM instruments l
+    JOIN {_STAGING} s ON s.exchange = l.exchange AND s.tradingsymbol = l.tradingsymbol
+    WHERE l.is_active AND s.instrument_token <> l.instrument_token AND (s.expiry IS NULL OR s.expiry >= $1)
+) gone
+WHERE i.instrument_token = gone.instrument_token
 RETURNING i.instrument_token
 """
 
@@ -112,6 +133,7 @@ class RefreshResult(BaseModel):
     unchanged: int = 0
     retired: int = 0
     skipped_expired: int = 0
+    duplicates: int = 0  # rows dropped because the dump listed their (exchange, tradingsymbol) again
     deactivated_subscriptions: int = 0
     deactivated_tokens: list[int] = Field(default_factory=list)
     exchanges: list[str] | None = None
@@ -154,14 +176,16 @@ async def load_instruments(
         if rows == 0:
             raise InstrumentError("instrument dump has a header but no rows; refusing to retire everything")
         await conn.execute(f"ANALYZE {_STAGING}")
-        counts = await conn.fetchrow(_UPSERT, today)
+        duplicates = int((await conn.execute(_DEDUPLICATE, today)).split()[-1])
         retired = await conn.fetch(_RETIRE, today, exchanges)
+        counts = await conn.fetchrow(_UPSERT, today)
         deactivated = [r[0] for r in await conn.fetch(_DEACTIVATE, today)]
     candidates = counts["candidates"]
     return RefreshResult(
         rows=rows, inserted=counts["inserted"], updated=counts["updated"],
         unchanged=candidates - counts["inserted"] - counts["updated"], retired=len(retired),
-        skipped_expired=rows - candidates, deactivated_subscriptions=len(deactivated),
+        skipped_expired=rows - duplicates - candidates, duplicates=duplicates,
+        deactivated_subscriptions=len(deactivated),
         deactivated_tokens=sorted(deactivated), exchanges=exchanges,
     )
 
@@ -197,6 +221,12 @@ class RefreshInstrumentsPayload(BaseModel, extra="forbid"):
         None, min_length=1, max_length=20)
 
 
+def _dump_of(exchange: str) -> Callable[[KiteApi], Awaitable[bytes]]:
+    async def dump(api: KiteApi) -> bytes:
+        return await api.instruments(exchange)
+    return dump
+
+
 async def download(d: Deps, exchanges: list[str] | None) -> tuple[bytes, str]:
     """The dump (one exchange's dumps joined under a single header); returns (csv, account used)."""
     picker = data_accounts(d)
@@ -204,7 +234,7 @@ async def download(d: Deps, exchanges: list[str] | None) -> tuple[bytes, str]:
         return await picker.call("api", lambda api: api.instruments())
     parts, account = [], ""
     for exchange in exchanges:
-        body, account = await picker.call("api", lambda api, ex=exchange: api.instruments(ex))
+        body, account = await picker.call("api", _dump_of(exchange))
         parts.append(bytes(body).rstrip(b"\r\n"))
     header = parts[0].split(b"\n", 1)[0]
     rows = [p.split(b"\n", 1)[1] for p in parts if b"\n" in p]

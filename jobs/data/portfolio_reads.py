@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any, Literal
 
 import orjson
@@ -20,7 +21,7 @@ from ticker.core.contracts import JOB_PORTFOLIO, Names
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import KiteApi, is_transient
 from ticker.infra.kite.schemas import as_json
-from ticker.infra.orders.intake import resolve_account_id
+from ticker.infra.orders.validate import resolve_account_id
 from ticker.jobs.context import Deps, deps
 from ticker.jobs.kite_clients import kite_clients
 from ticker.jobs.orders.runner import backoff, limiter
@@ -73,14 +74,18 @@ async def _cached(d: Deps, key: str, max_age: float) -> PortfolioResult | None:
     return None
 
 
+RELEASE_IF_OURS = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
 async def read_portfolio(d: Deps, account_id: str, kind: PortfolioKind, max_age: float,
                          trigger_id: int | None = None) -> PortfolioResult:
     """From the cache when fresh enough; else one job fetches while the others wait for its result."""
     key = cache_key(d.names, account_id, kind, trigger_id)
     if (hit := await _cached(d, key, max_age)) is not None:
         return hit
-    fetching = key + ":fetching"
-    if not await d.redis.set(fetching, b"1", nx=True, px=int(FETCH_LOCK_SECONDS * 1000)):
+    fetching, token = key + ":fetching", uuid.uuid4().hex
+    owned = bool(await d.redis.set(fetching, token, nx=True, px=int(FETCH_LOCK_SECONDS * 1000)))
+    if not owned:
         for _ in range(int(FETCH_LOCK_SECONDS / 0.05)):
             await asyncio.sleep(0.05)
             if (hit := await _cached(d, key, max_age)) is not None:
@@ -94,7 +99,8 @@ async def read_portfolio(d: Deps, account_id: str, kind: PortfolioKind, max_age:
         ttl_ms = max(int(d.settings.portfolio_cache_seconds * 1000), 1) * 10  # kept a while for max_age callers
         await d.redis.set(key, orjson.dumps(doc), px=ttl_ms)
     finally:
-        await d.redis.delete(fetching)
+        if owned:  # only our own lock: after a wait ran out, the lock may be another job's by now
+            await d.redis.eval(RELEASE_IF_OURS, 1, fetching, token)
     return PortfolioResult(**doc, cached=False)
 
 

@@ -33,10 +33,10 @@ from ticker.core.gtt import (
     validate_gtt,
 )
 from ticker.infra.kite.rest import KiteApi
-from ticker.infra.orders.intake import UnknownAccount, find_instrument, resolve_account_id
+from ticker.infra.orders import audit_trail as audit
+from ticker.infra.orders.validate import UnknownAccount, find_instrument, resolve_account_id
 from ticker.jobs.context import deps
 from ticker.jobs.data.portfolio_reads import cache_key
-from ticker.jobs.orders import audit_write as audit
 from ticker.jobs.orders.runner import (
     INFRA_ERRORS,
     Attempt,
@@ -64,7 +64,7 @@ async def _open(ctx: dict[str, Any], payload: dict[str, Any], kind: GttKind) -> 
     job = OrderJob(deps=d, job_id=ctx["job_id"], job_try=ctx["job_try"], job_name=job_name, kind=kind,
                    account_id="", payload=payload, bucket="api")
     try:
-        p = model.model_validate(payload)
+        p: Any = model.model_validate(payload)  # one of KINDS' payload models
         named = p.gtt.account_id if hasattr(p, "gtt") else p.account_id
         account_id = named or await resolve_account_id(d.db, d.settings, None)
     except ValidationError as exc:
@@ -121,7 +121,7 @@ def is_replay(job: OrderJob) -> bool:
 async def find_placed(job: OrderJob, api: KiteApi, req: GttRequest, timeout: float) -> Outcome | None:
     """A GTT an earlier attempt of this job placed: same content, created since the job started (or,
     for a replay, at any time), not recorded by another place job."""
-    record = await audit.state(job.deps.db, job.job_id)
+    record = await audit.get_order(job.deps.db, job.job_id)
     since = None
     if record is not None and not is_replay(job):
         since = (record.started_at or record.created_at) - CLOCK_SKEW

@@ -18,7 +18,7 @@ from ticker.core.contracts import JOB_ORDER_MARGINS
 from ticker.core.margins import MarginsPayload
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import is_transient
-from ticker.infra.orders.intake import resolve_account_id
+from ticker.infra.orders.validate import resolve_account_id
 from ticker.jobs.context import deps
 from ticker.jobs.kite_clients import kite_clients
 from ticker.jobs.orders.runner import backoff, error_text, limiter

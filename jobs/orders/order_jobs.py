@@ -26,7 +26,7 @@ from ticker.core.orders import (
 )
 from ticker.infra.kite.rest import KiteApi
 from ticker.infra.kite.schemas import Order
-from ticker.infra.orders.intake import UnknownAccount, find_instrument, intake_rules, resolve_account_id
+from ticker.infra.orders.validate import UnknownAccount, find_instrument, intake_rules, resolve_account_id
 from ticker.jobs.context import deps
 from ticker.jobs.orders.runner import Attempt, OrderJob, Outcome, fail_for_good, pace_lookup, run_order_job
 
@@ -45,7 +45,7 @@ async def _open(ctx: dict[str, Any], payload: dict[str, Any], kind: OrderKind) -
     job = OrderJob(deps=d, job_id=ctx["job_id"], job_try=ctx["job_try"], job_name=job_name, kind=kind,
                    account_id="", payload=payload)
     try:
-        p = model.model_validate(payload)
+        p: Any = model.model_validate(payload)  # one of KINDS' payload models
         req = getattr(p, field)
         # The named account as is (its credentials look-up rejects an unknown one), else the default.
         account_id = req.account_id or await resolve_account_id(d.db, d.settings, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -21,16 +22,15 @@ from ticker.core.contracts import JOB_SYNC_ORDERS
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import is_transient
 from ticker.infra.kite.schemas import Order
-from ticker.infra.orders.audit_trail import TERMINAL_KITE
+from ticker.infra.orders import audit_trail as audit
 from ticker.infra.runtime.outage import POSTGRES_ERRORS, Outage
 from ticker.jobs.context import Deps, deps
 from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
-from ticker.jobs.orders import audit_write as audit
 from ticker.jobs.orders.runner import backoff, error_text, limiter
 
 log = logging.getLogger(__name__)
 
-RECENT = "2 days"  # orders older than this are not followed any more
+RECENT = timedelta(days=2)  # orders older than this are not followed any more
 
 
 class SyncPayload(BaseModel, extra="forbid"):
@@ -55,13 +55,7 @@ async def record_kite_state(d: Deps, order: Order) -> int:
 
 async def accounts_to_sync(d: Deps) -> list[str]:
     """Accounts with audited orders whose Kite status is not final yet."""
-    rows = await d.db.fetch(
-        "SELECT DISTINCT account_id FROM order_requests WHERE kind = 'place' AND kite_order_id IS NOT NULL"
-        f" AND created_at > now() - interval '{RECENT}'"
-        " AND (kite_status IS NULL OR NOT (kite_status = ANY($1::text[]))) ORDER BY account_id",
-        list(TERMINAL_KITE),
-    )
-    return [r["account_id"] for r in rows]
+    return await audit.accounts_with_open_orders(d.db, RECENT)
 
 
 async def sync_account(d: Deps, account_id: str) -> int:

@@ -1,6 +1,6 @@
 """One run of an order job: the path place, modify and cancel share.
 
-    credentials and a rate-limit grant -> look up together: audit row, request validity, breaker
+    look up together: credentials, audit row, request validity, breaker -> a rate-limit grant
     -> attempt row -> the Kite action (which arms the grant just before its counted call)
     -> success: audit + result | transient: retry with backoff | permanent or exhausted: dead letter
 
@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import asyncpg
 import redis.exceptions
@@ -42,16 +42,15 @@ from ticker.infra.kite.rest import (
     TokenException,
     is_transient,
 )
+from ticker.infra.orders import audit_trail as audit
 from ticker.infra.queue.enqueue import derived_job_id, enqueue
 from ticker.infra.runtime.settings import Settings
 from ticker.jobs.context import Deps
 from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
-from ticker.jobs.orders import audit_write as audit
 from ticker.jobs.orders.dead_letter import dead_letter_order
 
 log = logging.getLogger(__name__)
 
-LIMITER, BREAKER = "limiter", "breaker"
 HOLD_MARGIN_S = 1.0  # a grant counts as in flight for the call's timeout and this much more
 # Our own infrastructure failing (Postgres, Redis) is not the order's fault: hand the job back.
 INFRA_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -65,7 +64,7 @@ class Outcome(BaseModel):
     trigger_id: int | None = None  # the GTT a GTT job placed, modified or deleted
 
 
-class OrderResult(BaseModel):
+class AttemptResult(BaseModel):
     job_id: str
     kind: OrderKind | GttKind
     account_id: str
@@ -114,20 +113,16 @@ Check = Callable[[], Awaitable[str | None]]
 
 
 def attach_order_components(deps: Deps) -> None:
-    """The shared rate limiter and breaker every order job uses (one per process)."""
-    deps.extras.setdefault(LIMITER, KiteLimiter(deps.redis, deps.names, deps.settings))
-    deps.extras.setdefault(BREAKER, CircuitBreaker(deps.redis, deps.names, deps.settings))
+    """The shared clients every order job uses (one per process; the limiter and breaker come with Deps)."""
     kite_clients(deps)
 
 
 def limiter(deps: Deps) -> KiteLimiter:
-    attach_order_components(deps)
-    return deps.extras[LIMITER]
+    return deps.limiter
 
 
 def breaker(deps: Deps) -> CircuitBreaker:
-    attach_order_components(deps)
-    return deps.extras[BREAKER]
+    return deps.breaker
 
 
 async def pace_lookup(job: OrderJob) -> None:
@@ -146,10 +141,10 @@ def error_text(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
 
 
-def _row(job: OrderJob) -> dict[str, Any]:
+def _row(job: OrderJob) -> audit.RequestRow:
     """The audit row's identifying fields."""
-    return {"job_id": job.job_id, "kind": job.kind, "account_id": job.account_id, "payload": job.payload,
-            "tag": job.tag, "idempotency_key": job.idempotency_key, "basket_id": job.basket_id}
+    return audit.RequestRow(job_id=job.job_id, kind=job.kind, account_id=job.account_id, payload=job.payload,
+                            tag=job.tag, idempotency_key=job.idempotency_key, basket_id=job.basket_id)
 
 
 async def fail_for_good(job: OrderJob, reason: str) -> NoReturn:
@@ -175,39 +170,38 @@ async def _no_issue() -> None:
     return None
 
 
-async def _api_and_grant(job: OrderJob) -> tuple[KiteApi | AccountUnavailable, Grant | None]:
-    """The account's client and a grant from its Kite user's order budget (none for an unusable account)."""
+async def _api_and_budget(job: OrderJob) -> tuple[KiteApi | AccountUnavailable, Budget | None]:
+    """The account's client and whose Kite rate limits it draws on (none for an unusable account)."""
     clients = kite_clients(job.deps)
     try:
-        api = await clients.api(job.account_id)
-        budget = await clients.budget(job.account_id)
+        return await clients.api(job.account_id), await clients.budget(job.account_id)
     except AccountUnavailable as exc:
         return exc, None
-    return api, await _wait_for_rate(job, budget)
 
 
 async def _run(job: OrderJob, action: Action, recover: Recover | None, check: Check | None) -> dict[str, Any]:
     d = job.deps
-    # The rate-limit grant first: a job that has to wait for Kite's limits (or go back to the queue)
-    # costs no database work until its turn. Then everything independent at once: the audit row, the
-    # request's validity, the account's breaker.
-    api, grant = await _api_and_grant(job)
+    # Everything independent at once: the account's client, the audit row, the request's validity,
+    # the account's breaker. The rate-limit grant only once the job knows it will call Kite: a job
+    # that returns early (already done, refused, breaker open) draws nothing from Kite's limits.
+    found = await asyncio.gather(
+        _api_and_budget(job), audit.get_order(d.db, job.job_id), check() if check is not None else _no_issue(),
+        breaker(d).check(job.account_id), return_exceptions=True)
+    for result in found:
+        if isinstance(result, BaseException):
+            raise result
+    Ready = tuple[tuple[KiteApi | AccountUnavailable, Budget | None], Any, str | None, tuple[float, bool]]
+    (api, budget), record, issue, (breaker_wait, job.breaker_dirty) = cast(Ready, tuple(found))
+    done = await _before_calling(job, record, issue, api, breaker_wait)
+    if done is not None:
+        return done
+    assert isinstance(api, KiteApi) and budget is not None
+    grant = await _wait_for_rate(job, budget)
     try:
-        found = await asyncio.gather(audit.state(d.db, job.job_id), check() if check is not None else _no_issue(),
-                                     breaker(d).check(job.account_id), return_exceptions=True)
-        for result in found:
-            if isinstance(result, BaseException):
-                raise result
-        record, issue, (breaker_wait, job.breaker_dirty) = found
-        done = await _before_calling(job, record, issue, api, breaker_wait)
-        if done is not None:
-            await _release(d, grant)
-            return done
-        number = await audit.start_attempt(d.db, **_row(job))
+        number = await audit.start_attempt(d.db, _row(job))
     except BaseException:
         await asyncio.shield(_release(d, grant))
         raise
-    assert isinstance(api, KiteApi) and grant is not None
     return await _attempt(job, api, grant, number, action, recover)
 
 
@@ -229,7 +223,8 @@ async def _before_calling(job: OrderJob, record: Any, issue: str | None, api: Ki
 
 async def _attempt(job: OrderJob, api: KiteApi, grant: Grant, number: int, action: Action,
                    recover: Recover | None) -> dict[str, Any]:
-    d, armed = job.deps, []
+    d = job.deps
+    armed: list[bool] = []  # set once the call to Kite is on its way
 
     async def sending() -> None:
         if not armed:
@@ -303,7 +298,7 @@ async def _wait_for_rate(job: OrderJob, budget: Budget) -> Grant:
 
 async def _succeeded(job: OrderJob, number: int, started: float, outcome: Outcome) -> dict[str, Any]:
     d, latency = job.deps, _ms(started)
-    result = OrderResult(
+    result = AttemptResult(
         job_id=job.job_id, kind=job.kind, account_id=job.account_id, kite_order_id=outcome.kite_order_id,
         tag=job.tag, adopted=outcome.adopted, attempts=number, kite_status=outcome.kite_status,
         client_tag=job.client_tag, basket_id=job.basket_id,

@@ -25,8 +25,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, time
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
-from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -46,6 +44,7 @@ from ticker.infra.queue.enqueue import create_queue, derived_job_id, enqueue, na
 from ticker.infra.runtime.heartbeat import beat
 from ticker.infra.runtime.outage import REDIS_ERRORS, Outage
 from ticker.infra.runtime.settings import Settings
+from ticker.jobs.schedule.apscheduler_adapter import SlotExecutor, slot_scheduler
 
 log = logging.getLogger("ticker.scheduler")
 
@@ -197,44 +196,9 @@ class SlotRunner:
         return ran
 
 
-class SlotExecutor(AsyncIOExecutor):
-    """Like APScheduler's asyncio executor, but hands each job its scheduled run time (the slot)
-    and keeps every task it starts, so shutdown can wait for them."""
-
-    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
-        task = self._eventloop.create_task(self._run(job, run_times))
-        self._pending_futures.add(task)
-        task.add_done_callback(self._pending_futures.discard)
-
-    async def _run(self, job: Any, run_times: list[datetime]) -> None:
-        events = []
-        for run_time in run_times:
-            try:
-                await job.func(run_time, *job.args, **job.kwargs)
-            except Exception as exc:
-                log.exception("scheduled enqueue failed", extra={"schedule": job.id})
-                events.append(JobExecutionEvent(EVENT_JOB_ERROR, job.id, job._jobstore_alias, run_time,
-                                                exception=exc))
-            else:
-                events.append(JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, run_time))
-        self._run_job_success(job.id, events)
-
-    async def drain(self) -> None:
-        if self._pending_futures:
-            await asyncio.gather(*list(self._pending_futures), return_exceptions=True)
-
-
 def make_scheduler(settings: Settings, schedules: list[Schedule], runner: SlotRunner) -> tuple[AsyncIOScheduler, SlotExecutor]:
-    executor = SlotExecutor()
-    scheduler = AsyncIOScheduler(
-        timezone=settings.tz, executors={"default": executor},
-        # No grace limit: a late firing is better than none (coalescing is per schedule).
-        job_defaults={"max_instances": 1, "misfire_grace_time": None},
-    )
-    for schedule in schedules:
-        scheduler.add_job(_bind(runner, schedule), schedule.trigger, id=schedule.name, name=schedule.name,
-                          coalesce=schedule.coalesce)
-    return scheduler, executor
+    """The APScheduler for `schedules`, in the market's time zone, each firing `runner` with its slot."""
+    return slot_scheduler(settings.tz, [(s.name, s.trigger, s.coalesce, _bind(runner, s)) for s in schedules])
 
 
 def _bind(runner: SlotRunner, schedule: Schedule) -> Callable[..., Awaitable[bool]]:

@@ -10,15 +10,14 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, Field
 
+from ticker.infra.orders.audit_trail import delete_older_than as delete_audit_older_than
 from ticker.jobs.context import deps
 
 log = logging.getLogger(__name__)
 BATCH = 5_000
 
-# table -> the timestamp column that says how old a row is
+# table -> the timestamp column that says how old a row is (the order audit deletes its own rows)
 _TABLES = {
-    "order_requests": "updated_at",
-    "order_baskets": "created_at",
     "dead_letters": "created_at",
     "history_cache": "fetched_at",
 }
@@ -34,7 +33,7 @@ class CleanupResult(BaseModel):
 
 
 async def delete_older_than(pool: asyncpg.Pool, cutoff: datetime) -> dict[str, int]:
-    deleted = {}
+    deleted = await delete_audit_older_than(pool, cutoff, BATCH)
     for table, column in _TABLES.items():
         total = 0
         while True:

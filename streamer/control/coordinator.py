@@ -25,8 +25,8 @@ from ticker.streamer.control.leases import Leases
 from ticker.streamer.control.reconcile import Reconciler
 from ticker.streamer.control.token_health import TokenHealth, report_rejection
 from ticker.streamer.control.token_refresh import RefreshRequests
-from ticker.streamer.outage import RedisLink
 from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.batch import wait_event
 from ticker.streamer.stages.decode import Decoder
 

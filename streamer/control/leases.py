@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
-from ticker.streamer.outage import RedisLink
+from ticker.streamer.redis_link import RedisLink
 
 log = logging.getLogger(__name__)
 

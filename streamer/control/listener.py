@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import ControlMessage, Names
-from ticker.streamer.outage import RedisLink, jittered
 from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.redis_link import RedisLink, jittered
 
 log = logging.getLogger(__name__)
 

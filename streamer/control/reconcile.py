@@ -100,12 +100,12 @@ class Reconciler:
             account = self.accounts.get(account_id)
             if not tokens or account is None:
                 continue
-            creds = Credentials(account.api_key, account.secret("access_token") or "")
+            login = Credentials(account.api_key, account.secret("access_token") or "")
             pool = self.pools.get(account_id)
             if pool is None:
-                pool = self.pools[account_id] = self.new_pool(account_id, creds)
+                pool = self.pools[account_id] = self.new_pool(account_id, login)
             else:
-                await pool.set_credentials(creds)
+                await pool.set_credentials(login)
             await pool.apply(tokens)
         self.metrics.tokens.set(sum(len(p.tokens) for p in self.pools.values()))
 

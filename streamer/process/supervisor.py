@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 CANCEL_GRACE_SECONDS = 2.0
 
 
-class Supervisor:
+class TaskSupervisor:
     def __init__(self, name: str = "streamer", on_restart: Callable[[str], None] | None = None,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.name = name

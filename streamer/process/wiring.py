@@ -39,10 +39,10 @@ from ticker.streamer.control.listener import ControlListener
 from ticker.streamer.control.reconcile import Reconciler
 from ticker.streamer.control.token_health import TokenHealth
 from ticker.streamer.control.token_refresh import RefreshRequests
-from ticker.streamer.outage import RedisLink
 from ticker.streamer.process.backpressure import Backpressure
 from ticker.streamer.process.stream_metrics import StreamerMetrics
-from ticker.streamer.process.supervisor import Supervisor
+from ticker.streamer.process.supervisor import TaskSupervisor
+from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.batch import BatchWindow, TickBuffer
 from ticker.streamer.stages.chain import ChainStage
 from ticker.streamer.stages.decode import Decoder
@@ -70,16 +70,16 @@ class Clients:
 
     @classmethod
     async def open(cls, settings: Settings) -> Clients:
-        settings.require("redis_url", "database_url")
-        db = await create_pool(settings.database_url, min_size=1, max_size=4)
+        redis_url = settings.url("redis_url")
+        db = await create_pool(settings.url("database_url"), min_size=1, max_size=4)
         try:
             queue = await create_queue(settings, retries=0)  # the caller waits out a Redis outage
         except BaseException:
             await db.close()
             raise
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-        return cls(connect(settings.redis_url, retries=1), db, queue,
-                   aiohttp.ClientSession(timeout=timeout), connect(settings.redis_url, max_connections=2))
+        return cls(connect(redis_url, retries=1), db, queue,
+                   aiohttp.ClientSession(timeout=timeout), connect(redis_url, max_connections=2))
 
     async def close(self) -> None:
         await self.session.close()
@@ -96,7 +96,7 @@ class Streamer:
         self.instance = instance
         self.names: Names = names_for(settings)
         self.metrics = StreamerMetrics()
-        self.supervisor = Supervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
+        self.supervisor = TaskSupervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
         self.link = RedisLink(on_change=self._on_redis)
         self.timing = Timing(settings.stall_seconds, settings.reconnect_base_seconds,
                              settings.reconnect_max_seconds, settings.ws_subscribe_batch)

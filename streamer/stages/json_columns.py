@@ -13,17 +13,24 @@ Output is one JSON object per tick (bytes), reused for the channel array and the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, tzinfo
+from typing import Any
 
 import numpy as np
 import orjson
 
-try:
-    from ticker.streamer._assemble import assemble
-except ImportError:  # installed without a C compiler
-    assemble = None
-COMPILED = assemble is not None  # fixed-point columns only pay off when C writes them
+
+def _compiled_assemble() -> Callable[[tuple[bytes, ...], list[Any], int], list[bytes]] | None:
+    try:
+        from ticker.streamer._assemble import assemble as compiled
+    except ImportError:  # installed without a C compiler
+        return None
+    return compiled
+
+
+_COMPILED_ASSEMBLE = _compiled_assemble()
+COMPILED = _COMPILED_ASSEMBLE is not None  # fixed-point columns only pay off when C writes them
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _SPAN_TABLE = 64  # seconds: up to this spread, timestamps are rendered from a lookup table
@@ -114,8 +121,7 @@ def assemble_py(pieces: tuple[bytes, ...], columns: list[Column], n: int) -> lis
     return [template % row for row in zip(*cols, strict=True)] if cols else [template % ()] * n
 
 
-if assemble is None:
-    assemble = assemble_py
+assemble = _COMPILED_ASSEMBLE or assemble_py
 
 
 def iso_tokens(epoch_seconds: np.ndarray, tz: tzinfo) -> list[bytes]:
@@ -221,6 +227,7 @@ class Renderer:
         cols: list[Column] = [prefixes]
         for name in order:
             if name == "depth":
+                assert depth is not None  # built above whenever the layout has depth
                 cols += depth
             elif name in BOOK_TOP:
                 cols.append(_best(columns, rows, name, depth))

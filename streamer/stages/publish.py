@@ -1,4 +1,4 @@
-"""Publish one flush to Redis in one pipeline (packed by resp.py), behind a circuit breaker.
+"""Publish one flush to Redis in one pipeline (packed by infra/stores/redis_fast.py), behind a circuit breaker.
 Sending and reading the replies are separate steps (`send`, `settle`) so the outbox can write
 the next flush on the same connection while Redis still answers the last one.
 
@@ -25,9 +25,9 @@ from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
 from ticker.infra.runtime.throttle import Throttle
-from ticker.streamer import resp
-from ticker.streamer.outage import RedisLink
+from ticker.infra.stores import redis_fast
 from ticker.streamer.process.stream_metrics import StreamerMetrics
+from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.publish_breaker import STATE_CODES, PublishBreaker
 from ticker.streamer.stages.render import Outgoing
 
@@ -69,7 +69,7 @@ class Publisher:
         self._options, self._underlying = names.options.encode(), names.underlying.encode()
         self._orders, self._latest = names.orders.encode(), names.latest.encode()
         self._chain = names.chain.encode()
-        self._lane = resp.Lane(redis)
+        self._lane = redis_fast.Lane(redis)
         self._throttle = Throttle()
 
     async def publish(self, out: Outgoing) -> bool:
@@ -148,22 +148,22 @@ class Publisher:
                 log.error("publishing a flush failed unexpectedly; dropped it", exc_info=exc,
                           extra={"ticks": flight.out.ticks, "failures_not_logged": held})
 
-    def _pipeline(self, out: Outgoing) -> list[resp.Packed]:
-        packed = [resp.publish_array(self._options, part) for part in chunked(out.options, self.batch_max)]
-        packed += [resp.publish_array(self._underlying, part)
+    def _pipeline(self, out: Outgoing) -> list[redis_fast.Packed]:
+        packed = [redis_fast.publish_array(self._options, part) for part in chunked(out.options, self.batch_max)]
+        packed += [redis_fast.publish_array(self._underlying, part)
                    for part in chunked(out.underlying + out.bars, self.batch_max)]
-        packed += [resp.command(b"PUBLISH", self._orders, doc) for doc in out.orders]
+        packed += [redis_fast.command(b"PUBLISH", self._orders, doc) for doc in out.orders]
         if out.latest:
-            packed.append(resp.hset(self._latest, out.latest))
+            packed.append(redis_fast.hset(self._latest, out.latest))
         return packed + self._chains(out)
 
-    def _chains(self, out: Outgoing) -> list[resp.Packed]:
+    def _chains(self, out: Outgoing) -> list[redis_fast.Packed]:
         chains = out.chains
-        packed = [resp.command(b"PUBLISH", self._chain, doc) for doc in chains.messages]
+        packed = [redis_fast.command(b"PUBLISH", self._chain, doc) for doc in chains.messages]
         if chains.oi_open:  # the first one written stands: a restart must not move the day's open
             key = self.names.oi_open(chains.day).encode()
-            packed += [resp.command(b"HSETNX", key, token, oi) for token, oi in chains.oi_open.items()]
-            packed.append(resp.command(b"EXPIRE", key, b"%d" % OI_OPEN_TTL))
+            packed += [redis_fast.command(b"HSETNX", key, token, oi) for token, oi in chains.oi_open.items()]
+            packed.append(redis_fast.command(b"EXPIRE", key, b"%d" % OI_OPEN_TTL))
         return packed
 
     def _dropped(self, out: Outgoing, reason: str) -> None:

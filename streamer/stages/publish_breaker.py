@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from ticker.streamer.outage import jittered
+from ticker.streamer.redis_link import jittered
 
 State = Literal["closed", "open", "half_open"]
 STATE_CODES: dict[State, int] = {"closed": 0, "half_open": 1, "open": 2}

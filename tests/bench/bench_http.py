@@ -213,6 +213,25 @@ def _orders(report: Any, env: dict[str, str]) -> None:
                f"{fmt_time(paced['p50'])} / {fmt_time(paced['p99'])}",
                f"{fmt_time(anchor['paced']['p50'])} / {fmt_time(anchor['paced']['p99'])} bare aiohttp",
                goal="p99 ≤ 25 ms", met=paced["p99"] <= 0.025)
+    _redis_clients(report, env)
+
+
+def _redis_clients(report: Any, env: dict[str, str]) -> None:
+    """The same load with a pooled redis-py client in place of the hot path's AutoPipeline, right
+    after a run of the shipped web, so both see the machine alike (it drifts on a shared host)."""
+    port = _free_port()
+    shipped = _measure_orders([*_pin(0), TICKER, "web", "--host", "127.0.0.1", "--port", str(port)], env,
+                              f"http://127.0.0.1:{port}/openapi.json", port)
+    port = _free_port()
+    pooled = _measure_orders([*_pin(0), PY, "-m", "tests.bench.redis_clients", "pooled", "--host", "127.0.0.1",
+                              "--port", str(port)], env, f"http://127.0.0.1:{port}/openapi.json", port)
+    report.row("web POST /orders, rate-limit + enqueue scripts: redis-py AutoPipeline vs a pooled redis-py client",
+               _orders_figures(shipped), _orders_figures(pooled), ratio=shipped["peak"]["rps"] / pooled["peak"]["rps"])
+
+
+def _orders_figures(m: dict[str, Any]) -> str:
+    return (f"{m['peak']['rps']:,.0f} req/s, {m['cpu_per_request'] * 1e6:.0f} µs CPU/req; p50 / p99 at "
+            f"{PACED_RATE:,}/s {fmt_time(m['paced']['p50'])} / {fmt_time(m['paced']['p99'])}")
 
 
 def _fanout(report: Any, env: dict[str, str], redis_url: str) -> None:

@@ -11,6 +11,9 @@ Rows:
   capacity, so any waiting the limiter must do piles up and the latency measures queueing, not the
   path. Here the per-second limit (ours and the stand-in's) is raised to 20/s so it does not bind.
 - the same load at Kite's real 10/s per account (info): what the limiter's waiting costs there.
+- an idle orders worker: its CPU over 10 s, then the pickup latency (enqueue -> job start, from
+  arq's result records) of orders sent one at a time; woken by the enqueue (ours), against arq's
+  default 0.5 s poll and against a 5 ms poll without the wake-up, each its own worker process.
 - two worker processes sharing one account's limit: the most orders the stand-in saw in any one
   second for that account (goal: exactly Kite's 10, saturated and never above).
 - a Kite outage with orders queued: the calls a failing Kite receives while 6 orders for one account
@@ -47,6 +50,8 @@ LIMITS_SECONDS = 60.0
 ARQ_DEFAULT_POLL = 0.5
 GOAL_P50, GOAL_P99 = 0.015, 0.050
 KITE_PER_SECOND = 10
+IDLE_SECONDS, PICKUP_ORDERS, PICKUP_GAP = 10.0, 100, 0.05
+GOAL_IDLE_CPU = 0.02
 
 
 @contextlib.asynccontextmanager
@@ -92,14 +97,14 @@ async def _seed(db: Any, sim: Any, settings: Any) -> tuple[Any, list[str]]:
     return next(i for i in instruments if i.is_option and i.lot_size > 1), ids
 
 
-def _env(settings: Any, poll_delay: float, per_second: int) -> dict[str, str]:
+def _env(settings: Any, poll_delay: float, per_second: int, wake: bool = True) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KITE_", "REDIS_", "DATABASE_"))}
     env.update({
         "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
         "REDIS_NAMESPACE": settings.redis_namespace, "PUBLISH_CHANNEL_PREFIX": settings.publish_channel_prefix,
         "KITE_ROOT": settings.kite_root, "ACCOUNT_ENCRYPTION_KEY": settings.account_encryption_key.get_secret_value(),
         "ENVIRONMENT": "test", "LOG_LEVEL": "WARNING", "ORDERS_POLL_DELAY": str(poll_delay),
-        "ORDER_RATE_PER_SECOND": str(per_second),
+        "ORDER_RATE_PER_SECOND": str(per_second), "WORKER_WAKE_ON_ENQUEUE": "true" if wake else "false",
     })
     return env
 
@@ -142,15 +147,15 @@ async def _settled(db: Any, job_ids: list[str], timeout: float = 120) -> None:
 
 
 async def _measure(settings: Any, sim: Any, db: Any, option: Any, accounts: list[str], poll: float,
-                   per_second: int, seconds: float = SECONDS) -> dict:
+                   per_second: int, seconds: float = SECONDS, wake: bool = True) -> dict:
     from ticker.core.orders import kite_tag
     from ticker.infra.queue.enqueue import create_queue, names_for
 
     settings = settings.model_copy(update={"redis_namespace": f"bo{uuid.uuid4().hex[:8]}"})
     names, arq = names_for(settings), await create_queue(settings)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ticker.infra.cli.main", "worker", "--queue", "orders", env=_env(settings, poll, per_second),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable, "-m", "ticker.infra.cli.main", "worker", "--queue", "orders",
+        env=_env(settings, poll, per_second, wake), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         await _worker_up(arq, names, proc)
         await _load(arq, names, option, accounts, WARMUP)
@@ -168,6 +173,52 @@ async def _measure(settings: Any, sim: Any, db: Any, option: Any, accounts: list
     return {"lat": lat, "poll": poll, "missing": len(sent) - len(lat), "n": len(sent),
             "429": sum(counters["rate_limited_by_route"].values()),
             "max_per_s": max(counters["max_orders_per_second"].values())}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _idle_and_pickup(settings: Any, sim: Any, db: Any, option: Any, accounts: list[str], poll: float,
+                           wake: bool) -> dict:
+    """An orders worker's CPU while idle for IDLE_SECONDS, then the pickup latency (enqueue -> job start,
+    from arq's own result records) of PICKUP_ORDERS orders sent one at a time to that idle worker."""
+    from ticker.core.orders import OrderRequest, plan_place
+    from ticker.infra.queue.arq_adapter import read_view
+    from ticker.infra.queue.enqueue import create_queue, enqueue, names_for
+
+    settings = settings.model_copy(update={"redis_namespace": f"bi{uuid.uuid4().hex[:8]}"})
+    names, arq = names_for(settings), await create_queue(settings)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ticker.infra.cli.main", "worker", "--queue", "orders",
+        env=_env(settings, poll, 2 * KITE_PER_SECOND, wake), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    try:
+        await _worker_up(arq, names, proc)
+        await asyncio.sleep(1.0)  # start-up work done
+        cpu, wall = _cpu_seconds(proc.pid), time.perf_counter()
+        await asyncio.sleep(IDLE_SECONDS)
+        idle_cpu = (_cpu_seconds(proc.pid) - cpu) / (time.perf_counter() - wall)
+        sim.state.reset()
+        ids = []
+        for i in range(PICKUP_ORDERS):
+            req = OrderRequest(account_id=accounts[i % len(accounts)], exchange="NFO", tradingsymbol=option.tradingsymbol,
+                               transaction_type="BUY", quantity=option.lot_size, product="NRML", order_type="MARKET")
+            plan = plan_place(req, uuid.uuid4().hex)
+            await enqueue(arq, names, plan.job_name, plan.payload, job_id=plan.job_id)
+            ids.append(plan.job_id)
+            await asyncio.sleep(PICKUP_GAP)  # the worker is idle again before the next one
+        await _settled(db, ids)
+        views = [await read_view(arq, j) for j in ids]
+        pickup = [(v.result.started_ms - v.result.enqueued_ms) / 1000 for v in views if v.result is not None]
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+        await arq.aclose()
+    return {"cpu": idle_cpu, "pickup": pickup, "n": len(ids)}
 
 
 async def _two_workers_one_account(settings: Any, sim: Any, db: Any, option: Any, account: str) -> int:
@@ -262,9 +313,14 @@ async def _bench() -> tuple[dict, dict, dict, dict]:
                 option, accounts = await _seed(db, sim, settings)
                 poll = settings.orders_poll_delay
                 ours = await _measure(settings, sim, db, option, accounts, poll, 2 * KITE_PER_SECOND)
-                anchor = await _measure(settings, sim, db, option, accounts, ARQ_DEFAULT_POLL, 2 * KITE_PER_SECOND)
+                anchor = await _measure(settings, sim, db, option, accounts, ARQ_DEFAULT_POLL, 2 * KITE_PER_SECOND,
+                                        wake=False)
                 at_limit = await _measure(settings, sim, db, option, accounts, poll, KITE_PER_SECOND)
+                idle = {label: await _idle_and_pickup(settings, sim, db, option, accounts, p, wake)
+                         for label, p, wake in (("ours", poll, True), ("poll", poll, False),
+                                                ("arq", ARQ_DEFAULT_POLL, False))}
                 extra = {
+                    "idle": idle,
                     "limits": await _measure(settings, sim, db, option, accounts, poll, KITE_PER_SECOND,
                                              LIMITS_SECONDS),
                     "shared_max": await _two_workers_one_account(settings, sim, db, option, accounts[0]),
@@ -281,6 +337,11 @@ def _summary(r: dict) -> str:
             f"({r['n'] - r['missing']}/{r['n']} placed, {r['429']} x 429, max {r['max_per_s']}/s per account)")
 
 
+def _idle_summary(r: dict) -> str:
+    return (f"idle {r['cpu']:.1%} of a core, pickup p50 {fmt_time(percentile(r['pickup'], 50))}, "
+            f"p99 {fmt_time(percentile(r['pickup'], 99))}")
+
+
 async def run(report: Report) -> None:
     ours, anchor, at_limit, extra = await _bench()
     limits = extra["limits"]
@@ -292,6 +353,18 @@ async def run(report: Report) -> None:
         ratio=percentile(anchor["lat"], 50) / p50,
         goal=f"p50 <= {fmt_time(GOAL_P50)}, p99 <= {fmt_time(GOAL_P99)}",
         met=p50 <= GOAL_P50 and p99 <= GOAL_P99 and ours["missing"] == 0,
+    )
+    idle = extra["idle"]
+    ours_idle = idle["ours"]
+    report.row(
+        f"idle orders worker CPU, then pickup (enqueue -> job start) of {PICKUP_ORDERS} orders sent one at a time",
+        _idle_summary(ours_idle) + ", woken by the enqueue",
+        anchor=f"arq default poll 0.5 s: {_idle_summary(idle['arq'])}; poll 5 ms without the wake-up: "
+               f"{_idle_summary(idle['poll'])}",
+        ratio=idle["poll"]["cpu"] / max(ours_idle["cpu"], 1e-6),
+        goal=f"idle <= {GOAL_IDLE_CPU:.0%} of a core, pickup p50 <= {fmt_time(GOAL_P50)}",
+        met=ours_idle["cpu"] <= GOAL_IDLE_CPU and percentile(ours_idle["pickup"], 50) <= GOAL_P50
+        and len(ours_idle["pickup"]) == ours_idle["n"],
     )
     report.row(f"same load at Kite's {KITE_PER_SECOND}/s per account (limiter waits)", _summary(at_limit),
                goal="info")

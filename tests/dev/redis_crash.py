@@ -24,18 +24,17 @@ import aiohttp
 import psutil
 from arq.jobs import Job
 
+from tests.order_api import OrderApi
 from ticker.core.orders import OrderRequest, kite_tag
 from ticker.infra.dev.embedded import EmbeddedRedis, free_port
-from ticker.infra.orders.intake import submit_place
 from ticker.infra.queue.enqueue import create_queue, names_for
 from ticker.infra.runtime.settings import load_settings
-from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import connect
 
 from .devrun import clean_env
 from .test_dev_e2e import TICKER
 
-PROCESSES = ("cli worker", "cli web", "cli streamer", "cli scheduler")
+PROCESSES = ("ticker.infra.cli worker", "ticker.infra.cli web", "ticker.infra.cli streamer", "ticker.infra.cli scheduler")
 
 
 @dataclass
@@ -128,20 +127,14 @@ class DevUnderRedis:
         return load_settings(redis_url=self.redis.url, database_url=self.info["database_url"])
 
     async def place(self, count: int) -> list[str]:
-        """Orders accepted the way the API accepts them (audit row, then the queue)."""
-        settings = self._settings()
-        arq, db = await create_queue(settings), await create_pool(settings.database_url, max_size=2)
+        """Orders accepted by the running web process (POST /orders: audit row, then the queue)."""
         example = self.info["example_order"]
-        try:
+        async with OrderApi.at(self.info["web_url"], self.info["api_key"]) as api:
             ids = []
             for _ in range(count):
                 req = OrderRequest(**{**example, "transaction_type": "BUY", "order_type": "LIMIT", "price": 1.0})
-                ids.append((await submit_place(arq, db, names_for(settings), settings, req,
-                                               uuid.uuid4().hex)).job_id)
+                ids.append(await api.place_id(req, uuid.uuid4().hex))
             return ids
-        finally:
-            await arq.aclose()
-            await db.close()
 
     async def sim(self, method: str, path: str, body: dict | None = None) -> Any:
         async with aiohttp.ClientSession() as http, http.request(method, self.info["sim_url"] + path,

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from ticker.infra.dev.embedded import free_port
-from ticker.infra.dev.supervise import CrashLoop, Supervisor, Watched
+from ticker.infra.dev.supervise import CrashLoop, ProcessSupervisor, Watched
 
 from .devrun import clean_env, first_option_ticks
 from .test_dev_e2e import TICKER, _place_and_poll
@@ -55,9 +55,9 @@ async def test_dev_replaces_a_killed_worker_and_a_killed_redis(tmp_path: Path) -
         ticks, _ = await first_option_ticks(info["redis_url"], time.monotonic(), 120)
         assert ticks, "no option ticks"
 
-        (old_worker,) = _child_pids(dev, "cli worker")
+        (old_worker,) = _child_pids(dev, "ticker.infra.cli worker")
         psutil.Process(old_worker).kill()
-        await _until(lambda: _child_pids(dev, "cli worker") - {old_worker}, "a new worker")
+        await _until(lambda: _child_pids(dev, "ticker.infra.cli worker") - {old_worker}, "a new worker")
         status = await _place_and_poll(info["web_url"], info["api_key"], ticks[0])
         assert status["status"] == "complete", status
 
@@ -82,7 +82,7 @@ async def test_dev_replaces_a_killed_worker_and_a_killed_redis(tmp_path: Path) -
 
 async def test_a_crash_loop_ends_supervision_with_the_reason() -> None:
     said: list[str] = []
-    supervisor = Supervisor(said.append)
+    supervisor = ProcessSupervisor(said.append)
     starts = 0
 
     async def spawn() -> asyncio.subprocess.Process:

@@ -1,5 +1,6 @@
 """An order world for job tests: the Kite stand-in, its instruments in Postgres, its accounts stored
-(encrypted) in `kite_accounts`, settings pointing at it, and helpers to run workers.
+(encrypted) in `kite_accounts`, settings pointing at it, the web app taking orders in on those
+settings (`world.api`, as production takes them), and helpers to run workers.
 
 Isolation: each test module gets its own database, Redis key namespace and channel prefix (the
 `settings`, `names` and `db` fixtures below override the session's), and each world gets its own
@@ -10,6 +11,7 @@ one test can see another test's jobs or rows, and jobs another test left queued 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -27,6 +29,7 @@ import pytest_asyncio
 
 from tests.databases import private_database
 from tests.isolation import own_namespace
+from tests.order_api import OrderApi, web_orders
 from tests.waiting import wait_for
 from ticker.core.contracts import Names
 from ticker.core.instruments import Instrument, parse_csv
@@ -80,6 +83,7 @@ class World:
     accounts: list[str]  # our account ids, one per stand-in account, same order
     option: Instrument  # an NFO option with a lot size > 1
     arq: Any
+    api: OrderApi  # the web app on this world's settings: orders go in as production takes them
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -164,6 +168,7 @@ def _pick(instruments: list[Instrument]) -> Instrument:
 @pytest_asyncio.fixture
 async def world_factory(kitesim_factory, db, settings) -> AsyncIterator[Callable[..., Awaitable[World]]]:
     worlds: list[World] = []
+    webs = contextlib.AsyncExitStack()
 
     async def make(accounts: int = 2, *, overrides: dict[str, Any] | None = None, **sim_config: Any) -> World:
         sim = await kitesim_factory(accounts=accounts, **sim_config)
@@ -178,11 +183,13 @@ async def world_factory(kitesim_factory, db, settings) -> AsyncIterator[Callable
             await store.upsert(KiteAccount(account_id=account_id, api_key=acct.api_key,
                                            access_token=acct.access_token, token_state="valid"))
             ids.append(account_id)
-        world = World(sim, local, ids, _pick(instruments), await create_queue(local))
+        api = await webs.enter_async_context(web_orders(local))
+        world = World(sim, local, ids, _pick(instruments), await create_queue(local), api)
         worlds.append(world)
         return world
 
     yield make
+    await webs.aclose()
     for w in worlds:
         for proc in w.procs:
             if proc.poll() is None:

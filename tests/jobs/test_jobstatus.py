@@ -90,3 +90,20 @@ async def test_basket_summarises_legs(arq, db, names) -> None:
     assert summary.status == "partial" and summary.counts == {"complete": 1, "dead_letter": 1}
     assert [leg.job_id for leg in summary.legs] == [leg.job_id for leg in plan.legs]
     assert await basket_status(arq, db, names, "bsk-none") is None
+
+
+def test_a_status_read_as_an_order_completes_counts_the_results_attempts() -> None:
+    """arq's result (complete, one call to Kite) read together with an audit row from just before
+    the attempt: the status must not say 0 attempts beside a result that says 1."""
+    from datetime import UTC, datetime
+
+    from ticker.infra.orders.audit_trail import OrderRecord
+    from ticker.infra.queue.status import JobStatus, _merge_audit
+
+    now = datetime.now(UTC)
+    from_arq = JobStatus(job_id="j", function="place_order", status="complete", attempts=1,
+                         result={"kite_order_id": "1", "attempts": 1})
+    row = OrderRecord(job_id="j", kind="place", account_id="a", payload={}, status="queued", attempts=0,
+                      created_at=now, updated_at=now)
+    merged = _merge_audit(from_arq, row)
+    assert merged.status == "complete" and merged.attempts == 1 == merged.result["attempts"]

@@ -1,4 +1,6 @@
-"""Order jobs against the stand-in, run by in-process workers (burst) on real Redis and Postgres."""
+"""Order jobs against the stand-in, run by in-process workers (burst) on real Redis and Postgres.
+
+Orders, baskets and replays go in through the web app (`world.api`), the path production takes."""
 
 from __future__ import annotations
 
@@ -15,9 +17,8 @@ from ticker.core.contracts import JOB_REFRESH_TOKENS
 from ticker.core.orders import BasketRequest, CancelRequest, ModifyRequest, OrderRequest, kite_tag
 from ticker.infra.kite.breaker import CircuitBreaker
 from ticker.infra.orders.audit_trail import attempts_of, get_order
-from ticker.infra.orders.intake import submit_basket, submit_cancel, submit_modify, submit_place
 from ticker.infra.queue.status import basket_status, job_status
-from ticker.infra.stores.deadletters import get_dead_letter, list_dead_letters, replay_dead_letter
+from ticker.infra.stores.deadletters import get_dead_letter, list_dead_letters
 from ticker.jobs.worker import run
 
 from .conftest import HOLD_MS, World, run_burst, wait_for
@@ -30,7 +31,7 @@ def option_order(world: World, account: str, **kw) -> OrderRequest:
 
 
 async def place(world: World, db, req: OrderRequest, key: str | None = None) -> str:
-    return (await submit_place(world.arq, db, world.names, world.settings, req, key or uuid.uuid4().hex)).job_id
+    return await world.api.place_id(req, key)
 
 
 async def test_valid_order_completes_with_a_kite_order_id(world, db) -> None:
@@ -50,11 +51,11 @@ async def test_valid_order_completes_with_a_kite_order_id(world, db) -> None:
 
 async def test_same_idempotency_key_is_one_job_and_one_order(world, db) -> None:
     req, key = option_order(world, "sim2"), uuid.uuid4().hex
-    first = await submit_place(world.arq, db, world.names, world.settings, req, key)
-    second = await submit_place(world.arq, db, world.names, world.settings, req, key)
-    assert first.job_id == second.job_id and second.duplicate and not first.duplicate
+    first = await world.api.place(req, key)
+    second = await world.api.place(req, key)
+    assert first["job_id"] == second["job_id"] and second["duplicate"] and not first["duplicate"]
     await run_burst(world)
-    assert world.orders_with_tag(kite_tag(first.job_id)) == 1
+    assert world.orders_with_tag(kite_tag(first["job_id"])) == 1
 
 
 async def test_order_kite_rejects_fails_with_kites_message_into_the_dlq(world, db) -> None:
@@ -101,13 +102,13 @@ async def test_exhausted_retries_dead_letter_then_replay_places_once(world, db) 
     assert [e["outcome"] for e in letter.errors] == ["transient"] * 5
     assert any(d.job_id == job_id for d in await list_dead_letters(db, pending_only=True))
 
-    replay = await replay_dead_letter(db, world.arq, world.names, letter.id)
-    again = await replay_dead_letter(db, world.arq, world.names, letter.id, replay_number=1)
-    assert replay.enqueued and not again.enqueued and replay.job_id == again.job_id != job_id
+    replay = await world.api.replay(letter.id)
+    again = await world.api.replay(letter.id, replay_number=1)
+    assert not replay["duplicate"] and again["duplicate"] and replay["job_id"] == again["job_id"] != job_id
     await run_burst(world)
-    replayed = await job_status(world.arq, db, world.names, replay.job_id)
+    replayed = await job_status(world.arq, db, world.names, replay["job_id"])
     assert replayed.status == "complete", replayed
-    assert world.orders_with_tag(kite_tag(replay.job_id)) == 1
+    assert world.orders_with_tag(kite_tag(replay["job_id"])) == 1
     assert world.orders_with_tag(kite_tag(job_id)) == 0
 
 
@@ -130,17 +131,15 @@ async def test_modify_and_cancel_a_resting_order(world, db) -> None:
     await run_burst(world)
     order_id = (await job_status(world.arq, db, world.names, job_id)).result["kite_order_id"]
 
-    mod = await submit_modify(world.arq, db, world.names, world.settings,
-                              ModifyRequest(account_id="sim1", order_id=order_id, price=round(low * 2, 2)))
+    mod = await world.api.modify(ModifyRequest(account_id="sim1", order_id=order_id, price=round(low * 2, 2)))
     await run_burst(world)
-    assert (await job_status(world.arq, db, world.names, mod.job_id)).status == "complete"
+    assert (await job_status(world.arq, db, world.names, mod["job_id"])).status == "complete"
 
     await world.admin("POST", "/_sim/faults",
                       {"route": "DELETE /orders/*", "kind": "accept_timeout", "times": 1, "delay_ms": HOLD_MS})
-    cancel = await submit_cancel(world.arq, db, world.names, world.settings,
-                                 CancelRequest(account_id="sim1", order_id=order_id))
+    cancel = await world.api.cancel(CancelRequest(account_id="sim1", order_id=order_id))
     await run_burst(world)
-    status = await job_status(world.arq, db, world.names, cancel.job_id)
+    status = await job_status(world.arq, db, world.names, cancel["job_id"])
     assert status.status == "complete" and status.result["kite_status"] == "CANCELLED"
     assert status.result["adopted"] is True  # the first cancel went through; its answer was lost
     (sim_order,) = world.sim.state.orders_with_tag(kite_tag(job_id))
@@ -150,12 +149,12 @@ async def test_modify_and_cancel_a_resting_order(world, db) -> None:
 async def test_basket_legs_are_separate_jobs_on_the_named_account(world, db) -> None:
     basket = BasketRequest(account_id="sim2", legs=[option_order(world, None), option_order(world, None,
                                                                                           transaction_type="SELL")])
-    accepted = await submit_basket(world.arq, db, world.names, world.settings, basket, uuid.uuid4().hex)
+    accepted = await world.api.basket(basket, uuid.uuid4().hex)
     await run_burst(world)
-    summary = await basket_status(world.arq, db, world.names, accepted.basket_id)
+    summary = await basket_status(world.arq, db, world.names, accepted["basket_id"])
     assert summary.status == "complete" and summary.counts == {"complete": 2}
     assert {leg.result["account_id"] for leg in summary.legs} == {"sim2"}
-    assert all(world.orders_with_tag(kite_tag(j)) == 1 for j in accepted.job_ids)
+    assert all(world.orders_with_tag(kite_tag(j["job_id"])) == 1 for j in accepted["jobs"])
 
 
 @dataclass(frozen=True)
@@ -327,8 +326,8 @@ async def test_uncertain_outcome_is_said_and_a_replay_adopts_what_reached_kite(w
     assert world.orders_with_tag(kite_tag(job_id)) == 1
 
     await world.admin("DELETE", "/_sim/faults")
-    replay = await replay_dead_letter(db, world.arq, world.names, job_id)
+    replay = await world.api.replay((await get_dead_letter(db, job_id)).id)
     await run_burst(world)
-    replayed = await job_status(world.arq, db, world.names, replay.job_id)
+    replayed = await job_status(world.arq, db, world.names, replay["job_id"])
     assert replayed.status == "complete" and replayed.result["adopted"] is True
-    assert world.orders_with_tag(kite_tag(job_id)) == 1 and world.orders_with_tag(kite_tag(replay.job_id)) == 0
+    assert world.orders_with_tag(kite_tag(job_id)) == 1 and world.orders_with_tag(kite_tag(replay["job_id"])) == 0

@@ -25,7 +25,6 @@ from ticker.infra.kite.rest import (
     is_transient,
 )
 from ticker.infra.orders.audit_trail import attempts_of
-from ticker.infra.orders.intake import submit_place
 from ticker.infra.queue.status import job_status
 
 from .conftest import World, run_burst, wait_for
@@ -59,8 +58,7 @@ def test_only_kites_transient_errors_are_retried(exc: Exception, transient: bool
 
 async def test_data_exception_is_not_retried(world, db) -> None:
     await world.admin("POST", "/_sim/faults", {"route": "POST /orders/*", "kind": "data_error", "times": 1})
-    job_id = (await submit_place(world.arq, db, world.names, world.settings, market(world, "sim1"),
-                                 uuid.uuid4().hex)).job_id
+    job_id = await world.api.place_id(market(world, "sim1"), uuid.uuid4().hex)
     await run_burst(world)
     status = await job_status(world.arq, db, world.names, job_id)
     assert status.status == "dead_letter" and "DataException" in status.error, status
@@ -110,8 +108,7 @@ async def test_the_worker_health_shows_the_day_budget_going_down(world_factory, 
 
     await wait_for(serving, timeout=60)
     before = (await budget())["accounts"]["sim1"]
-    job_ids = [(await submit_place(world.arq, db, world.names, world.settings, market(world, "sim1"),
-                                   uuid.uuid4().hex)).job_id for _ in range(3)]
+    job_ids = [await world.api.place_id(market(world, "sim1"), uuid.uuid4().hex) for _ in range(3)]
 
     async def done() -> bool:
         return set((await statuses(db, job_ids)).values()) == {"complete"}

@@ -9,10 +9,10 @@ import orjson
 import pytest_asyncio
 
 from ticker.core.orders import OrderRequest, kite_tag, plan_place
+from ticker.infra.orders import audit_trail as audit
 from ticker.infra.orders.audit_trail import get_order, record_queued
 from ticker.infra.queue.enqueue import create_queue
 from ticker.jobs.context import build_deps, close_deps
-from ticker.jobs.orders import audit_write as audit
 from ticker.jobs.orders.order_sync import consume_postbacks, postback_orders
 
 from .conftest import wait_for
@@ -134,3 +134,23 @@ async def test_portfolio_reads_are_cached_and_rate_limited(world_factory, db) ->
     assert results[0].result["data"] == results[1].result["data"]
     status = await job_status(world.arq, db, world.names, bad)
     assert status.status == "failed" and "kind" in status.error
+
+
+async def test_a_portfolio_read_leaves_another_jobs_fetch_lock_alone(world_factory, db) -> None:
+    """A read that waited out another job's fetch lock fetches itself, and must not release that lock."""
+    from ticker.core.contracts import JOB_PORTFOLIO
+    from ticker.infra.queue.enqueue import enqueue
+    from ticker.infra.queue.status import job_status
+    from ticker.jobs.data.portfolio_reads import cache_key
+
+    from .conftest import run_burst
+
+    world = await world_factory()
+    lock = cache_key(world.names, "sim1", "holdings", None) + ":fetching"
+    await world.arq.set(lock, b"another-job", px=600_000)
+    job_id = f"pf-lock-{uuid.uuid4().hex}"
+    await enqueue(world.arq, world.names, JOB_PORTFOLIO, {"account_id": "sim1", "kind": "holdings"}, job_id=job_id)
+    await run_burst(world, queues=("default",))
+    assert (await job_status(world.arq, db, world.names, job_id)).status == "complete"
+    assert await world.arq.get(lock) == b"another-job"
+    await world.arq.delete(lock)

@@ -7,10 +7,10 @@ import signal
 import sys
 import uuid
 
+import pytest
 from arq.jobs import Job
 
 from ticker.core.orders import OrderRequest, kite_tag
-from ticker.infra.orders.intake import submit_place
 from ticker.infra.runtime.heartbeat import alive
 from ticker.infra.stores.deadletters import get_dead_letter
 
@@ -28,7 +28,7 @@ async def submit_many(world: World, db, accounts: list[str], count: int) -> list
     """Orders round-robin over `accounts`: order i goes to accounts[i % len(accounts)]."""
     async def one(i: int) -> str:
         req = order(world, accounts[i % len(accounts)])
-        return (await submit_place(world.arq, db, world.names, world.settings, req, uuid.uuid4().hex)).job_id
+        return await world.api.place_id(req, uuid.uuid4().hex)
 
     ids: list[str] = []
     for start in range(0, count, 50):
@@ -48,7 +48,13 @@ async def wait_all_terminal(db, job_ids: list[str], procs, timeout: float = 120)
         found = await statuses(db, job_ids)
         return len(found) == len(job_ids) and all(s in TERMINAL for s in found.values())
 
-    await wait_for(all_terminal, timeout=timeout, every=0.1)
+    try:
+        await wait_for(all_terminal, timeout=timeout, every=0.1)
+    except pytest.fail.Exception:
+        found = await statuses(db, job_ids)
+        stuck = {j: s for j, s in found.items() if s not in TERMINAL}
+        logs = "\n".join(World.log_of(p)[-3000:] for p in procs)
+        pytest.fail(f"{len(stuck)} of {len(job_ids)} orders not finished within {timeout}s: {stuck}\n{logs}")
     return await statuses(db, job_ids)
 
 
@@ -90,6 +96,7 @@ async def test_300_orders_under_20_percent_faults_end_exactly_once(world_factory
     assert adopted >= 1  # responses were lost after Kite accepted, and the retries found those orders
 
 
+@pytest.mark.timeout(420)  # a generous bound on a loaded machine: 12 s of lease, then 40 orders at 400 ms each
 async def test_sigkill_with_orders_in_flight_then_a_new_worker_completes_each_once(world_factory, db):
     # A short job timeout lets the next worker take a dead worker's jobs after 12 s (timeout + margin),
     # not 32; it still leaves a busy machine room to run a job in time.
@@ -114,7 +121,7 @@ async def test_sigkill_with_orders_in_flight_then_a_new_worker_completes_each_on
 
     await wait_for(kite_carried_out_what_reached_it)
     second = world.start_worker("--queue", "all", ORDER_JOB_TIMEOUT_SECONDS=10)
-    final = await wait_all_terminal(db, job_ids, [second])
+    final = await wait_all_terminal(db, job_ids, [second], timeout=240)
     assert set(final.values()) == {"complete"}
     await assert_exactly_once(world, db, job_ids, final)
 

@@ -9,7 +9,6 @@ import aiohttp
 
 from ticker.core.orders import kite_tag
 from ticker.infra.dev.embedded import EmbeddedRedis, free_port
-from ticker.infra.orders.intake import submit_place
 from ticker.infra.queue.enqueue import create_queue
 from ticker.infra.runtime.heartbeat import alive
 
@@ -21,7 +20,7 @@ async def _submit(world: World, db, count: int) -> list[str]:
     ids = []
     for i in range(count):
         req = order(world, world.accounts[i % len(world.accounts)])
-        ids.append((await submit_place(world.arq, db, world.names, world.settings, req, uuid.uuid4().hex)).job_id)
+        ids.append(await world.api.place_id(req, uuid.uuid4().hex))
     return ids
 
 

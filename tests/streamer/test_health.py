@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
-from ticker.streamer.outage import RedisLink, jittered
 from ticker.streamer.process.backpressure import Backpressure
-from ticker.streamer.process.supervisor import Supervisor
+from ticker.streamer.process.supervisor import TaskSupervisor
+from ticker.streamer.redis_link import RedisLink, jittered
 from ticker.streamer.stages.publish_breaker import PublishBreaker
 
 
@@ -81,7 +81,7 @@ def test_an_outage_is_logged_once_each_way(caplog):
     clock = Clock()
     changes: list[bool] = []
     link = RedisLink(clock=clock, on_change=changes.append)
-    caplog.set_level(logging.INFO, logger="ticker.streamer.outage")
+    caplog.set_level(logging.INFO, logger="ticker.streamer.redis_link")
     stale = link.now()  # an attempt begun before the outage
     clock.t = 1.0
     for part in ("publisher", "control", "leases", "publisher", "heartbeat"):
@@ -101,7 +101,7 @@ def test_an_outage_is_logged_once_each_way(caplog):
 def test_a_socket_older_than_the_last_recovery_is_a_leftover_not_a_new_outage(caplog):
     clock = Clock()
     link = RedisLink(clock=clock)
-    caplog.set_level(logging.INFO, logger="ticker.streamer.outage")
+    caplog.set_level(logging.INFO, logger="ticker.streamer.redis_link")
     held_since = link.now()  # the publisher's socket, opened before the restart
     clock.t = 1.0
     link.failed("control", ConnectionError("closed"), since=link.now())
@@ -143,7 +143,7 @@ async def test_a_failing_stage_is_restarted_at_once_and_counted():
         pauses.append(seconds)
         await asyncio.sleep(seconds)
 
-    supervisor = Supervisor(on_restart=restarts.append, sleep=sleep)
+    supervisor = TaskSupervisor(on_restart=restarts.append, sleep=sleep)
     runs = 0
     done = asyncio.Event()
 

@@ -35,7 +35,7 @@ REDIS_USERS = {f"ticker.streamer.{m}" for m in ("stages.publish", "control.liste
 
 def _lines(caplog) -> list[str]:
     """What the streamer said about Redis: the outage log, and any warning of a part using Redis."""
-    return [r.getMessage() for r in caplog.records if r.name == "ticker.streamer.outage"
+    return [r.getMessage() for r in caplog.records if r.name == "ticker.streamer.redis_link"
             or (r.name in REDIS_USERS and r.levelno >= logging.WARNING)]
 
 

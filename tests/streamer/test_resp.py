@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ResponseError
 
-from ticker.streamer import resp
+from ticker.infra.stores import redis_fast as resp
 
 
 def test_packing_is_resp():

@@ -190,12 +190,14 @@ async def test_a_backing_service_out_of_reach_is_a_503_not_a_500(api) -> None:
     from ticker.infra.stores.redis import connect
 
     svc = api.app[SERVICES]
-    svc.pipe.url = "redis://127.0.0.1:1/0"  # nothing listens there: the next reconnect is refused
-    if svc.pipe._conn is not None and svc.pipe._conn.transport is not None:
-        svc.pipe._conn.transport.abort()
-    resp = await api.post("/orders", json=ORDER)
-    err = await _error(resp, 503)
-    assert err["code"] == "unavailable" and resp.headers["Retry-After"] == "1"
+    healthy_pipe, svc.pipe.redis = svc.pipe.redis, connect("redis://127.0.0.1:1/0")  # refused: nothing listens
+    try:
+        resp = await api.post("/orders", json=ORDER)
+        err = await _error(resp, 503)
+        assert err["code"] == "unavailable" and resp.headers["Retry-After"] == "1"
+    finally:
+        await svc.pipe.redis.aclose()
+        svc.pipe.redis = healthy_pipe
     healthy_redis, svc.redis = svc.redis, connect("redis://127.0.0.1:1/0")
     try:
         health = await api.get("/health")

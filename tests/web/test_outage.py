@@ -27,10 +27,9 @@ from tests.web.outages import (
 )
 from tests.web.procs import process_env, web_process
 from tests.web.seed import CALL, LOT, NIFTY_INDEX, seed_instruments
-from ticker.http.redis_pipe import RedisPipe, Script
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.migrate import migrate
-from ticker.infra.stores.redis import connect
+from ticker.infra.stores.redis import AutoPipeline, Script, connect
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -179,7 +178,7 @@ async def _postgres_up(http: aiohttp.ClientSession, url: str) -> bool:
 async def test_pipe_fails_fast_while_redis_is_away_and_reconnects_when_it_is_back(tmp_path) -> None:
     redis = ThrowawayRedis(tmp_path / "redis")
     redis.start()
-    pipe = RedisPipe(redis.url)
+    pipe = AutoPipeline(redis.url)
     try:
         assert await pipe.call(ECHO, [], ["one"]) == b"one"
         redis.kill()
@@ -194,7 +193,7 @@ async def test_pipe_fails_fast_while_redis_is_away_and_reconnects_when_it_is_bac
         redis.stop()
 
 
-async def _echo(pipe: RedisPipe, text: str) -> bytes | None:
+async def _echo(pipe: AutoPipeline, text: str) -> bytes | None:
     try:
         return await pipe.call(ECHO, [], [text])
     except RedisConnectionError:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-log = logging.getLogger("ticker.http.coalesce")
+log = logging.getLogger("ticker.infra.orders.coalesce")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,7 +42,7 @@ class Coalescer(Generic[T, R]):
             loop.call_soon(self._flush_now)
         return future
 
-    async def run(self, items: list[T]) -> list[R | BaseException]:
+    async def run(self, items: list[T]) -> Sequence[R | BaseException]:
         raise NotImplementedError
 
     def _flush_now(self, force: bool = False) -> None:

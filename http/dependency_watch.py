@@ -1,4 +1,5 @@
-"""Redis and PostgreSQL outages as this web replica sees them.
+"""Redis and PostgreSQL outages as this web replica sees them (each an `Outage` of
+ticker.infra.runtime.outage, worded for the web and started and ended by probes).
 
 A request that fails because Redis or PostgreSQL is out of reach answers 503 and only *suspects*
 an outage: one failed request proves little (a stale pooled connection after a restart, a client
@@ -13,17 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from asyncpg.exceptions import InterfaceError, PostgresError
 from redis.exceptions import RedisError
 
-log = logging.getLogger("ticker.http.outage")
+from ticker.infra.runtime.outage import Outage, Wording
+
+log = logging.getLogger("ticker.http.dependency_watch")
 
 REDIS, POSTGRES = "redis", "postgres"
 RECHECK_SECONDS = 0.25
@@ -61,24 +61,39 @@ def reason_of(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-@dataclass
-class Outage:
-    began: float  # time.time()
-    reason: str
-
-    def doc(self) -> dict[str, Any]:
-        return {"reason": self.reason, "down_since": datetime.fromtimestamp(self.began, UTC).isoformat()}
+WORDING = Wording(down="{dependency} unavailable ({reason}): requests that need it get 503 until it is back",
+                  up="{dependency} is back after {seconds:.1f} s", up_level=logging.WARNING)
 
 
 class Outages:
+    """One `Outage` per probed dependency (the logic: ticker.infra.runtime.outage), and the
+    watcher that decides, by probing, when one starts and ends."""
+
     def __init__(self, probes: dict[str, Probe], on_change: Callable[[str, bool], None] | None = None) -> None:
         self.probes = probes
         self.on_change = on_change
-        self.current: dict[str, Outage] = {}
+        self.tracked: dict[str, Outage] = {}
+        for dependency in probes:
+            self._tracker(dependency)
         self._suspects: set[str] = set()
         self._wake = asyncio.Event()
         self._back: dict[str, asyncio.Event] = {}  # set when an outage of that dependency ends
         self._task: asyncio.Task | None = None
+
+    @property
+    def current(self) -> dict[str, Outage]:
+        """The dependencies down now."""
+        return {d: outage for d, outage in self.tracked.items() if outage.down}
+
+    def _tracker(self, dependency: str) -> Outage:
+        outage = self.tracked.get(dependency)
+        if outage is None:
+            def told(up: bool) -> None:
+                if self.on_change:
+                    self.on_change(dependency, up)
+            outage = self.tracked[dependency] = Outage(dependency, logger=log, wording=WORDING,
+                                                       describe=reason_of, on_change=told)
+        return outage
 
     # --- evidence ---------------------------------------------------------------------------------
     def suspect(self, exc: BaseException) -> None:
@@ -96,26 +111,20 @@ class Outages:
 
     def failed(self, dependency: str, exc: BaseException) -> None:
         """A probe of `dependency` failed: the outage begins (or goes on)."""
-        if dependency in self.current:
+        outage = self._tracker(dependency)
+        if outage.down:
             return
-        outage = self.current[dependency] = Outage(time.time(), reason_of(exc))
+        outage.failed(exc)
         self._back_event(dependency).clear()
-        log.warning("%s unavailable (%s): requests that need it get 503 until it is back", dependency,
-                    outage.reason, extra={"dependency": dependency})
-        if self.on_change:
-            self.on_change(dependency, False)
         self._wake.set()
 
     def succeeded(self, dependency: str) -> None:
         """A probe of `dependency` answered: any outage is over."""
-        outage = self.current.pop(dependency, None)
-        if outage is None:
+        outage = self.tracked.get(dependency)
+        if outage is None or not outage.down:
             return
-        log.warning("%s is back after %.1f s", dependency, time.time() - outage.began,
-                    extra={"dependency": dependency})
+        outage.ok()
         self._back_event(dependency).set()
-        if self.on_change:
-            self.on_change(dependency, True)
 
     def _back_event(self, dependency: str) -> asyncio.Event:
         return self._back.setdefault(dependency, asyncio.Event())
