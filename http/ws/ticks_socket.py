@@ -5,8 +5,10 @@ Client → server: `{"action": "subscribe"|"unsubscribe", "tokens": [...]}`, `{"
 Server → client: `connected`, `subscribed`, `unsubscribed`, `tick`, `error`, `pong`,
 `chain_subscribed`, `chain_unsubscribed` and `chain` messages, each a JSON object with a `type`.
 A chain subscription starts with the whole chain (`"full": true`, as `GET /chain` answers it);
-then come the streamer's chain messages: figures and the rows that changed. With `?batch=true` ticks come as `{"type": "ticks", "data": [...]}`,
-everything waiting for the client in one message: far fewer frames for busy subscriptions. A bad message gets an `error` reply and the connection stays open.
+then come the streamer's chain messages: figures and the rows that changed.
+With `?batch=true` ticks come as `{"type": "ticks", "data": [...]}`, everything waiting for the
+client in one message: far fewer frames for busy subscriptions. A bad message gets an `error` reply
+and the connection stays open.
 Authentication happens before the upgrade: a refused client gets a plain 401, never a socket.
 """
 
