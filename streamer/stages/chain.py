@@ -2,7 +2,7 @@
 
 It keeps, per instrument table row, the latest value of every leg column a chain needs (taken
 from the enriched batch's columns: no Redis read), and which rows ticked since the chain was last
-published. When an interval has passed, every chain with a ticked leg is laid out from the
+published. When its interval has passed, each chain with a ticked leg is laid out from the
 table's flat chain layout and handed to `ticker.core.chain` (vectorised per chain), and goes out
 as one JSON object on `<prefix>:chain`:
 
@@ -39,6 +39,7 @@ _STATE = (*LEG_STATE, "underlying_price", "at", "oi_open")
 _FROM_COLUMN = {"ltp": "last_price"}
 _GREEKS = ("iv", "delta", "gamma", "theta", "vega", "underlying_price")
 QUOTE_LENGTH, FULL_LENGTH = 44, 184  # packets carrying volume; also OI and the book
+CHAINS_PER_FLUSH = 4  # each costs a few ms for a long chain; the rest wait for the next flush
 
 
 @dataclass
@@ -60,11 +61,11 @@ class ChainStage:
         self.interval = interval_seconds
         self.model = "bsm" if model == "bsm" else "black76"
         self.tz, self.opens = tz, opens
-        self._next = 0.0
         self._day: date | None = None
         self.table = table
         self.state = _blank(len(table))
         self.ticked = np.zeros(len(table) + 1, bool)
+        self.due_at = np.zeros(len(table.chain_start) - 1)  # per chain: when it may go out again
 
     def rebind(self, table: InstrumentTable) -> None:
         """A reloaded instrument table: what is known of tokens in both is kept."""
@@ -75,6 +76,7 @@ class ChainStage:
             state[name][rows[kept]] = values[:-1][kept]
         ticked[rows[kept]] = self.ticked[:-1][kept]
         self.table, self.state, self.ticked = table, state, ticked
+        self.due_at = np.zeros(len(table.chain_start) - 1)  # chain ids are the new table's
 
     def observe(self, batch: Enriched, now: float) -> ChainOut:
         """Take a batch's values; when the interval is up, what to publish."""
@@ -84,9 +86,7 @@ class ChainStage:
             self._prices(batch.underlying, batch.frames)
         if batch.options is not None:
             self._legs(batch.options, batch.frames, now, out)
-        if now >= self._next:
-            self._next = now + self.interval
-            out.messages = self._due(now)
+        out.messages = self._due(now)
         return out
 
     # --- state --------------------------------------------------------------------------------------
@@ -135,14 +135,23 @@ class ChainStage:
 
     # --- chains -------------------------------------------------------------------------------------
     def _due(self, now: float) -> list[bytes]:
-        table = self.table
-        if not self.ticked.any() or len(table.chain_of_slot) == 0:
+        """The chains that ticked and whose interval is up, the longest waiting first and at most
+        CHAINS_PER_FLUSH of them: with many chains the work is spread over the flushes instead of
+        stalling one of them every interval."""
+        table, ticked = self.table, self.ticked
+        if not ticked.any() or len(table.chain_of_slot) == 0:
             return []
-        ticked = self.ticked
         slot_ticked = ticked[table.chain_ce] | ticked[table.chain_pe]  # row -1 is the spare slot
         chains = np.unique(table.chain_of_slot[slot_ticked])
+        chains = chains[self.due_at[chains] <= now]
+        chains = chains[np.argsort(self.due_at[chains], kind="stable")][:CHAINS_PER_FLUSH]
         messages = [self._message(int(c), slot_ticked, now) for c in chains.tolist()]
-        self.ticked[:] = False
+        for c in chains.tolist():
+            s0, s1 = table.chain_start[c], table.chain_start[c + 1]
+            ticked[table.chain_ce[s0:s1]] = False
+            ticked[table.chain_pe[s0:s1]] = False
+        ticked[-1] = False  # the spare slot, hit by legs not streamed
+        self.due_at[chains] = now + self.interval
         return messages
 
     def _message(self, chain: int, slot_ticked: np.ndarray, now: float) -> bytes:

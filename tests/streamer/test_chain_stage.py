@@ -14,7 +14,7 @@ from ticker.core.contracts import Names
 from ticker.core.wire import Ticks
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.stages.batch import Chunk, Taken
-from ticker.streamer.stages.chain import ChainOut, ChainStage
+from ticker.streamer.stages.chain import CHAINS_PER_FLUSH, ChainOut, ChainStage
 from ticker.streamer.stages.enrich import Enricher
 from ticker.streamer.stages.instrument_table import InstrumentTable
 from ticker.streamer.stages.publish import Publisher
@@ -113,3 +113,14 @@ async def test_the_publisher_sends_chains_and_keeps_the_first_open(redis, settin
     finally:
         await pubsub.aclose()
         await publisher.close()
+
+
+def test_many_chains_are_spread_over_the_flushes_longest_waiting_first() -> None:
+    expiries = [date.fromordinal(EXPIRY.toordinal() + 7 * i) for i in range(CHAINS_PER_FLUSH + 2)]
+    enricher, stage = stages([index(), *(o for e in expiries for o in chain(e))])
+    now = at(10)
+    first = step(enricher, stage, Ticks.concat([whole_chain(now, e) for e in expiries]), now)
+    assert len(first.messages) == CHAINS_PER_FLUSH
+    rest = step(enricher, stage, full_ticks([NIFTY_INDEX], [SPOT]), now + 0.1).messages
+    sent = [orjson.loads(m)["expiry"] for m in first.messages + rest]
+    assert sorted(sent) == sorted(e.isoformat() for e in expiries)  # each once
