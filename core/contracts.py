@@ -78,6 +78,10 @@ class Names:
         """Hash token -> the first OI the streamer saw on `day` (YYYY-MM-DD, IST) from 09:15."""
         return f"{self.prefix}:oi_open:{day}"
 
+    def atm_iv(self, underlying: str, expiry: str) -> str:
+        """Hash day (YYYY-MM-DD) -> that day's last ATM IV of one chain (expiry YYYY-MM-DD)."""
+        return f"{self.prefix}:atm_iv:{underlying}:{expiry}"
+
     @property
     def orders_queue(self) -> str:
         return f"{self.namespace}:queue:{ORDERS_QUEUE_SUFFIX}"

@@ -3,7 +3,8 @@
 instruments table lists for that underlying and expiry.
 
 The listing of an (underlying, expiry) changes once a day at most, so it is cached for a few
-seconds; the ticks are read on every call in one pipelined round trip (two HMGETs). The analytics
+seconds; the ticks are read on every call in one pipelined round trip (two HMGETs, and the chain's
+daily ATM IVs the streamer keeps, for `iv_percentile`). The analytics
 are `ticker.core.chain`'s; this module only gathers their columns and dresses the rows with each
 leg's token, tradingsymbol and age in milliseconds.
 """
@@ -117,8 +118,8 @@ class ChainReader:
         now = time.time() if now is None else now
         today = datetime.fromtimestamp(now, IST).date()
         listing = await self.listing(src, underlying, expiry, today)
-        ticks, oi_open, spot = await _read(src, listing, today)
-        return chain_doc(listing, ticks, oi_open, spot, now)
+        ticks, oi_open, spot, days = await _read(src, listing, today)
+        return chain_doc(listing, ticks, oi_open, spot, now, _past(days, today))
 
 
 async def _unknown_underlying(db: asyncpg.Pool, underlying: str, today: date) -> ApiError:
@@ -144,18 +145,37 @@ async def _load(db: asyncpg.Pool, underlying: str, expiry: date) -> Listing:
                    np.array([r["instrument_type"] == "CE" for r in rows], dtype=bool), spot)
 
 
-async def _read(src: Sources, listing: Listing, today: date) -> tuple[list[Any], list[Any], Any]:
-    """Every leg's latest tick, its opening OI and the spot's tick: one round trip."""
+async def _read(src: Sources, listing: Listing, today: date) -> tuple[list[Any], list[Any], Any, dict]:
+    """Every leg's latest tick, its opening OI, the spot's tick and the chain's daily ATM IVs: one
+    round trip."""
     fields = listing.fields
     spot = [str(listing.spot_token)] if listing.spot_token is not None else []
     pipe = src.redis.pipeline(transaction=False)
     pipe.hmget(src.names.latest, fields + spot)
     pipe.hmget(src.names.oi_open(today.isoformat()), fields)
-    latest, oi_open = await pipe.execute()
-    return latest[:len(fields)], oi_open, latest[len(fields)] if spot else None
+    pipe.hgetall(src.names.atm_iv(listing.underlying, listing.expiry.isoformat()))
+    latest, oi_open, days = await pipe.execute()
+    return latest[:len(fields)], oi_open, latest[len(fields)] if spot else None, days
 
 
-def chain_doc(listing: Listing, ticks: list[Any], oi_open: list[Any], spot_tick: Any, now: float) -> dict[str, Any]:
+def _past(days: dict[Any, Any], today: date) -> np.ndarray | None:
+    """The ATM IVs of the days before today (the streamer's `<prefix>:atm_iv:...` hash); None
+    when there are none, and `iv_percentile` is then null."""
+    mark = today.isoformat()
+    past = []
+    for day, value in days.items():
+        day = day.decode() if isinstance(day, bytes) else str(day)
+        try:
+            iv = float(value)
+        except (TypeError, ValueError):
+            continue
+        if day < mark:
+            past.append(iv)
+    return np.array(past) if past else None
+
+
+def chain_doc(listing: Listing, ticks: list[Any], oi_open: list[Any], spot_tick: Any, now: float,
+              iv_history: np.ndarray | None = None) -> dict[str, Any]:
     """The snapshot of one chain from its legs' raw ticks (JSON, None where none yet)."""
     table = np.array(_leg_values(listing, ticks), dtype=np.float64).reshape(len(ticks), len(_LEG_FIELDS))
     columns = dict(zip(_NUMBERS, table.T, strict=False))
@@ -163,7 +183,7 @@ def chain_doc(listing: Listing, ticks: list[Any], oi_open: list[Any], spot_tick:
     legs = ChainLegs(listing.strike, listing.is_call, oi_open=opened, age=now - table[:, _RECEIVED], **columns)
     model = "bsm" if len(table) and table[-1, _BSM] == 1.0 else "black76"
     market = _market(listing, table[:, _CARRIED], _loads(spot_tick), model, now)
-    snap = chain_document(legs, market)
+    snap = chain_document(legs, market, iv_history)
     _dress(snap["rows"], listing)  # type: ignore[arg-type]
     return snap
 

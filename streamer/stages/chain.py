@@ -15,7 +15,10 @@ with only the strikes one of whose legs ticked in `rows`.
 The day's opening OI (for `oi_change`) is the first OI seen per token from 09:15 IST on: Kite's
 ticks carry the day's OI high and low but not its open. Each is recorded once a day and written
 with HSETNX into `<prefix>:oi_open:<day>` (a restarted streamer keeps the first one written), so
-`GET /chain` sees the same open.
+`GET /chain` sees the same open. Each chain's ATM IV is kept per day too, in
+`<prefix>:atm_iv:<underlying>:<expiry>` (day -> the last ATM IV published that day): the history
+`GET /chain` ranks today's ATM IV against (`iv_percentile`). The stream's own `iv_percentile` stays
+null, as the stage reads nothing back from Redis.
 """
 
 from __future__ import annotations
@@ -44,15 +47,17 @@ CHAINS_PER_FLUSH = 4  # each costs a few ms for a long chain; the rest wait for 
 
 @dataclass
 class ChainOut:
-    """What one flush carries for the chains: messages, and opening OIs first seen (token -> OI)."""
+    """What one flush carries for the chains: messages, opening OIs first seen (token -> OI) and
+    the ATM IV of each chain published, all of `day`."""
 
     messages: list[bytes] = field(default_factory=list)
     oi_open: dict[bytes, bytes] = field(default_factory=dict)
+    atm_iv: dict[tuple[str, str], float] = field(default_factory=dict)  # (underlying, expiry) -> ATM IV now
     day: str = ""
 
     @property
     def busy(self) -> bool:
-        return bool(self.messages or self.oi_open)
+        return bool(self.messages or self.oi_open or self.atm_iv)
 
 
 class ChainStage:
@@ -86,7 +91,7 @@ class ChainStage:
             self._prices(batch.underlying, batch.frames)
         if batch.options is not None:
             self._legs(batch.options, batch.frames, now, out)
-        out.messages = self._due(now)
+        out.messages = self._due(now, out)
         return out
 
     # --- state --------------------------------------------------------------------------------------
@@ -134,7 +139,7 @@ class ChainStage:
         out.oi_open.update(zip(fields, (b"%d" % v for v in oi.tolist()), strict=True))
 
     # --- chains -------------------------------------------------------------------------------------
-    def _due(self, now: float) -> list[bytes]:
+    def _due(self, now: float, out: ChainOut) -> list[bytes]:
         """The chains that ticked and whose interval is up, the longest waiting first and at most
         CHAINS_PER_FLUSH of them: with many chains the work is spread over the flushes instead of
         stalling one of them every interval."""
@@ -145,7 +150,7 @@ class ChainStage:
         chains = np.unique(table.chain_of_slot[slot_ticked])
         chains = chains[self.due_at[chains] <= now]
         chains = chains[np.argsort(self.due_at[chains], kind="stable")][:CHAINS_PER_FLUSH]
-        messages = [self._message(int(c), slot_ticked, now) for c in chains.tolist()]
+        messages = [self._message(int(c), slot_ticked, now, out) for c in chains.tolist()]
         for c in chains.tolist():
             s0, s1 = table.chain_start[c], table.chain_start[c + 1]
             ticked[table.chain_ce[s0:s1]] = False
@@ -154,7 +159,7 @@ class ChainStage:
         self.due_at[chains] = now + self.interval
         return messages
 
-    def _message(self, chain: int, slot_ticked: np.ndarray, now: float) -> bytes:
+    def _message(self, chain: int, slot_ticked: np.ndarray, now: float, out: ChainOut) -> bytes:
         table, state = self.table, self.state
         s0, s1 = int(table.chain_start[chain]), int(table.chain_start[chain + 1])
         ce, pe = table.chain_ce[s0:s1], table.chain_pe[s0:s1]
@@ -170,6 +175,8 @@ class ChainStage:
         symbol_of = {int(table.tokens[r]): table.symbols[r] for r in rows.tolist()}
         rows_out = cast(list[dict], doc["rows"])
         doc["rows"] = [_dress(row, token_of, symbol_of) for row in rows_out if row["strike"] in changed]
+        if doc["atm_iv"] is not None and doc["underlying"] is not None:
+            out.atm_iv[(str(doc["underlying"]), str(doc["expiry"]))] = cast(float, doc["atm_iv"])
         return orjson.dumps({**doc, "full": False, "ts": now})
 
     def _market(self, chain: int, rows: np.ndarray, now: float) -> ChainMarket:

@@ -5,7 +5,8 @@ the next flush on the same connection while Redis still answers the last one.
 Per flush: PUBLISH `<prefix>:options` and `<prefix>:underlying` (JSON arrays of at most
 TICK_BATCH_MAX_SIZE ticks each), PUBLISH each order postback to `<prefix>:orders`, and HSET the
 latest-tick snapshot fields that are due into `<prefix>:latest` for late joiners; PUBLISH each
-option chain that is due to `<prefix>:chain` and HSETNX the day's opening OIs first seen. A failure or a
+option chain that is due to `<prefix>:chain`, HSETNX the day's opening OIs first seen and HSET
+each published chain's ATM IV as the day's (`<prefix>:atm_iv:<underlying>:<expiry>`). A failure or a
 flush slower than the publish timeout trips the breaker; while it is open flushes are dropped and
 counted, and it probes again by itself with growing, jittered, capped pauses. Outages are told to
 the shared `RedisLink` (logged once each way). Nothing here ever raises into the outbox, not
@@ -34,6 +35,7 @@ from ticker.streamer.stages.render import Outgoing
 log = logging.getLogger(__name__)
 _EXPECTED = (RedisError, OSError, TimeoutError)  # what a Redis outage raises
 OI_OPEN_TTL = 3 * 86_400  # a day's opening OIs outlive the day (a weekend's reads), then go
+ATM_IV_TTL = 400 * 86_400  # a chain's daily ATM IVs, kept a while past the longest-dated expiry's life
 
 
 def chunked(items: list[bytes], size: int) -> Iterator[list[bytes]]:
@@ -164,6 +166,11 @@ class Publisher:
             key = self.names.oi_open(chains.day).encode()
             packed += [redis_fast.command(b"HSETNX", key, token, oi) for token, oi in chains.oi_open.items()]
             packed.append(redis_fast.command(b"EXPIRE", key, b"%d" % OI_OPEN_TTL))
+        day = chains.day.encode()
+        for (underlying, expiry), iv in chains.atm_iv.items():  # the day's last one stands
+            key = self.names.atm_iv(underlying, expiry).encode()
+            packed.append(redis_fast.command(b"HSET", key, day, repr(iv).encode()))
+            packed.append(redis_fast.command(b"EXPIRE", key, b"%d" % ATM_IV_TTL))
         return packed
 
     def _dropped(self, out: Outgoing, reason: str) -> None:

@@ -70,6 +70,7 @@ def test_a_chain_goes_out_whole_then_only_its_changed_strikes_and_at_most_once_a
     assert leg["token"] == option(STRIKES[0], "CE").instrument_token and leg["oi"] == OI[STRIKES[0]][0]
     assert leg["bid"] < leg["ltp"] < leg["ask"] and leg["oi_change"] == 0  # its first OI is the day's open
     assert out.oi_open[b"%d" % leg["token"]] == b"%d" % OI[STRIKES[0]][0] and out.day == date.today().isoformat()
+    assert out.atm_iv == {("NIFTY", EXPIRY.isoformat()): doc["atm_iv"]}  # kept as the day's
 
     one = option(STRIKES[2], "PE")
     again = full_ticks([one.instrument_token], [123.0], oi=OI[STRIKES[2]][1] + 750)
@@ -100,9 +101,11 @@ async def test_the_publisher_sends_chains_and_keeps_the_first_open(redis, settin
     await pubsub.subscribe(names.chain)
     try:
         day = date.today().isoformat()
-        sent = Outgoing(chains=ChainOut([b'{"underlying":"NIFTY"}'], {b"11": b"500"}, day))
+        sent = Outgoing(chains=ChainOut([b'{"underlying":"NIFTY"}'], {b"11": b"500"}, {("NIFTY", "2030-01-31"): 0.15},
+                                        day))
         assert await publisher.publish(sent)
-        assert await publisher.publish(Outgoing(chains=ChainOut([], {b"11": b"900", b"12": b"7"}, day)))
+        assert await publisher.publish(Outgoing(chains=ChainOut([], {b"11": b"900", b"12": b"7"},
+                                                                {("NIFTY", "2030-01-31"): 0.16}, day)))
         message = None
         async with asyncio.timeout(60):
             while message is None:
@@ -110,6 +113,7 @@ async def test_the_publisher_sends_chains_and_keeps_the_first_open(redis, settin
         assert message["data"] == b'{"underlying":"NIFTY"}'
         assert await redis.hgetall(names.oi_open(day)) == {b"11": b"500", b"12": b"7"}
         assert 0 < await redis.ttl(names.oi_open(day))
+        assert await redis.hgetall(names.atm_iv("NIFTY", "2030-01-31")) == {day.encode(): b"0.16"}  # the last
     finally:
         await pubsub.aclose()
         await publisher.close()

@@ -110,7 +110,12 @@ async def test_the_chain_carries_every_leg_and_its_figures(make_api, redis, chai
     gex = sum((1 if c else -1) * leg["gamma"] * leg["oi"] * FORWARD ** 2 * 0.01 for (_, c), leg in by_side.items())
     assert doc["gex_total"] == pytest.approx(gex, rel=1e-9)
     assert sum(r["gex"] for r in doc["rows"]) == pytest.approx(gex, rel=1e-9)
-    assert doc["iv_percentile"] is None  # no ATM IV history is stored
+    assert doc["iv_percentile"] is None  # no earlier day's ATM IV stored yet
+
+    days = {"2026-01-05": 0.10, "2026-01-06": 0.30, "2026-01-07": doc["atm_iv"] - 0.001, _ist_today(): 9.9}
+    await redis.hset(chain_names.atm_iv("NIFTY", EXPIRY.isoformat()), mapping={d: repr(v) for d, v in days.items()})
+    ranked = await (await api.get("/chain?underlying=NIFTY")).json()
+    assert ranked["iv_percentile"] == pytest.approx(100 * 2 / 3)  # two of the three earlier days below; today's left out
 
     moved = {**ticks[first.instrument_token], "last_price": 777.5, "oi": 61_000}
     await redis.hset(chain_names.latest, str(first.instrument_token), orjson.dumps(moved))
