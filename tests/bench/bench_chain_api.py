@@ -167,7 +167,7 @@ async def _http(report: Report, redis_url: str, db_url: str, names: Names) -> No
             resp = await client.get(path)
             await resp.read()
             times.append(time.perf_counter() - t0)
-    report.row(f"GET /chain over HTTP on localhost ({N_STRIKES} strikes), p50 / p99, client included",
+    report.row(f"GET /chain over HTTP on localhost ({N_STRIKES} strikes, no tick new), p50 / p99, client included",
                f"{fmt_time(percentile(times, 50))} / {fmt_time(percentile(times, 99))}")
 
 
