@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml streamer/_assemble.c
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
+# `make dev PORT=9000 STREAMER_PORT=9001 SIM_PORT=9002` picks the ports, as the same variables in the
+# environment do; everything listens on 127.0.0.1 only.
 dev: $(STAMP)
 	$(VENV)/bin/ticker dev
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from ticker.http.middleware.errors import json_response
 from ticker.http.state import Services
-from ticker.infra.orders.enqueue import RunScript
+from ticker.infra.orders.enqueuer import RunScript
 from ticker.infra.queue.enqueue import ENQUEUE_SCRIPT
 from ticker.infra.stores.redis import AutoPipeline, Script
 

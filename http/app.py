@@ -32,6 +32,7 @@ from ticker.http.routes import (
     instruments_api,
     jobs_api,
     orders_api,
+    portfolio_api,
     postback_api,
     subscriptions_api,
 )
@@ -41,7 +42,7 @@ from ticker.http.state import METRICS, SERVICES, SETTINGS, Services
 from ticker.http.ws.hub import TickHub
 from ticker.http.ws.ticks_socket import ws_ticks
 from ticker.infra.orders.audit_batch import AuditBatcher
-from ticker.infra.orders.enqueue import Enqueuer
+from ticker.infra.orders.enqueuer import Enqueuer
 from ticker.infra.orders.intake import OrderIntake
 from ticker.infra.orders.validate import Validator
 from ticker.infra.queue.enqueue import names_for, queue_client
@@ -75,7 +76,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/ws/ticks", ws_ticks)
     for module in (orders_api, jobs_api, subscriptions_api, instruments_api, accounts_api,
-                   admin_api, gtt_api, postback_api, chain_api):
+                   admin_api, gtt_api, postback_api, portfolio_api, chain_api):
         app.add_routes(module.routes)
     return app
 

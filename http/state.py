@@ -17,7 +17,7 @@ from ticker.http.middleware.quota import ClientQuota
 from ticker.http.refs import Refs
 from ticker.http.ws.hub import TickHub
 from ticker.infra.orders.audit_batch import AuditBatcher
-from ticker.infra.orders.enqueue import Enqueuer
+from ticker.infra.orders.enqueuer import Enqueuer
 from ticker.infra.orders.intake import OrderIntake
 from ticker.infra.queue.finished import FinishedJobs
 from ticker.infra.runtime.settings import Settings

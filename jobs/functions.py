@@ -16,6 +16,7 @@ JOB_MODULES: tuple[str, ...] = (
     "ticker.jobs.orders.gtt_jobs",
     "ticker.jobs.orders.margin_preview",
     "ticker.jobs.data.portfolio_reads",
+    "ticker.jobs.data.portfolio_refresh",
     "ticker.jobs.orders.order_sync",
 )
 

@@ -5,7 +5,7 @@
   (two accounts `sim_api_key` / `sim_api_key_2`, each with a working pre-issued access token).
   The object has `.url`, `.ws_url`, `.accounts` (SimAccount: api_key, api_secret, user_id,
   password, totp_secret, access_token), `.account` (the first) and `.state` (SimState: counters,
-  faults, tokens, connections, orders; see ticker.infra.kitesim.state / admin).
+  faults, tokens, connections, orders; see ticker.infra.kitesim.sim_state / admin).
 - `kitesim_factory`: `await kitesim_factory(**config)` starts one with any SimConfig fields
   overriding the defaults above (e.g. `order_rate_limit=0`, `quote_rate_limit=0`, `rate_limits=False`,
   `market_hours="nse"`, `postback_url=...`); every stand-in it started is stopped after the test.
@@ -33,8 +33,8 @@ SIM_DEFAULTS: dict[str, Any] = {"accounts": 2, "seed": 7, "tick_interval_ms": 50
 @pytest.fixture
 async def kitesim_factory() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     # Imported here so a test session that never asks for the stand-in does not load it.
-    from ticker.infra.kitesim.app import running_sim
     from ticker.infra.kitesim.config import SimConfig
+    from ticker.infra.kitesim.server import running_sim
 
     async with contextlib.AsyncExitStack() as stack:
         async def start(**config: Any) -> Any:

@@ -271,3 +271,19 @@ def test_cli_lists_every_process_command() -> None:
     assert proc.returncode == 0
     for cmd in ("dev", "web", "streamer", "worker", "scheduler", "sim", "migrate"):
         assert f"  {cmd}" in proc.stdout
+
+
+def test_module_and_class_names_are_unique() -> None:
+    """A name says where it lives: no two modules share a file name, no two classes a name."""
+    sources = [p for folder in ("core", "infra", "streamer", "jobs", "http") for p in (ROOT / folder).rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py")]
+    modules: dict[str, list[str]] = {}
+    classes: dict[str, list[str]] = {}
+    for path in sources:
+        where = str(path.relative_to(ROOT))
+        modules.setdefault(path.name, []).append(where)
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, []).append(where)
+    assert not {n: w for n, w in modules.items() if len(w) > 1}
+    assert not {n: w for n, w in classes.items() if len(w) > 1}

@@ -36,6 +36,9 @@ from ticker.infra.stores.redis import AutoPipeline, Script
 log = logging.getLogger("ticker.http.middleware.quota")
 
 UNLIMITED_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
+# Status polls are free: every enqueue answers "poll this URL", and polling it must not eat the
+# quota that the next order needs (a long poll, `?wait=N`, holds one request however long it waits).
+FREE_POLLS = frozenset({"/jobs/{job_id}", "/baskets/{basket_id}"})
 LEASE_MAX, LEASE_SECONDS, MAX_CLIENTS = 50, 1.0, 10_000
 
 # ARGV: limit per minute, tokens wanted. Returns {granted, whole tokens left, ms until one is due}.
@@ -135,10 +138,17 @@ def client_id(request: web.Request) -> str:
     return f"ip:{request.remote or 'unknown'}"
 
 
+def unmetered(request: web.Request) -> bool:
+    if request.path in UNLIMITED_PATHS:
+        return True
+    resource = request.match_info.route.resource
+    return request.method == "GET" and resource is not None and resource.canonical in FREE_POLLS
+
+
 def rate_limit_middleware(limiter: ClientQuota, metrics: HttpMetrics):
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in UNLIMITED_PATHS:
+        if unmetered(request):
             return await handler(request)
         try:
             allowed, remaining, wait_ms = await limiter.take(client_id(request))

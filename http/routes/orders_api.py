@@ -26,6 +26,7 @@ from ticker.http.middleware.errors import ApiError, json_response, not_found, va
 from ticker.http.state import services
 from ticker.infra.orders.audit_trail import list_orders
 from ticker.infra.orders.intake import IdempotencyConflict, Submitted
+from ticker.infra.orders.order_view import order_view
 from ticker.infra.queue.status import basket_status
 
 routes = web.RouteTableDef()
@@ -143,6 +144,16 @@ async def cancel_order(request: web.Request) -> web.Response:
         raise validation_error(exc, "query") from None
     with intake_errors():
         return submitted(await svc.intake.cancel(req, key))
+
+
+@routes.get(ORDER_PATH)
+async def get_order_view(request: web.Request) -> web.Response:
+    """One order by Kite order id (or placing job id): Kite's latest view and our audit trail."""
+    order_id = _order_id(request)
+    view = await order_view(services(request).db, order_id)
+    if view is None:
+        raise not_found("order", order_id)
+    return json_response(view.model_dump(mode="json"))
 
 
 @routes.post("/orders/basket")

@@ -15,16 +15,15 @@ import re
 import sys
 from typing import TextIO
 
-import asyncpg
 import orjson
 import pyotp
 from pydantic import SecretStr
 
 from ticker.core.contracts import ControlMessage
+from ticker.infra.cli.oneshot import CliContext, CliFailure, cli_context, reach_postgres
 from ticker.infra.runtime.logs import register_secret
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore, KiteAccount, account_store
-from ticker.infra.stores.db import create_pool
 
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV = {
@@ -37,8 +36,11 @@ ENV = {
 LOGIN_SECRETS = ("user_id", "password", "totp_secret")
 
 
-class CliError(Exception):
+class CliError(CliFailure):
     """Shown to the user as `ticker accounts: <message>`, exit status 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=2)
 
 
 def account_id_arg(value: str) -> str:
@@ -158,13 +160,10 @@ async def _announce(settings: Settings, account_id: str, reason: str) -> bool:
         await redis.aclose()
 
 
-async def run(settings: Settings, args: argparse.Namespace, out: TextIO, interactive: bool) -> int:
-    if not settings.database_url:
-        raise CliError("set DATABASE_URL")
-    try:
-        pool = await create_pool(settings.database_url, min_size=1, max_size=2)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CliError(f"cannot connect to the database: {exc.__class__.__name__}") from None
+async def run(settings: Settings, args: argparse.Namespace, out: TextIO, interactive: bool,
+              ctx: CliContext | None = None) -> int:
+    """One command; `ctx` (from `main`) also says which settings came from .ticker/dev.json."""
+    pool = await reach_postgres(ctx or CliContext(settings))
     try:
         store = account_store(pool, settings)
         if not store.configured:
@@ -186,14 +185,16 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO, interac
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None) -> int:
-    from ticker.infra.runtime.startup import init_process
     from ticker.infra.stores.secrets import SecretsError
 
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    settings = init_process()
     try:
-        return asyncio.run(run(settings, args, out or sys.stdout, sys.stdin.isatty()))
-    except (CliError, SecretsError) as exc:
+        ctx = cli_context()  # in dev, .ticker/dev.json supplies the database and the encryption key
+        return asyncio.run(run(ctx.settings, args, out or sys.stdout, sys.stdin.isatty(), ctx))
+    except CliFailure as exc:
+        print(f"ticker accounts: {exc}", file=sys.stderr)
+        return exc.code
+    except SecretsError as exc:
         print(f"ticker accounts: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, EOFError):

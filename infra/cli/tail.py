@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
+from ticker.infra.cli.oneshot import cli_context, reach_redis
 from ticker.infra.queue.enqueue import names_for
-from ticker.infra.runtime.startup import init_process, stop_event
-from ticker.infra.stores.redis import connect
+from ticker.infra.runtime.startup import stop_event
 
 CLEAR = "\x1b[H\x1b[2J"
 COLUMNS = ("symbol", "ltp", "iv", "delta", "gamma", "theta", "vega", "age")
@@ -74,14 +74,13 @@ def _row(item: dict[str, Any], now: float) -> str:
 
 
 async def tail(args: argparse.Namespace) -> int:
-    settings = init_process(log_format="text")
-    settings.require("redis_url")
+    ctx = cli_context(log_format="text")  # dev.json fills what the environment leaves unset
+    settings = ctx.settings
     names = names_for(settings)
     channel = {"options": names.options, "underlying": names.underlying, "orders": names.orders}[args.channel]
     tokens = {int(t) for t in args.tokens.split(",") if t.strip()} if args.tokens else None
     board = Board(args.rows, tokens)
-    assert settings.redis_url is not None  # require() raised otherwise
-    redis = connect(settings.redis_url)
+    redis = await reach_redis(ctx)  # one line, not a traceback, when Redis is out of reach
     pubsub = redis.pubsub()
     await pubsub.subscribe(channel)
     stop = stop_event()

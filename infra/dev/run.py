@@ -4,7 +4,8 @@ Starts what is missing (embedded Redis and PostgreSQL when REDIS_URL / DATABASE_
 Kite stand-in with two accounts when no Kite credentials are set), migrates, loads instruments,
 seeds the strike window, then runs the production processes — streamer, worker, scheduler, web —
 as separate children with prefixed, coloured logs, the way a Procfile runner would. Ctrl-C stops
-them in order and leaves nothing behind. `.ticker/dev.json` records where everything is.
+them in order and leaves nothing behind. `.ticker/dev.json` records where everything is; `ticker tail`,
+`accounts` and `migrate` read it back (see devfile).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from ticker.core.contracts import JOB_REBALANCE_STRIKES, JOB_REFRESH_INSTRUMENTS
+from ticker.infra.dev import devfile
 from ticker.infra.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from ticker.infra.dev.supervise import ProcessSupervisor, Watched, process_exit
 from ticker.infra.runtime.settings import Settings, SettingsError, load_settings
@@ -33,6 +35,8 @@ from ticker.infra.stores.crypto import new_key
 COLOURS = ("\x1b[36m", "\x1b[33m", "\x1b[35m", "\x1b[32m", "\x1b[34m", "\x1b[31m")
 RESET = "\x1b[0m"
 SIM_SEED = 42
+LOOPBACK = "127.0.0.1"  # everything dev starts listens here only: its keys are printed on the terminal
+DEV_RATE_LIMIT_PER_MINUTE = 60_000  # the per-client quota in dev unless HTTP_RATE_LIMIT_PER_MINUTE is set
 
 
 @dataclass
@@ -53,6 +57,7 @@ class DevRun:
     children: list[Child] = field(default_factory=list)
     embedded: list[EmbeddedRedis | EmbeddedPostgres] = field(default_factory=list)
     colour_tty: bool = sys.stdout.isatty()
+    generated_encryption_key: bool = False
     supervisor: ProcessSupervisor | None = None
 
     # --- output --------------------------------------------------------------------------------
@@ -208,24 +213,35 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
     api_key = s.api_key_value or _persistent(run.folder, "api_key", lambda: secrets.token_urlsafe(32))
     enc_key = (s.account_encryption_key.get_secret_value() if s.account_encryption_key
                else _persistent(run.folder, "encryption_key", new_key))
+    run.generated_encryption_key = s.account_encryption_key is None
+    streamer_port = args.streamer_port or s.streamer_port
     env.update({"API_KEY": api_key, "ACCOUNT_ENCRYPTION_KEY": enc_key, "LOG_FORMAT": env.get("LOG_FORMAT", "text"),
-                "STREAMER_PORT": str(args.streamer_port), "PYTHONUNBUFFERED": "1",
-                "WORKER_PORT": str(worker_port), "WORKER_HOST": "127.0.0.1"})
+                "STREAMER_PORT": str(streamer_port), "PYTHONUNBUFFERED": "1",
+                "WORKER_PORT": str(worker_port), "WORKER_HOST": LOOPBACK, "HOST": LOOPBACK,
+                # one developer's curl loops and job polls should not meet the production quota
+                "HTTP_RATE_LIMIT_PER_MINUTE": str(s.http_rate_limit_per_minute
+                                                  if "http_rate_limit_per_minute" in s.model_fields_set
+                                                  else DEV_RATE_LIMIT_PER_MINUTE)})
     run.env = env
+    # dev.json: what the one-shot commands (`ticker accounts`, `tail`, `migrate`) read back
     run.info.update({"redis_url": env["REDIS_URL"], "database_url": env["DATABASE_URL"],
-                     "web_url": f"http://127.0.0.1:{run.web_port}", "api_key": api_key,
-                     "streamer_health": f"http://127.0.0.1:{args.streamer_port}/health",
-                     "worker_health": f"http://127.0.0.1:{worker_port}/health"})
+                     "web_url": f"http://{LOOPBACK}:{run.web_port}", "api_key": api_key,
+                     "account_encryption_key": enc_key, "redis_namespace": s.redis_namespace,
+                     "publish_channel_prefix": s.publish_channel_prefix,
+                     "http_rate_limit_per_minute": int(env["HTTP_RATE_LIMIT_PER_MINUTE"]),
+                     "streamer_health": f"http://{LOOPBACK}:{streamer_port}/health",
+                     "worker_health": f"http://{LOOPBACK}:{worker_port}/health"})
 
 
 async def start_sim(run: DevRun, args: argparse.Namespace) -> list[dict]:
     """The stand-in with two accounts; returns their credentials for the account table."""
     from ticker.infra.kitesim.config import SimConfig
 
-    port = args.sim_port or free_port()
+    # SIM_PORT counts only when set: the stand-in's own default (8780) may well be taken
+    port = args.sim_port or (run.settings.sim_port if "sim_port" in run.settings.model_fields_set else free_port())
     config = SimConfig(seed=SIM_SEED, accounts=2)
     accounts = [a.model_dump() for a in config.resolve_accounts()]
-    sim = await run.start_child("sim", "sim", "--host", "127.0.0.1", "--port", str(port), "--seed", str(SIM_SEED),
+    sim = await run.start_child("sim", "sim", "--host", LOOPBACK, "--port", str(port), "--seed", str(SIM_SEED),
                                 "--accounts", "2")
     url = f"http://127.0.0.1:{port}"
     await wait_http(f"{url}/_sim/health", "the Kite stand-in", sim)
@@ -314,9 +330,18 @@ async def example_order(database_url: str) -> dict[str, object]:
             "product": "NRML"}
 
 
+def cli_env(run: DevRun, *names: str) -> str:
+    """What a shell here must set for `ticker <one-shot command>`: nothing when it finds our dev.json."""
+    if devfile.find() == run.folder / devfile.DEV_FILE:
+        return ""
+    return "".join(f"{n.upper()}={run.info[n]} " for n in names)
+
+
 def banner(run: DevRun) -> str:
     web, key = run.info["web_url"], run.info["api_key"]
     order = json.dumps({**run.info["example_order"], "transaction_type": "BUY", "order_type": "MARKET"})
+    enc = (f"{run.info['account_encryption_key']}   (generated; kept in {run.folder / 'encryption_key'})"
+           if run.generated_encryption_key else "from ACCOUNT_ENCRYPTION_KEY")
     return f"""
 ticker is running.
   web API        {web}   (X-API-Key: {key})
@@ -326,23 +351,39 @@ ticker is running.
   Kite stand-in  {run.info.get('sim_url', 'real Kite (credentials from settings)')}
   Redis          {run.info['redis_url']}
   PostgreSQL     {run.info['database_url']}
-  details        {run.folder / 'dev.json'}
+  accounts key   {enc}
+  quota          {run.info['http_rate_limit_per_minute']} requests/min per client (job polls are free)
+  details        {run.folder / 'dev.json'}   (read by `ticker tail`, `accounts`, `migrate` run here)
 
 Try:
   1. place an order and poll it:
      curl -s -X POST {web}/orders -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\
        -d '{order}'
      curl -s '{web}/jobs/<job_id>?wait=10' -H 'X-API-Key: {key}'
-  2. watch option ticks with Greeks:   REDIS_URL={run.info['redis_url']} {ticker_command()} tail
-  3. health:                           curl -s {web}/health
+  2. watch option ticks with Greeks:   {cli_env(run, 'redis_url')}{ticker_command()} tail
+  3. list the Kite accounts:
+     {cli_env(run, 'database_url', 'account_encryption_key')}{ticker_command()} accounts list
+  4. health:                           curl -s {web}/health
 
 Ctrl-C stops everything.
 """
 
 
+async def check_given_servers(settings: Settings) -> None:
+    """REDIS_URL / DATABASE_URL given but out of reach: one line saying so, before anything starts."""
+    from ticker.infra.cli.oneshot import CliContext, reach_postgres, reach_redis
+
+    ctx = CliContext(settings)
+    if settings.redis_url:
+        await (await reach_redis(ctx)).aclose()
+    if settings.database_url:
+        await (await reach_postgres(ctx, max_size=1)).close()
+
+
 async def supervise(run: DevRun, args: argparse.Namespace) -> int:
     from ticker.infra.stores.migrate import migrate
 
+    await check_given_servers(run.settings)
     await prepare(run, args)
     applied = await migrate(run.env["DATABASE_URL"])
     run.say(f"migrations: {'applied ' + ', '.join(map(str, applied)) if applied else 'up to date'}")
@@ -353,12 +394,12 @@ async def supervise(run: DevRun, args: argparse.Namespace) -> int:
     run.say(f"instruments refreshed: {result}")
     await run.start_child("streamer", "streamer")
     await run.start_child("scheduler", "scheduler")
-    web = await run.start_child("web", "web", "--port", str(run.web_port), "--host", "127.0.0.1")
+    web = await run.start_child("web", "web", "--port", str(run.web_port), "--host", LOOPBACK)
     result = await run_job(run, JOB_REBALANCE_STRIKES, {})
     run.say(f"subscriptions seeded: added {result.get('added') if isinstance(result, dict) else result}")
     await wait_http(f"{run.info['web_url']}/health", "the web process", web)
     run.info["example_order"] = await example_order(run.env["DATABASE_URL"])
-    (run.folder / "dev.json").write_text(json.dumps(run.info, indent=2))
+    devfile.write(run.folder / devfile.DEV_FILE, run.info)
     print(banner(run), flush=True)
     return await wait_for_exit(run)
 
@@ -414,8 +455,9 @@ async def amain(args: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ticker dev", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="web port (default PORT, 8080)")
-    parser.add_argument("--streamer-port", type=int, default=8081)
-    parser.add_argument("--sim-port", type=int, default=0, help="stand-in port (default: a free one)")
+    parser.add_argument("--streamer-port", type=int, default=0,
+                        help="streamer /health port (default STREAMER_PORT, 8081)")
+    parser.add_argument("--sim-port", type=int, default=0, help="stand-in port (default SIM_PORT, else a free one)")
     parser.add_argument("--folder", default=".ticker", help="where embedded data and dev.json live")
     args = parser.parse_args(argv)
     return asyncio.run(amain(args))

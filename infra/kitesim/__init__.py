@@ -7,7 +7,7 @@ postbacks (postbacks.py); and NSE's, as dated data: contract specifications (cor
 the table our order intake checks too) and the trading-holiday calendar (core/holidays.py), so the
 universe of any day is that day's.
 
-    from ticker.infra.kitesim.app import running_sim
+    from ticker.infra.kitesim.server import running_sim
     from ticker.infra.kitesim.config import SimConfig
 
     async with running_sim(SimConfig(accounts=2, seed=7)) as sim:

@@ -70,9 +70,9 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ticker.infra.kitesim.errors import KiteError
+from ticker.infra.kitesim.envelopes import KiteError
 from ticker.infra.kitesim.faults import RouteFault
-from ticker.infra.kitesim.state import sim_of
+from ticker.infra.kitesim.sim_state import sim_of
 
 routes = web.RouteTableDef()
 

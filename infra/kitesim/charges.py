@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ticker.infra.kitesim.errors import input_error
+from ticker.infra.kitesim.envelopes import input_error
 from ticker.infra.kitesim.order_rules import ORDER_TYPES, PRODUCTS, TRANSACTION_TYPES, VARIETIES
 from ticker.infra.kitesim.universe import KIND_CE, KIND_FUT, KIND_PE, KIND_UNDERLYING, Universe
 

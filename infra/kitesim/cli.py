@@ -82,7 +82,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
 
 
 async def serve(config: SimConfig) -> None:
-    from ticker.infra.kitesim.app import running_sim
+    from ticker.infra.kitesim.server import running_sim
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -97,12 +97,21 @@ async def serve(config: SimConfig) -> None:
     print("kite sim stopped", flush=True)
 
 
+def _one_line(exc: ValueError) -> str:
+    """pydantic's several-line report as `field: message; ...`."""
+    if not isinstance(exc, ValidationError):
+        return " ".join(str(exc).split())
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg'].removeprefix('Value error, ')}"
+                     for e in exc.errors())
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         config = config_from(args)
+        config.resolve_accounts()  # an accounts file that does not parse is refused here, not mid-start
     except (ValidationError, ValueError) as exc:
-        print(f"ticker sim: invalid options: {exc}", file=sys.stderr)
+        print(f"ticker sim: invalid options: {_one_line(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

@@ -15,8 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ticker.infra.kitesim.api_limits import LimitSettings
 from ticker.infra.kitesim.ipallow import parse_ips
-from ticker.infra.kitesim.limits import LimitSettings
 
 DEFAULT_API_KEY = "sim_api_key"
 DEFAULT_API_SECRET = "sim_api_secret"

@@ -19,7 +19,7 @@ import numpy as np
 from ticker.core.wire import Ticks, encode
 from ticker.infra.kitesim.counters import Counters
 from ticker.infra.kitesim.market import Market
-from ticker.infra.kitesim.orders import OrderBook
+from ticker.infra.kitesim.order_book import OrderBook
 from ticker.infra.kitesim.ws import TickerConn, TickerHub
 
 log = logging.getLogger(__name__)

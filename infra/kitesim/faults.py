@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ticker.infra.kitesim.errors import KiteError, general_error, too_many_requests
+from ticker.infra.kitesim.envelopes import KiteError, general_error, too_many_requests
 
 FaultKind = Literal["429", "500", "502", "503", "data_error", "timeout", "drop", "accept_timeout",
                     "accept_drop", "latency"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ticker.infra.kitesim.errors import input_error
+from ticker.infra.kitesim.envelopes import input_error
 from ticker.infra.kitesim.order_rules import TRANSACTION_TYPES, check_instrument
 from ticker.infra.kitesim.universe import Universe
 

@@ -15,7 +15,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Iterable
 
-from ticker.infra.kitesim.errors import KiteError
+from ticker.infra.kitesim.envelopes import KiteError
 
 ORDER_ROUTES = frozenset({
     "POST /orders/{variety}",

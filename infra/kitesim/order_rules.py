@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from ticker.core.contract_specs import max_order_quantity
-from ticker.infra.kitesim.errors import input_error, order_error
+from ticker.infra.kitesim.envelopes import input_error, order_error
 
 VARIETIES = ("regular", "amo", "co", "iceberg", "auction")
 EXCHANGES = ("NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticker.infra.kitesim.errors import input_error
+from ticker.infra.kitesim.envelopes import input_error
 from ticker.infra.kitesim.market import Market, model_prices
 
 # How far the solver looks for a spot, as multiples of the current one.

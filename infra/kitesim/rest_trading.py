@@ -23,11 +23,11 @@ import orjson
 from aiohttp import web
 
 from ticker.infra.kitesim.charges import contract_note
-from ticker.infra.kitesim.errors import input_error, success
+from ticker.infra.kitesim.envelopes import input_error, success
 from ticker.infra.kitesim.gtt_rules import parse_gtt
-from ticker.infra.kitesim.margins import parse_legs
-from ticker.infra.kitesim.portfolio import convert_position
-from ticker.infra.kitesim.state import ACCOUNT_KEY, sim_of
+from ticker.infra.kitesim.margin_calc import parse_legs
+from ticker.infra.kitesim.portfolio_book import convert_position
+from ticker.infra.kitesim.sim_state import ACCOUNT_KEY, sim_of
 
 routes = web.RouteTableDef()
 

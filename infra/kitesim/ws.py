@@ -24,8 +24,8 @@ import numpy as np
 import orjson
 from aiohttp import WSMsgType, web
 
-from ticker.infra.kitesim.auth import AuthBook
 from ticker.infra.kitesim.counters import Counters
+from ticker.infra.kitesim.sessions import AuthBook
 from ticker.infra.kitesim.universe import Universe
 
 log = logging.getLogger(__name__)

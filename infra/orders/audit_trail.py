@@ -178,6 +178,25 @@ async def attempts_of(db: asyncpg.Pool, job_id: str) -> list[AttemptRecord]:
     return [AttemptRecord(**dict(r)) for r in rows]
 
 
+async def attempts_of_jobs(db: asyncpg.Pool, job_ids: list[str]) -> dict[str, list[AttemptRecord]]:
+    """`attempts_of` for several jobs in one query."""
+    rows = await db.fetch("SELECT job_id, attempt, started_at, latency_ms, outcome, error, kite_order_id"
+                          " FROM order_attempts WHERE job_id = ANY($1::text[]) ORDER BY id", job_ids)
+    out: dict[str, list[AttemptRecord]] = {job_id: [] for job_id in job_ids}
+    for r in rows:
+        out[r["job_id"]].append(AttemptRecord(**{k: v for k, v in dict(r).items() if k != "job_id"}))
+    return out
+
+
+async def jobs_for_order(db: asyncpg.Pool, order_id: str) -> list[OrderRecord]:
+    """The jobs for this Kite order id, or for the order the job with this id placed, oldest first."""
+    rows = await db.fetch(
+        f"WITH named AS (SELECT COALESCE((SELECT kite_order_id FROM order_requests WHERE job_id = $1), $1) AS id)"
+        f" SELECT {_COLUMNS} FROM order_requests, named"
+        " WHERE kite_order_id = named.id OR job_id = $1 ORDER BY created_at, job_id", order_id)
+    return [OrderRecord(**dict(r)) for r in rows]
+
+
 async def list_orders(db: asyncpg.Pool, *, limit: int = 50, offset: int = 0, account_id: str | None = None,
                       status: str | None = None, basket_id: str | None = None) -> list[OrderRecord]:
     """Newest first; every filter optional."""
@@ -217,7 +236,10 @@ async def complete(db: asyncpg.Pool, job_id: str, attempt: int, outcome: str, la
     await db.execute(
         "WITH a AS (UPDATE order_attempts SET outcome = $3, latency_ms = $4, kite_order_id = $5"
         " WHERE job_id = $1 AND attempt = $2)"
-        " UPDATE order_requests SET status = 'complete', kite_order_id = COALESCE($5, kite_order_id), result = $6,"
+        " UPDATE order_requests SET status = 'complete', kite_order_id = COALESCE($5, kite_order_id),"
+        # Kite may have reported a status (postback, sync) before the job finished: the result keeps it.
+        " result = CASE WHEN kite_status IS NOT NULL AND $6::jsonb->>'kite_status' IS NULL"
+        " THEN jsonb_set($6::jsonb, '{kite_status}', to_jsonb(kite_status)) ELSE $6::jsonb END,"
         " gtt_id = COALESCE($7::bigint, gtt_id), finished_at = now(), updated_at = now() WHERE job_id = $1",
         job_id, attempt, outcome, latency_ms, kite_order_id, result, gtt_id,
     )
@@ -253,16 +275,32 @@ async def apply_kite_status(db: asyncpg.Pool, *, kite_order_id: str, tag: str | 
     """Bring Kite's view of an order into its audit row (matched by order id, or by our tag when the
     placing job has not recorded the id yet). A terminal status is never overwritten by a live one
     arriving late. Returns the rows updated."""
-    result = await db.execute(
-        "UPDATE order_requests SET kite_order_id = COALESCE(kite_order_id, $1), kite_status = $3,"
-        " status_message = COALESCE($4, status_message), filled_quantity = COALESCE($5, filled_quantity),"
-        " average_price = COALESCE($6, average_price), kite_updated_at = COALESCE($7, now()), updated_at = now()"
-        " WHERE kind = 'place' AND (kite_order_id = $1 OR (kite_order_id IS NULL AND $2::text IS NOT NULL"
-        " AND tag = $2))"
-        " AND (kite_status IS NULL OR NOT (kite_status = ANY($8::text[])) OR $3 = ANY($8::text[]))",
+    return len(await apply_kite_state(db, kite_order_id=kite_order_id, tag=tag, status=status, message=message,
+                                       filled_quantity=filled_quantity, average_price=average_price, at=at))
+
+
+async def apply_kite_state(db: asyncpg.Pool, *, kite_order_id: str, tag: str | None, status: str,
+                           message: str | None = None, filled_quantity: int | None = None,
+                           average_price: float | None = None, at: datetime | None = None) -> list[tuple[str, bool]]:
+    """`apply_kite_status`, answering (account, changed) per row updated: changed when Kite's status or
+    filled quantity differs from what the row held. A finished job's result takes the status too, so
+    the job's status shows what Kite reports as soon as it reports it."""
+    rows = await db.fetch(
+        "UPDATE order_requests o SET kite_order_id = COALESCE(o.kite_order_id, $1), kite_status = $3,"
+        " status_message = COALESCE($4, o.status_message), filled_quantity = COALESCE($5, o.filled_quantity),"
+        " average_price = COALESCE($6, o.average_price), kite_updated_at = COALESCE($7, now()), updated_at = now(),"
+        " result = CASE WHEN o.result IS NULL THEN NULL ELSE jsonb_set(o.result, '{kite_status}', to_jsonb($3::text))"
+        " END"
+        " FROM (SELECT job_id, kite_status, filled_quantity FROM order_requests WHERE kind = 'place'"
+        " AND (kite_order_id = $1 OR (kite_order_id IS NULL AND $2::text IS NOT NULL AND tag = $2))"
+        " FOR UPDATE) AS before"
+        " WHERE o.job_id = before.job_id"
+        " AND (o.kite_status IS NULL OR NOT (o.kite_status = ANY($8::text[])) OR $3 = ANY($8::text[]))"
+        " RETURNING o.account_id, (before.kite_status IS DISTINCT FROM o.kite_status"
+        " OR before.filled_quantity IS DISTINCT FROM o.filled_quantity) AS changed",
         kite_order_id, tag, status, message, filled_quantity, average_price, at, list(TERMINAL_KITE),
     )
-    return int(result.split()[-1])
+    return [(r["account_id"], r["changed"]) for r in rows]
 
 
 async def open_orders(db: asyncpg.Pool, account_id: str, limit: int = 5000) -> list[str]:

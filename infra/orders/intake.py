@@ -43,7 +43,7 @@ from ticker.core.orders import (
     plan_place,
 )
 from ticker.infra.orders import audit_trail as audit
-from ticker.infra.orders.enqueue import Enqueuer
+from ticker.infra.orders.enqueuer import Enqueuer
 from ticker.infra.orders.validate import Validator
 from ticker.infra.stores.deadletters import DeadLetterNotFound, get_dead_letter, mark_replayed, replay_payload
 

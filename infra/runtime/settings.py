@@ -151,11 +151,13 @@ class Settings(BaseSettings):
     token_refresh_time: time = time(7, 35)
     instrument_refresh_time: time = time(8, 15)
     order_sync_seconds: int = Field(30, gt=0)
+    portfolio_refresh_seconds: int = Field(60, gt=0)  # positions/holdings/margins snapshots, market hours
     cleanup_days: int = Field(30, gt=0)
     cleanup_time: time = time(2, 0)
     schedule_token_refresh: bool = True
     schedule_instrument_refresh: bool = True
     schedule_order_sync: bool = True
+    schedule_portfolio_refresh: bool = True
     schedule_cleanup: bool = True
     rebalance_enabled: bool = True
     rebalance_underlyings: str = "NIFTY,BANKNIFTY"
@@ -328,7 +330,7 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
             lines.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
-        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise SettingsError("invalid configuration: " + "; ".join(lines)) from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,13 +18,18 @@ def init_process(**overrides: object) -> Settings:
     except SettingsError as exc:
         print(f"ticker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    configure(settings)
+    return settings
+
+
+def configure(settings: Settings) -> None:
+    """Logging as the settings say, and every secret they hold kept out of the logs."""
     setup_logging(settings.log_level, settings.log_format)
     for secret in (settings.api_key, settings.admin_api_key, settings.kite_api_secret, settings.kite_access_token,
                    settings.account_encryption_key, settings.jwt_secret):
         if secret is not None:
             for part in secret.get_secret_value().split(","):
                 register_secret(part.strip())
-    return settings
 
 
 def stop_event() -> asyncio.Event:

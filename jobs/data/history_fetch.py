@@ -1,7 +1,7 @@
 """`fetch_history`: Kite candles for any range, cached in Postgres, with IV and Greeks for options.
 
 A range is split into requests within Kite's per-interval day limits, each paced by the shared
-historical rate limit and served by whichever account has budget (`infra/account_pick`). Whole
+historical rate limit and served by whichever account has budget (`infra/kite/account_choice.py`). Whole
 calendar days are fetched and every finished day is cached (`history_store`), so a repeated or
 overlapping request asks Kite only for days it has never seen (and for today, which is not over).
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -18,6 +19,7 @@ from arq.worker import func
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ticker.core.contracts import JOB_PORTFOLIO, Names
+from ticker.core.portfolio import SNAPSHOT_KINDS, SNAPSHOT_TTL_SECONDS, PortfolioSnapshot, snapshot_key
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import KiteApi, is_transient
 from ticker.infra.kite.schemas import as_json
@@ -65,6 +67,13 @@ async def _fetch(api: KiteApi, kind: PortfolioKind, trigger_id: int | None) -> A
     return as_json(await calls[kind]())
 
 
+async def store_snapshot(d: Deps, account_id: str, kind: str, data: Any, fetched_at: float) -> None:
+    snapshot = PortfolioSnapshot.model_validate({"account_id": account_id, "kind": kind, "data": data,
+                                                 "as_of": datetime.fromtimestamp(fetched_at, UTC)})
+    await d.redis.set(snapshot_key(d.names, account_id, kind), snapshot.model_dump_json(),
+                      ex=SNAPSHOT_TTL_SECONDS)
+
+
 async def _cached(d: Deps, key: str, max_age: float) -> PortfolioResult | None:
     raw = await d.redis.get(key)
     if raw:
@@ -98,6 +107,8 @@ async def read_portfolio(d: Deps, account_id: str, kind: PortfolioKind, max_age:
                "fetched_at": time.time()}
         ttl_ms = max(int(d.settings.portfolio_cache_seconds * 1000), 1) * 10  # kept a while for max_age callers
         await d.redis.set(key, orjson.dumps(doc), px=ttl_ms)
+        if kind in SNAPSHOT_KINDS:  # every fresh answer is also the snapshot GET /portfolio/* serves
+            await store_snapshot(d, account_id, kind, data, doc["fetched_at"])
     finally:
         if owned:  # only our own lock: after a wait ran out, the lock may be another job's by now
             await d.redis.eval(RELEASE_IF_OURS, 1, fetching, token)

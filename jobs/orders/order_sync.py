@@ -25,6 +25,7 @@ from ticker.infra.kite.schemas import Order
 from ticker.infra.orders import audit_trail as audit
 from ticker.infra.runtime.outage import POSTGRES_ERRORS, Outage
 from ticker.jobs.context import Deps, deps
+from ticker.jobs.data.portfolio_refresh import refresh_quietly
 from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
 from ticker.jobs.orders.runner import backoff, error_text, limiter
 
@@ -44,13 +45,16 @@ class SyncResult(BaseModel):
 
 
 async def record_kite_state(d: Deps, order: Order) -> int:
-    """Apply one Kite order (from the order book or a postback) to the audit."""
+    """Apply one Kite order (from the order book or a postback) to the audit; an order whose status
+    or fills changed makes its account's portfolio snapshot due for a refresh."""
     if not order.order_id or not order.status:
         return 0
-    return await audit.apply_kite_status(
+    rows = await audit.apply_kite_state(
         d.db, kite_order_id=order.order_id, tag=order.tag, status=order.status, message=order.status_message,
         filled_quantity=order.filled_quantity, average_price=order.average_price,
     )
+    await refresh_quietly(d, {account_id for account_id, changed in rows if changed})
+    return len(rows)
 
 
 async def accounts_to_sync(d: Deps) -> list[str]:

@@ -5,7 +5,7 @@ jobs fire at a fixed wall time; interval jobs on epoch-aligned grids). A slot is
 (SET NX) and enqueued under `derived_job_id(job, slot)`, so two replicas never run one period
 twice. Missed firings coalesce into one run, and on start-up a daily slot already due today that
 no replica claimed is run once. Schedules that concern the market (instrument refresh, order sync,
-strike rebalancing) skip exchange holidays: NSE's calendar (core.holidays) plus any dates named in
+portfolio refresh, strike rebalancing) skip exchange holidays: NSE's calendar (core.holidays) plus any dates named in
 MARKET_HOLIDAYS; token refresh and cleanup run every weekday (Kite's other APIs work on holidays).
 """
 
@@ -36,6 +36,7 @@ from ticker.core.contracts import (
     JOB_CLEANUP,
     JOB_REBALANCE_STRIKES,
     JOB_REFRESH_INSTRUMENTS,
+    JOB_REFRESH_PORTFOLIO,
     JOB_REFRESH_TOKENS,
     JOB_SYNC_ORDERS,
     Names,
@@ -96,6 +97,9 @@ def build_schedules(settings: Settings, available: set[str], test_interval: floa
         (settings.schedule_cleanup, lambda: daily("cleanup", JOB_CLEANUP, settings.cleanup_time, settings)),
         (settings.schedule_order_sync,
          lambda: every("order_sync", JOB_SYNC_ORDERS, settings.order_sync_seconds, settings, True)),
+        (settings.schedule_portfolio_refresh,
+         lambda: every("portfolio_refresh", JOB_REFRESH_PORTFOLIO, settings.portfolio_refresh_seconds, settings,
+                       True)),
         (settings.rebalance_enabled,
          lambda: every("rebalance", JOB_REBALANCE_STRIKES, 60, settings, True)),
     ]
@@ -273,8 +277,8 @@ async def run(settings: Settings, test_interval: float | None = None, stop: asyn
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ticker scheduler",
-        description="Enqueue periodic jobs (token and instrument refresh before the open, order sync "
-                    "and strike rebalancing in market hours, daily cleanup). Safe to run as several "
+        description="Enqueue periodic jobs (token and instrument refresh before the open, order sync, "
+                    "portfolio refresh and strike rebalancing in market hours, daily cleanup). Safe to run as several "
                     "replicas: each slot is enqueued once.")
     parser.add_argument("--test-interval-seconds", type=float, default=None, metavar="N",
                         help="instead of the real schedule, enqueue a probe job every N seconds")

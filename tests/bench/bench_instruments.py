@@ -127,8 +127,8 @@ async def _measure(report: Report, pool: asyncpg.Pool) -> None:
 async def _over_http(report: Report, pool: asyncpg.Pool) -> None:
     """Download from the Kite stand-in's `full` profile over HTTP, then load: the job's whole path."""
     from ticker.infra.kite.rest import KiteApi, KiteHttp
-    from ticker.infra.kitesim.app import running_sim
     from ticker.infra.kitesim.config import SimConfig
+    from ticker.infra.kitesim.server import running_sim
 
     async with running_sim(SimConfig(profile="full")) as sim:
         http = KiteHttp(sim.url, timeout=60)

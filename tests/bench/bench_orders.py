@@ -297,8 +297,8 @@ async def _calls_during_outage(settings: Any, sim: Any, db: Any, option: Any, ac
 async def _bench() -> tuple[dict, dict, dict, dict]:
     from cryptography.fernet import Fernet
 
-    from ticker.infra.kitesim.app import running_sim
     from ticker.infra.kitesim.config import SimConfig
+    from ticker.infra.kitesim.server import running_sim
     from ticker.infra.runtime.settings import load_settings
     from ticker.infra.stores.db import create_pool
 

@@ -72,8 +72,8 @@ async def _until(check, bound: float = 60.0) -> None:
 
 
 async def _measure(report: Report) -> None:
-    from ticker.infra.kitesim.app import running_sim
     from ticker.infra.kitesim.config import SimConfig
+    from ticker.infra.kitesim.server import running_sim
     from ticker.infra.runtime.settings import load_settings
     from ticker.infra.stores.crypto import new_key
     from ticker.infra.stores.redis import connect

@@ -16,7 +16,8 @@ OPTIONS_CHANNEL = "ticker:nifty:options"
 
 def clean_env(home: Path) -> dict[str, str]:
     """This environment without anything that would point `ticker dev` at existing servers or keys."""
-    drop = ("REDIS_URL", "DATABASE_URL", "API_KEY", "ACCOUNT_ENCRYPTION_KEY", "ENVIRONMENT", "PORT",
+    drop = ("REDIS_URL", "DATABASE_URL", "API_KEY", "ACCOUNT_ENCRYPTION_KEY", "ENVIRONMENT", "PORT", "STREAMER_PORT",
+            "SIM_PORT", "HOST", "HTTP_RATE_LIMIT_PER_MINUTE",
             "PUBLISH_CHANNEL_PREFIX", "REDIS_NAMESPACE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KITE_", "TEST_")) and k not in drop}
     env["HOME"] = str(home)  # no stray .env or user config

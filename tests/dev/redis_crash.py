@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import psutil
 from arq.jobs import Job
+from redis.exceptions import RedisError
 
 from tests.order_api import OrderApi
 from ticker.core.orders import OrderRequest, kite_tag
@@ -96,7 +97,7 @@ class DevUnderRedis:
                 try:
                     await pubsub.subscribe("ticker:nifty:options")
                     break
-                except OSError:
+                except (OSError, RedisError):  # refused, reset, or still loading its data
                     if time.monotonic() - started > timeout:
                         raise
                     await asyncio.sleep(0.05)

@@ -1,14 +1,17 @@
 """`ticker dev` from nothing, as a newcomer runs it: no Redis, Postgres or Kite credentials given.
 
 Option ticks with Greeks arrive on `ticker:nifty:options`, an order placed over HTTP completes with a
-Kite order id, `ticker tail` shows the rows updating, a second `ticker dev` says one is running, and
-Ctrl-C leaves no process behind. How soon the first ticks arrive is measured by `make bench`
-(bench_dev); here the bounds only stop a broken start from hanging the suite.
+Kite order id, `ticker tail` shows the rows updating, `ticker accounts list` finds the dev database
+with no settings given, every process listens on loopback only and on the ports PORT, STREAMER_PORT
+and SIM_PORT name, a second `ticker dev` says one is running, and Ctrl-C leaves no process behind.
+How soon the first ticks arrive is measured by `make bench` (bench_dev); here the bounds only stop a
+broken start from hanging the suite.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -42,6 +45,17 @@ def _leftovers(pids: set[int], folder: Path) -> list[str]:
     return alive
 
 
+def _listening(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket these processes listen on."""
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            for conn in psutil.Process(pid).net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port))
+    return found
+
+
 async def _place_and_poll(web_url: str, api_key: str, tick: dict) -> dict:
     headers = {"X-API-Key": api_key}
     async with aiohttp.ClientSession(headers=headers) as http:
@@ -64,13 +78,13 @@ async def _place_and_poll(web_url: str, api_key: str, tick: dict) -> dict:
 
 @pytest.mark.timeout(900)
 async def test_make_dev_from_nothing(tmp_path: Path) -> None:
-    folder = tmp_path / "ticker"
-    web_port, streamer_port = free_port(), free_port()
+    folder = tmp_path / ".ticker"
+    ports = {"PORT": free_port(), "STREAMER_PORT": free_port(), "SIM_PORT": free_port()}  # as `make dev PORT=…`
     log = (tmp_path / "dev.log").open("wb")
     started = time.monotonic()
     dev = subprocess.Popen(
-        [TICKER, "dev", "--folder", str(folder), "--port", str(web_port), "--streamer-port", str(streamer_port)],
-        env=clean_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        [TICKER, "dev", "--folder", str(folder)], env={**clean_env(tmp_path), **{k: str(v) for k, v in ports.items()}},
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     family: set[int] = set()
     try:
         while not (folder / "dev.json").exists():
@@ -80,6 +94,11 @@ async def test_make_dev_from_nothing(tmp_path: Path) -> None:
         info = json.loads((folder / "dev.json").read_text())
         assert {"redis_url", "database_url", "web_url", "sim_url", "api_key"} <= set(info)
         family = {p.pid for p in psutil.Process(dev.pid).children(recursive=True)} | {dev.pid}
+        listening = _listening(family)
+        assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening  # loopback only, never 0.0.0.0
+        assert set(ports.values()) <= {port for _, port in listening}, (ports, listening)
+        assert info["web_url"] == f"http://127.0.0.1:{ports['PORT']}"
+        assert info["sim_url"] == f"http://127.0.0.1:{ports['SIM_PORT']}"
 
         ticks, after = await first_option_ticks(info["redis_url"], started, DEADLINE)
         assert ticks, f"no option ticks with Greeks within {DEADLINE:.0f} s of start"
@@ -99,6 +118,12 @@ async def test_make_dev_from_nothing(tmp_path: Path) -> None:
         rows = int(header.split("rows=")[1].split()[0])
         messages = int(header.split("messages=")[1].split()[0])
         assert rows > 0 and messages >= 2, "rows did not update"  # each later message updates rows
+
+        # no settings in this shell: `ticker accounts` finds the dev database and key in .ticker/dev.json
+        accounts = subprocess.run([TICKER, "accounts", "list"], env=clean_env(tmp_path), cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+        assert accounts.returncode == 0, accounts.stderr
+        assert "sim1" in accounts.stdout and "sim2" in accounts.stdout
 
         second = subprocess.run([TICKER, "dev", "--folder", str(folder)], env=clean_env(tmp_path),
                                 capture_output=True, text=True, timeout=DEADLINE)

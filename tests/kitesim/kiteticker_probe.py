@@ -43,8 +43,8 @@ class SimThread:
         self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
     async def _main(self) -> None:
-        from ticker.infra.kitesim.app import running_sim
         from ticker.infra.kitesim.config import SimConfig
+        from ticker.infra.kitesim.server import running_sim
 
         self.loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         async with running_sim(SimConfig(seed=7, accounts=1, tick_interval_ms=100)) as sim:

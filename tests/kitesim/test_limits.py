@@ -16,8 +16,8 @@ from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
 from ticker.core.clock import IST
+from ticker.infra.kitesim.api_limits import LimitSettings, RateLimits
 from ticker.infra.kitesim.config import SimAccount
-from ticker.infra.kitesim.limits import LimitSettings, RateLimits
 from ticker.infra.kitesim.universe import KIND_CE
 
 TOO_MANY = {"status": "error", "message": "Too many requests", "data": None, "error_type": "NetworkException"}

@@ -17,10 +17,10 @@ from kiteconnect import exceptions as kex
 
 from ticker.core.clock import IST, previous_trading_day
 from ticker.core.holidays import NSE_HOLIDAYS
+from ticker.infra.kitesim.candles import MAX_DAYS
 from ticker.infra.kitesim.config import SimConfig
-from ticker.infra.kitesim.history import MAX_DAYS
 from ticker.infra.kitesim.market import YEAR_SECONDS, model_vol
-from ticker.infra.kitesim.state import SimState
+from ticker.infra.kitesim.sim_state import SimState
 from ticker.infra.kitesim.universe import KIND_CE, KIND_FUT, KIND_PE, build_universe
 
 with warnings.catch_warnings():

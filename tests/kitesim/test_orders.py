@@ -12,8 +12,8 @@ import pytest
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
-from ticker.infra.kitesim.limits import SlidingLimit
-from ticker.infra.kitesim.postbacks import postback_checksum
+from ticker.infra.kitesim.api_limits import SlidingLimit
+from ticker.infra.kitesim.postback_sender import postback_checksum
 from ticker.infra.kitesim.universe import KIND_CE
 
 
@@ -198,9 +198,9 @@ def test_amo_waits_for_the_open_then_matches():
 
     from ticker.core.clock import IST
     from ticker.infra.kitesim.config import SimConfig
-    from ticker.infra.kitesim.errors import KiteError
+    from ticker.infra.kitesim.envelopes import KiteError
     from ticker.infra.kitesim.order_rules import parse_place
-    from ticker.infra.kitesim.state import SimState
+    from ticker.infra.kitesim.sim_state import SimState
 
     state = SimState(SimConfig(seed=7, market_hours="nse"))
     row = np.flatnonzero(state.universe.kind == KIND_CE)[0]

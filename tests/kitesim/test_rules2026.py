@@ -224,7 +224,7 @@ async def test_quote_takes_500_and_ltp_ohlc_1000_instruments(kitesim_factory):
 
 # --- our own client ------------------------------------------------------------------------------
 async def test_our_client_speaks_v3_and_sends_orders_as_given(kitesim):
-    """infra/kite_rest sends X-Kite-Version: 3 and an order's fields as given: market protection is
+    """infra/kite/rest.py sends X-Kite-Version: 3 and an order's fields as given: market protection is
     filled in by order intake (core/order_intake.py), not by the client, so a MARKET order without
     one is Kite's refusal."""
     acc = kitesim.account

@@ -13,7 +13,7 @@ from ticker.core import contract_specs as specs
 from ticker.core.clock import IST
 from ticker.core.holidays import NSE_HOLIDAYS
 from ticker.infra.kitesim.config import SimConfig
-from ticker.infra.kitesim.state import SimState
+from ticker.infra.kitesim.sim_state import SimState
 from ticker.infra.kitesim.universe import KIND_CE, KIND_FUT, build_universe
 
 

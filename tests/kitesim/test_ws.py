@@ -15,7 +15,7 @@ import pytest
 from tests.waiting import wait_for
 from ticker.core.wire import decode
 from ticker.infra.kitesim.config import SimConfig
-from ticker.infra.kitesim.state import SimState
+from ticker.infra.kitesim.sim_state import SimState
 from ticker.infra.kitesim.universe import KIND_CE
 from ticker.infra.kitesim.ws import MODE_FULL, TickerConn
 

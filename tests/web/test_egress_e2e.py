@@ -22,8 +22,8 @@ from ticker.infra.kite.rest import (
     KiteUnreachable,
     PermissionException,
 )
-from ticker.infra.kitesim.app import running_sim
 from ticker.infra.kitesim.config import SimConfig
+from ticker.infra.kitesim.server import running_sim
 
 
 async def test_orders_leave_through_the_static_ip_proxy_and_direct_ones_are_refused(

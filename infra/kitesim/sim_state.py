@@ -9,22 +9,22 @@ from datetime import date
 
 from aiohttp import web
 
-from ticker.infra.kitesim.auth import AuthBook
+from ticker.infra.kitesim.api_limits import LimitSettings, RateLimits
+from ticker.infra.kitesim.candles import History
 from ticker.infra.kitesim.config import SimAccount, SimConfig
 from ticker.infra.kitesim.counters import Counters
 from ticker.infra.kitesim.engine import Engine
-from ticker.infra.kitesim.errors import input_error
+from ticker.infra.kitesim.envelopes import input_error
 from ticker.infra.kitesim.faults import Faults, RouteFault
-from ticker.infra.kitesim.gtt import GttBook
-from ticker.infra.kitesim.history import History
+from ticker.infra.kitesim.gtt_book import GttBook
 from ticker.infra.kitesim.ipallow import OrderIpAllowlist
-from ticker.infra.kitesim.limits import LimitSettings, RateLimits
-from ticker.infra.kitesim.margins import MarginModel
+from ticker.infra.kitesim.margin_calc import MarginModel
 from ticker.infra.kitesim.market import Market
-from ticker.infra.kitesim.orders import OrderBook
-from ticker.infra.kitesim.postbacks import Postbacks, signed
+from ticker.infra.kitesim.order_book import OrderBook
+from ticker.infra.kitesim.postback_sender import Postbacks, signed
 from ticker.infra.kitesim.pricemove import move_price
 from ticker.infra.kitesim.pricepath import PricePath, previous_session_day
+from ticker.infra.kitesim.sessions import AuthBook
 from ticker.infra.kitesim.universe import Universe, build_universe, profile_underlyings, today_ist
 from ticker.infra.kitesim.ws import TickerConn, TickerHub
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ticker.core.clock import IST
 from ticker.core.history import KITE_MAX_DAYS
-from ticker.infra.kitesim.errors import input_error
+from ticker.infra.kitesim.envelopes import input_error
 from ticker.infra.kitesim.market import model_prices
 from ticker.infra.kitesim.pricepath import STEPS_PER_MINUTE, PricePath, is_session_day, session_open_epoch
 from ticker.infra.kitesim.universe import KIND_UNDERLYING, Universe

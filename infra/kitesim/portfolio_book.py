@@ -10,9 +10,9 @@ average price and joins the new product's, so day P&L is unchanged.
 
 from __future__ import annotations
 
-from ticker.infra.kitesim.errors import input_error
+from ticker.infra.kitesim.envelopes import input_error
+from ticker.infra.kitesim.order_book import BookPosition, OrderBook
 from ticker.infra.kitesim.order_rules import PRODUCTS, TRANSACTION_TYPES
-from ticker.infra.kitesim.orders import BookPosition, OrderBook
 
 POSITION_TYPES = ("day", "overnight")
 # Products a position may be held in, per exchange (CNC is refused for F&O, NRML for equity cash).

@@ -16,13 +16,13 @@ import numpy as np
 from aiohttp import web
 
 from ticker.core.instruments import is_tradable
-from ticker.infra.kitesim.auth import profile_payload
+from ticker.infra.kitesim.candles import check_request, parse_when
 from ticker.infra.kitesim.config import SimAccount
-from ticker.infra.kitesim.errors import input_error, success
-from ticker.infra.kitesim.history import check_request, parse_when
+from ticker.infra.kitesim.envelopes import input_error, success
+from ticker.infra.kitesim.order_book import kite_time
 from ticker.infra.kitesim.order_rules import VARIETIES, parse_modify, parse_place
-from ticker.infra.kitesim.orders import kite_time
-from ticker.infra.kitesim.state import ACCOUNT_KEY, SimState, sim_of
+from ticker.infra.kitesim.sessions import profile_payload
+from ticker.infra.kitesim.sim_state import ACCOUNT_KEY, SimState, sim_of
 
 routes = web.RouteTableDef()
 QUOTE_LIMIT, LTP_LIMIT = 500, 1000

@@ -18,7 +18,7 @@ import pyotp
 
 from ticker.core.clock import IST
 from ticker.infra.kitesim.config import SimAccount
-from ticker.infra.kitesim.errors import KiteError, input_error, token_error
+from ticker.infra.kitesim.envelopes import KiteError, input_error, token_error
 
 TOKENS_PER_KEY = 64
 PENDING_MAX = 1024

@@ -23,12 +23,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ticker.infra.kitesim import admin, rest, rest_trading
+from ticker.infra.kitesim import admin, rest_routes, rest_trading
+from ticker.infra.kitesim.api_limits import bucket_of
 from ticker.infra.kitesim.config import SimAccount, SimConfig
-from ticker.infra.kitesim.errors import KiteError, input_error, kite_errors, too_many_requests
+from ticker.infra.kitesim.envelopes import KiteError, input_error, kite_errors, too_many_requests
 from ticker.infra.kitesim.faults import Decision, status_error
-from ticker.infra.kitesim.limits import bucket_of
-from ticker.infra.kitesim.state import ACCOUNT_KEY, SIM_KEY, SimState, sim_of
+from ticker.infra.kitesim.sim_state import ACCOUNT_KEY, SIM_KEY, SimState, sim_of
 
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset({"/connect/login", "/session/token", "/api/login", "/api/twofa"})
@@ -131,7 +131,7 @@ def build_app(config: SimConfig | None = None, state: SimState | None = None) ->
     app[SIM_KEY] = state
     app.router.add_get("/ws", state.hub.handle)
     app.router.add_routes(admin.routes)
-    app.router.add_routes(rest.routes)
+    app.router.add_routes(rest_routes.routes)
     app.router.add_routes(rest_trading.routes)
     app.cleanup_ctx.append(_run_engine)
     app.cleanup_ctx.append(_deliver_postbacks)

@@ -35,10 +35,10 @@ from ticker.infra.kitesim.charges import (
     text_of,
     zero_charges,
 )
-from ticker.infra.kitesim.errors import input_error
+from ticker.infra.kitesim.envelopes import input_error
 from ticker.infra.kitesim.market import Market, model_prices
+from ticker.infra.kitesim.order_book import OrderBook
 from ticker.infra.kitesim.order_rules import ORDER_TYPES, PRODUCTS, TRANSACTION_TYPES, VARIETIES
-from ticker.infra.kitesim.orders import OrderBook
 from ticker.infra.kitesim.universe import KIND_CE, KIND_FUT, KIND_PE, KIND_UNDERLYING
 
 SCAN_INDEX, SCAN_STOCK = 0.09, 0.15

@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 
 from ticker.core.clock import IST
-from ticker.infra.kitesim.errors import KiteError, input_error, order_error
+from ticker.infra.kitesim.envelopes import KiteError, input_error, order_error
 from ticker.infra.kitesim.market import Market
 from ticker.infra.kitesim.order_rules import (
     MARKET_TYPES,

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from ticker.infra.kitesim.errors import KiteError, input_error, order_error
+from ticker.infra.kitesim.envelopes import KiteError, input_error, order_error
 from ticker.infra.kitesim.gtt_rules import GttLeg, GttSpec
+from ticker.infra.kitesim.order_book import OrderBook, kite_time
 from ticker.infra.kitesim.order_rules import parse_place
-from ticker.infra.kitesim.orders import OrderBook, kite_time
 
 MAX_ACTIVE = 250
 MAX_KEPT = 2000  # per account, active or not; the oldest finished ones are forgotten beyond it

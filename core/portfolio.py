@@ -1,0 +1,47 @@
+"""The portfolio snapshot: what the refresh job stores in Redis and `GET /portfolio/*` serves.
+
+A snapshot is Kite's answer (positions, holdings or margins) as Kite sent it, with the time it was
+fetched. Refreshes are deduplicated by a per-account generation: a refresh job bumps it when it
+starts, so every request made before that start shares the job (it will fetch after the request),
+and any request made after gets a new one (the running job may have fetched too early for it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ticker.core.contracts import Names
+
+SnapshotKind = Literal["positions", "holdings", "margins"]
+SNAPSHOT_KINDS: tuple[SnapshotKind, ...] = ("positions", "holdings", "margins")
+SNAPSHOT_TTL_SECONDS = 7 * 86_400  # long enough to serve through a weekend; an as_of tells the age
+
+
+class PortfolioSnapshot(BaseModel):
+    account_id: str
+    kind: SnapshotKind
+    as_of: datetime
+    data: Any
+
+
+class RefreshPayload(BaseModel, extra="forbid"):
+    """The refresh job's payload: one account, or (scheduled runs) every active one."""
+
+    account_id: str | None = Field(None, min_length=1, max_length=64)
+
+
+def snapshot_key(names: Names, account_id: str, kind: str) -> str:
+    return names.key("portfolio-snapshot", account_id, kind)
+
+
+def generation_key(names: Names, account_id: str) -> str:
+    return names.key("portfolio-refresh", account_id)
+
+
+def refresh_parts(names: Names, account_id: str, generation: int) -> tuple[str, str, str]:
+    """What a refresh job id derives from (`derived_job_id(JOB_REFRESH_PORTFOLIO, *parts)`). arq's job
+    keys are not namespaced: the namespace keeps deployments sharing one Redis apart."""
+    return names.namespace, account_id, str(generation)

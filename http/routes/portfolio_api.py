@@ -1,0 +1,93 @@
+"""`GET /portfolio/{positions,holdings,margins}`: the account's latest portfolio snapshot from Redis.
+
+Snapshots are written by the `refresh_portfolio` job (on a schedule in market hours, after order
+updates, and when asked here), so a read never waits on Kite. `?refresh=true` asks for a fresh one:
+202 with the refresh job to poll, then read again. With no snapshot yet the answer is the same 202 (a
+client asking for positions wants them, not a 404): the refresh is queued and the job says when.
+A refresh already queued and not yet started is shared (`duplicate: true`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+from pydantic import Field
+
+from ticker.core.contracts import JOB_REFRESH_PORTFOLIO
+from ticker.core.portfolio import (
+    PortfolioSnapshot,
+    RefreshPayload,
+    SnapshotKind,
+    generation_key,
+    refresh_parts,
+    snapshot_key,
+)
+from ticker.http.accept import accepted, submit
+from ticker.http.inputs import QueryBool, Strict, read_query
+from ticker.http.middleware.errors import ApiError, json_response
+from ticker.http.state import Services, services
+from ticker.infra.queue.enqueue import derived_job_id
+
+routes = web.RouteTableDef()
+
+
+class PortfolioQuery(Strict):
+    account_id: str | None = Field(None, min_length=1, max_length=64)
+    refresh: QueryBool = False
+
+
+def _query_error(message: str) -> ApiError:
+    return ApiError(422, "validation_error", f"account_id: {message}",
+                    [{"field": "account_id", "location": "query", "message": message, "type": "account"}])
+
+
+async def portfolio_account(svc: Services, account_id: str | None) -> str:
+    """The account named, or the only one there is; several accounts and none named is a 422 that
+    lists them (a portfolio must never be shown for an account the client did not mean)."""
+    ids = await svc.refs.account_ids()
+    if not ids:
+        raise ApiError(503, "no_account", "no Kite account is configured: add one with POST /accounts "
+                       "or set KITE_API_KEY")
+    if account_id is not None:
+        if account_id not in ids:
+            raise _query_error(f"unknown account {account_id!r}; accounts: {', '.join(sorted(ids))}")
+        return account_id
+    if len(ids) > 1:
+        raise _query_error(f"required when there are several accounts: {', '.join(sorted(ids))}")
+    return next(iter(ids))
+
+
+async def request_refresh(svc: Services, account_id: str) -> web.Response:
+    """202 with the account's pending refresh job (queued now, or shared when one waits already)."""
+    generation = int(await svc.redis.get(generation_key(svc.names, account_id)) or 0)
+    job_id = derived_job_id(JOB_REFRESH_PORTFOLIO, *refresh_parts(svc.names, account_id, generation))
+    new = await submit(svc, JOB_REFRESH_PORTFOLIO, RefreshPayload(account_id=account_id), job_id)
+    return accepted(job_id, new, account_id=account_id)
+
+
+async def _snapshot(request: web.Request, kind: SnapshotKind) -> web.Response:
+    svc = services(request)
+    q = read_query(request, PortfolioQuery)
+    account_id = await portfolio_account(svc, q.account_id)
+    raw = None if q.refresh else await svc.redis.get(snapshot_key(svc.names, account_id, kind))
+    if raw is None:
+        return await request_refresh(svc, account_id)
+    snapshot = PortfolioSnapshot.model_validate_json(raw)
+    age = max(0.0, (datetime.now(UTC) - snapshot.as_of).total_seconds())
+    return json_response({**snapshot.model_dump(mode="json"), "age_seconds": round(age, 3)})
+
+
+@routes.get("/portfolio/positions")
+async def positions(request: web.Request) -> web.Response:
+    return await _snapshot(request, "positions")
+
+
+@routes.get("/portfolio/holdings")
+async def holdings(request: web.Request) -> web.Response:
+    return await _snapshot(request, "holdings")
+
+
+@routes.get("/portfolio/margins")
+async def margins(request: web.Request) -> web.Response:
+    return await _snapshot(request, "margins")
