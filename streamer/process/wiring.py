@@ -44,7 +44,7 @@ from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.process.supervisor import TaskSupervisor
 from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.batch import BatchWindow, TickBuffer
-from ticker.streamer.stages.chain import ChainStage
+from ticker.streamer.stages.chain_stream import ChainStage
 from ticker.streamer.stages.decode import Decoder
 from ticker.streamer.stages.enrich import Enricher
 from ticker.streamer.stages.instrument_table import InstrumentTable

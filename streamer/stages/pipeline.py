@@ -16,7 +16,7 @@ import time
 from ticker.infra.runtime.throttle import Throttle
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.stages.batch import BatchWindow, Taken
-from ticker.streamer.stages.chain import ChainStage
+from ticker.streamer.stages.chain_stream import ChainStage
 from ticker.streamer.stages.enrich import Enriched, Enricher
 from ticker.streamer.stages.outbox import Outbox
 from ticker.streamer.stages.publish import Publisher

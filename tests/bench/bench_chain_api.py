@@ -32,7 +32,7 @@ from ticker.infra.stores.migrate import migrate
 from ticker.infra.stores.redis import connect
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.stages.batch import Chunk, Taken
-from ticker.streamer.stages.chain import ChainStage
+from ticker.streamer.stages.chain_stream import ChainStage
 from ticker.streamer.stages.enrich import Enricher
 from ticker.streamer.stages.instrument_table import InstrumentTable
 from ticker.streamer.stages.render import BatchRenderer

@@ -14,7 +14,7 @@ from ticker.core.contracts import Names
 from ticker.core.wire import Ticks
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.stages.batch import Chunk, Taken
-from ticker.streamer.stages.chain import CHAINS_PER_FLUSH, ChainOut, ChainStage
+from ticker.streamer.stages.chain_stream import CHAINS_PER_FLUSH, ChainOut, ChainStage
 from ticker.streamer.stages.enrich import Enricher
 from ticker.streamer.stages.instrument_table import InstrumentTable
 from ticker.streamer.stages.publish import Publisher
