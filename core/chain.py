@@ -217,6 +217,27 @@ def chain_snapshot(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray 
     return ChainSnapshot.model_validate({**figures, "rows": _rows(grid, gex)})
 
 
+def chain_document(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray | None = None
+                   ) -> dict[str, object]:
+    """What `chain_snapshot(...).model_dump(mode="json")` gives, built without the models: for a
+    caller that serialises it at once (`GET /chain`), validating every leg would cost more than
+    computing the whole chain."""
+    grid = ChainGrid.of(legs)
+    figures, gex = _figures(grid, market, iv_history)
+    out: dict[str, object] = {**_SUMMARY_DEFAULTS, **{k: _plain(v) for k, v in figures.items()}}
+    out["expiry"] = market.expiry.isoformat() if market.expiry is not None else None
+    out["rows"] = _rows(grid, gex)
+    return out
+
+
+_SUMMARY_DEFAULTS = ChainSummary().model_dump(mode="json")
+
+
+def _plain(value: object) -> object:
+    """numpy scalars as Python's (not every JSON encoder takes them)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 # --- figures ---------------------------------------------------------------------------------------
 
 def _figures(grid: ChainGrid, market: ChainMarket, iv_history: np.ndarray | None

@@ -61,6 +61,11 @@ class Names:
         return f"{self.prefix}:orders"
 
     @property
+    def chain(self) -> str:
+        """Option chains' figures and changed rows, one JSON object per chain and interval."""
+        return f"{self.prefix}:chain"
+
+    @property
     def control(self) -> str:
         return f"{self.namespace}:control"
 
@@ -69,6 +74,14 @@ class Names:
     def latest(self) -> str:
         """Hash token -> latest tick JSON, for late joiners and GET /quotes."""
         return f"{self.prefix}:latest"
+
+    def oi_open(self, day: str) -> str:
+        """Hash token -> the first OI the streamer saw on `day` (YYYY-MM-DD, IST) from 09:15."""
+        return f"{self.prefix}:oi_open:{day}"
+
+    def atm_iv(self, underlying: str, expiry: str) -> str:
+        """Hash day (YYYY-MM-DD) -> that day's last ATM IV of one chain (expiry YYYY-MM-DD)."""
+        return f"{self.prefix}:atm_iv:{underlying}:{expiry}"
 
     @property
     def orders_queue(self) -> str:

@@ -16,6 +16,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from ticker.http.accept import pipe_script
+from ticker.http.chain_view import CHAIN_READER, ChainReader
 from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, Outages
 from ticker.http.inputs import MAX_BODY_BYTES
 from ticker.http.middleware.auth import JwtVerifier, api_key_middleware
@@ -26,6 +27,7 @@ from ticker.http.refs import Refs
 from ticker.http.routes import (
     accounts_api,
     admin_api,
+    chain_api,
     gtt_api,
     instruments_api,
     jobs_api,
@@ -66,6 +68,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[LIMITER] = limiter
+    app[CHAIN_READER] = ChainReader()
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_stop_taking_work)
     app.router.add_get("/health", health)
@@ -73,7 +76,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/ws/ticks", ws_ticks)
     for module in (orders_api, jobs_api, subscriptions_api, instruments_api, accounts_api,
-                   admin_api, gtt_api, postback_api, portfolio_api):
+                   admin_api, gtt_api, postback_api, portfolio_api, chain_api):
         app.add_routes(module.routes)
     return app
 

@@ -1,6 +1,7 @@
 """Tick fan-out: one Redis pub/sub connection per process, routed by instrument token to clients.
 
-The streamer publishes JSON arrays of ticks on the options and underlying channels. The hub parses
+The streamer publishes JSON arrays of ticks on the options and underlying channels, and one JSON
+object per option chain on the chain channel (routed by underlying and expiry). The hub parses
 each batch once, encodes each wanted tick once, and offers the same bytes to every client that
 subscribed to that token (each client's sender wraps them as `tick` or batched `ticks` messages). Each client has a bounded queue drained by its own sender; when a client
 is too slow its queue fills and further ticks for it are dropped and counted, so one stuck phone
@@ -35,14 +36,22 @@ log = logging.getLogger("ticker.http.ws")
 RECONNECT_MIN, RECONNECT_MAX = 0.05, 1.0
 
 
+class Whole(bytes):
+    """A queued message sent as it is (a `chain` message), not wrapped as a tick."""
+
+
+ChainKey = tuple[str, str]  # (underlying, expiry as YYYY-MM-DD)
+
+
 class WsClient:
-    """One connected WebSocket: its tokens and its outbound queue of encoded messages."""
+    """One connected WebSocket: its tokens and chains, and its outbound queue of encoded messages."""
 
     def __init__(self, queue_max: int, user: dict | None = None, socket: Any = None) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.user = user or {}
         self.socket = socket  # the aiohttp WebSocketResponse, closed by `TickHub.send_away`
         self.tokens: set[int] = set()
+        self.chains: set[ChainKey] = set()
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_max)
         self.dropped = 0
 
@@ -58,6 +67,11 @@ class WsClient:
 def encode_tick(tick: dict) -> bytes:
     """A tick's JSON, encoded once and shared by every client that wants it (senders wrap it)."""
     return orjson.dumps(tick)
+
+
+def chain_message(doc: dict) -> Whole:
+    """A `chain` message as the client receives it (re-encoded: the channel is not ours to trust)."""
+    return Whole(orjson.dumps({"type": "chain", "data": doc}))
 
 
 def _ticks(raw: bytes | str) -> list:
@@ -80,6 +94,7 @@ class TickHub:
         self.max_clients = max_clients
         self.clients: dict[str, WsClient] = {}
         self.by_token: dict[int, set[WsClient]] = {}
+        self.by_chain: dict[ChainKey, set[WsClient]] = {}
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
 
@@ -96,6 +111,8 @@ class TickHub:
 
     def disconnect(self, client: WsClient) -> None:
         self.unsubscribe(client, list(client.tokens))
+        for key in list(client.chains):
+            self.unsubscribe_chain(client, key)
         self.clients.pop(client.id, None)
         self.metrics.ws_clients.set(len(self.clients))
 
@@ -112,6 +129,18 @@ class TickHub:
                 holders.discard(client)
                 if not holders:
                     del self.by_token[token]
+
+    def subscribe_chain(self, client: WsClient, key: ChainKey) -> None:
+        client.chains.add(key)
+        self.by_chain.setdefault(key, set()).add(client)
+
+    def unsubscribe_chain(self, client: WsClient, key: ChainKey) -> None:
+        client.chains.discard(key)
+        holders = self.by_chain.get(key)
+        if holders is not None:
+            holders.discard(client)
+            if not holders:
+                del self.by_chain[key]
 
     async def snapshot(self, tokens: list[int]) -> list[bytes]:
         """Latest known tick per token (from the streamer's hash), so a late joiner starts with a price."""
@@ -153,6 +182,25 @@ class TickHub:
             self.metrics.ws_dropped.inc(dropped)
         return queued
 
+    def dispatch_chain(self, raw: bytes | str) -> int:
+        """Route one chain message (see the streamer's chain stage) to the clients of that chain."""
+        if not self.by_chain:
+            return 0
+        try:
+            doc = orjson.loads(raw)
+            key = (doc["underlying"], doc["expiry"])
+            holders = self.by_chain.get(key) if isinstance(doc, dict) else None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.metrics.ws_feed_errors.labels("bad_payload").inc()
+            return 0
+        if not holders:
+            return 0
+        message = chain_message(doc)
+        queued = sum(client.offer(message) for client in holders)
+        if queued < len(holders):
+            self.metrics.ws_dropped.inc(len(holders) - queued)
+        return queued
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ws-tick-feed")
 
@@ -167,13 +215,18 @@ class TickHub:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.names.options, self.names.underlying)
+                await pubsub.subscribe(self.names.options, self.names.underlying, self.names.chain)
+                chain = {self.names.chain, self.names.chain.encode()}  # as the client decodes, or not
                 self._ready.set()
                 if lost_at is not None:
                     log.info("tick feed resubscribed after %.1f s", time.monotonic() - lost_at)
                 delay, lost_at = RECONNECT_MIN, None
                 async for message in pubsub.listen():
-                    if message["type"] == "message":
+                    if message["type"] != "message":
+                        continue
+                    if message["channel"] in chain:
+                        self.dispatch_chain(message["data"])
+                    else:
                         self.dispatch(message["data"])
             except (RedisError, OSError) as exc:
                 self.metrics.ws_feed_errors.labels("redis").inc()

@@ -1,9 +1,14 @@
 """`/ws/ticks`: live ticks for browser and mobile clients.
 
-Client → server: `{"action": "subscribe"|"unsubscribe", "tokens": [...]}`, `{"action": "ping"}`.
-Server → client: `connected`, `subscribed`, `unsubscribed`, `tick`, `error`, `pong` messages, each a
-JSON object with a `type`. With `?batch=true` ticks come as `{"type": "ticks", "data": [...]}`,
-everything waiting for the client in one message: far fewer frames for busy subscriptions. A bad message gets an `error` reply and the connection stays open.
+Client → server: `{"action": "subscribe"|"unsubscribe", "tokens": [...]}`, `{"action": "ping"}`,
+`{"action": "subscribe_chain"|"unsubscribe_chain", "underlying": "NIFTY", "expiry": "YYYY-MM-DD"}`.
+Server → client: `connected`, `subscribed`, `unsubscribed`, `tick`, `error`, `pong`,
+`chain_subscribed`, `chain_unsubscribed` and `chain` messages, each a JSON object with a `type`.
+A chain subscription starts with the whole chain (`"full": true`, as `GET /chain` answers it);
+then come the streamer's chain messages: figures and the rows that changed.
+With `?batch=true` ticks come as `{"type": "ticks", "data": [...]}`, everything waiting for the
+client in one message: far fewer frames for busy subscriptions. A bad message gets an `error` reply
+and the connection stays open.
 Authentication happens before the upgrade: a refused client gets a plain 401, never a socket.
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 import orjson
@@ -19,13 +25,15 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
+from ticker.core.clock import IST
+from ticker.http.chain_view import CHAIN_READER, ChainReader, Sources
 from ticker.http.inputs import QueryBool, read_query
 from ticker.http.keys import REQUEST_ID
 from ticker.http.middleware.auth import AuthError, authenticate_ws
-from ticker.http.middleware.errors import ApiError, field_errors
+from ticker.http.middleware.errors import DEPENDENCY_ERRORS, ApiError, field_errors
 from ticker.http.middleware.observe import REQUEST_ID_HEADER
 from ticker.http.state import Services, services
-from ticker.http.ws.hub import WsClient
+from ticker.http.ws.hub import Whole, WsClient, chain_message
 
 log = logging.getLogger("ticker.http.ws")
 
@@ -43,8 +51,10 @@ class WsQuery(BaseModel):
 class WsCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    action: Literal["subscribe", "unsubscribe", "ping"]
+    action: Literal["subscribe", "unsubscribe", "ping", "subscribe_chain", "unsubscribe_chain"]
     tokens: list[Token] = Field(default_factory=list, max_length=3000)
+    underlying: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Z0-9&_\-]+$")
+    expiry: date | None = None
 
 
 def _msg(kind: str, **fields: object) -> bytes:
@@ -54,8 +64,10 @@ def _msg(kind: str, **fields: object) -> bytes:
 class TickClient:
     """One client's conversation: commands in, replies and ticks out through a single sender."""
 
-    def __init__(self, svc: Services, ws: web.WebSocketResponse, client: WsClient, batch: bool = False) -> None:
+    def __init__(self, svc: Services, ws: web.WebSocketResponse, client: WsClient, batch: bool = False,
+                 chains: ChainReader | None = None) -> None:
         self.svc = svc
+        self.chains = chains or ChainReader()
         self.ws = ws
         self.client = client
         self.batch = batch  # one `ticks` message per send instead of one `tick` message per tick
@@ -78,6 +90,12 @@ class TickClient:
                 await ws.send_frame(self.replies.get_nowait(), WSMsgType.TEXT)
                 metrics.ws_sent.inc()
             ticks = [t for t in ticks if t]  # empty ones only woke us for a reply
+            whole = [t for t in ticks if isinstance(t, Whole)]
+            if whole:  # chain messages go as they are
+                ticks = [t for t in ticks if not isinstance(t, Whole)]
+                for message in whole:
+                    await ws.send_frame(message, WSMsgType.TEXT)
+                metrics.ws_sent.inc(len(whole))
             if not ticks:
                 continue
             if self.batch:
@@ -101,6 +119,8 @@ class TickClient:
             await self.reply(_msg("pong", dropped=self.client.dropped))
         elif command.action == "subscribe":
             await self.subscribe(command.tokens)
+        elif command.action in ("subscribe_chain", "unsubscribe_chain"):
+            await self.chain(command)
         else:
             self.svc.hub.unsubscribe(self.client, command.tokens)
             await self.reply(_msg("unsubscribed", tokens=command.tokens, total=len(self.client.tokens)))
@@ -122,6 +142,39 @@ class TickClient:
         await self.reply(_msg("subscribed", tokens=tokens, total=len(self.client.tokens)))
         for message in latest:
             self.client.offer(message)
+
+
+    async def chain(self, command: WsCommand) -> None:
+        """Join (or leave) a chain's stream; joining sends the whole chain first."""
+        if command.underlying is None:
+            await self.reply(_msg("error", message="give the chain's underlying (and expiry, or the nearest is used)"))
+            return
+        src = Sources(self.svc.db, self.svc.redis, self.svc.names)
+        try:
+            if command.action == "unsubscribe_chain":
+                key = (command.underlying, command.expiry.isoformat() if command.expiry else "")
+                if command.expiry is None:
+                    listing = await self.chains.listing(src, command.underlying, None, _today())
+                    key = (listing.underlying, listing.expiry.isoformat())
+                self.svc.hub.unsubscribe_chain(self.client, key)
+                await self.reply(_msg("chain_unsubscribed", underlying=key[0], expiry=key[1]))
+                return
+            doc = await self.chains.snapshot(src, command.underlying, command.expiry)
+        except ApiError as exc:
+            await self.reply(_msg("error", message=exc.message, details=exc.details))
+            return
+        except (RedisError, OSError, *DEPENDENCY_ERRORS) as exc:
+            self.svc.outages.suspect(exc)
+            await self.reply(_msg("error", message="the chain cannot be read right now; retry shortly"))
+            return
+        key = (doc["underlying"], doc["expiry"])
+        self.svc.hub.subscribe_chain(self.client, key)  # after the snapshot: nothing older follows it
+        await self.reply(_msg("chain_subscribed", underlying=key[0], expiry=key[1]))
+        self.client.offer(chain_message({**doc, "full": True}))
+
+
+def _today() -> date:
+    return datetime.now(IST).date()
 
 
 async def _authorize(request: web.Request, svc: Services) -> dict:
@@ -146,7 +199,7 @@ async def ws_ticks(request: web.Request) -> web.StreamResponse:
     ws.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
     await ws.prepare(request)
     client = svc.hub.connect(user, socket=ws)
-    session = TickClient(svc, ws, client, batch=batch)
+    session = TickClient(svc, ws, client, batch=batch, chains=request.app.get(CHAIN_READER))
     sender = asyncio.create_task(session.pump(), name=f"ws-send-{client.id}")
     try:
         await session.reply(_msg("connected", connection_id=client.id, user=user, batch=batch))

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     tick_batch_max_size: int = Field(1000, gt=0)
     tick_buffer_max: int = Field(100_000, gt=0)
     latest_snapshot_ms: int = Field(500, ge=0, le=60_000)  # latest-tick hash rewritten at most this often
+    chain_interval_ms: int = Field(1000, gt=0, le=60_000)  # each option chain published at most this often
     max_ws_connections: int = Field(3, gt=0, le=3)
     max_instruments_per_ws: int = Field(3000, gt=0, le=3000)
     stall_seconds: float = Field(5.0, gt=0)

@@ -44,6 +44,7 @@ from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.process.supervisor import TaskSupervisor
 from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.batch import BatchWindow, TickBuffer
+from ticker.streamer.stages.chain_stream import ChainStage
 from ticker.streamer.stages.decode import Decoder
 from ticker.streamer.stages.enrich import Enricher
 from ticker.streamer.stages.instrument_table import InstrumentTable
@@ -123,7 +124,9 @@ class Streamer:
         self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
                                    batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout,
                                    link=self.link)
-        self.pipeline = Pipeline(self.batches, self.enricher, self.renderer, self.publisher, self.metrics)
+        self.chains = ChainStage(InstrumentTable([]), settings.chain_interval_ms / 1000, model=settings.greeks_model)
+        self.pipeline = Pipeline(self.batches, self.enricher, self.renderer, self.publisher, self.metrics,
+                                 self.chains)
 
     def _control(self, settings: Settings, clients: Clients) -> None:
         """What streams on which account of which replica: demand and accounts from Postgres,
@@ -143,6 +146,7 @@ class Streamer:
         """The streamed instruments changed: enrich and render by the new table."""
         self.enricher.rebind(table)
         self.renderer.rebind(table)
+        self.chains.rebind(table)
 
     def _new_pool(self, account_id: str, creds: Credentials) -> AccountPool:
         s = self.settings

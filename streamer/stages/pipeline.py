@@ -1,4 +1,4 @@
-"""The stages after the sockets, joined: batch → enrich → render → publish.
+"""The stages after the sockets, joined: batch → enrich → render (and chains) → publish.
 
 `batch_loop` waits for the next batch, enriches and renders it (sync, CPU) and hands the flush to
 the outbox, whose `publish_loop` and `reply_loop` send it; the three run as owned loops. A failing
@@ -16,7 +16,8 @@ import time
 from ticker.infra.runtime.throttle import Throttle
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.stages.batch import BatchWindow, Taken
-from ticker.streamer.stages.enrich import Enricher
+from ticker.streamer.stages.chain_stream import ChainStage
+from ticker.streamer.stages.enrich import Enriched, Enricher
 from ticker.streamer.stages.outbox import Outbox
 from ticker.streamer.stages.publish import Publisher
 from ticker.streamer.stages.render import BatchRenderer, Outgoing
@@ -27,11 +28,12 @@ DRAIN_SECONDS = 5.0
 
 class Pipeline:
     def __init__(self, batches: BatchWindow, enricher: Enricher, renderer: BatchRenderer, publisher: Publisher,
-                 metrics: StreamerMetrics) -> None:
+                 metrics: StreamerMetrics, chains: ChainStage | None = None) -> None:
         self.batches = batches
         self.enricher = enricher
         self.renderer = renderer
         self.publisher = publisher
+        self.chains = chains
         self.outbox = Outbox(publisher, on_settled=self._settled)
         self.metrics = metrics
         self._throttle = Throttle()
@@ -55,14 +57,30 @@ class Pipeline:
         self.metrics.buffer_ticks.set(self.batches.buffer.count)
         started, began = time.perf_counter(), time.time()
         try:
-            out = self.renderer.render(self.enricher.process(taken, began), began)
+            enriched = self.enricher.process(taken, began)
+            out = self.renderer.render(enriched, began)
         except Exception:  # a bug must cost this batch, never the stream
             out = self._failed(taken)
+        else:
+            self._chains(enriched, out, began)
         out.started = began
         self.metrics.enrich_seconds.observe(time.perf_counter() - started)
         if out.ticks:
             self.metrics.batch_size.observe(out.ticks)
         return out
+
+    def _chains(self, enriched: Enriched, out: Outgoing, now: float) -> None:
+        """The chains due with this flush; a failure costs the chains of this one, not its ticks."""
+        if self.chains is None:
+            return
+        try:
+            out.chains = self.chains.observe(enriched, now)
+        except Exception:
+            self.metrics.stage_failures.labels("chain").inc()
+            held = self._throttle.allow("chain")
+            if held is not None:
+                log.exception("computing the option chains failed; the ticks went out without them",
+                              extra={"failures_not_logged": held})
 
     def _failed(self, taken: Taken) -> Outgoing:
         self.metrics.stage_failures.labels("enrich").inc()

@@ -4,7 +4,9 @@ the next flush on the same connection while Redis still answers the last one.
 
 Per flush: PUBLISH `<prefix>:options` and `<prefix>:underlying` (JSON arrays of at most
 TICK_BATCH_MAX_SIZE ticks each), PUBLISH each order postback to `<prefix>:orders`, and HSET the
-latest-tick snapshot fields that are due into `<prefix>:latest` for late joiners. A failure or a
+latest-tick snapshot fields that are due into `<prefix>:latest` for late joiners; PUBLISH each
+option chain that is due to `<prefix>:chain`, HSETNX the day's opening OIs first seen and HSET
+each published chain's ATM IV as the day's (`<prefix>:atm_iv:<underlying>:<expiry>`). A failure or a
 flush slower than the publish timeout trips the breaker; while it is open flushes are dropped and
 counted, and it probes again by itself with growing, jittered, capped pauses. Outages are told to
 the shared `RedisLink` (logged once each way). Nothing here ever raises into the outbox, not
@@ -32,6 +34,8 @@ from ticker.streamer.stages.render import Outgoing
 
 log = logging.getLogger(__name__)
 _EXPECTED = (RedisError, OSError, TimeoutError)  # what a Redis outage raises
+OI_OPEN_TTL = 3 * 86_400  # a day's opening OIs outlive the day (a weekend's reads), then go
+ATM_IV_TTL = 400 * 86_400  # a chain's daily ATM IVs, kept a while past the longest-dated expiry's life
 
 
 def chunked(items: list[bytes], size: int) -> Iterator[list[bytes]]:
@@ -66,6 +70,7 @@ class Publisher:
         self.published_total = 0  # ticks (not bars or postbacks) that reached Redis
         self._options, self._underlying = names.options.encode(), names.underlying.encode()
         self._orders, self._latest = names.orders.encode(), names.latest.encode()
+        self._chain = names.chain.encode()
         self._lane = redis_fast.Lane(redis)
         self._throttle = Throttle()
 
@@ -79,7 +84,7 @@ class Publisher:
         Flights must be settled in the order they were sent."""
         flight = Flight(out, time.perf_counter(), asyncio.get_running_loop().time() + self.timeout,
                         self.link.now())
-        if out.ticks == 0 and not out.orders and not out.bars and not out.latest:
+        if out.ticks == 0 and not out.orders and not out.bars and not out.latest and not out.chains.busy:
             flight.status = "empty"
             return flight
         if not self.breaker.allow():
@@ -120,6 +125,7 @@ class Publisher:
         self.metrics.published.labels("options").inc(len(out.options))
         self.metrics.published.labels("underlying").inc(len(out.underlying))
         self.metrics.published.labels("bars").inc(len(out.bars))
+        self.metrics.published.labels("chain").inc(len(out.chains.messages))
         self.metrics.orders.inc(len(out.orders))
         self.metrics.snapshot_fields.inc(len(out.latest))
         return True
@@ -151,6 +157,20 @@ class Publisher:
         packed += [redis_fast.command(b"PUBLISH", self._orders, doc) for doc in out.orders]
         if out.latest:
             packed.append(redis_fast.hset(self._latest, out.latest))
+        return packed + self._chains(out)
+
+    def _chains(self, out: Outgoing) -> list[redis_fast.Packed]:
+        chains = out.chains
+        packed = [redis_fast.command(b"PUBLISH", self._chain, doc) for doc in chains.messages]
+        if chains.oi_open:  # the first one written stands: a restart must not move the day's open
+            key = self.names.oi_open(chains.day).encode()
+            packed += [redis_fast.command(b"HSETNX", key, token, oi) for token, oi in chains.oi_open.items()]
+            packed.append(redis_fast.command(b"EXPIRE", key, b"%d" % OI_OPEN_TTL))
+        day = chains.day.encode()
+        for (underlying, expiry), iv in chains.atm_iv.items():  # the day's last one stands
+            key = self.names.atm_iv(underlying, expiry).encode()
+            packed.append(redis_fast.command(b"HSET", key, day, repr(iv).encode()))
+            packed.append(redis_fast.command(b"EXPIRE", key, b"%d" % ATM_IV_TTL))
         return packed
 
     def _dropped(self, out: Outgoing, reason: str) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 
 from ticker.streamer.stages.bars import Bar, bar_doc
+from ticker.streamer.stages.chain_stream import ChainOut
 from ticker.streamer.stages.enrich import GREEKS, Enriched, Side
 from ticker.streamer.stages.instrument_table import InstrumentTable
 from ticker.streamer.stages.json_columns import Renderer, json_tokens, text_column
@@ -45,14 +46,15 @@ TICK_CARRIED = {
 
 @dataclass
 class Outgoing:
-    """One flush, rendered: JSON per tick for each channel, bars, postbacks, and the latest-tick
-    snapshot fields due with it (see latest_snapshot.py)."""
+    """One flush, rendered: JSON per tick for each channel, bars, postbacks, the latest-tick
+    snapshot fields due with it (see latest_snapshot.py) and the chains due (see chain_stream.py)."""
 
     options: list[bytes] = field(default_factory=list)
     underlying: list[bytes] = field(default_factory=list)
     bars: list[bytes] = field(default_factory=list)
     orders: list[bytes] = field(default_factory=list)
     latest: dict[bytes, bytes] = field(default_factory=dict)
+    chains: ChainOut = field(default_factory=ChainOut)  # chain messages and opening OIs (see chain_stream.py)
     oldest_received: float | None = None
     started: float = 0.0  # epoch seconds its flush began (taken from the buffer)
 

@@ -14,11 +14,12 @@ import math
 from datetime import date
 
 import numpy as np
+import orjson
 import pytest
 
 from ticker.core import chain_stats
 from ticker.core import greeks as gk
-from ticker.core.chain import ChainGrid, ChainLegs, ChainMarket, chain_snapshot, chain_summary
+from ticker.core.chain import ChainGrid, ChainLegs, ChainMarket, chain_document, chain_snapshot, chain_summary
 
 NAN = math.nan
 REL = 1e-12
@@ -497,3 +498,11 @@ def test_snapshot_is_plain_json_without_nans():
 def test_malformed_columns_are_refused(bad):
     with pytest.raises(ValueError):
         ChainLegs(**bad)
+
+
+def test_the_plain_document_is_the_snapshot_dumped():
+    rows = generated()
+    market = GEN_MARKET.model_copy(update={"expiry": date(2026, 12, 29)})
+    want = chain_snapshot(to_legs(rows), market, np.linspace(0.1, 0.2, 30)).model_dump(mode="json")
+    got = chain_document(to_legs(rows), market, np.linspace(0.1, 0.2, 30))
+    assert orjson.loads(orjson.dumps(got)) == want  # orjson refuses numpy scalars: none may be left

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import re
 import sys
 
 from tests.conftest import SESSION_ID
@@ -45,7 +46,8 @@ async def test_generated_requests_never_get_a_5xx_and_match_the_spec(settings, _
                                            "publish_channel_prefix": f"ticker:f{SESSION_ID}"})
         report, returncode = await _fuzz(fuzz, tmp_path)
     assert returncode == 0, report[-15000:]
-    assert "38/38" in report  # every operation was exercised
+    exercised = re.search(r"\b(\d+)/\1\b", report)  # every operation was exercised: n of n
+    assert exercised and int(exercised[1]) >= 40, report[-3000:]
 
 
 async def _fuzz(settings, cwd) -> tuple[str, int | None]:
