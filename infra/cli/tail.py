@@ -1,4 +1,5 @@
-"""`ticker tail`: what a Redis tick subscriber receives, as a table refreshing in place.
+"""`ticker tail`: what a Redis tick subscriber receives, as a table refreshing in place; with
+`--chain UNDERLYING`, one option chain as a ladder (see `chain_board`).
 
 It is an ordinary subscriber of the published channels, so what it shows is exactly what an app sees.
 """
@@ -10,11 +11,15 @@ import asyncio
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 
-from ticker.infra.cli.oneshot import cli_context, reach_redis
+from ticker.infra.cli.chain_board import ChainBoard, chain_listing
+from ticker.infra.cli.oneshot import CliContext, cli_context, reach_postgres, reach_redis
 from ticker.infra.queue.enqueue import names_for
 from ticker.infra.runtime.startup import stop_event
 
@@ -75,38 +80,67 @@ def _row(item: dict[str, Any], now: float) -> str:
 
 async def tail(args: argparse.Namespace) -> int:
     ctx = cli_context(log_format="text")  # dev.json fills what the environment leaves unset
-    settings = ctx.settings
-    names = names_for(settings)
+    names = names_for(ctx.settings)
+    if args.chain:
+        return await tail_chain(args, ctx, names.chain)
     channel = {"options": names.options, "underlying": names.underlying, "orders": names.orders}[args.channel]
     tokens = {int(t) for t in args.tokens.split(",") if t.strip()} if args.tokens else None
     board = Board(args.rows, tokens)
     redis = await reach_redis(ctx)  # one line, not a traceback, when Redis is out of reach
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(channel)
-    stop = stop_event()
-    deadline = time.monotonic() + args.seconds if args.seconds else None
     interactive = sys.stdout.isatty() and not args.seconds
-    next_draw = 0.0
-    try:
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-            if msg:
-                board.add(msg["data"])
-            if interactive and time.monotonic() >= next_draw:
-                sys.stdout.write(CLEAR + board.render(channel) + "\n")
-                sys.stdout.flush()
-                next_draw = time.monotonic() + args.refresh
-    finally:
-        await pubsub.aclose()
-        await redis.aclose()
+    await _listen(redis, channel, args, board.add, lambda: board.render(channel), interactive)
     if not interactive:
         print(board.render(channel))
     return 0 if board.received or not args.seconds else 1
 
 
+async def tail_chain(args: argparse.Namespace, ctx: CliContext, channel: str) -> int:
+    """The chain's ladder: which chain comes from the instruments table (an unknown underlying or
+    expiry is one line), its figures and rows from the chain channel."""
+    db = await reach_postgres(ctx, max_size=1)
+    try:
+        today = datetime.now(ctx.settings.tz).date()
+        listing = await chain_listing(db, args.chain.upper(), args.expiry, today)
+    finally:
+        await db.close()
+    board = ChainBoard(listing, args.rows)
+    redis = await reach_redis(ctx)
+    interactive = sys.stdout.isatty() and not args.seconds
+    await _listen(redis, channel, args, board.add, lambda: board.render(channel, ansi=True), interactive)
+    if not interactive:
+        print(board.render(channel, ansi=False))
+    return 0 if board.received or not args.seconds else 1
+
+
+async def _listen(redis: Redis, channel: str, args: argparse.Namespace, add: Callable[[bytes], object],
+                  render: Callable[[], str], interactive: bool) -> None:
+    """Feed `add` what `channel` carries until stopped (or --seconds are up), redrawing in place."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel)
+    stop = stop_event()
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    next_draw = 0.0
+    try:
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if msg:
+                add(msg["data"])
+            if interactive and time.monotonic() >= next_draw:
+                sys.stdout.write(CLEAR + render() + "\n")
+                sys.stdout.flush()
+                next_draw = time.monotonic() + args.refresh
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ticker tail", description="Live view of the published tick channels.")
     parser.add_argument("--channel", choices=("options", "underlying", "orders"), default="options")
+    parser.add_argument("--chain", metavar="UNDERLYING",
+                        help="show this underlying's option chain as a ladder (calls | strike | puts)")
+    parser.add_argument("--expiry", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                        help="with --chain: the expiry (default: the nearest listed)")
     parser.add_argument("--tokens", help="comma-separated instrument tokens to show (default: all)")
     parser.add_argument("--rows", type=int, default=40, help="rows to keep on screen (default 40)")
     parser.add_argument("--refresh", type=float, default=0.5, help="seconds between redraws")
@@ -115,4 +149,6 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.rows <= 0 or args.refresh <= 0 or args.seconds < 0:
         parser.error("--rows and --refresh must be positive, --seconds not negative")
+    if args.expiry and not args.chain:
+        parser.error("--expiry goes with --chain")
     return asyncio.run(tail(args))
