@@ -120,7 +120,7 @@ class ChainBoard:
         ce = _leg(row.ce if row else None)
         pe = _leg(row.pe if row else None)
         mark = "*" if atm and not ansi else " "
-        text = (f"{''.join(f'{c:>{CELL}}' for c in reversed(ce))} |{mark}{_num(strike, 'g'):^9}{mark}| "
+        text = (f"{''.join(f'{c:>{CELL}}' for c in reversed(ce))} |{mark}{_num(strike, 'g'):^10}{mark}| "
                 f"{''.join(f'{c:>{CELL}}' for c in pe)}")
         return f"{REVERSE}{text}{RESET}" if atm and ansi else text
 
