@@ -119,9 +119,9 @@ class ChainBoard:
         row = self.latest.get(strike)
         ce = _leg(row.ce if row else None)
         pe = _leg(row.pe if row else None)
-        mark = "*" if atm and not ansi else " "
-        text = (f"{''.join(f'{c:>{CELL}}' for c in reversed(ce))} |{mark}{_num(strike, 'g'):^10}{mark}| "
-                f"{''.join(f'{c:>{CELL}}' for c in pe)}")
+        middle = _num(strike, "g")
+        middle = f"*{middle}*" if atm and not ansi else middle  # no highlight without a terminal
+        text = f"{''.join(f'{c:>{CELL}}' for c in reversed(ce))} |{middle:^12}| {''.join(f'{c:>{CELL}}' for c in pe)}"
         return f"{REVERSE}{text}{RESET}" if atm and ansi else text
 
 

@@ -6,10 +6,12 @@ import asyncio
 import os
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import orjson
 
+from ticker.infra.cli.chain_board import REVERSE, ChainBoard, ChainListing
 from ticker.infra.cli.tail import Board
 
 TICKER = str(Path(sys.executable).with_name("ticker"))
@@ -47,3 +49,31 @@ async def test_tail_process_shows_published_ticks(settings, redis, names) -> Non
     text = out.decode()
     assert proc.returncode == 0, err.decode()
     assert "NIFTY24000CE" in text and "0.1234" in text and "0.5100" in text
+
+
+def _chain(expiry: str, rows: list[dict], underlying: str = "NIFTY") -> bytes:
+    return orjson.dumps({"underlying": underlying, "expiry": expiry, "full": False, "ts": time.time(),
+                         "spot": 24010.0, "forward": 24030.0, "atm_strike": 24000.0, "atm_iv": 0.1234,
+                         "pcr_oi": 0.9, "max_pain": 24000.0, "straddle": 250.5, "rows": rows})
+
+
+def _strike(strike: float, ltp: float) -> dict:
+    leg = {"ltp": ltp, "oi": 1500, "iv": 0.125, "delta": 0.5, "token": 1, "tradingsymbol": "X", "age_ms": 10}
+    return {"strike": strike, "ce": leg, "pe": {**leg, "delta": -0.5}}
+
+
+def test_chain_board_keeps_the_latest_row_per_listed_strike() -> None:
+    board = ChainBoard(ChainListing("NIFTY", date(2026, 11, 24), [23950.0, 24000.0, 24050.0]), rows=40)
+    assert "waiting for the first update" in board.render("c", ansi=False)
+    assert board.add(_chain("2026-11-24", [_strike(23950, 90.0), _strike(24000, 60.0), _strike(99999, 1.0)]))
+    assert board.add(_chain("2026-11-24", [_strike(24000, 61.5)]))  # only the strike that ticked
+    assert not board.add(_chain("2026-12-01", [_strike(24050, 5.0)]))  # another expiry
+    assert not board.add(_chain("2026-11-24", [_strike(24050, 5.0)], underlying="BANKNIFTY"))
+    assert not board.add(b"not json")
+    assert sorted(board.latest) == [23950.0, 24000.0]  # bounded by the listing
+    assert board.latest[23950.0].ce.ltp == 90.0 and board.latest[24000.0].ce.ltp == 61.5
+    text = board.render("c", ansi=False)
+    assert "ATM IV 12.3%" in text and "max pain 24000" in text and "straddle 250.50" in text
+    atm = [line for line in text.splitlines() if "*24000*" in line]
+    assert len(atm) == 1 and "61.50" in atm[0] and "12.5" in atm[0] and "-0.500" in atm[0]
+    assert f"{REVERSE}" in board.render("c", ansi=True)
