@@ -14,6 +14,7 @@ Tick sizes and strike steps have not changed over the span of the tables.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -166,6 +167,7 @@ def listed_expiries(name: str, today: date, monthly: int, weekly: int,
     return month_list, sorted(set(month_list) | set(sorted(weeks)[:weekly]))
 
 
+@functools.lru_cache(maxsize=256)  # every order asks; the tables are constants
 def order_freeze(name: str, on: date) -> int | None:
     """The freeze quantity of `name`'s derivatives on trading day `on`; None when the table has none."""
     if not any(r.name == name for r in FREEZE_QUANTITIES):

@@ -96,7 +96,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,
                   max_clients=settings.ws_max_clients, outages=outages)
     refs, audit = Refs(db, settings), AuditBatcher(db)
-    enqueue = Enqueuer(names, pipe_script(pipe), on_enqueued=lambda job_name: metrics.enqueued.labels(job_name).inc())
+    enqueue = Enqueuer(names, pipe_script(pipe), on_enqueued=metrics.count_enqueued)
     intake = OrderIntake(db, Validator(db, settings, refs.instruments), audit.record, enqueue, refs.resolve_account)
     svc = Services(settings=settings, names=names, redis=redis, db=db, metrics=metrics,
                    accounts=account_store(db, settings), limiter=app[LIMITER],

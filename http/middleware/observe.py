@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
+from random import getrandbits
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +28,8 @@ class HttpMetrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30),
                                  registry=registry)
         self.inflight = Gauge("ticker_http_inflight", "requests being handled", registry=registry)
+        self.handling = 0  # what `inflight` reports, read at scrape time: a plain int costs no lock per request
+        self.inflight.set_function(lambda: self.handling)
         self.rate_limited = Counter("ticker_http_rate_limited_total", "requests refused by the rate limit",
                                     registry=registry)
         self.rate_limit_skipped = Counter("ticker_http_rate_limit_skipped_total",
@@ -49,11 +51,29 @@ class HttpMetrics:
         self.ws_feed_errors = Counter("ticker_ws_feed_errors_total",
                                       "tick feed failures (Redis pub/sub lost, bad payloads)", ["kind"],
                                       registry=registry)
+        self._enqueued: dict[str, Any] = {}  # job name -> its `enqueued` child; job names are few
+
+    def count_enqueued(self, job_name: str) -> None:
+        """One more job of `job_name` enqueued (its labelled child kept: `labels()` costs more than `inc()`)."""
+        child = self._enqueued.get(job_name)
+        if child is None:
+            child = self._enqueued[job_name] = self.enqueued.labels(job_name)
+        child.inc()
+
+
+# A fresh id has uuid4's layout (version 4, RFC 4122 variant). It only correlates logs with a
+# response, so it comes from the fast generator rather than os.urandom (uuid4 costs a syscall).
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def fresh_request_id() -> str:
+    return f"{getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 def request_id(request: web.Request) -> str:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    return incoming if _CLIENT_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if _CLIENT_ID.match(incoming) else fresh_request_id()
 
 
 def route_label(request: web.Request) -> str:
@@ -92,7 +112,7 @@ def observe_middleware(metrics: HttpMetrics):
         rid = request_id(request)
         request[REQUEST_ID] = rid
         started = time.perf_counter()
-        metrics.inflight.inc()
+        metrics.handling += 1
         status = 500
         try:
             response = await handler(request)
@@ -105,7 +125,7 @@ def observe_middleware(metrics: HttpMetrics):
             exc.headers[REQUEST_ID_HEADER] = rid
             raise
         finally:
-            metrics.inflight.dec()
+            metrics.handling -= 1
             method = request.method if request.method in _METHODS else "OTHER"
             children.record(method, route_label(request), status, time.perf_counter() - started)
 

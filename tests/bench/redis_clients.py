@@ -2,7 +2,7 @@
 
 `PooledScripts` takes the web hot path's interface (`call`, `command`, `close`) on redis-py through
 the client's connection pool, one checkout per call, where the shipped `AutoPipeline`
-(ticker.infra.stores.redis) batches the calls into redis-py pipelines.
+(ticker.infra.stores.redis) batches the calls, one write and its replies per batch.
 
 `python -m tests.bench.redis_clients pooled --host H --port P` runs `ticker web` with it in place of
 `AutoPipeline` (everything else as shipped).

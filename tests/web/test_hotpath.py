@@ -154,3 +154,17 @@ async def test_coalescer_bounds_batches_in_flight_and_grows_the_next_one() -> No
     assert await asyncio.gather(*first, *second, *later) == list(range(40))
     assert [len(b) for b in gated.batches] == [3, 2, 35] and gated.peak == 2
     await gated.close()
+
+
+def test_pipe_packs_commands_as_redis_py_does() -> None:
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import DataError
+
+    from ticker.infra.stores.redis import pack_commands
+
+    commands = [("EVALSHA", "ab" * 20, 4, "k1", "k2", "q", "q:wake", 86_400_000, b"\x80\x04" + bytes(range(256)) * 30,
+                 1_700_000_000_000, "id", "1"), ("CLIENT SETNAME", "x"), ("CLIENT", "ID"), ("EVAL", "return 1", 0),
+                ("SET", "k", 1.5), ("SET", "ü", "é"), ("SET", "m", memoryview(b"view"))]
+    assert pack_commands(commands) == b"".join(Connection().pack_commands(commands))
+    with pytest.raises(DataError):
+        pack_commands([("SET", "k", True)])
