@@ -57,6 +57,13 @@ async def test_docs_and_their_assets_need_no_key_and_stay_local(make_api) -> Non
     assert (await api.get("/accounts")).status == 401  # the rest still needs a key
 
 
+async def test_the_docs_are_not_metered(make_api) -> None:
+    api = await make_api(http_rate_limit_per_minute=2)
+    for _ in range(3):
+        for path in ("/docs", "/docs/static/swagger-ui.css", "/"):
+            assert (await api.get(path, allow_redirects=False)).status in (200, 302)
+
+
 async def test_a_key_buys_a_token_that_opens_the_tick_socket(make_api) -> None:
     api = await make_api(api_key=API_KEY, admin_api_key=ADMIN_KEY, jwt_secret=JWT_SECRET, jwt_audience=AUDIENCE)
     resp = await api.post("/auth/token", headers={"X-API-Key": API_KEY})
