@@ -35,7 +35,9 @@ from ticker.http.routes import (
     portfolio_api,
     postback_api,
     subscriptions_api,
+    token_api,
 )
+from ticker.http.routes.docs_api import add_docs_routes
 from ticker.http.routes.health_api import health
 from ticker.http.routes.openapi_api import openapi_json
 from ticker.http.state import METRICS, SERVICES, SETTINGS, Services
@@ -75,8 +77,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics_handler(metrics.registry))
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/ws/ticks", ws_ticks)
+    add_docs_routes(app)
     for module in (orders_api, jobs_api, subscriptions_api, instruments_api, accounts_api,
-                   admin_api, gtt_api, postback_api, portfolio_api, chain_api):
+                   admin_api, gtt_api, postback_api, portfolio_api, chain_api, token_api):
         app.add_routes(module.routes)
     return app
 

@@ -7,6 +7,10 @@ everything else; a trading key there is a 403. Outside production, a server with
 lets the trading key (or, with no key at all, anyone) use the admin routes too, so a development
 setup keeps working with one key. Keys are compared in constant time.
 
+`POST /auth/token` trades an API key for a short-lived HS256 JWT signed with JWT_SECRET, for browsers
+(which cannot send headers on a WebSocket upgrade). Such a token opens `/ws/ticks` only: the REST
+routes take API keys alone, so a trading key's token can never reach an admin route.
+
 JWTs are HS256 with JWT_SECRET or RS256 against the keys published at JWT_JWKS_URL (fetched without
 blocking the loop, cached, refetched at most every `JWKS_MIN_REFRESH` seconds when an unknown key
 id shows up so a flood of bad tokens cannot turn into a flood of fetches).
@@ -32,11 +36,15 @@ API_KEY_HEADER = "X-API-Key"
 # GET that cannot carry headers; the request token it brings is useless without our api_secret).
 # /ws/ticks authenticates itself (JWT or API key) before the upgrade; Kite's order postbacks
 # (/kite/postback) prove themselves by their checksum.
+# The API docs page (its assets under /docs/static/) only shows the spec, which is open already;
+# `/` sends a browser there.
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/auth/kite/callback", "/ws/ticks",
-                        "/kite/postback"})
+                        "/kite/postback", "/", "/docs"})
+OPEN_PREFIXES = ("/docs/static/",)
 # First path segments of the routes that need the admin key.
 ADMIN_SECTIONS = frozenset({"accounts", "admin", "dlq"})
 JWKS_TTL = 300.0
+TOKEN_TTL = 15 * 60  # seconds a token from POST /auth/token lives: enough to open a socket, short if leaked
 JWKS_MIN_REFRESH = 30.0
 
 Role = Literal["admin", "trading"]
@@ -54,6 +62,10 @@ def key_matches(expected: str, presented: str | None) -> bool:
     if presented is None:
         return False
     return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def is_open_path(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def is_admin_path(path: str) -> bool:
@@ -99,7 +111,7 @@ def api_key_middleware(settings: Settings):
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
+        if not is_open_path(request.path):
             try:
                 keys.check(request.headers.get(API_KEY_HEADER), is_admin_path(request.path))
             except ForbiddenError as exc:
@@ -189,6 +201,20 @@ class JwtVerifier:
             raise AuthError("token expired") from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from None
+
+
+def issue_token(settings: Settings, subject: str, now: float | None = None) -> tuple[str, int]:
+    """A JWT for `subject` and when it expires (Unix seconds), signed with JWT_SECRET.
+
+    Replicas verify each other's tokens, so the secret must be the deployment's: without it there
+    is nothing to sign with (never a made-up per-process secret)."""
+    if settings.jwt_secret is None:
+        raise LookupError("tokens cannot be issued: the server has no JWT_SECRET configured")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {"sub": subject, "iat": issued, "exp": issued + TOKEN_TTL}
+    if settings.jwt_audience is not None:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256"), claims["exp"]
 
 
 async def authenticate_ws(settings: Settings, verifier: JwtVerifier, request: web.Request) -> dict[str, Any]:

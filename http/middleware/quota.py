@@ -35,7 +35,9 @@ from ticker.infra.stores.redis import AutoPipeline, Script
 
 log = logging.getLogger("ticker.http.middleware.quota")
 
-UNLIMITED_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
+# The docs page and its files are served from memory like the spec, and must load during a Redis outage.
+UNLIMITED_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/", "/docs"})
+UNLIMITED_PREFIXES = ("/docs/static/",)
 # Status polls are free: every enqueue answers "poll this URL", and polling it must not eat the
 # quota that the next order needs (a long poll, `?wait=N`, holds one request however long it waits).
 FREE_POLLS = frozenset({"/jobs/{job_id}", "/baskets/{basket_id}"})
@@ -139,7 +141,7 @@ def client_id(request: web.Request) -> str:
 
 
 def unmetered(request: web.Request) -> bool:
-    if request.path in UNLIMITED_PATHS:
+    if request.path in UNLIMITED_PATHS or request.path.startswith(UNLIMITED_PREFIXES):
         return True
     resource = request.match_info.route.resource
     return request.method == "GET" and resource is not None and resource.canonical in FREE_POLLS

@@ -214,8 +214,12 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
     enc_key = (s.account_encryption_key.get_secret_value() if s.account_encryption_key
                else _persistent(run.folder, "encryption_key", new_key))
     run.generated_encryption_key = s.account_encryption_key is None
+    # POST /auth/token signs with it; kept in the run folder so a restarted web honours old tokens
+    jwt_secret = (s.jwt_secret.get_secret_value() if s.jwt_secret
+                  else _persistent(run.folder, "jwt_secret", lambda: secrets.token_urlsafe(32)))
     streamer_port = args.streamer_port or s.streamer_port
-    env.update({"API_KEY": api_key, "ACCOUNT_ENCRYPTION_KEY": enc_key, "LOG_FORMAT": env.get("LOG_FORMAT", "text"),
+    env.update({"API_KEY": api_key, "ACCOUNT_ENCRYPTION_KEY": enc_key, "JWT_SECRET": jwt_secret,
+                "LOG_FORMAT": env.get("LOG_FORMAT", "text"),
                 "STREAMER_PORT": str(streamer_port), "PYTHONUNBUFFERED": "1",
                 "WORKER_PORT": str(worker_port), "WORKER_HOST": LOOPBACK, "HOST": LOOPBACK,
                 # one developer's curl loops and job polls should not meet the production quota

@@ -1,7 +1,7 @@
 """`ticker dev` from nothing, as a newcomer runs it: no Redis, Postgres or Kite credentials given.
 
 Option ticks with Greeks arrive on `ticker:nifty:options`, an order placed over HTTP completes with a
-Kite order id, `ticker tail` shows the rows updating, `ticker accounts list` finds the dev database
+Kite order id, the API key buys a WebSocket token, `ticker tail` shows the rows updating, `ticker accounts list` finds the dev database
 with no settings given, every process listens on loopback only and on the ports PORT, STREAMER_PORT
 and SIM_PORT name, a second `ticker dev` says one is running, and Ctrl-C leaves no process behind.
 How soon the first ticks arrive is measured by `make bench` (bench_dev); here the bounds only stop a
@@ -109,6 +109,9 @@ async def test_make_dev_from_nothing(tmp_path: Path) -> None:
         status = await _place_and_poll(info["web_url"], info["api_key"], ticks[0])
         assert status["status"] == "complete", status
         assert status["result"]["kite_order_id"]
+        async with aiohttp.ClientSession() as http:  # ticker dev gives its web a JWT_SECRET: tokens work
+            async with http.post(f"{info['web_url']}/auth/token", headers={"X-API-Key": info["api_key"]}) as r:
+                assert r.status == 200, await r.text()
 
         tail_env = {**os.environ, "REDIS_URL": info["redis_url"]}
         tail = subprocess.run([TICKER, "tail", "--seconds", "3"], env=tail_env, capture_output=True, text=True,

@@ -52,6 +52,7 @@ async def test_generated_requests_never_get_a_5xx_and_match_the_spec(settings, _
 
 async def _fuzz(settings, cwd) -> tuple[str, int | None]:
     env = process_env(settings, API_KEY=API_KEY, ADMIN_API_KEY=ADMIN_KEY, ACCOUNT_ENCRYPTION_KEY=new_key(),
+                      JWT_SECRET="fuzz-jwt-secret-0123456789abcdef",  # so POST /auth/token can sign
                       **{k.upper(): v for k, v in KITE.items()})
     async with web_process(env) as web:
         proc = await asyncio.create_subprocess_exec(
