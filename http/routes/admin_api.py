@@ -13,7 +13,7 @@ from ticker.http.accept import accepted, submit
 from ticker.http.inputs import Page, QueryBool, Strict, parse_json, path_int, read_body, read_query
 from ticker.http.middleware.errors import ApiError, json_response, not_found
 from ticker.http.state import services
-from ticker.infra.queue.enqueue import derived_job_id
+from ticker.infra.queue.enqueue import scoped_job_id
 from ticker.infra.stores.deadletters import DeadLetterNotFound, list_dead_letters
 
 routes = web.RouteTableDef()
@@ -117,7 +117,7 @@ async def kite_callback(request: web.Request) -> web.Response:
                        [{"field": "request_token", "location": "query", "message": "Field required",
                          "type": "missing"}])
     account = await svc.refs.resolve_account(q.account_id)
-    job_id = derived_job_id("kite-login", account, q.request_token)
+    job_id = scoped_job_id(svc.names, "kite-login", account, q.request_token)
     payload = {"account_id": account, "request_token": q.request_token}
     new = await submit(svc, JOB_EXCHANGE_REQUEST_TOKEN, payload, job_id)
     return accepted(job_id, new, account_id=account,

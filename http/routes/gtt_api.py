@@ -31,7 +31,7 @@ from ticker.http.inputs import Strict, path_int, read_json, read_query
 from ticker.http.middleware.errors import ApiError
 from ticker.http.routes.orders_api import idempotency_key, intake_errors, submitted
 from ticker.http.state import services
-from ticker.infra.queue.enqueue import derived_job_id
+from ticker.infra.queue.enqueue import scoped_job_id
 
 routes = web.RouteTableDef()
 
@@ -93,7 +93,7 @@ async def _read(request: web.Request, trigger_id: int | None) -> web.Response:
     payload: dict[str, Any] = {"account_id": account, "kind": "gtt" if trigger_id else "gtts"}
     if trigger_id:
         payload["trigger_id"] = trigger_id
-    job_id = derived_job_id("gtt-read", account, trigger_id or "all", version, slot)
+    job_id = scoped_job_id(svc.names, "gtt-read", account, trigger_id or "all", version, slot)
     new = await submit(svc, JOB_PORTFOLIO, payload, job_id)
     return accepted(job_id, new, account_id=account)
 

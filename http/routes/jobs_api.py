@@ -23,7 +23,7 @@ from ticker.http.accept import accepted, submit
 from ticker.http.inputs import QueryBool, QueryDateTime, Strict, read_query
 from ticker.http.middleware.errors import ApiError, json_response, not_found
 from ticker.http.state import Services, services
-from ticker.infra.queue.enqueue import derived_job_id
+from ticker.infra.queue.enqueue import scoped_job_id
 from ticker.infra.queue.status import JobStatus, cancel_job, job_status
 
 routes = web.RouteTableDef()
@@ -136,6 +136,6 @@ async def history(request: web.Request) -> web.Response:
         raise ApiError(422, "validation_error", f"instrument_token: unknown instrument {q.instrument_token}",
                        [{"field": "instrument_token", "location": "query", "message": "unknown instrument",
                          "type": "unknown_instrument"}])
-    job_id = derived_job_id("history", *(payload[k] for k in sorted(payload)))
+    job_id = scoped_job_id(svc.names, "history", *(payload[k] for k in sorted(payload)))
     new = await submit(svc, JOB_FETCH_HISTORY, payload, job_id)
     return accepted(job_id, new)

@@ -58,6 +58,12 @@ def derived_job_id(kind: str, *parts: object) -> str:
     return f"{kind}-{digest}"
 
 
+def scoped_job_id(names: Names, kind: str, *parts: object) -> str:
+    """`derived_job_id` within one deployment: arq's job keys are not namespaced, so two deployments
+    (or test runs) on one Redis database would otherwise share ids, and one would get the other's result."""
+    return derived_job_id(kind, names.namespace, *parts)
+
+
 def _body(payload: BaseModel | dict[str, Any]) -> Any:
     return payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
 

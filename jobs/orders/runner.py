@@ -43,7 +43,7 @@ from ticker.infra.kite.rest import (
     is_transient,
 )
 from ticker.infra.orders import audit_trail as audit
-from ticker.infra.queue.enqueue import derived_job_id, enqueue
+from ticker.infra.queue.enqueue import enqueue, scoped_job_id
 from ticker.infra.runtime.settings import Settings
 from ticker.jobs.context import Deps
 from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
@@ -370,7 +370,7 @@ async def _token_rejected(job: OrderJob, api: KiteApi, number: int, text: str) -
     if tries_left and await audit.count_outcome(d.db, job.job_id, "token") == 1:
         slot = int(time.time() // 60)  # one refresh request per account per minute, however many orders
         await enqueue(d.redis, d.names, JOB_REFRESH_TOKENS, {"account_id": job.account_id},
-                      job_id=derived_job_id("order-token-refresh", job.account_id, slot))
+                      job_id=scoped_job_id(d.names, "order-token-refresh", job.account_id, slot))
         await audit.retrying(d.db, job.job_id, text)
         raise Retry(defer=d.settings.order_token_refresh_wait_seconds)
     await fail_for_good(job, f"{text} (the account's access token needs a refresh)")

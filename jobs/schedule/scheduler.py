@@ -2,7 +2,7 @@
 
 Every firing belongs to a slot: the scheduled run time, which is the same on every replica (daily
 jobs fire at a fixed wall time; interval jobs on epoch-aligned grids). A slot is claimed in Redis
-(SET NX) and enqueued under `derived_job_id(job, slot)`, so two replicas never run one period
+(SET NX) and enqueued under `scoped_job_id(names, job, slot)`, so two replicas never run one period
 twice. Missed firings coalesce into one run, and on start-up a daily slot already due today that
 no replica claimed is run once. Schedules that concern the market (instrument refresh, order sync,
 portfolio refresh, strike rebalancing) skip exchange holidays: NSE's calendar (core.holidays) plus any dates named in
@@ -41,7 +41,7 @@ from ticker.core.contracts import (
     JOB_SYNC_ORDERS,
     Names,
 )
-from ticker.infra.queue.enqueue import create_queue, derived_job_id, enqueue, names_for
+from ticker.infra.queue.enqueue import create_queue, enqueue, names_for, scoped_job_id
 from ticker.infra.runtime.heartbeat import beat
 from ticker.infra.runtime.outage import REDIS_ERRORS, Outage
 from ticker.infra.runtime.settings import Settings
@@ -165,7 +165,7 @@ class SlotRunner:
             return fresh
 
     async def _claim(self, schedule: Schedule, slot: str) -> bool:
-        job_id = derived_job_id(schedule.job_name, schedule.name, slot)
+        job_id = scoped_job_id(self.names, schedule.job_name, schedule.name, slot)
         claim = self.names.key("schedule", job_id)
         if not await self.queue.set(claim, slot, nx=True, ex=schedule.claim_seconds):
             self.taken += 1

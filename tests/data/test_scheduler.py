@@ -26,7 +26,7 @@ from ticker.core.contracts import (
     Names,
 )
 from ticker.core.holidays import NSE_HOLIDAYS
-from ticker.infra.queue.enqueue import create_queue, derived_job_id
+from ticker.infra.queue.enqueue import create_queue, scoped_job_id
 from ticker.infra.runtime.heartbeat import alive
 from ticker.infra.runtime.settings import Settings
 from ticker.jobs.schedule.scheduler import PROBE_JOB, SlotRunner, build_schedules, every, make_scheduler
@@ -74,7 +74,7 @@ async def test_a_slot_is_enqueued_by_one_replica_only(settings: Settings, queue:
     a, b = SlotRunner(queue, names, settings), SlotRunner(queue, names, settings)
     results = await asyncio.gather(a.fire(schedule, slot_time), b.fire(schedule, slot_time))
     assert sorted(results) == [False, True]
-    job_id = derived_job_id(JOB_REFRESH_INSTRUMENTS, "instrument_refresh", a.slot_of(slot_time))
+    job_id = scoped_job_id(names, JOB_REFRESH_INSTRUMENTS, "instrument_refresh", a.slot_of(slot_time))
     assert job_id in await _queued(redis, names, JOB_REFRESH_INSTRUMENTS)
     assert a.taken + b.taken == 1
     # The next day is a new slot.
@@ -101,7 +101,7 @@ async def test_exchange_holidays_skip_market_schedules_only(settings: Settings, 
     assert not await runner.fire(schedules["instrument_refresh"], monday)
     assert not await runner.fire(schedules["order_sync"], monday.replace(hour=11))
     assert await runner.fire(schedules["token_refresh"], monday.replace(hour=7, minute=35))  # Kite's APIs still work
-    skipped = derived_job_id(JOB_REFRESH_INSTRUMENTS, "instrument_refresh", runner.slot_of(monday))
+    skipped = scoped_job_id(names, JOB_REFRESH_INSTRUMENTS, "instrument_refresh", runner.slot_of(monday))
     assert skipped not in await _queued(redis, names, JOB_REFRESH_INSTRUMENTS)
     assert await runner.fire(schedules["instrument_refresh"], monday + timedelta(days=1))  # the next trading day
     with pytest.raises(ValueError, match="MARKET_HOLIDAYS"):
@@ -152,7 +152,7 @@ async def test_missed_firings_coalesce_into_one_run(settings: Settings, queue: A
     queued = await _queued(redis, names, "coalesce_probe")
     assert runner.enqueued == 1 and len(queued) == 1
     latest = runner.slot_of(first_missed + timedelta(hours=3))
-    assert queued == {derived_job_id("coalesce_probe", "coalesce_check", latest)}
+    assert queued == {scoped_job_id(names, "coalesce_probe", "coalesce_check", latest)}
 
 
 def _env(settings: Settings) -> dict[str, str]:
