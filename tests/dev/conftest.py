@@ -3,13 +3,14 @@ rebalancer test rewrites whole tables and the latest-tick hash, which no other t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
 from tests.databases import private_database
+from tests.dev.shared_dev import RunningDev, running_dev
 from tests.isolation import own_namespace
 from ticker.core.contracts import Names
 from ticker.infra.queue.enqueue import names_for
@@ -38,3 +39,10 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(settings.database_url, min_size=1, max_size=5)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+def ticker_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDev]:
+    """A running `ticker dev` shared by every test that asks for it (started once, on first use)."""
+    with running_dev(tmp_path_factory.mktemp("dev-home")) as dev:
+        yield dev
