@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     ticker_mode: Literal["full", "quote", "ltp"] = "full"
     tick_batch_window_ms: int = Field(100, gt=0)
     tick_batch_max_size: int = Field(1000, gt=0)
+    tick_batch_adaptive: bool = True  # send a batch once the socket readers go idle; the window is the ceiling
     tick_buffer_max: int = Field(100_000, gt=0)
     latest_snapshot_ms: int = Field(500, ge=0, le=60_000)  # latest-tick hash rewritten at most this often
     chain_interval_ms: int = Field(1000, gt=0, le=60_000)  # each option chain published at most this often

@@ -112,7 +112,7 @@ class Streamer:
         through them (the pools, made per account by `_new_pool`, feed `decoder`)."""
         self.buffer = TickBuffer(settings.tick_buffer_max, settings.tick_batch_max_size)
         self.decoder = Decoder(self.buffer, self.metrics)
-        self.batches = BatchWindow(self.buffer, settings.tick_batch_window_ms / 1000)
+        self.batches = BatchWindow(self.buffer, settings.tick_batch_window_ms / 1000, settings.tick_batch_adaptive)
         self.enricher = Enricher(
             InstrumentTable([]), model=settings.greeks_model, rate=settings.option_greeks_interest_rate,
             dividend_yield=settings.option_greeks_dividend_yield, bar_interval=settings.bar_interval_seconds,

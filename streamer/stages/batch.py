@@ -1,9 +1,13 @@
 """The batch stage: the bounded hand-off between socket readers and the rest of the pipeline, and
 when a batch is due.
 
-Readers append decoded frames (columnar `Ticks`, stamped with their receipt time) and never wait;
-a batch is taken once the batch window (TICK_BATCH_WINDOW_MS) has run out since the oldest tick or
-TICK_BATCH_MAX_SIZE ticks are in, whichever comes first. Past `capacity` ticks the oldest are
+Readers append decoded frames (columnar `Ticks`, stamped with their receipt time) and never wait.
+A batch is taken as soon as the readers go idle (a few turns of the event loop bring no new frame:
+the burst the sockets held has been read), once TICK_BATCH_MAX_SIZE ticks are in, or when the batch
+window (TICK_BATCH_WINDOW_MS) has run out since the oldest tick, whichever comes first. At normal
+rates the readers are idle most of the time and a tick waits a few milliseconds; under load they
+are not, batches grow on their own, and the window is only the ceiling. TICK_BATCH_ADAPTIVE=false
+keeps the window alone (every batch waits for it). Past `capacity` ticks the oldest are
 dropped (and counted), so a stuck Redis costs ticks, never memory or reader latency. Order
 postbacks ride along in their own bounded queue.
 
@@ -26,6 +30,9 @@ IDLE_WAKE_SECONDS = 1.0  # a quiet batch loop still wakes this often (bars of qu
 FLUSH_MAX_BATCHES = 4  # a backlog goes out a few batches per flush: each flush has fixed costs (the
 # Greeks call, a column per field), while much larger ones would hold the oldest ticks back
 LEAD_WEIGHT = 0.2  # of the newest flush in the moving average of flush durations
+# Turns of the event loop with no new frame that count as "the readers are idle". A frame already in
+# a socket's buffer takes two or three turns to reach `put` (selector -> transport -> reader task).
+IDLE_TURNS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,7 @@ class TickBuffer:
         self._chunks: deque[Chunk] = deque()
         self._orders: deque[bytes] = deque(maxlen=orders_capacity)
         self.count = 0
+        self.puts = 0  # frames and postbacks ever appended: the batch loop sees the readers go idle
         self._oldest = 0.0  # epoch seconds of the oldest buffered item
         self._ready = asyncio.Event()
         self._full = asyncio.Event()
@@ -66,6 +74,7 @@ class TickBuffer:
         if n == 0:
             return 0
         self._mark()
+        self.puts += 1
         self._chunks.append(chunk)
         self.count += n
         dropped = self._shed() if self.count > self.capacity else 0
@@ -77,6 +86,7 @@ class TickBuffer:
         """Queue an order postback; False when the queue was full and the oldest was dropped."""
         room = len(self._orders) < (self._orders.maxlen or 0)
         self._mark()
+        self.puts += 1
         self._orders.append(doc)
         self._full.set()  # postbacks are rare and wanted at once
         return room
@@ -126,27 +136,40 @@ class TickBuffer:
     def pending(self) -> bool:
         return self._ready.is_set()
 
-    async def wait_batch(self, window: float, idle_timeout: float) -> bool:
+    async def wait_batch(self, window: float, idle_timeout: float, adaptive: bool = True) -> bool:
         """Wait until a batch is due; False when `idle_timeout` passed with nothing buffered."""
         if not await wait_event(self._ready, idle_timeout):
             return False
-        remaining = self._oldest + window - time.time()
+        due = self._oldest + window
+        if adaptive:
+            while not self._full.is_set() and time.time() < due:
+                if await self._readers_idle():
+                    return True
+        remaining = due - time.time()
         if remaining > 0 and not self._full.is_set():
             await wait_event(self._full, remaining)
         return True
+
+    async def _readers_idle(self) -> bool:
+        """True when IDLE_TURNS turns of the event loop appended nothing."""
+        seen = self.puts
+        for _ in range(IDLE_TURNS):
+            await asyncio.sleep(0)
+        return self.puts == seen
 
 
 class BatchWindow:
     """When the next batch is due, learning how early to take it from how long flushes take."""
 
-    def __init__(self, buffer: TickBuffer, window_seconds: float) -> None:
+    def __init__(self, buffer: TickBuffer, window_seconds: float, adaptive: bool = True) -> None:
         self.buffer = buffer
         self.window = window_seconds
+        self.adaptive = adaptive
         self.lead = 0.0  # seconds a batch is taken before its window ends
 
     async def next(self) -> Taken:
         """The next batch (possibly empty, after IDLE_WAKE_SECONDS of quiet)."""
-        await self.buffer.wait_batch(self.window - self.lead, IDLE_WAKE_SECONDS)
+        await self.buffer.wait_batch(self.window - self.lead, IDLE_WAKE_SECONDS, self.adaptive)
         return self.take()
 
     def take(self) -> Taken:

@@ -60,6 +60,34 @@ async def test_buffer_batch_is_due_at_max_size_or_after_window():
     assert buf.put_order(b"{}") and buf.take().orders == [b"{}"]
 
 
+async def test_batch_goes_when_the_readers_go_idle_and_grows_while_they_are_busy():
+    buf = TickBuffer(capacity=10_000, batch_max=1000)
+    buf.put(chunk(2))
+    await asyncio.wait_for(buf.wait_batch(window=3600, idle_timeout=1.0), 60)  # idle readers: not the window
+    assert buf.take().ticks == 2
+
+    async def busy_reader(frames: int) -> None:  # a frame every turn of the loop, as a burst is read
+        for i in range(frames):
+            buf.put(chunk(1, first=1 + i))
+            await asyncio.sleep(0)
+
+    buf.put(chunk(1, first=999))
+    reader = asyncio.create_task(busy_reader(40))
+    await asyncio.wait_for(buf.wait_batch(window=3600, idle_timeout=1.0), 60)
+    assert reader.done() and buf.take().ticks == 41  # one batch for the whole burst
+
+
+async def test_without_adaptive_batching_a_batch_waits_for_its_window():
+    buf = TickBuffer(capacity=1000, batch_max=1000)
+    buf.put(chunk(2))
+    waiting = asyncio.create_task(buf.wait_batch(window=3600, idle_timeout=1.0, adaptive=False))
+    for _ in range(50):  # the readers are idle for many turns: still waiting for the window
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    buf.put(chunk(998, first=10))  # the size limit still ends it
+    assert await asyncio.wait_for(waiting, 60) is True
+
+
 async def test_buffer_take_with_a_limit_leaves_the_rest_due():
     buf = TickBuffer(capacity=1000, batch_max=5)
     for first in (1, 100, 200):
