@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from ticker.core.gtt import GttJobPlan
 from ticker.core.orders import BasketPlan, OrderJobPlan, kite_tag
+from ticker.infra.stores.db import delete_rows_older_than
 
 TERMINAL_KITE = ("COMPLETE", "REJECTED", "CANCELLED")
 
@@ -335,17 +336,5 @@ _AGE = {"order_requests": "updated_at", "order_baskets": "created_at"}
 
 
 async def delete_older_than(db: asyncpg.Pool, cutoff: datetime, batch: int) -> dict[str, int]:
-    """Drop audit rows older than `cutoff`, `batch` rows per statement so no delete holds locks for long."""
-    deleted = {}
-    for table, column in _AGE.items():
-        total = 0
-        while True:
-            status = await db.execute(
-                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-                f"SELECT ctid FROM {table} WHERE {column} < $1 LIMIT {int(batch)}))", cutoff)
-            n = int(status.split()[-1])
-            total += n
-            if n < batch:
-                break
-        deleted[table] = total
-    return deleted
+    """Drop audit rows older than `cutoff`, `batch` rows per statement."""
+    return await delete_rows_older_than(db, _AGE, cutoff, batch)

@@ -11,6 +11,7 @@ import asyncpg
 from pydantic import BaseModel, Field
 
 from ticker.infra.orders.audit_trail import delete_older_than as delete_audit_older_than
+from ticker.infra.stores.db import delete_rows_older_than
 from ticker.jobs.context import deps
 
 log = logging.getLogger(__name__)
@@ -34,18 +35,7 @@ class CleanupResult(BaseModel):
 
 async def delete_older_than(pool: asyncpg.Pool, cutoff: datetime) -> dict[str, int]:
     deleted = await delete_audit_older_than(pool, cutoff, BATCH)
-    for table, column in _TABLES.items():
-        total = 0
-        while True:
-            status = await pool.execute(
-                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-                f"SELECT ctid FROM {table} WHERE {column} < $1 LIMIT {BATCH}))", cutoff)
-            n = int(status.split()[-1])
-            total += n
-            if n < BATCH:
-                break
-        deleted[table] = total
-    return deleted
+    return deleted | await delete_rows_older_than(pool, _TABLES, cutoff, BATCH)
 
 
 async def cleanup(ctx: dict[str, Any], payload: dict[str, Any] | None = None) -> dict[str, Any]:
