@@ -10,6 +10,7 @@ numbers are parsed from text, but booleans, dates and times must be written out 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -58,8 +59,18 @@ class Strict(BaseModel):
 
 
 class Page(Strict):
+    """`limit` and `offset` of a list; every list answers in the shape `doc` gives."""
+
     limit: int = Field(100, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=1_000_000)
+
+    def doc(self, key: str, rows: Sequence[Any]) -> dict[str, Any]:
+        """The one shape of a page: `{key: rows, limit, offset, next_offset}`, `next_offset` null on
+        the last page. `rows` is what the read fetched with `limit + 1`: the extra row, dropped
+        here, tells there is a next page without counting the whole table."""
+        more = len(rows) > self.limit
+        return {key: list(rows[: self.limit]), "limit": self.limit, "offset": self.offset,
+                "next_offset": self.offset + self.limit if more else None}
 
 
 async def read_body(request: web.Request) -> bytes:

@@ -85,10 +85,9 @@ async def token_refresh(request: web.Request) -> web.Response:
 async def dead_letters(request: web.Request) -> web.Response:
     svc = services(request)
     q = read_query(request, DlqQuery)
-    letters = await list_dead_letters(svc.db, limit=q.limit, offset=q.offset, account_id=q.account_id,
+    letters = await list_dead_letters(svc.db, limit=q.limit + 1, offset=q.offset, account_id=q.account_id,
                                       pending_only=q.pending_only)
-    return json_response({"dead_letters": [d.model_dump(mode="json") for d in letters], "limit": q.limit,
-                          "offset": q.offset})
+    return json_response(q.doc("dead_letters", [d.model_dump(mode="json") for d in letters]))
 
 
 @routes.post("/dlq/{id}/replay")

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 from pydantic import Field, field_validator
 
-from ticker.http.inputs import QueryBool, QueryDate, Strict, path_token, read_query
+from ticker.http.inputs import Page, QueryBool, QueryDate, Strict, path_token, read_query
 from ticker.http.middleware.errors import ApiError, json_response, not_found
 from ticker.http.state import services
 from ticker.infra.orders.validate import INSTRUMENT_COLUMNS
@@ -19,7 +19,7 @@ routes = web.RouteTableDef()
 MAX_QUOTE_TOKENS = 500
 
 
-class InstrumentQuery(Strict):
+class InstrumentQuery(Page):
     q: str | None = Field(None, min_length=1, max_length=64, description="tradingsymbol or name prefix")
     exchange: str | None = Field(None, min_length=2, max_length=8, pattern=r"^[A-Z]+$")
     segment: str | None = Field(None, min_length=2, max_length=16, pattern=r"^[A-Z-]+$")
@@ -85,7 +85,7 @@ def _search_sql(q: InstrumentQuery) -> tuple[str, list[Any]]:
         where.append("is_active")
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     sql = (f"SELECT {INSTRUMENT_COLUMNS}, is_active FROM instruments {clause} "
-           f"ORDER BY name, expiry NULLS FIRST, strike, tradingsymbol LIMIT {arg(q.limit)} OFFSET {arg(q.offset)}")
+           f"ORDER BY name, expiry NULLS FIRST, strike, tradingsymbol LIMIT {arg(q.limit + 1)} OFFSET {arg(q.offset)}")
     return sql, args
 
 
@@ -95,7 +95,7 @@ async def search_instruments(request: web.Request) -> web.Response:
     q = read_query(request, InstrumentQuery)
     sql, args = _search_sql(q)
     rows = await svc.db.fetch(sql, *args)
-    return json_response({"instruments": [_doc(r) for r in rows], "limit": q.limit, "offset": q.offset})
+    return json_response(q.doc("instruments", [_doc(r) for r in rows]))
 
 
 @routes.get("/instruments/{token}")

@@ -187,7 +187,4 @@ async def audit_orders(request: web.Request) -> web.Response:
     q = read_query(request, OrdersQuery)
     records = await list_orders(svc.db, limit=q.limit + 1, offset=q.offset, account_id=q.account_id,
                                 status=q.status, basket_id=q.basket_id)
-    more = len(records) > q.limit
-    docs = [r.model_dump(mode="json") for r in records[: q.limit]]
-    return json_response({"orders": docs, "limit": q.limit, "offset": q.offset,
-                          "next_offset": q.offset + q.limit if more else None})
+    return json_response(q.doc("orders", [r.model_dump(mode="json") for r in records]))

@@ -76,14 +76,11 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     svc = services(request)
     q = read_query(request, SubscriptionQuery)
     rows = await svc.db.fetch(
-        f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM subscriptions "
+        f"SELECT {_COLUMNS} FROM subscriptions "
         "WHERE ($1::text IS NULL OR status = $1) ORDER BY instrument_token LIMIT $2 OFFSET $3",
-        q.status, q.limit, q.offset,
+        q.status, q.limit + 1, q.offset,
     )
-    total = rows[0]["total"] if rows else await svc.db.fetchval(
-        "SELECT count(*) FROM subscriptions WHERE ($1::text IS NULL OR status = $1)", q.status)
-    return json_response({"subscriptions": [_doc(r) for r in rows], "total": total, "limit": q.limit,
-                          "offset": q.offset})
+    return json_response(q.doc("subscriptions", [_doc(r) for r in rows]))
 
 
 @routes.get("/subscriptions/{token}")

@@ -56,7 +56,7 @@ async def list_dead_letters(db: asyncpg.Pool, *, limit: int = 50, offset: int = 
     rows = await db.fetch(
         f"SELECT {_COLUMNS} FROM dead_letters WHERE ($3::text IS NULL OR account_id = $3)"
         " AND (NOT $4 OR replayed_job_id IS NULL) ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2",
-        max(1, min(limit, 500)), max(0, offset), account_id, pending_only,
+        max(1, limit), max(0, offset), account_id, pending_only,
     )
     return [DeadLetter(**dict(r)) for r in rows]
 
