@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -33,6 +33,10 @@ InstrumentLookup = Callable[[str, str], Awaitable[Instrument | None]]
 
 class UnknownAccount(LookupError):
     """The order names an account this deployment does not have."""
+
+
+class NoAccount(UnknownAccount):
+    """This deployment has no Kite account at all."""
 
 
 def instrument_from_row(row: asyncpg.Record | dict[str, Any]) -> Instrument:
@@ -105,19 +109,20 @@ async def known_account_ids(db: asyncpg.Pool, settings: Settings) -> list[str]:
     return active or ([settings.kite_account_id] if settings.kite_api_key else [])
 
 
-async def resolve_account_id(db: asyncpg.Pool, settings: Settings, requested: str | None) -> str:
-    """The account an order goes to: the one named, else KITE_ACCOUNT_ID when it exists, else the first
-    active account. Orders never move to another account than this."""
-    known = await known_account_ids(db, settings)
+def choose_account(known: Collection[str], default: str, requested: str | None) -> str:
+    """The account a request acts for: the one named, else `default` (KITE_ACCOUNT_ID) when it
+    exists, else the first by id. Orders never move to another account than this."""
+    if not known:
+        raise NoAccount("no Kite account is configured")
     if requested is not None:
         if requested not in known:
             raise UnknownAccount(f"unknown Kite account {requested!r}")
         return requested
-    if settings.kite_account_id in known:
-        return settings.kite_account_id
-    if not known:
-        raise UnknownAccount("no Kite account is configured")
-    return known[0]
+    return default if default in known else min(known)
+
+
+async def resolve_account_id(db: asyncpg.Pool, settings: Settings, requested: str | None) -> str:
+    return choose_account(await known_account_ids(db, settings), settings.kite_account_id, requested)
 
 
 def intake_rules(settings: Settings) -> IntakeRules:
