@@ -97,10 +97,29 @@ async def test_profile_is_the_stand_ins_user(live: tuple[Stack, Stack]) -> None:
 
 async def test_trades_are_the_stand_ins_fills_for_the_day_and_for_one_order(live: tuple[Stack, Stack]) -> None:
     stack, _ = live
+    before = await refreshed(stack, "/trades")  # taken before the order exists
     order_id, job_id = await place(stack)
     fills = stack.sim.state.orders.trades_of(stack.sim.account.api_key, order_id)
     lot, filled = stack.option["lot_size"], sim_order(stack, order_id)
     assert [f["quantity"] for f in fills] == [lot] and filled["status"] == "COMPLETE"
+
+    # Nothing has told us of the fill yet (no postbacks here): as of that snapshot, the order has no trades.
+    status, one = await stack.call("GET", f"/orders/{order_id}/trades", ORDER_TRADES)
+    assert status == 200 and one["data"] == [] and one["as_of"] == before["as_of"], one
+    # Once the audit knows the fill, a snapshot without it is never served: refreshed first (202) or new.
+    status, accepted = await stack.call("POST", SYNC, SYNC, json={"account_id": "primary"})
+    assert (await completed(stack, accepted))["updated"] == 1
+    assert (await kite_view(stack, order_id))["filled_quantity"] == lot
+    status, one = await stack.call("GET", f"/orders/{order_id}/trades", ORDER_TRADES)
+    assert status == 202 or (status == 200 and one["data"] == fills), one
+
+    # one order's trades, by Kite's order id and by the id of the job that placed it
+    for name in (order_id, job_id):
+        one = await read(stack, f"/orders/{name}/trades", ORDER_TRADES)
+        assert one["order_id"] == order_id and one["account_id"] == "primary" and one["kind"] == "trades"
+        assert one["data"] == fills and at(one) > at(before) and one["age_seconds"] >= 0
+    status, accepted = await stack.call("GET", f"/orders/{order_id}/trades?refresh=true", ORDER_TRADES)
+    assert status == 202 and accepted["account_id"] == "primary"
 
     day = await refreshed(stack, "/trades")
     assert day["kind"] == "trades" and day["account_id"] == "primary"
@@ -108,12 +127,6 @@ async def test_trades_are_the_stand_ins_fills_for_the_day_and_for_one_order(live
     assert mine == fills  # trade_id, exchange_order_id, fill_timestamp ... as Kite sent them
     assert mine[0]["quantity"] == lot and mine[0]["average_price"] == filled["average_price"]
     assert mine[0]["exchange_order_id"] == filled["exchange_order_id"]
-
-    # one order's trades, by Kite's order id and by the id of the job that placed it
-    for name in (order_id, job_id):
-        one = await read(stack, f"/orders/{name}/trades", ORDER_TRADES)
-        assert one["order_id"] == order_id and one["account_id"] == "primary" and one["data"] == fills
-        assert one["as_of"] and one["age_seconds"] >= 0
 
     status, missing = await stack.call("GET", "/orders/nosuchorder/trades", ORDER_TRADES)
     assert status == 404 and missing["error"]["code"] == "not_found" and "nosuchorder" in missing["error"]["message"]
