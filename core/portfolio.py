@@ -1,7 +1,9 @@
-"""The portfolio snapshot: what the refresh job stores in Redis and `GET /portfolio/*` serves.
+"""The portfolio snapshot: what the refresh job stores in Redis and `GET /portfolio/*`, `GET /trades`
+and `GET /account/profile` serve.
 
-A snapshot is Kite's answer (positions, holdings or margins) as Kite sent it, with the time it was
-fetched. Refreshes are deduplicated by a per-account generation: a refresh job bumps it when it
+A snapshot is Kite's answer (positions, holdings, margins, the day's trades or the user's profile) as
+Kite sent it, with the time it was fetched. One refresh fetches every kind, so all of an account's
+snapshots are as new as each other. Refreshes are deduplicated by a per-account generation: a refresh job bumps it when it
 starts, so every request made before that start shares the job (it will fetch after the request),
 and any request made after gets a new one (the running job may have fetched too early for it).
 """
@@ -15,8 +17,8 @@ from pydantic import BaseModel, Field
 
 from ticker.core.contracts import Names
 
-SnapshotKind = Literal["positions", "holdings", "margins"]
-SNAPSHOT_KINDS: tuple[SnapshotKind, ...] = ("positions", "holdings", "margins")
+SnapshotKind = Literal["positions", "holdings", "margins", "trades", "profile"]
+SNAPSHOT_KINDS: tuple[SnapshotKind, ...] = ("positions", "holdings", "margins", "trades", "profile")
 SNAPSHOT_TTL_SECONDS = 7 * 86_400  # long enough to serve through a weekend; an as_of tells the age
 
 
@@ -45,3 +47,14 @@ def refresh_parts(names: Names, account_id: str, generation: int) -> tuple[str, 
     """What a refresh job id derives from (`derived_job_id(JOB_REFRESH_PORTFOLIO, *parts)`). arq's job
     keys are not namespaced: the namespace keeps deployments sharing one Redis apart."""
     return names.namespace, account_id, str(generation)
+
+
+def order_fills(trades: Any, order_id: str | None) -> list[dict[str, Any]]:
+    """The trades of one order out of a trades snapshot's data (Kite's `GET /trades` list)."""
+    if order_id is None or not isinstance(trades, list):
+        return []
+    return [t for t in trades if isinstance(t, dict) and str(t.get("order_id")) == order_id]
+
+
+def filled_quantity(fills: list[dict[str, Any]]) -> int:
+    return sum(int(t.get("quantity") or 0) for t in fills)

@@ -1,4 +1,5 @@
-"""Operations: instrument and token refresh on demand, the dead-letter queue, Kite's login callback."""
+"""Operations: instrument and token refresh and the order sync on demand, the dead-letter queue, Kite's
+login callback."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from ticker.core.contracts import JOB_EXCHANGE_REQUEST_TOKEN, JOB_REFRESH_INSTRUMENTS, JOB_REFRESH_TOKENS
+from ticker.core.contracts import (
+    JOB_EXCHANGE_REQUEST_TOKEN,
+    JOB_REFRESH_INSTRUMENTS,
+    JOB_REFRESH_TOKENS,
+    JOB_SYNC_ORDERS,
+)
 from ticker.http.accept import accepted, submit
 from ticker.http.inputs import Page, QueryBool, Strict, parse_json, path_int, read_body, read_query
 from ticker.http.middleware.errors import ApiError, json_response, not_found
@@ -29,7 +35,9 @@ class InstrumentRefreshIn(Strict):
 S = TypeVar("S", bound=Strict)
 
 
-class TokenRefreshIn(Strict):
+class OneAccountIn(Strict):
+    """The body of an on-demand job that runs for one account, or (none named) for every one."""
+
     account_id: str | None = Field(None, min_length=1, max_length=64, pattern=_ID)
 
 
@@ -71,14 +79,26 @@ async def instrument_refresh(request: web.Request) -> web.Response:
     return accepted(job_id, await submit(svc, JOB_REFRESH_INSTRUMENTS, payload, job_id))
 
 
-@routes.post("/admin/token-refresh")
-async def token_refresh(request: web.Request) -> web.Response:
+async def _for_accounts(request: web.Request, job_name: str, prefix: str) -> web.Response:
+    """Enqueue `job_name` now for the account named in the body (a known one), or for every account."""
     svc = services(request)
-    body = await _optional_json(request, TokenRefreshIn)
+    body = await _optional_json(request, OneAccountIn)
     if body.account_id is not None:
         await svc.refs.require_account(body.account_id)
-    job_id = f"tokens-manual-{uuid.uuid4().hex[:16]}"
-    return accepted(job_id, await submit(svc, JOB_REFRESH_TOKENS, body.model_dump(exclude_none=True), job_id))
+    job_id = f"{prefix}-manual-{uuid.uuid4().hex[:16]}"
+    return accepted(job_id, await submit(svc, job_name, body.model_dump(exclude_none=True), job_id))
+
+
+@routes.post("/admin/token-refresh")
+async def token_refresh(request: web.Request) -> web.Response:
+    return await _for_accounts(request, JOB_REFRESH_TOKENS, "tokens")
+
+
+@routes.post("/admin/order-sync")
+async def order_sync(request: web.Request) -> web.Response:
+    """The scheduled order sync, now: Kite's order book brought into the audit for the open orders of
+    one account, or of every account that has any."""
+    return await _for_accounts(request, JOB_SYNC_ORDERS, "order-sync")
 
 
 @routes.get("/dlq")

@@ -99,7 +99,7 @@ async def place_order(request: web.Request) -> web.Response:
         return submitted(await svc.intake.place(order, key))
 
 
-def _order_id(request: web.Request) -> str:
+def path_order_id(request: web.Request) -> str:
     order_id = request.match_info["order_id"]
     try:
         CancelRequest(order_id=order_id)
@@ -127,7 +127,7 @@ def _with_order_id(body: bytes, order_id: str) -> bytes:
 async def modify_order(request: web.Request) -> web.Response:
     svc = services(request)
     key = idempotency_key(request)
-    order_id = _order_id(request)
+    order_id = path_order_id(request)
     req = parse_json(ModifyRequest, _with_order_id(await read_body(request), order_id))
     with intake_errors():
         return submitted(await svc.intake.modify(req, key))
@@ -139,7 +139,7 @@ async def cancel_order(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     q = read_query(request, CancelQuery)
     try:
-        req = CancelRequest(order_id=_order_id(request), **q.model_dump())
+        req = CancelRequest(order_id=path_order_id(request), **q.model_dump())
     except ValidationError as exc:
         raise validation_error(exc, "query") from None
     with intake_errors():
@@ -149,7 +149,7 @@ async def cancel_order(request: web.Request) -> web.Response:
 @routes.get(ORDER_PATH)
 async def get_order_view(request: web.Request) -> web.Response:
     """One order by Kite order id (or placing job id): Kite's latest view and our audit trail."""
-    order_id = _order_id(request)
+    order_id = path_order_id(request)
     view = await order_view(services(request).db, order_id)
     if view is None:
         raise not_found("order", order_id)

@@ -1,10 +1,17 @@
-"""`GET /portfolio/{positions,holdings,margins}`: the account's latest portfolio snapshot from Redis.
+"""`GET /portfolio/{positions,holdings,margins}`, `GET /trades` and `GET /account/profile`: the
+account's latest snapshot of that kind from Redis; `GET /orders/{order_id}/trades`: one order's
+trades out of its account's trades snapshot.
 
 Snapshots are written by the `refresh_portfolio` job (on a schedule in market hours, after order
 updates, and when asked here), so a read never waits on Kite. `?refresh=true` asks for a fresh one:
 202 with the refresh job to poll, then read again. With no snapshot yet the answer is the same 202 (a
 client asking for positions wants them, not a 404): the refresh is queued and the job says when.
 A refresh already queued and not yet started is shared (`duplicate: true`).
+
+One order's trades need no Kite call of their own: the order's audit row names its account, and the
+day's trades snapshot holds its fills. The snapshot is only served when it holds every fill the
+audit knows of (postbacks and the order sync record Kite's filled quantity); one that is behind is
+refreshed first (202), so an order's trades never contradict `GET /orders/{order_id}`.
 """
 
 from __future__ import annotations
@@ -19,22 +26,29 @@ from ticker.core.portfolio import (
     PortfolioSnapshot,
     RefreshPayload,
     SnapshotKind,
+    filled_quantity,
     generation_key,
+    order_fills,
     refresh_parts,
     snapshot_key,
 )
 from ticker.http.accept import accepted, submit
 from ticker.http.inputs import QueryBool, Strict, read_query
-from ticker.http.middleware.errors import ApiError, json_response
+from ticker.http.middleware.errors import ApiError, json_response, not_found
+from ticker.http.routes.orders_api import path_order_id
 from ticker.http.state import Services, services
+from ticker.infra.orders.order_view import order_view
 from ticker.infra.queue.enqueue import derived_job_id
 
 routes = web.RouteTableDef()
 
 
-class PortfolioQuery(Strict):
-    account_id: str | None = Field(None, min_length=1, max_length=64)
+class RefreshQuery(Strict):
     refresh: QueryBool = False
+
+
+class PortfolioQuery(RefreshQuery):
+    account_id: str | None = Field(None, min_length=1, max_length=64)
 
 
 def _query_error(message: str) -> ApiError:
@@ -66,16 +80,24 @@ async def request_refresh(svc: Services, account_id: str) -> web.Response:
     return accepted(job_id, new, account_id=account_id)
 
 
+async def stored_snapshot(svc: Services, account_id: str, kind: SnapshotKind) -> PortfolioSnapshot | None:
+    raw = await svc.redis.get(snapshot_key(svc.names, account_id, kind))
+    return None if raw is None else PortfolioSnapshot.model_validate_json(raw)
+
+
+def snapshot_body(snapshot: PortfolioSnapshot, **change: object) -> dict[str, object]:
+    age = max(0.0, (datetime.now(UTC) - snapshot.as_of).total_seconds())
+    return {**snapshot.model_dump(mode="json"), "age_seconds": round(age, 3), **change}
+
+
 async def _snapshot(request: web.Request, kind: SnapshotKind) -> web.Response:
     svc = services(request)
     q = read_query(request, PortfolioQuery)
     account_id = await portfolio_account(svc, q.account_id)
-    raw = None if q.refresh else await svc.redis.get(snapshot_key(svc.names, account_id, kind))
-    if raw is None:
+    snapshot = None if q.refresh else await stored_snapshot(svc, account_id, kind)
+    if snapshot is None:
         return await request_refresh(svc, account_id)
-    snapshot = PortfolioSnapshot.model_validate_json(raw)
-    age = max(0.0, (datetime.now(UTC) - snapshot.as_of).total_seconds())
-    return json_response({**snapshot.model_dump(mode="json"), "age_seconds": round(age, 3)})
+    return json_response(snapshot_body(snapshot))
 
 
 @routes.get("/portfolio/positions")
@@ -91,3 +113,29 @@ async def holdings(request: web.Request) -> web.Response:
 @routes.get("/portfolio/margins")
 async def margins(request: web.Request) -> web.Response:
     return await _snapshot(request, "margins")
+
+
+@routes.get("/trades")
+async def trades(request: web.Request) -> web.Response:
+    return await _snapshot(request, "trades")
+
+
+@routes.get("/account/profile")
+async def profile(request: web.Request) -> web.Response:
+    return await _snapshot(request, "profile")
+
+
+@routes.get("/orders/{order_id}/trades")
+async def order_trades(request: web.Request) -> web.Response:
+    """The order's fills from its account's trades snapshot; 404 when no job of ours knows the order."""
+    svc = services(request)
+    order_id = path_order_id(request)
+    q = read_query(request, RefreshQuery)
+    view = await order_view(svc.db, order_id)
+    if view is None:
+        raise not_found("order", order_id)
+    snapshot = None if q.refresh else await stored_snapshot(svc, view.account_id, "trades")
+    fills = order_fills(snapshot.data, view.order_id) if snapshot else []
+    if snapshot is None or filled_quantity(fills) < (view.kite.filled_quantity or 0):
+        return await request_refresh(svc, view.account_id)
+    return json_response(snapshot_body(snapshot, order_id=view.order_id, data=fills))

@@ -1,5 +1,6 @@
-"""`refresh_portfolio`: positions, holdings and margins fetched from Kite and stored as the snapshots
-`GET /portfolio/*` serves (`ticker.core.portfolio`).
+"""`refresh_portfolio`: positions, holdings, margins, the day's trades and the user's profile fetched
+from Kite and stored as the snapshots `GET /portfolio/*`, `GET /trades`, `GET /orders/{order_id}/trades`
+and `GET /account/profile` serve (`ticker.core.portfolio`).
 
 It runs on a schedule in market hours (every active account) and after order updates
 (`request_refresh`, one account). Every fetch goes through `read_portfolio`, so it shares the

@@ -61,6 +61,34 @@ async def test_market_order_fills_with_tag_and_trade(kitesim):
     assert [o["order_id"] for o in kitesim.state.orders_with_tag("abc123")] == [order_id]
 
 
+async def test_trades_and_profile_through_the_sdk_are_the_order_books_fills(kitesim):
+    """`kite.trades()`, `kite.order_trades()` and `kite.profile()` in Kite's shapes: each fill names its
+    order and the order's exchange order id, with the order book's quantity and average price."""
+    kite = _kite(kitesim)
+    symbol, _ = _option(kitesim)
+    lot = _lot(kitesim, symbol)
+    filled = await _place(kite, symbol, lot, tag="fills1")
+    resting = await _place(kite, symbol, lot, order_type="LIMIT", price=0.05)
+    [order] = [o for o in await asyncio.to_thread(kite.orders) if o["order_id"] == filled]
+    trades = await asyncio.to_thread(kite.trades)
+    assert trades == await asyncio.to_thread(kite.order_trades, filled)
+    [trade] = trades
+    assert trade["order_id"] == filled and trade["exchange_order_id"] == order["exchange_order_id"]
+    assert trade["quantity"] == order["filled_quantity"] == lot
+    assert trade["average_price"] == order["average_price"] > 0
+    for key in ("exchange", "tradingsymbol", "instrument_token", "product", "transaction_type"):
+        assert trade[key] == order[key], key
+    assert trade["trade_id"] and trade["fill_timestamp"] == trade["exchange_timestamp"]  # parsed by the SDK
+    assert trade["fill_timestamp"] >= order["order_timestamp"]
+    assert trade["order_timestamp"] == order["order_timestamp"].strftime("%H:%M:%S")  # Kite sends the time only
+    assert await asyncio.to_thread(kite.order_trades, resting) == []
+    with pytest.raises(kex.OrderException):
+        await asyncio.to_thread(kite.order_trades, "999999999999")
+    profile = await asyncio.to_thread(kite.profile)
+    assert profile["user_id"] == kitesim.account.user_id and profile["broker"] == "ZERODHA"
+    assert {"email", "user_name", "exchanges", "products", "order_types"} <= set(profile)
+
+
 async def test_limit_rests_then_fills_when_crossed_and_cancel(kitesim):
     kite = _kite(kitesim)
     symbol, _ = _option(kitesim)
