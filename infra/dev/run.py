@@ -230,6 +230,7 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
     # dev.json: what the one-shot commands (`ticker accounts`, `tail`, `migrate`) read back
     run.info.update({"redis_url": env["REDIS_URL"], "database_url": env["DATABASE_URL"],
                      "web_url": f"http://{LOOPBACK}:{run.web_port}", "api_key": api_key,
+                     "admin_api_key": s.admin_api_key_value or api_key,
                      "account_encryption_key": enc_key, "redis_namespace": s.redis_namespace,
                      "publish_channel_prefix": s.publish_channel_prefix,
                      "http_rate_limit_per_minute": int(env["HTTP_RATE_LIMIT_PER_MINUTE"]),
@@ -463,5 +464,20 @@ def main(argv: list[str]) -> int:
                         help="streamer /health port (default STREAMER_PORT, 8081)")
     parser.add_argument("--sim-port", type=int, default=0, help="stand-in port (default SIM_PORT, else a free one)")
     parser.add_argument("--folder", default=".ticker", help="where embedded data and dev.json live")
+    parser.add_argument("--env", action="store_true",
+                        help="print `export U=... H=... A=...` (web URL, trading and admin key headers) for the "
+                             "running dev found from here, for `eval \"$(ticker dev --env)\"`, and exit")
     args = parser.parse_args(argv)
+    if args.env:
+        return print_env()
     return asyncio.run(amain(args))
+
+
+def print_env() -> int:
+    path = devfile.find()
+    if path is None or already_running(path.parent) is None:
+        print("ticker dev --env: no running `ticker dev` here (no live .ticker/dev.pid in this folder or above); "
+              "start one with `make dev`", file=sys.stderr)
+        return 1
+    print(devfile.shell_assignments(path), end="")
+    return 0
