@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 
 import asyncpg
 from pydantic import SecretStr
@@ -60,7 +61,7 @@ async def run_job(settings: Settings, job_name: str, payload: dict, timeout: flo
         await queue.aclose()
 
 
-async def load_market(settings: Settings, say) -> None:
+async def load_market(settings: Settings, say: Callable[[str], object]) -> None:
     """Instruments refreshed from Kite (here the stand-in), then the strike window subscribed."""
     say(f"instruments refreshed: {await run_job(settings, JOB_REFRESH_INSTRUMENTS, {})}")
     result = await run_job(settings, JOB_REBALANCE_STRIKES, {})

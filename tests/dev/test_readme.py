@@ -132,3 +132,10 @@ def test_every_readme_shell_block_runs_against_ticker_dev(ticker_dev: RunningDev
         problems = [p for p in map(failure_in, values) if p]
         assert not problems, f"README block at line {line}: {problems}\n{output[-3000:]}"
     assert sum(1 for out in printed.values() for _ in json_values(out)) > 20, "the examples printed their answers"
+
+
+def test_dev_env_without_a_running_dev_says_so(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HOME"} | {"HOME": str(tmp_path)}
+    done = subprocess.run([TICKER, "dev", "--env"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "no running `ticker dev` here" in done.stderr and len(done.stderr.strip().splitlines()) == 1
