@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("ticker.jobs.worker", "an arq worker running order and data jobs"),
     "scheduler": ("ticker.jobs.schedule.scheduler", "the periodic-job scheduler (enqueues only)"),
     "sim": ("ticker.infra.kitesim.cli", "the Kite Connect stand-in (REST + ticker WebSocket)"),
+    "sim-setup": ("ticker.infra.dev.standin_setup",
+                  "register the stand-in's accounts, load instruments, seed strikes (as `dev` does at start)"),
     "migrate": ("ticker.infra.cli.main", "apply pending database migrations"),
     "accounts": ("ticker.infra.cli.accounts_cli", "add, list, remove Kite accounts and set their tokens"),
     "tail": ("ticker.infra.cli.tail", "a live terminal view of what tick subscribers receive"),
@@ -37,7 +39,7 @@ def usage() -> str:
 
 # Commands that do one thing and end: they fail fast, with one line, when a server is out of reach.
 # The others are services that wait for Redis and PostgreSQL to come (back).
-ONE_SHOT = frozenset({"migrate", "accounts", "tail"})
+ONE_SHOT = frozenset({"migrate", "accounts", "tail", "sim-setup"})
 
 
 def version() -> str:

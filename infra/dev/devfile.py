@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 from ticker.infra.runtime.settings import Settings
@@ -65,3 +66,14 @@ def unset_in(settings: Settings, start: Path | None = None) -> tuple[Path | None
     values = {k: v for k, v in read(path).items()
               if k not in settings.model_fields_set or getattr(settings, k) is None}
     return (path, values) if values else (None, {})
+
+
+def shell_assignments(path: Path) -> str:
+    """`U=... H=... A=...` for a shell (`eval "$(ticker dev --env)"`): the web URL and the trading and
+    admin key headers the README's examples use. In dev the admin key is the trading key unless
+    ADMIN_API_KEY was set."""
+    doc = json.loads(path.read_text())
+    key = doc["api_key"]
+    admin = doc.get("admin_api_key") or key
+    lines = {"U": doc["web_url"], "H": f"X-API-Key: {key}", "A": f"X-API-Key: {admin}"}
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in lines.items())

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 
 from ticker.core.contracts import JOB_REBALANCE_STRIKES, JOB_REFRESH_INSTRUMENTS
-from ticker.infra.dev import devfile
+from ticker.infra.dev import devfile, standin_setup
 from ticker.infra.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from ticker.infra.dev.supervise import ProcessSupervisor, Watched, process_exit
 from ticker.infra.runtime.settings import Settings, SettingsError, load_settings
@@ -34,7 +34,7 @@ from ticker.infra.stores.crypto import new_key
 
 COLOURS = ("\x1b[36m", "\x1b[33m", "\x1b[35m", "\x1b[32m", "\x1b[34m", "\x1b[31m")
 RESET = "\x1b[0m"
-SIM_SEED = 42
+SIM_SEED, SIM_ACCOUNTS = standin_setup.SIM_SEED, standin_setup.SIM_ACCOUNTS
 LOOPBACK = "127.0.0.1"  # everything dev starts listens here only: its keys are printed on the terminal
 DEV_RATE_LIMIT_PER_MINUTE = 60_000  # the per-client quota in dev unless HTTP_RATE_LIMIT_PER_MINUTE is set
 
@@ -230,6 +230,7 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
     # dev.json: what the one-shot commands (`ticker accounts`, `tail`, `migrate`) read back
     run.info.update({"redis_url": env["REDIS_URL"], "database_url": env["DATABASE_URL"],
                      "web_url": f"http://{LOOPBACK}:{run.web_port}", "api_key": api_key,
+                     "admin_api_key": s.admin_api_key_value or api_key,
                      "account_encryption_key": enc_key, "redis_namespace": s.redis_namespace,
                      "publish_channel_prefix": s.publish_channel_prefix,
                      "http_rate_limit_per_minute": int(env["HTTP_RATE_LIMIT_PER_MINUTE"]),
@@ -237,44 +238,28 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
                      "worker_health": f"http://{LOOPBACK}:{worker_port}/health"})
 
 
-async def start_sim(run: DevRun, args: argparse.Namespace) -> list[dict]:
-    """The stand-in with two accounts; returns their credentials for the account table."""
-    from ticker.infra.kitesim.config import SimConfig
-
+async def start_sim(run: DevRun, args: argparse.Namespace) -> None:
+    """The stand-in with its accounts (registered by register_sim_accounts)."""
     # SIM_PORT counts only when set: the stand-in's own default (8780) may well be taken
     port = args.sim_port or (run.settings.sim_port if "sim_port" in run.settings.model_fields_set else free_port())
-    config = SimConfig(seed=SIM_SEED, accounts=2)
-    accounts = [a.model_dump() for a in config.resolve_accounts()]
     sim = await run.start_child("sim", "sim", "--host", LOOPBACK, "--port", str(port), "--seed", str(SIM_SEED),
-                                "--accounts", "2")
+                                "--accounts", str(SIM_ACCOUNTS))
     url = f"http://127.0.0.1:{port}"
     await wait_http(f"{url}/_sim/health", "the Kite stand-in", sim)
     run.env.update({"KITE_ROOT": url, "KITE_WS_ROOT": f"ws://127.0.0.1:{port}/ws", "KITE_LOGIN_ROOT": url,
                     "KITE_API_KEY": "", "KITE_API_SECRET": "", "KITE_ACCESS_TOKEN": ""})
     run.info["sim_url"] = url
-    return accounts
 
 
-async def register_sim_accounts(run: DevRun, accounts: list[dict]) -> None:
-    from pydantic import SecretStr
-
-    from ticker.infra.stores.accounts import AccountStore, KiteAccount
-    from ticker.infra.stores.crypto import SecretBox
+async def register_sim_accounts(run: DevRun, seed: int, count: int) -> None:
     from ticker.infra.stores.db import create_pool
 
     pool = await create_pool(run.env["DATABASE_URL"], min_size=1, max_size=2)
     try:
-        store = AccountStore(pool, SecretBox(run.env["ACCOUNT_ENCRYPTION_KEY"]))
-        for i, acc in enumerate(accounts, start=1):
-            await store.upsert(KiteAccount(
-                account_id=f"sim{i}", api_key=acc["api_key"], api_secret=SecretStr(acc["api_secret"]),
-                access_token=SecretStr(acc["access_token"]), user_id=SecretStr(acc["user_id"]),
-                password=SecretStr(acc["password"]), totp_secret=SecretStr(acc["totp_secret"]),
-                auto_login=True, token_state="valid"))
-            await store.set_token(f"sim{i}", acc["access_token"], "valid")
+        ids = await standin_setup.register_sim_accounts(pool, run.env["ACCOUNT_ENCRYPTION_KEY"], seed, count)
     finally:
         await pool.close()
-    run.say(f"registered {len(accounts)} simulated Kite accounts (sim1, sim2)")
+    run.say(f"registered {len(ids)} simulated Kite accounts ({', '.join(ids)})")
 
 
 async def wait_http(url: str, what: str, child: Child | None = None, timeout: float = 60.0) -> None:
@@ -289,22 +274,6 @@ async def wait_http(url: str, what: str, child: Child | None = None, timeout: fl
                         return
             await asyncio.sleep(0.2)
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s")
-
-
-async def run_job(run: DevRun, job_name: str, payload: dict, timeout: float = 180.0) -> object:
-    """Enqueue one job by name on the running worker and wait for its result."""
-    from ticker.infra.queue.arq_adapter import job_result
-    from ticker.infra.queue.enqueue import create_queue, derived_job_id, enqueue, names_for
-
-    settings = load_settings(redis_url=run.env["REDIS_URL"])
-    queue = await create_queue(settings)
-    try:
-        names = names_for(settings)
-        job_id = derived_job_id(job_name, "dev", time.time())
-        await enqueue(queue, names, job_name, payload, job_id=job_id)
-        return await job_result(queue, job_id, names.queue_for(job_name), timeout)
-    finally:
-        await queue.aclose()
 
 
 def ticker_command() -> str:
@@ -392,14 +361,16 @@ async def supervise(run: DevRun, args: argparse.Namespace) -> int:
     applied = await migrate(run.env["DATABASE_URL"])
     run.say(f"migrations: {'applied ' + ', '.join(map(str, applied)) if applied else 'up to date'}")
     if not run.settings.kite_configured:
-        await register_sim_accounts(run, await start_sim(run, args))
+        await start_sim(run, args)
+        await register_sim_accounts(run, SIM_SEED, SIM_ACCOUNTS)
     await run.start_child("worker", "worker", "--queue", "all")
-    result = await run_job(run, JOB_REFRESH_INSTRUMENTS, {})
+    queue_settings = load_settings(redis_url=run.env["REDIS_URL"])
+    result = await standin_setup.run_job(queue_settings, JOB_REFRESH_INSTRUMENTS, {})
     run.say(f"instruments refreshed: {result}")
     await run.start_child("streamer", "streamer")
     await run.start_child("scheduler", "scheduler")
     web = await run.start_child("web", "web", "--port", str(run.web_port), "--host", LOOPBACK)
-    result = await run_job(run, JOB_REBALANCE_STRIKES, {})
+    result = await standin_setup.run_job(queue_settings, JOB_REBALANCE_STRIKES, {})
     run.say(f"subscriptions seeded: added {result.get('added') if isinstance(result, dict) else result}")
     await wait_http(f"{run.info['web_url']}/health", "the web process", web)
     run.info["example_order"] = await example_order(run.env["DATABASE_URL"])
@@ -463,5 +434,20 @@ def main(argv: list[str]) -> int:
                         help="streamer /health port (default STREAMER_PORT, 8081)")
     parser.add_argument("--sim-port", type=int, default=0, help="stand-in port (default SIM_PORT, else a free one)")
     parser.add_argument("--folder", default=".ticker", help="where embedded data and dev.json live")
+    parser.add_argument("--env", action="store_true",
+                        help="print `export U=... H=... A=...` (web URL, trading and admin key headers) for the "
+                             "running dev found from here, for `eval \"$(ticker dev --env)\"`, and exit")
     args = parser.parse_args(argv)
+    if args.env:
+        return print_env()
     return asyncio.run(amain(args))
+
+
+def print_env() -> int:
+    path = devfile.find()
+    if path is None or already_running(path.parent) is None:
+        print("ticker dev --env: no running `ticker dev` here (no live .ticker/dev.pid in this folder or above); "
+              "start one with `make dev`", file=sys.stderr)
+        return 1
+    print(devfile.shell_assignments(path), end="")
+    return 0

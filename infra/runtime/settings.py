@@ -23,6 +23,10 @@ PositiveInt = Field(gt=0)
 # Production API keys: long, and not a repeated pattern of a few characters (32 spaces are 32 long).
 MIN_KEY_LENGTH = 32
 MIN_KEY_DISTINCT = 10
+# The keys infra/docker-compose.yml starts with so the stack runs out of the box. They are public (in
+# this repository), so production refuses them.
+DEV_ONLY_API_KEY = "dev-only-api-key-public-never-in-production"
+DEV_ONLY_ENCRYPTION_KEY = "dGlja2VyIGNvbXBvc2UgZGV2LW9ubHksIHB1YmxpYyE="  # b64 of "ticker compose dev-only, public!"
 
 
 class SettingsError(RuntimeError):
@@ -258,9 +262,21 @@ class Settings(BaseSettings):
             problems.append("ADMIN_API_KEY must differ from API_KEY")
         if self.account_encryption_key is None:
             problems.append("ACCOUNT_ENCRYPTION_KEY (a Fernet key) is required in production")
+        problems += self._dev_only_values()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _dev_only_values(self) -> list[str]:
+        """The public development keys (docker-compose's defaults), which production must replace."""
+        problems = [f"{name} is the public development key; set your own in production"
+                    for name, key in (("API_KEY", self.api_key), ("ADMIN_API_KEY", self.admin_api_key))
+                    if key is not None and key.get_secret_value() == DEV_ONLY_API_KEY]
+        keys = self.account_encryption_key.get_secret_value().split(",") if self.account_encryption_key else []
+        if DEV_ONLY_ENCRYPTION_KEY in (k.strip() for k in keys):
+            problems.append("ACCOUNT_ENCRYPTION_KEY holds the public development key; generate your own "
+                            "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
+        return problems
 
     # --- derived --------------------------------------------------------------------------------
     @property
