@@ -32,6 +32,7 @@ from ticker.http.routes import (
     instruments_api,
     jobs_api,
     orders_api,
+    page_api,
     portfolio_api,
     postback_api,
     subscriptions_api,
@@ -79,7 +80,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws/ticks", ws_ticks)
     add_docs_routes(app)
     for module in (orders_api, jobs_api, subscriptions_api, instruments_api, accounts_api,
-                   admin_api, gtt_api, postback_api, portfolio_api, chain_api, token_api):
+                   admin_api, gtt_api, postback_api, portfolio_api, chain_api, token_api, page_api):
         app.add_routes(module.routes)
     return app
 

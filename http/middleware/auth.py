@@ -37,10 +37,10 @@ API_KEY_HEADER = "X-API-Key"
 # /ws/ticks authenticates itself (JWT or API key) before the upgrade; Kite's order postbacks
 # (/kite/postback) prove themselves by their checksum.
 # The API docs page (its assets under /docs/static/) only shows the spec, which is open already;
-# `/` sends a browser there.
+# `/`, the option-chain page (its files under /page/), holds no secret: it asks for the key itself.
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/auth/kite/callback", "/ws/ticks",
                         "/kite/postback", "/", "/docs"})
-OPEN_PREFIXES = ("/docs/static/",)
+OPEN_PREFIXES = ("/docs/static/", "/page/")
 # First path segments of the routes that need the admin key.
 ADMIN_SECTIONS = frozenset({"accounts", "admin", "dlq"})
 JWKS_TTL = 300.0
