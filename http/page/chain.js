@@ -178,6 +178,8 @@
     state.ws = ws;
     ws.onopen = () => {
       state.attempt = 0;
+      const conn = $("conn");
+      conn.dataset.connects = String(Number(conn.dataset.connects || 0) + 1);
       showState("live", "live");
       subscribe();
     };
@@ -235,6 +237,8 @@
     const strikes = [...state.rows.keys()].sort((a, b) => a - b);
     if (full || strikes.length !== state.strikes.length || strikes.some((k, i) => k !== state.strikes[i])) build(strikes);
     for (const k of strikes) paintRow(k);
+    // Until some strike has a price, the empty ones stay in view (the ladder would be blank otherwise).
+    $("ladder").classList.toggle("priced", [...state.rows.values()].some((r) => isNum(r.ce && r.ce.ltp) || isNum(r.pe && r.pe.ltp)));
     marks();
     strip();
     drawSmile();
@@ -264,7 +268,7 @@
 
   function cell(field, side) {
     const td = document.createElement("td");
-    td.className = `${field === "oi" ? "oi " : field === "ltp" ? "ltp " : ""}${side}`;
+    td.className = field === "ltp" ? `ltp ${side}` : side;
     td.dataset.field = field;
     td.textContent = "–";
     return td;
@@ -272,7 +276,6 @@
 
   function paintRow(k) {
     const row = state.rows.get(k), cells = state.cells.get(k);
-    const maxOi = state.maxOi || 1;
     for (const side of ["ce", "pe"]) {
       const leg = row[side] || {};
       for (const f of SIDE_FIELDS) {
@@ -284,8 +287,9 @@
         if (f === "oi_change") td.classList.toggle("pos", v > 0), td.classList.toggle("neg", v < 0);
         if (isNum(v) && Number.isFinite(before) && td.dataset.value !== "" && before !== v) flash(td, v > before);
       }
-      if (isNum(leg.oi)) cells[side].oi.style.setProperty("--w", `${Math.min(100, (100 * leg.oi) / maxOi).toFixed(1)}%`);
     }
+    // A strike nobody streams is hidden unless asked for (see the `strikes without ticks` box).
+    cells.tr.classList.toggle("empty", !isNum(row.ce && row.ce.ltp) && !isNum(row.pe && row.pe.ltp));
   }
 
   function flash(td, up) {
@@ -296,21 +300,10 @@
 
   function marks() {
     const s = state.summary, ref = isNum(s.spot) ? s.spot : s.forward;
-    let maxOi = 1;
-    for (const row of state.rows.values()) for (const leg of [row.ce, row.pe]) if (leg && isNum(leg.oi)) maxOi = Math.max(maxOi, leg.oi);
-    const rescale = maxOi !== state.maxOi;
-    state.maxOi = maxOi;
     for (const [k, cells] of state.cells) {
       cells.tr.classList.toggle("atm", k === s.atm_strike);
       for (const td of Object.values(cells.ce)) td.classList.toggle("itm-ce", isNum(ref) && k < ref);
       for (const td of Object.values(cells.pe)) td.classList.toggle("itm-pe", isNum(ref) && k > ref);
-      if (rescale) {
-        const row = state.rows.get(k);
-        for (const side of ["ce", "pe"]) {
-          const oi = row[side] && row[side].oi;
-          cells[side].oi.style.setProperty("--w", isNum(oi) ? `${Math.min(100, (100 * oi) / maxOi).toFixed(1)}%` : "0%");
-        }
-      }
     }
   }
 
@@ -348,11 +341,11 @@
   }
 
   // A frame of axes for strikes (x) against values (y); returns the scale functions.
-  function frame(svg, w, h, xs, ys, yLabel) {
-    const pad = { l: 44, r: 10, t: 10, b: 24 };
+  function frame(svg, w, h, xs, ys, yLabel, fromZero = false) {
+    const pad = { l: 46, r: 22, t: 10, b: 24 };
     const [x0, x1] = [Math.min(...xs), Math.max(...xs)], [y0, y1] = [Math.min(...ys), Math.max(...ys)];
     const ySpan = y1 - y0 || Math.abs(y1) || 1;
-    const lo = y0 - ySpan * 0.08, hi = y1 + ySpan * 0.08;
+    const lo = fromZero ? 0 : y0 - ySpan * 0.08, hi = y1 + ySpan * 0.08;
     const X = (v) => pad.l + ((v - x0) / (x1 - x0 || 1)) * (w - pad.l - pad.r);
     const Y = (v) => h - pad.b - ((v - lo) / (hi - lo)) * (h - pad.t - pad.b);
     const parts = [];
@@ -403,7 +396,7 @@
     const ks = nearStrikes().filter((k) => { const r = state.rows.get(k); return (r.ce && isNum(r.ce.oi)) || (r.pe && isNum(r.pe.oi)); });
     if (ks.length < 2) return svg.replaceChildren(node("text", { x: 200, y: 100, "text-anchor": "middle" }, "no open interest yet"));
     const ois = ks.flatMap((k) => [state.rows.get(k).ce, state.rows.get(k).pe].map((l) => (l && isNum(l.oi) ? l.oi : 0)));
-    const f = frame(svg, 400, 200, ks, [0, ...ois], (v) => compact(v));
+    const f = frame(svg, 400, 200, ks, ois, (v) => compact(v), true);
     const step = (f.X(ks[ks.length - 1]) - f.X(ks[0])) / (ks.length - 1), bw = Math.max(1, step * 0.4);
     for (const k of ks) {
       const row = state.rows.get(k);
@@ -447,6 +440,7 @@
     $("underlying").value = state.underlying;
     $("underlying").addEventListener("change", (e) => choose(e.target.value.trim().toUpperCase(), null));
     $("expiry").addEventListener("change", (e) => choose(state.underlying, e.target.value));
+    $("allstrikes").addEventListener("change", (e) => { $("ladder").classList.toggle("all", e.target.checked); centre(); });
     $("keyform").addEventListener("submit", () => {
       state.key = $("keyinput").value.trim();
       sessionStorage.setItem(KEY_STORE, state.key);
@@ -457,6 +451,9 @@
     if (state.key) start();
     else askForKey();
   }
+
+  // For the console and the tests: drop the socket as a network fault would (the page reconnects).
+  window.tickerChain = { dropConnection: () => state.ws && state.ws.close() };
 
   init();
 })();
