@@ -19,7 +19,7 @@ from ticker.http.accept import pipe_script
 from ticker.http.chain_view import CHAIN_READER, ChainReader
 from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, Outages
 from ticker.http.inputs import MAX_BODY_BYTES
-from ticker.http.middleware.auth import JwtVerifier, api_key_middleware
+from ticker.http.middleware.auth import JWT_VERIFIER, JwtVerifier, api_key_middleware
 from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
 from ticker.http.middleware.observe import HttpMetrics, observe_middleware
 from ticker.http.middleware.quota import ClientQuota, rate_limit_middleware
@@ -108,6 +108,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                    audit=audit, enqueue=enqueue, intake=intake, outages=outages,
                    finished=FinishedJobs(redis, names))
     app[SERVICES] = svc
+    app[JWT_VERIFIER] = svc.jwt
     app[OUTAGES] = outages
     outages.start()
     outages.look()

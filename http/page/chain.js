@@ -2,10 +2,11 @@
 // client would.
 //
 // Auth: the API key is asked for once (or taken from a `#key=...` fragment, which is then removed
-// from the address bar) and kept in sessionStorage, i.e. in this tab only. It reads the REST routes
-// (`GET /chain/expiries`, `GET /chain`) and buys a short-lived JWT at `POST /auth/token`, which
-// opens `/ws/ticks?token=...` (browsers cannot set headers on a WebSocket). The JWT is renewed a
-// minute before it expires, and every (re)connect uses a current one.
+// from the address bar) and kept in sessionStorage, i.e. in this tab only. It is sent to one place:
+// `POST /auth/token`, for a short-lived JWT. The JWT opens `/ws/ticks?token=...` (browsers cannot
+// set headers on a WebSocket) and the chain reads (`GET /chain/expiries`, `GET /chain`, as
+// `Authorization: Bearer`). It is renewed a minute before it expires, and every (re)connect and
+// read uses a current one.
 //
 // Data: the first paint comes from `GET /chain`; then `subscribe_chain` on the socket sends the
 // whole chain (`full: true`) and the streamer's updates (`full: false`, only the strikes that
@@ -77,17 +78,28 @@
 
   class AuthFailed extends Error {}
 
-  async function api(path, options = {}) {
-    const headers = { "X-API-Key": state.key, ...(options.headers || {}) };
-    const resp = await fetch(path, { ...options, headers, cache: "no-store" });
+  async function call(path, headers, method = "GET") {
+    const resp = await fetch(path, { method, headers, cache: "no-store" });
     const body = await resp.json().catch(() => ({}));
-    if (resp.status === 401) throw new AuthFailed((body.error && body.error.message) || "the API key was refused");
-    if (!resp.ok) throw new Error((body.error && body.error.message) || `${path}: HTTP ${resp.status}`);
+    const why = (body.error && body.error.message) || `${path}: HTTP ${resp.status}`;
+    if (resp.status === 401) throw new AuthFailed(why);
+    if (!resp.ok) throw new Error(why);
     return body;
   }
 
+  // A chain read with the JWT; a refused token (expired while the tab slept) is renewed once.
+  async function api(path) {
+    try {
+      return await call(path, { Authorization: `Bearer ${await currentToken()}` });
+    } catch (err) {
+      if (!(err instanceof AuthFailed)) throw err;
+      state.token = null;
+      return call(path, { Authorization: `Bearer ${await currentToken()}` });
+    }
+  }
+
   async function renewToken() {
-    const doc = await api("/auth/token", { method: "POST" });
+    const doc = await call("/auth/token", { "X-API-Key": state.key }, "POST");
     state.token = doc.token;
     state.tokenExpires = Date.parse(doc.expires_at);
     clearTimeout(state.renewTimer);

@@ -95,10 +95,20 @@ async def test_a_key_buys_a_token_that_opens_the_tick_socket(make_api) -> None:
     assert await _ws_refused(api, f"/ws/ticks?token={expired}") == 401
 
 
-async def test_a_trading_token_opens_no_rest_route(make_api) -> None:
+async def test_a_trading_token_reads_the_chain_and_opens_no_other_rest_route(make_api) -> None:
     api = await make_api(api_key=API_KEY, admin_api_key=ADMIN_KEY, jwt_secret=JWT_SECRET)
     token = (await (await api.post("/auth/token", headers={"X-API-Key": API_KEY})).json())["token"]
-    for path in ("/accounts", "/dlq", "/subscriptions"):
+    bearer = {"Authorization": f"Bearer {token}"}
+    expiries = await api.get("/chain/expiries?underlying=NIFTY", headers=bearer)
+    assert expiries.status == 200, await expiries.text()
+    expiry = (await expiries.json())["expiries"][0]
+    chain = await api.get(f"/chain?underlying=NIFTY&expiry={expiry}", headers=bearer)
+    assert chain.status == 200 and (await chain.json())["expiry"] == expiry
+    assert (await api.get(f"/chain?underlying=NIFTY&token={token}")).status == 401  # never from the URL
+    forged = jwt.encode({"sub": "trading", "exp": int(time.time()) + 60}, "x" * 32, algorithm="HS256")
+    refused = await api.get("/chain?underlying=NIFTY", headers={"Authorization": f"Bearer {forged}"})
+    assert refused.status == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+    for path in ("/accounts", "/dlq", "/subscriptions", "/orders"):
         assert (await api.get(path, headers={"Authorization": f"Bearer {token}"})).status == 401
         assert (await api.get(f"{path}?token={token}")).status == 401
     admin = await (await api.post("/auth/token", headers={"X-API-Key": ADMIN_KEY})).json()
