@@ -40,6 +40,9 @@ PROBE = """JSON.stringify((() => {
     priced: rows.filter((tr) => num(tr.querySelector("td.ltp.ce")) && num(tr.querySelector("td.ltp.pe"))).length,
     ltps: rows.map((tr) => [...tr.querySelectorAll("td.ltp")].map((td) => td.textContent).join("|")),
     atm: document.querySelectorAll("#ladder tr.atm").length,
+    atm_strike: document.getElementById("f-atm").textContent,
+    expiries: [...document.querySelectorAll("#expiry option")].map((o) => o.value),
+    strikes: rows.map((tr) => Number(tr.dataset.strike)),
     itm_ce: document.querySelectorAll("#ladder td.itm-ce").length,
     itm_pe: document.querySelectorAll("#ladder td.itm-pe").length,
     smile: [...document.querySelectorAll("#smile polyline")].map((p) => p.getAttribute("points").split(" ").length),
@@ -115,3 +118,18 @@ async def test_a_dropped_socket_is_reopened_and_updates_resume(ticker_dev: Runni
     after = await _until(page, lambda v: v["connects"] == 2 and v["state"] == "live")
     resumed = await _until(page, lambda v: v["updates"] > after["updates"], timeout=UPDATE_BOUND)
     assert before["connects"] == 1 and resumed["priced"] >= 5 and resumed["state"] == "live"
+
+
+async def test_another_underlying_replaces_the_ladder_and_stays_live(ticker_dev: RunningDev, browser: Browser) -> None:
+    page = await browser.page()
+    await page.navigate(f"{ticker_dev.web_url}/?underlying=NIFTY#key={ticker_dev.api_key}")
+    nifty = await _until(page, _live)
+    assert nifty["expiries"] and nifty["expiries"] == sorted(nifty["expiries"])
+    await page.evaluate("const box = document.getElementById('underlying'); box.value = 'BANKNIFTY';"
+                        "box.dispatchEvent(new Event('change'))")
+    bank = await _until(page, lambda v: _live(v) and v["atm_strike"] != nifty["atm_strike"]
+                        and not set(v["strikes"]) & set(nifty["strikes"]))
+    # Only BANKNIFTY's updates are merged from now on: NIFTY's strikes do not come back.
+    later = await _until(page, lambda v: v["updates"] > bank["updates"] and v["ltps"] != bank["ltps"],
+                         timeout=UPDATE_BOUND)
+    assert not set(later["strikes"]) & set(nifty["strikes"]) and later["priced"] >= 5
