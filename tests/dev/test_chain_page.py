@@ -1,6 +1,6 @@
 """The option-chain page at `/`, in headless Chromium against the shared `ticker dev`: it asks for the
 API key, paints a ladder of numbers from `GET /chain`, keeps it live over `/ws/ticks` with a JWT,
-and reconnects when the socket drops.
+reconnects when the socket drops and switches underlyings.
 
 Chromium is driven over its DevTools protocol (tests/dev/headless.py). Without a `chromium` binary
 the module is skipped, unless TICKER_TEST_REQUIRE_CHROMIUM is set (CI sets it): then it fails.
