@@ -19,7 +19,7 @@ from ticker.http.accept import pipe_script
 from ticker.http.chain_view import CHAIN_READER, ChainReader
 from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, Outages
 from ticker.http.inputs import MAX_BODY_BYTES
-from ticker.http.middleware.auth import JwtVerifier, api_key_middleware
+from ticker.http.middleware.auth import JWT_VERIFIER, JwtVerifier, api_key_middleware
 from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
 from ticker.http.middleware.observe import HttpMetrics, observe_middleware
 from ticker.http.middleware.quota import ClientQuota, rate_limit_middleware
@@ -32,6 +32,7 @@ from ticker.http.routes import (
     instruments_api,
     jobs_api,
     orders_api,
+    page_api,
     portfolio_api,
     postback_api,
     subscriptions_api,
@@ -79,7 +80,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws/ticks", ws_ticks)
     add_docs_routes(app)
     for module in (orders_api, jobs_api, subscriptions_api, instruments_api, accounts_api,
-                   admin_api, gtt_api, postback_api, portfolio_api, chain_api, token_api):
+                   admin_api, gtt_api, postback_api, portfolio_api, chain_api, token_api, page_api):
         app.add_routes(module.routes)
     return app
 
@@ -107,6 +108,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                    audit=audit, enqueue=enqueue, intake=intake, outages=outages,
                    finished=FinishedJobs(redis, names))
     app[SERVICES] = svc
+    app[JWT_VERIFIER] = svc.jwt
     app[OUTAGES] = outages
     outages.start()
     outages.look()

@@ -8,8 +8,9 @@ lets the trading key (or, with no key at all, anyone) use the admin routes too, 
 setup keeps working with one key. Keys are compared in constant time.
 
 `POST /auth/token` trades an API key for a short-lived HS256 JWT signed with JWT_SECRET, for browsers
-(which cannot send headers on a WebSocket upgrade). Such a token opens `/ws/ticks` only: the REST
-routes take API keys alone, so a trading key's token can never reach an admin route.
+(which cannot send headers on a WebSocket upgrade). Such a token opens `/ws/ticks` and, sent as
+`Authorization: Bearer`, the chain reads (`TOKEN_PATHS`: the same chains the socket streams to it);
+every other REST route takes API keys alone, so a trading key's token can never reach an admin route.
 
 JWTs are HS256 with JWT_SECRET or RS256 against the keys published at JWT_JWKS_URL (fetched without
 blocking the loop, cached, refetched at most every `JWKS_MIN_REFRESH` seconds when an unknown key
@@ -37,10 +38,14 @@ API_KEY_HEADER = "X-API-Key"
 # /ws/ticks authenticates itself (JWT or API key) before the upgrade; Kite's order postbacks
 # (/kite/postback) prove themselves by their checksum.
 # The API docs page (its assets under /docs/static/) only shows the spec, which is open already;
-# `/` sends a browser there.
+# `/`, the option-chain page (its files under /page/), holds no secret: it asks for the key itself.
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/auth/kite/callback", "/ws/ticks",
                         "/kite/postback", "/", "/docs"})
-OPEN_PREFIXES = ("/docs/static/",)
+OPEN_PREFIXES = ("/docs/static/", "/page/")
+# Read-only routes a JWT also opens (`Authorization: Bearer`, never `?token=`: URLs end up in logs).
+# They show what `/ws/ticks` already streams to a token holder, so a browser page needs its key only to
+# renew the token.
+TOKEN_PATHS = frozenset({"/chain", "/chain/expiries"})
 # First path segments of the routes that need the admin key.
 ADMIN_SECTIONS = frozenset({"accounts", "admin", "dlq"})
 JWKS_TTL = 300.0
@@ -111,16 +116,37 @@ def api_key_middleware(settings: Settings):
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not is_open_path(request.path):
-            try:
+        if is_open_path(request.path):
+            return await handler(request)
+        token = _bearer(request) if request.path in TOKEN_PATHS else None
+        try:
+            if token is not None and API_KEY_HEADER not in request.headers:
+                await _check_token(request, token)
+            else:
                 keys.check(request.headers.get(API_KEY_HEADER), is_admin_path(request.path))
-            except ForbiddenError as exc:
-                raise ApiError(403, "forbidden", str(exc)) from None
-            except AuthError as exc:
-                raise ApiError(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "ApiKey"}) from None
+        except ForbiddenError as exc:
+            raise ApiError(403, "forbidden", str(exc)) from None
+        except AuthError as exc:
+            scheme = "Bearer" if token is not None else "ApiKey"
+            raise ApiError(401, "unauthorized", str(exc), headers={"WWW-Authenticate": scheme}) from None
         return await handler(request)
 
     return middleware
+
+
+def _bearer(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None without one."""
+    auth = request.headers.get("Authorization", "")
+    if not auth.lower().startswith("bearer "):
+        return None
+    return auth[7:].strip() or None
+
+
+async def _check_token(request: web.Request, token: str) -> None:
+    verifier = request.app.get(JWT_VERIFIER)
+    if verifier is None or not verifier.enabled:
+        raise AuthError("JWT authentication is not configured; use the API key")
+    await verifier.verify(token)
 
 
 class JwksCache:
@@ -203,6 +229,9 @@ class JwtVerifier:
             raise AuthError(f"invalid token: {exc}") from None
 
 
+JWT_VERIFIER = web.AppKey("jwt_verifier", JwtVerifier)
+
+
 def issue_token(settings: Settings, subject: str, now: float | None = None) -> tuple[str, int]:
     """A JWT for `subject` and when it expires (Unix seconds), signed with JWT_SECRET.
 
@@ -220,9 +249,8 @@ def issue_token(settings: Settings, subject: str, now: float | None = None) -> t
 async def authenticate_ws(settings: Settings, verifier: JwtVerifier, request: web.Request) -> dict[str, Any]:
     """The identity of a WebSocket client, from `?token=` / `Authorization: Bearer` JWT or the API key."""
     token = request.query.get("token")
-    auth = request.headers.get("Authorization", "")
-    if token is None and auth.lower().startswith("bearer "):
-        token = auth[7:].strip()
+    if token is None:
+        token = _bearer(request)
     if token:
         if not verifier.enabled:
             raise AuthError("JWT authentication is not configured; use the API key")

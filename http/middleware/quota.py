@@ -35,9 +35,10 @@ from ticker.infra.stores.redis import AutoPipeline, Script
 
 log = logging.getLogger("ticker.http.middleware.quota")
 
-# The docs page and its files are served from memory like the spec, and must load during a Redis outage.
+# The docs and chain pages and their files are served from memory like the spec, and must load during a
+# Redis outage.
 UNLIMITED_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/", "/docs"})
-UNLIMITED_PREFIXES = ("/docs/static/",)
+UNLIMITED_PREFIXES = ("/docs/static/", "/page/")
 # Status polls are free: every enqueue answers "poll this URL", and polling it must not eat the
 # quota that the next order needs (a long poll, `?wait=N`, holds one request however long it waits).
 FREE_POLLS = frozenset({"/jobs/{job_id}", "/baskets/{basket_id}"})

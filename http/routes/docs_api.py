@@ -1,8 +1,8 @@
 """`/docs`: the API described by `/openapi.json`, browsable in Swagger UI.
 
 Swagger UI's files come from the `swagger-ui-bundle` package (Apache-2.0) and are served by this
-process under `/docs/static/`: the page works on a machine without internet access. `/` sends a
-browser to the docs for now; `add_docs_routes(app, home_redirect=False)` leaves `/` free for another page.
+process under `/docs/static/`: the page works on a machine without internet access. `/` is the
+option-chain page (`page_api`).
 """
 
 from __future__ import annotations
@@ -70,12 +70,6 @@ async def docs_asset(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "public, max-age=86400"})
 
 
-async def home(_request: web.Request) -> web.Response:
-    raise web.HTTPFound(DOCS_PATH)
-
-
-def add_docs_routes(app: web.Application, home_redirect: bool = True) -> None:
+def add_docs_routes(app: web.Application) -> None:
     app.router.add_get(DOCS_PATH, docs_page)
     app.router.add_get(STATIC_PREFIX + "/{name}", docs_asset)
-    if home_redirect:
-        app.router.add_get("/", home)

@@ -2,7 +2,8 @@
 
 Browsers cannot send headers on a WebSocket upgrade, so a page fetches a token here and opens
 `/ws/ticks?token=<jwt>`. The token names which key asked for it (`sub`: `trading` or `admin`) and
-opens the tick socket only; REST routes keep asking for the key itself.
+opens the tick socket and, as `Authorization: Bearer`, the chain reads (`GET /chain`,
+`GET /chain/expiries`); every other REST route keeps asking for the key itself.
 """
 
 from __future__ import annotations
