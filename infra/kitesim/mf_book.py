@@ -75,7 +75,7 @@ CSV_HEADER = ("tradingsymbol,amc,name,purchase_allowed,redemption_allowed,minimu
 
 
 @dataclass
-class MfOrder:
+class SimMfOrder:
     order_id: str
     api_key: str
     user_id: str
@@ -113,7 +113,7 @@ class Sip:
 
 
 @dataclass
-class Holding:
+class SimMfHolding:
     folio: str
     quantity: float = 0.0
     cost: float = 0.0
@@ -180,9 +180,9 @@ class MfBook:
         self.funds = {f.tradingsymbol: f for f in FUNDS}
         self.navs = {f.tradingsymbol: f.nav for f in FUNDS}
         self.nav_date = today - timedelta(days=1)  # the NAV in force is yesterday's until one is published
-        self.orders: dict[str, MfOrder] = {}
+        self.orders: dict[str, SimMfOrder] = {}
         self.sips: dict[str, Sip] = {}
-        self.holdings: dict[tuple[str, str], Holding] = {}
+        self.holdings: dict[tuple[str, str], SimMfHolding] = {}
         self._sip_seq = 0
 
     # --- instruments -----------------------------------------------------------------------------
@@ -204,7 +204,7 @@ class MfBook:
         return found
 
     # --- orders ----------------------------------------------------------------------------------
-    def place(self, api_key: str, user_id: str, form: dict[str, str], now: float | None = None) -> MfOrder:
+    def place(self, api_key: str, user_id: str, form: dict[str, str], now: float | None = None) -> SimMfOrder:
         fund = self.fund(form.get("tradingsymbol") or "")
         side = (form.get("transaction_type") or "").strip()
         if side not in ("BUY", "SELL"):
@@ -249,19 +249,19 @@ class MfBook:
 
     def _new_order(self, api_key: str, user_id: str, fund: Fund, side: str, amount: float, quantity: float,
                    now: float | None, tag: str | None, purchase_type: str | None = None,
-                   variety: str = "regular") -> MfOrder:
-        order = MfOrder(str(uuid.uuid4()), api_key, user_id, fund, side, amount, quantity,
+                   variety: str = "regular") -> SimMfOrder:
+        order = SimMfOrder(str(uuid.uuid4()), api_key, user_id, fund, side, amount, quantity,
                         time.time() if now is None else now, tag, variety, purchase_type)
         self.orders[order.order_id] = order
         return order
 
-    def get(self, api_key: str, order_id: str) -> MfOrder:
+    def get(self, api_key: str, order_id: str) -> SimMfOrder:
         order = self.orders.get(order_id)
         if order is None or order.api_key != api_key:
             raise KiteError(404, "InputException", "Invalid `order_id`: no such order.")
         return order
 
-    def cancel(self, api_key: str, order_id: str) -> MfOrder:
+    def cancel(self, api_key: str, order_id: str) -> SimMfOrder:
         order = self.get(api_key, order_id)
         if order.status != "OPEN":
             raise input_error(f"Order cannot be cancelled as it is {order.status}.")
@@ -273,7 +273,7 @@ class MfBook:
         mine = [o for o in self.orders.values() if o.api_key == api_key]
         return [self.order_json(o) for o in sorted(mine, key=lambda o: o.placed_at, reverse=True)]
 
-    def order_json(self, o: MfOrder) -> dict:
+    def order_json(self, o: SimMfOrder) -> dict:
         done = o.status == "COMPLETE"
         return {
             "order_id": o.order_id, "exchange_order_id": o.order_id.replace("-", "")[:16] if done else None,
@@ -426,13 +426,13 @@ class MfBook:
         return {"nav_date": on.isoformat(), "navs": dict(self.navs), "completed": sum(settled),
                 "instalments": len(placed)}
 
-    def _settle(self, o: MfOrder, on: date) -> bool:
+    def _settle(self, o: SimMfOrder, on: date) -> bool:
         nav = self.navs[o.fund.tradingsymbol]
         key = (o.api_key, o.fund.tradingsymbol)
         holding = self.holdings.get(key)
         if o.transaction_type == "BUY":
             if holding is None:
-                holding = self.holdings[key] = Holding(folio=_folio(self.seed, o.api_key, o.fund))
+                holding = self.holdings[key] = SimMfHolding(folio=_folio(self.seed, o.api_key, o.fund))
             o.quantity = round(o.amount / nav, 3)
             holding.quantity += o.quantity
             holding.cost += o.quantity * nav
