@@ -45,12 +45,11 @@ async def request_refresh(d: Deps, account_id: str, group: RefreshGroup = "portf
                          job_id=job_id)
 
 
-async def refresh_quietly(d: Deps, account_ids: set[str], group: RefreshGroup = "portfolio") -> None:
-    """`request_refresh` for each account where a lost refresh is no failure (the schedule, or the next
-    read with `?refresh=true`, catches up)."""
+async def refresh_quietly(d: Deps, account_ids: set[str]) -> None:
+    """`request_refresh` for each account where a lost refresh is no failure (the schedule catches up)."""
     for account_id in sorted(account_ids):
         try:
-            await request_refresh(d, account_id, group)
+            await request_refresh(d, account_id)
         except REDIS_ERRORS:
             log.warning("portfolio refresh for %s not queued: Redis unreachable", account_id)
 

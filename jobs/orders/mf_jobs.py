@@ -8,7 +8,8 @@ derived from its job id, so an attempt after one that may have reached Kite look
 SIP) with that tag first and adopts it. Cancels look at the current state on such a retry; a SIP
 modification sets values, so repeating it is harmless.
 
-Each finished job asks for a refresh of the account's MF snapshots, so `GET /mf/*` shows its effect.
+A job does not refresh the MF snapshots itself (each refresh is four calls on the same rate limit):
+`GET /mf/...?refresh=true` shows its effect.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from ticker.infra.kite.rest import KiteApi
 from ticker.infra.orders.mf_rules import mf_facts
 from ticker.infra.orders.validate import UnknownAccount, resolve_account_id
 from ticker.jobs.context import deps
-from ticker.jobs.data.portfolio_refresh import refresh_quietly
 from ticker.jobs.orders.runner import (
     Action,
     Attempt,
@@ -34,6 +34,7 @@ from ticker.jobs.orders.runner import (
     Outcome,
     Recover,
     fail_for_good,
+    pace_lookup,
     run_order_job,
 )
 
@@ -79,9 +80,13 @@ def _checker(job: OrderJob, p: MfPayload) -> Check:
 async def _run(ctx: dict[str, Any], payload: dict[str, Any], kind: MfKind, make: Maker) -> dict[str, Any]:
     p, job = await _open(ctx, payload, kind)
     action, recover = make(p, job, job.deps.settings.order_request_timeout)
-    result = await run_order_job(job, action, recover=recover, check=_checker(job, p))
-    await refresh_quietly(job.deps, {job.account_id}, "mf")
-    return result
+    return await run_order_job(job, action, recover=recover, check=_checker(job, p))
+
+
+async def _paced(job: OrderJob) -> bool:
+    """Room in Kite's limit for a look at the current state (always True, once there is room)."""
+    await pace_lookup(job)
+    return True
 
 
 def _place_order(p: MfPayload, job: OrderJob, timeout: float) -> tuple[Action, Recover]:
@@ -89,6 +94,7 @@ def _place_order(p: MfPayload, job: OrderJob, timeout: float) -> tuple[Action, R
     order, tag = p.order, job.tag
 
     async def lookup(api: KiteApi) -> Outcome | None:
+        await pace_lookup(job)  # a call beyond the attempt's own: it takes its own place in Kite's limit
         found = next((o for o in await api.mf_orders(timeout=timeout) if o.tag == tag), None)
         return None if found is None else Outcome(adopted=True, kite_status=found.status,
                                                   mf_ids={"order_id": found.order_id})
@@ -106,7 +112,8 @@ def _cancel_order(p: MfPayload, job: OrderJob, timeout: float) -> tuple[Action, 
     order_id = p.order_id or ""
 
     async def action(api: KiteApi, attempt: Attempt) -> Outcome:
-        if attempt.may_exist and (await api.mf_order(order_id, timeout=timeout)).status == "CANCELLED":
+        if attempt.may_exist and await _paced(job) and \
+                (await api.mf_order(order_id, timeout=timeout)).status == "CANCELLED":
             return Outcome(adopted=True, kite_status="CANCELLED", mf_ids={"order_id": order_id})
         done = await api.cancel_mf_order(order_id, timeout=timeout)
         return Outcome(kite_status="CANCELLED", mf_ids={"order_id": done.order_id})
@@ -119,6 +126,7 @@ def _place_sip(p: MfPayload, job: OrderJob, timeout: float) -> tuple[Action, Rec
     sip, tag = p.sip, job.tag
 
     async def lookup(api: KiteApi) -> Outcome | None:
+        await pace_lookup(job)
         found = next((s for s in await api.mf_sips(timeout=timeout) if s.tag == tag), None)
         return None if found is None else Outcome(adopted=True, kite_status=found.status,
                                                   mf_ids={"sip_id": found.sip_id})
@@ -147,7 +155,8 @@ def _cancel_sip(p: MfPayload, job: OrderJob, timeout: float) -> tuple[Action, No
     sip_id = p.sip_id or ""
 
     async def action(api: KiteApi, attempt: Attempt) -> Outcome:
-        if attempt.may_exist and (await api.mf_sip(sip_id, timeout=timeout)).status == "CANCELLED":
+        if attempt.may_exist and await _paced(job) and \
+                (await api.mf_sip(sip_id, timeout=timeout)).status == "CANCELLED":
             return Outcome(adopted=True, kite_status="CANCELLED", mf_ids={"sip_id": sip_id})
         done = await api.cancel_mf_sip(sip_id, timeout=timeout)
         return Outcome(kite_status="CANCELLED", mf_ids={"sip_id": done.sip_id})
