@@ -94,6 +94,8 @@ async def test_a_sip_is_active_in_the_sip_list_then_paused_and_cancelled(live: S
     assert (sip["status"], sip["instalment_amount"]) == ("PAUSED", 2000.0)
     await completed(stack, await write(stack, "DELETE", path, "/mf/sips/{sip_id}"))
     assert stack.sim.state.mf.sips[sip_id].status == "CANCELLED"
+    status, audit = await stack.call("GET", "/orders", "/orders")  # every write is in the audit trail
+    assert status == 200 and sorted(o["kind"] for o in audit["orders"]) == ["sip_cancel", "sip_modify", "sip_place"]
 
     # Kite refuses to change a cancelled SIP: the job is dead-lettered, not retried
     job = await finished(stack, await write(stack, "PUT", path, "/mf/sips/{sip_id}", {"status": "ACTIVE"}))
@@ -142,3 +144,5 @@ async def test_bad_amounts_are_422s_naming_the_field_and_never_reach_kite(live: 
     counted = stack.sim.state.counters.snapshot()["requests"]
     assert not [r for r in counted if r.startswith(("POST /mf", "PUT /mf", "DELETE /mf"))], counted
     assert stack.sim.state.mf.orders == {} and stack.sim.state.mf.sips == {}
+    status, audit = await stack.call("GET", "/orders", "/orders")
+    assert audit["orders"] == []  # refused before the audit: nothing was accepted
