@@ -240,6 +240,8 @@ class MfPayload(BaseModel):
     order_id: str | None = Field(None, min_length=1, max_length=64, pattern=_ID)
     sip_id: str | None = Field(None, min_length=1, max_length=64, pattern=_ID)
     idempotency_key: str | None = Field(None, max_length=255)
+    # a replay's original place jobs' tags: an order or SIP carrying one is adopted, not placed again
+    prior_tags: list[str] = Field(default_factory=list, max_length=20)
 
 
 class MfJobPlan(BaseModel):

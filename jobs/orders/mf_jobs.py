@@ -5,7 +5,7 @@ They run on the order jobs' path (`run_order_job`): audit row and attempts, the 
 retries with backoff on transient errors, the dead-letter queue for refusals and exhausted retries;
 their calls draw from the account's general ("api") rate limit. A place job sends Kite the tag
 derived from its job id, so an attempt after one that may have reached Kite looks for an order (or
-SIP) with that tag first and adopts it. Cancels look at the current state on such a retry; a SIP
+SIP) with that tag first and adopts it; a dead letter's replay looks for its original's tag too. Cancels look at the current state on such a retry; a SIP
 modification sets values, so repeating it is harmless.
 
 A job does not refresh the MF snapshots itself (each refresh is four calls on the same rate limit):
@@ -56,7 +56,7 @@ async def _open(ctx: dict[str, Any], payload: dict[str, Any], kind: MfKind) -> t
     except UnknownAccount as exc:
         await fail_for_good(job, str(exc))
     p = p.model_copy(update={"account_id": account_id})
-    return p, replace(job, account_id=account_id, idempotency_key=p.idempotency_key,
+    return p, replace(job, account_id=account_id, idempotency_key=p.idempotency_key, prior_tags=p.prior_tags,
                       tag=mf_tag(job.job_id) if kind in ("mf_place", "sip_place") else None)
 
 
@@ -91,11 +91,11 @@ async def _paced(job: OrderJob) -> bool:
 
 def _place_order(p: MfPayload, job: OrderJob, timeout: float) -> tuple[Action, Recover]:
     assert p.order is not None and job.tag is not None
-    order, tag = p.order, job.tag
+    order, tag, tags = p.order, job.tag, {job.tag, *job.prior_tags}
 
     async def lookup(api: KiteApi) -> Outcome | None:
         await pace_lookup(job)  # a call beyond the attempt's own: it takes its own place in Kite's limit
-        found = next((o for o in await api.mf_orders(timeout=timeout) if o.tag == tag), None)
+        found = next((o for o in await api.mf_orders(timeout=timeout) if o.tag in tags), None)
         return None if found is None else Outcome(adopted=True, kite_status=found.status,
                                                   mf_ids={"order_id": found.order_id})
 
@@ -123,11 +123,11 @@ def _cancel_order(p: MfPayload, job: OrderJob, timeout: float) -> tuple[Action, 
 
 def _place_sip(p: MfPayload, job: OrderJob, timeout: float) -> tuple[Action, Recover]:
     assert p.sip is not None and job.tag is not None
-    sip, tag = p.sip, job.tag
+    sip, tag, tags = p.sip, job.tag, {job.tag, *job.prior_tags}
 
     async def lookup(api: KiteApi) -> Outcome | None:
         await pace_lookup(job)
-        found = next((s for s in await api.mf_sips(timeout=timeout) if s.tag == tag), None)
+        found = next((s for s in await api.mf_sips(timeout=timeout) if s.tag in tags), None)
         return None if found is None else Outcome(adopted=True, kite_status=found.status,
                                                   mf_ids={"sip_id": found.sip_id})
 

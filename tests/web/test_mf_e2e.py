@@ -102,6 +102,15 @@ async def test_a_sip_is_active_in_the_sip_list_then_paused_and_cancelled(live: S
     assert job["status"] == "dead_letter" and "CANCELLED" in job["error"], job
 
 
+async def test_a_purchase_whose_answer_is_lost_is_adopted_not_placed_twice(live: Stack) -> None:
+    stack = live
+    await sim_admin(stack, "POST", "/_sim/faults", {"route": "POST /mf/orders", "kind": "accept_drop", "times": 1})
+    body = {"tradingsymbol": FUND, "transaction_type": "BUY", "amount": 700}
+    result = await completed(stack, await write(stack, "POST", "/mf/orders", "/mf/orders", body))
+    assert result["adopted"] and result["attempts"] == 2, result  # the retry found it by its tag
+    assert [o.order_id for o in stack.sim.state.mf.orders.values()] == [result["order_id"]]
+
+
 async def test_an_open_order_is_cancelled(live: Stack) -> None:
     stack = live
     body = {"tradingsymbol": STEPPED, "transaction_type": "BUY", "amount": 5100}
