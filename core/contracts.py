@@ -30,10 +30,16 @@ JOB_PLACE_GTT = "place_gtt"
 JOB_MODIFY_GTT = "modify_gtt"
 JOB_DELETE_GTT = "delete_gtt"
 JOB_ORDER_MARGINS = "order_margins"
+JOB_PLACE_MF_ORDER = "place_mf_order"
+JOB_CANCEL_MF_ORDER = "cancel_mf_order"
+JOB_PLACE_MF_SIP = "place_mf_sip"
+JOB_MODIFY_MF_SIP = "modify_mf_sip"
+JOB_CANCEL_MF_SIP = "cancel_mf_sip"
 
 GTT_JOBS = frozenset({JOB_PLACE_GTT, JOB_MODIFY_GTT, JOB_DELETE_GTT})
+MF_JOBS = frozenset({JOB_PLACE_MF_ORDER, JOB_CANCEL_MF_ORDER, JOB_PLACE_MF_SIP, JOB_MODIFY_MF_SIP, JOB_CANCEL_MF_SIP})
 # The orders queue (short poll delay) carries every job a trader waits on before acting.
-ORDER_JOBS = frozenset({JOB_PLACE_ORDER, JOB_MODIFY_ORDER, JOB_CANCEL_ORDER, *GTT_JOBS, JOB_ORDER_MARGINS})
+ORDER_JOBS = frozenset({JOB_PLACE_ORDER, JOB_MODIFY_ORDER, JOB_CANCEL_ORDER, *GTT_JOBS, *MF_JOBS, JOB_ORDER_MARGINS})
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ the drain window.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -31,6 +32,7 @@ from ticker.http.routes import (
     gtt_api,
     instruments_api,
     jobs_api,
+    mf_api,
     orders_api,
     page_api,
     portfolio_api,
@@ -47,6 +49,7 @@ from ticker.http.ws.ticks_socket import ws_ticks
 from ticker.infra.orders.audit_batch import AuditBatcher
 from ticker.infra.orders.enqueuer import Enqueuer
 from ticker.infra.orders.intake import OrderIntake
+from ticker.infra.orders.mf_rules import mf_facts
 from ticker.infra.orders.validate import Validator
 from ticker.infra.queue.enqueue import names_for, queue_client
 from ticker.infra.queue.finished import FinishedJobs
@@ -80,7 +83,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws/ticks", ws_ticks)
     add_docs_routes(app)
     for module in (orders_api, jobs_api, subscriptions_api, instruments_api, accounts_api,
-                   admin_api, gtt_api, postback_api, portfolio_api, chain_api, token_api, page_api):
+                   admin_api, gtt_api, postback_api, portfolio_api, chain_api, token_api, page_api, mf_api):
         app.add_routes(module.routes)
     return app
 
@@ -101,7 +104,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                   max_clients=settings.ws_max_clients, outages=outages)
     refs, audit = Refs(db, settings), AuditBatcher(db)
     enqueue = Enqueuer(names, pipe_script(pipe), on_enqueued=metrics.count_enqueued)
-    intake = OrderIntake(db, Validator(db, settings, refs.instruments), audit.record, enqueue, refs.resolve_account)
+    intake = OrderIntake(db, Validator(db, settings, refs.instruments), audit.record, enqueue, refs.resolve_account,
+                         mf_facts=functools.partial(mf_facts, redis, names))
     svc = Services(settings=settings, names=names, redis=redis, db=db, metrics=metrics,
                    accounts=account_store(db, settings), limiter=app[LIMITER],
                    jwt=JwtVerifier(settings), hub=hub, refs=refs, pipe=pipe,

@@ -14,6 +14,7 @@ JOB_MODULES: tuple[str, ...] = (
     "ticker.jobs.data.history_fetch",
     "ticker.jobs.orders.order_jobs",
     "ticker.jobs.orders.gtt_jobs",
+    "ticker.jobs.orders.mf_jobs",
     "ticker.jobs.orders.margin_preview",
     "ticker.jobs.data.portfolio_reads",
     "ticker.jobs.data.portfolio_refresh",

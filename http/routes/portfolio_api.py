@@ -23,7 +23,9 @@ from pydantic import Field
 
 from ticker.core.contracts import JOB_REFRESH_PORTFOLIO
 from ticker.core.portfolio import (
+    GROUP_OF_KIND,
     PortfolioSnapshot,
+    RefreshGroup,
     RefreshPayload,
     SnapshotKind,
     filled_quantity,
@@ -72,11 +74,11 @@ async def portfolio_account(svc: Services, account_id: str | None) -> str:
     return next(iter(ids))
 
 
-async def request_refresh(svc: Services, account_id: str) -> web.Response:
+async def request_refresh(svc: Services, account_id: str, group: RefreshGroup = "portfolio") -> web.Response:
     """202 with the account's pending refresh job (queued now, or shared when one waits already)."""
-    generation = int(await svc.redis.get(generation_key(svc.names, account_id)) or 0)
-    job_id = derived_job_id(JOB_REFRESH_PORTFOLIO, *refresh_parts(svc.names, account_id, generation))
-    new = await submit(svc, JOB_REFRESH_PORTFOLIO, RefreshPayload(account_id=account_id), job_id)
+    generation = int(await svc.redis.get(generation_key(svc.names, account_id, group)) or 0)
+    job_id = derived_job_id(JOB_REFRESH_PORTFOLIO, *refresh_parts(svc.names, account_id, generation, group))
+    new = await submit(svc, JOB_REFRESH_PORTFOLIO, RefreshPayload(account_id=account_id, group=group), job_id)
     return accepted(job_id, new, account_id=account_id)
 
 
@@ -90,39 +92,40 @@ def snapshot_body(snapshot: PortfolioSnapshot, **change: object) -> dict[str, ob
     return {**snapshot.model_dump(mode="json"), "age_seconds": round(age, 3), **change}
 
 
-async def _snapshot(request: web.Request, kind: SnapshotKind) -> web.Response:
+async def snapshot_response(request: web.Request, kind: SnapshotKind) -> web.Response:
+    """The account's latest snapshot of `kind`; 202 + its group's refresh job when asked or when none."""
     svc = services(request)
     q = read_query(request, PortfolioQuery)
     account_id = await portfolio_account(svc, q.account_id)
     snapshot = None if q.refresh else await stored_snapshot(svc, account_id, kind)
     if snapshot is None:
-        return await request_refresh(svc, account_id)
+        return await request_refresh(svc, account_id, GROUP_OF_KIND[kind])
     return json_response(snapshot_body(snapshot))
 
 
 @routes.get("/portfolio/positions")
 async def positions(request: web.Request) -> web.Response:
-    return await _snapshot(request, "positions")
+    return await snapshot_response(request, "positions")
 
 
 @routes.get("/portfolio/holdings")
 async def holdings(request: web.Request) -> web.Response:
-    return await _snapshot(request, "holdings")
+    return await snapshot_response(request, "holdings")
 
 
 @routes.get("/portfolio/margins")
 async def margins(request: web.Request) -> web.Response:
-    return await _snapshot(request, "margins")
+    return await snapshot_response(request, "margins")
 
 
 @routes.get("/trades")
 async def trades(request: web.Request) -> web.Response:
-    return await _snapshot(request, "trades")
+    return await snapshot_response(request, "trades")
 
 
 @routes.get("/account/profile")
 async def profile(request: web.Request) -> web.Response:
-    return await _snapshot(request, "profile")
+    return await snapshot_response(request, "profile")
 
 
 @routes.get("/orders/{order_id}/trades")

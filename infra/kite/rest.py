@@ -10,7 +10,9 @@ models of ticker.infra.kite.schemas (an answer that does not fit them is a DataE
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
+import io
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,6 +50,12 @@ from ticker.infra.kite.schemas import (
     Holding,
     LtpQuote,
     Margins,
+    MfHolding,
+    MfInstrument,
+    MfOrder,
+    MfOrderResult,
+    MfSip,
+    MfSipResult,
     OhlcQuote,
     Order,
     OrderCharges,
@@ -247,6 +255,10 @@ _ORDER_CHARGES = TypeAdapter(list[OrderCharges])
 _QUOTES = TypeAdapter(dict[str, Quote])
 _LTPS = TypeAdapter(dict[str, LtpQuote])
 _OHLCS = TypeAdapter(dict[str, OhlcQuote])
+_MF_ORDERS = TypeAdapter(list[MfOrder])
+_MF_SIPS = TypeAdapter(list[MfSip])
+_MF_HOLDINGS = TypeAdapter(list[MfHolding])
+_MF_INSTRUMENTS = TypeAdapter(list[MfInstrument])
 
 
 @cache
@@ -400,3 +412,46 @@ class KiteApi:
         """Charges of executed orders (each with its `average_price`), as Kite's contract note has them."""
         data = await self._call("POST", "/charges/orders", None, timeout, json_body=orders)
         return _typed(_ORDER_CHARGES, data, "order charges")
+
+    # mutual funds: writes take the order path's egress, as order writes do
+    async def mf_instruments(self, timeout: float | None = None) -> list[MfInstrument]:
+        """Kite's MF instruments (CSV), read as the SDK reads them: flags 0/1, amounts as numbers."""
+        body = await self._call("GET", "/mf/instruments", timeout=timeout)
+        text = body.decode() if isinstance(body, bytes) else str(body)
+        rows = list(csv.DictReader(io.StringIO(text.strip())))
+        return _typed(_MF_INSTRUMENTS, rows, "MF instruments")
+
+    async def place_mf_order(self, params: dict[str, Any], timeout: float | None = None) -> MfOrderResult:
+        data = await self._call("POST", "/mf/orders", params, timeout, order_path=True)
+        return _typed(_one(MfOrderResult), data, "a placed MF order")
+
+    async def cancel_mf_order(self, order_id: str, timeout: float | None = None) -> MfOrderResult:
+        data = await self._call("DELETE", f"/mf/orders/{order_id}", None, timeout, order_path=True)
+        return _typed(_one(MfOrderResult), data, "a cancelled MF order")
+
+    async def mf_orders(self, timeout: float | None = None) -> list[MfOrder]:
+        return _typed(_MF_ORDERS, await self._call("GET", "/mf/orders", timeout=timeout), "MF orders")
+
+    async def mf_order(self, order_id: str, timeout: float | None = None) -> MfOrder:
+        return _typed(_one(MfOrder), await self._call("GET", f"/mf/orders/{order_id}", timeout=timeout), "an MF order")
+
+    async def place_mf_sip(self, params: dict[str, Any], timeout: float | None = None) -> MfSipResult:
+        data = await self._call("POST", "/mf/sips", params, timeout, order_path=True)
+        return _typed(_one(MfSipResult), data, "a placed SIP")
+
+    async def modify_mf_sip(self, sip_id: str, params: dict[str, Any], timeout: float | None = None) -> MfSipResult:
+        data = await self._call("PUT", f"/mf/sips/{sip_id}", params, timeout, order_path=True)
+        return _typed(_one(MfSipResult), data, "a modified SIP")
+
+    async def cancel_mf_sip(self, sip_id: str, timeout: float | None = None) -> MfSipResult:
+        data = await self._call("DELETE", f"/mf/sips/{sip_id}", None, timeout, order_path=True)
+        return _typed(_one(MfSipResult), data, "a cancelled SIP")
+
+    async def mf_sips(self, timeout: float | None = None) -> list[MfSip]:
+        return _typed(_MF_SIPS, await self._call("GET", "/mf/sips", timeout=timeout), "SIPs")
+
+    async def mf_sip(self, sip_id: str, timeout: float | None = None) -> MfSip:
+        return _typed(_one(MfSip), await self._call("GET", f"/mf/sips/{sip_id}", timeout=timeout), "a SIP")
+
+    async def mf_holdings(self, timeout: float | None = None) -> list[MfHolding]:
+        return _typed(_MF_HOLDINGS, await self._call("GET", "/mf/holdings", timeout=timeout), "MF holdings")

@@ -431,3 +431,71 @@ class OrderCharges(KiteModel):
     quantity: int | None = None
     price: float | None = None
     charges: Charges | None = None
+
+
+# --- mutual funds ----------------------------------------------------------------------------------
+class MfInstrument(KiteModel):
+    """A row of `/mf/instruments` (CSV), typed as the SDK types it: the fund's purchase rules."""
+
+    tradingsymbol: str
+    name: str | None = None
+    purchase_allowed: bool = False
+    redemption_allowed: bool = False
+    minimum_purchase_amount: float = 0.0
+    purchase_amount_multiplier: float = 0.0
+    minimum_additional_purchase_amount: float = 0.0
+    minimum_redemption_quantity: float = 0.0
+    redemption_quantity_multiplier: float = 0.0
+    last_price: float | None = None  # the other columns (amc, plan, ...) are kept as Kite's text
+
+
+class MfOrder(KiteModel):
+    order_id: str
+    tradingsymbol: str | None = None
+    status: str | None = None
+    status_message: str | None = None
+    folio: str | None = None
+    transaction_type: str | None = None
+    variety: str | None = None
+    purchase_type: str | None = None
+    quantity: float | None = None
+    amount: float | None = None
+    average_price: float | None = None
+    tag: str | None = None
+    order_timestamp: KiteTime = None
+
+
+class MfSip(KiteModel):
+    sip_id: str
+    tradingsymbol: str | None = None
+    fund: str | None = None
+    status: str | None = None
+    frequency: str | None = None
+    instalment_amount: float | None = None
+    instalments: int | None = None
+    instalment_day: int | None = None
+    completed_instalments: int | None = None
+    pending_instalments: int | None = None
+    next_instalment: str | None = None
+    created: KiteTime = None
+    last_instalment: KiteTime = None
+    tag: str | None = None
+
+
+class MfHolding(KiteModel):
+    folio: str | None = None
+    fund: str | None = None
+    tradingsymbol: str
+    average_price: float | None = None
+    last_price: float | None = None
+    last_price_date: str | None = None
+    pnl: float | None = None
+    quantity: float | None = None
+
+
+class MfOrderResult(KiteModel):
+    order_id: str
+
+
+class MfSipResult(KiteModel):
+    sip_id: str

@@ -60,6 +60,9 @@
                                        it (ticks, quotes, order matching, GTT triggers); answers the
                                        price reached (to the tick), the underlying and its new spot
     GET    /_sim/callback              default login redirect target: echoes its query as JSON
+
+Mutual funds have theirs beside their Kite routes (mf_routes.py): `GET /_sim/mf` (every MF order and
+SIP, the NAVs) and `POST /_sim/mf/nav` (publish the next NAV: open orders complete at it).
 """
 
 from __future__ import annotations

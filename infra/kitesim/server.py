@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ticker.infra.kitesim import admin, rest_routes, rest_trading
+from ticker.infra.kitesim import admin, mf_routes, rest_routes, rest_trading
 from ticker.infra.kitesim.api_limits import bucket_of
 from ticker.infra.kitesim.config import SimAccount, SimConfig
 from ticker.infra.kitesim.envelopes import KiteError, input_error, kite_errors, too_many_requests
@@ -133,6 +133,7 @@ def build_app(config: SimConfig | None = None, state: SimState | None = None) ->
     app.router.add_routes(admin.routes)
     app.router.add_routes(rest_routes.routes)
     app.router.add_routes(rest_trading.routes)
+    app.router.add_routes(mf_routes.routes)
     app.cleanup_ctx.append(_run_engine)
     app.cleanup_ctx.append(_deliver_postbacks)
     app.on_shutdown.append(_close_sockets)

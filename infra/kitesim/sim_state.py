@@ -20,6 +20,7 @@ from ticker.infra.kitesim.gtt_book import GttBook
 from ticker.infra.kitesim.ipallow import OrderIpAllowlist
 from ticker.infra.kitesim.margin_calc import MarginModel
 from ticker.infra.kitesim.market import Market
+from ticker.infra.kitesim.mf_book import MfBook
 from ticker.infra.kitesim.order_book import OrderBook
 from ticker.infra.kitesim.postback_sender import Postbacks, signed
 from ticker.infra.kitesim.pricemove import move_price
@@ -74,6 +75,7 @@ class SimState:
         self.engine.after_match.append(self.gtts.check)
         self.margin_model = MarginModel(self.market, self.orders)
         self.order_ips = OrderIpAllowlist(config.order_ip_allowlist)
+        self.mf = MfBook(config.seed, today_ist(now))
         self._csv: dict[str | None, str] = {}
 
     def _order_update(self, api_key: str, update: dict) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncpg
 
 from ticker.core.gtt import GttJobPlan
+from ticker.core.mutual_funds import MfJobPlan
 from ticker.core.orders import OrderJobPlan
 from ticker.infra.orders.audit_trail import RequestRow, insert_queued
 from ticker.infra.orders.coalesce import Coalescer
@@ -23,7 +24,7 @@ class AuditBatcher(Coalescer[RequestRow, bool]):
         super().__init__(max_batch, max_inflight=4)
         self.db = db
 
-    async def record(self, plan: OrderJobPlan | GttJobPlan, account_id: str) -> bool:
+    async def record(self, plan: OrderJobPlan | GttJobPlan | MfJobPlan, account_id: str) -> bool:
         """True when this job's row is new; False when it already existed (a repeated submission)."""
         return await self.submit(RequestRow.of(plan, account_id))
 

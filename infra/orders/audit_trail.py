@@ -19,6 +19,7 @@ import orjson
 from pydantic import BaseModel
 
 from ticker.core.gtt import GttJobPlan
+from ticker.core.mutual_funds import MfJobPlan
 from ticker.core.orders import BasketPlan, OrderJobPlan, kite_tag
 from ticker.infra.stores.db import delete_rows_older_than
 
@@ -83,7 +84,7 @@ class RequestRow:
     basket_id: str | None = None
 
     @classmethod
-    def of(cls, plan: OrderJobPlan | GttJobPlan, account_id: str) -> RequestRow:
+    def of(cls, plan: OrderJobPlan | GttJobPlan | MfJobPlan, account_id: str) -> RequestRow:
         return cls(job_id=plan.job_id, kind=plan.kind, account_id=account_id, payload=plan.payload,
                    tag=kite_tag(plan.job_id) if plan.kind == "place" else None,
                    idempotency_key=plan.payload.get("idempotency_key"), basket_id=plan.payload.get("basket_id"))

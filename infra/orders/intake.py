@@ -30,6 +30,17 @@ from ticker.core.contracts import (
 )
 from ticker.core.gtt import GttJobPlan, GttRequest, plan_delete_gtt, plan_modify_gtt, plan_place_gtt
 from ticker.core.margins import MarginsPayload, MarginsRequest, margins_job_id
+from ticker.core.mutual_funds import (
+    MF_JOB_NAMES,
+    MfJobPlan,
+    MfOrderRequest,
+    MfSipModify,
+    MfSipRequest,
+    plan_mf,
+    sip_amount_issues,
+    validate_mf_order,
+    validate_sip,
+)
 from ticker.core.orders import (
     BasketRequest,
     CancelRequest,
@@ -41,20 +52,25 @@ from ticker.core.orders import (
     plan_cancel,
     plan_modify,
     plan_place,
+    raise_issues,
 )
 from ticker.infra.orders import audit_trail as audit
 from ticker.infra.orders.enqueuer import Enqueuer
+from ticker.infra.orders.mf_rules import MfFacts
 from ticker.infra.orders.validate import Validator
 from ticker.infra.stores.deadletters import DeadLetterNotFound, get_dead_letter, mark_replayed, replay_payload
 
 # (requested account or None, the field that named it) -> the account; raises when unknown
 ResolveAccount = Callable[[str | None, str], Awaitable[str]]
+JobPlan = OrderJobPlan | GttJobPlan | MfJobPlan
 # (plan, account) -> True when the queued row is new
-RecordQueued = Callable[[OrderJobPlan | GttJobPlan, str], Awaitable[bool]]
-JobPlan = OrderJobPlan | GttJobPlan
+RecordQueued = Callable[[JobPlan, str], Awaitable[bool]]
+# account -> what the MF checks know of it (its MF snapshots)
+MfLookup = Callable[[str], Awaitable[MfFacts]]
 
 _AUDITED_KINDS = {JOB_PLACE_ORDER: "place", JOB_MODIFY_ORDER: "modify", JOB_CANCEL_ORDER: "cancel",
-                  JOB_PLACE_GTT: "gtt_place", JOB_MODIFY_GTT: "gtt_modify", JOB_DELETE_GTT: "gtt_delete"}
+                  JOB_PLACE_GTT: "gtt_place", JOB_MODIFY_GTT: "gtt_modify", JOB_DELETE_GTT: "gtt_delete",
+                  **{name: kind for kind, name in MF_JOB_NAMES.items()}}
 
 
 class IdempotencyConflict(ValueError):
@@ -94,12 +110,13 @@ class Replayed(BaseModel):
 
 class OrderIntake:
     def __init__(self, db: asyncpg.Pool, validator: Validator, record_queued: RecordQueued, enqueue: Enqueuer,
-                 resolve_account: ResolveAccount) -> None:
+                 resolve_account: ResolveAccount, mf_facts: MfLookup | None = None) -> None:
         self.db = db
         self.validate = validator
         self.record_queued = record_queued
         self.enqueue = enqueue
         self.resolve_account = resolve_account
+        self.mf_facts = mf_facts
 
     # --- the audit and enqueue stages --------------------------------------------------------------
     async def accept(self, plan: JobPlan, account_id: str) -> bool:
@@ -165,6 +182,42 @@ class OrderIntake:
     async def delete_gtt(self, trigger_id: int, account_id: str | None, key: str | None) -> Submitted:
         account = await self.resolve_account(account_id, "account_id")
         return await self._submit(plan_delete_gtt(trigger_id, account, key), account)
+
+    # --- mutual funds: checked against the account's MF snapshots when there are some -------------
+    async def _facts(self, account: str) -> MfFacts:
+        if self.mf_facts is None:
+            return MfFacts(funds=None, holdings=None, sips=None)
+        return await self.mf_facts(account)
+
+    async def mf_order(self, req: MfOrderRequest, key: str | None) -> Submitted:
+        account = await self.resolve_account(req.account_id, "account_id")
+        facts = await self._facts(account)
+        raise_issues(validate_mf_order(req, facts.funds, facts.held(req.tradingsymbol)))
+        order = req.model_copy(update={"account_id": account})
+        return await self._submit(plan_mf("mf_place", account, key, order=order), account)
+
+    async def cancel_mf_order(self, order_id: str, account_id: str | None, key: str | None) -> Submitted:
+        account = await self.resolve_account(account_id, "account_id")
+        return await self._submit(plan_mf("mf_cancel", account, key, order_id=order_id), account)
+
+    async def mf_sip(self, req: MfSipRequest, key: str | None) -> Submitted:
+        account = await self.resolve_account(req.account_id, "account_id")
+        facts = await self._facts(account)
+        raise_issues(validate_sip(req, facts.funds, facts.held(req.tradingsymbol)))
+        sip = req.model_copy(update={"account_id": account})
+        return await self._submit(plan_mf("sip_place", account, key, sip=sip), account)
+
+    async def modify_mf_sip(self, sip_id: str, req: MfSipModify, key: str | None) -> Submitted:
+        account = await self.resolve_account(req.account_id, "account_id")
+        fund = (await self._facts(account)).fund_of_sip(sip_id)
+        if fund is not None and req.amount is not None:
+            raise_issues(sip_amount_issues(fund, req.amount))
+        change = req.model_copy(update={"account_id": account})
+        return await self._submit(plan_mf("sip_modify", account, key, sip_id=sip_id, modify=change), account)
+
+    async def cancel_mf_sip(self, sip_id: str, account_id: str | None, key: str | None) -> Submitted:
+        account = await self.resolve_account(account_id, "account_id")
+        return await self._submit(plan_mf("sip_cancel", account, key, sip_id=sip_id), account)
 
     # --- margin previews (a read at Kite: validated and enqueued, nothing to audit) -----------------
     async def margins(self, req: MarginsRequest, key: str | None) -> Submitted:

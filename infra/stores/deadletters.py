@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, Field
 
-from ticker.core.contracts import JOB_PLACE_ORDER
+from ticker.core.contracts import JOB_PLACE_MF_ORDER, JOB_PLACE_MF_SIP, JOB_PLACE_ORDER
 from ticker.core.orders import kite_tag, order_job_id, replay_key
 from ticker.infra.queue.enqueue import derived_job_id
 
@@ -82,6 +82,8 @@ def replay_payload(letter: DeadLetter, replay_number: int) -> tuple[str, dict[st
         payload.pop("basket_id", None), payload.pop("leg", None)
         account = (payload.get("order") or {}).get("account_id")
         return order_job_id("place", key, account), payload
+    if letter.job_name in (JOB_PLACE_MF_ORDER, JOB_PLACE_MF_SIP):  # an MF place job tags as an order job does
+        payload["prior_tags"] = [*payload.get("prior_tags", []), kite_tag(letter.job_id)][-20:]
     for kind in ("modify", "cancel"):
         if kind in payload:
             return order_job_id(kind, key, payload[kind].get("account_id")), payload

@@ -1,5 +1,5 @@
-"""Portfolio reads (positions, holdings, margins, order book, trades, profile, GTTs) as short jobs with a Redis
-cache.
+"""Portfolio reads (positions, holdings, margins, order book, trades, profile, GTTs, mutual funds) as
+short jobs with a Redis cache.
 
 Many clients polling the same account share one Kite call per `PORTFOLIO_CACHE_SECONDS`, and every
 call goes through the account's shared "api" rate limit.
@@ -19,7 +19,7 @@ from arq.worker import func
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ticker.core.contracts import JOB_PORTFOLIO, Names
-from ticker.core.portfolio import SNAPSHOT_KINDS, SNAPSHOT_TTL_SECONDS, PortfolioSnapshot, snapshot_key
+from ticker.core.portfolio import GROUP_OF_KIND, SNAPSHOT_TTL_SECONDS, PortfolioSnapshot, snapshot_key
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import KiteApi, is_transient
 from ticker.infra.kite.schemas import as_json
@@ -28,7 +28,8 @@ from ticker.jobs.context import Deps, deps
 from ticker.jobs.kite_clients import kite_clients
 from ticker.jobs.orders.runner import backoff, limiter
 
-PortfolioKind = Literal["positions", "holdings", "margins", "orders", "trades", "profile", "gtts", "gtt"]
+PortfolioKind = Literal["positions", "holdings", "margins", "orders", "trades", "profile", "gtts", "gtt",
+                        "mf_instruments", "mf_orders", "mf_sips", "mf_holdings"]
 FETCH_LOCK_SECONDS = 5.0
 
 
@@ -63,7 +64,9 @@ async def _fetch(api: KiteApi, kind: PortfolioKind, trigger_id: int | None) -> A
     if kind == "gtt":
         return (await api.gtt(trigger_id or 0)).to_json()
     calls = {"positions": api.positions, "holdings": api.holdings, "margins": api.margins,
-             "orders": api.orders, "trades": api.trades, "profile": api.profile, "gtts": api.gtts}
+             "orders": api.orders, "trades": api.trades, "profile": api.profile, "gtts": api.gtts,
+             "mf_instruments": api.mf_instruments, "mf_orders": api.mf_orders, "mf_sips": api.mf_sips,
+             "mf_holdings": api.mf_holdings}
     return as_json(await calls[kind]())
 
 
@@ -107,7 +110,7 @@ async def read_portfolio(d: Deps, account_id: str, kind: PortfolioKind, max_age:
                "fetched_at": time.time()}
         ttl_ms = max(int(d.settings.portfolio_cache_seconds * 1000), 1) * 10  # kept a while for max_age callers
         await d.redis.set(key, orjson.dumps(doc), px=ttl_ms)
-        if kind in SNAPSHOT_KINDS:  # every fresh answer is also the snapshot GET /portfolio/* (...) serves
+        if kind in GROUP_OF_KIND:  # every fresh answer is also the snapshot GET /portfolio/* (...) serves
             await store_snapshot(d, account_id, kind, data, doc["fetched_at"])
     finally:
         if owned:  # only our own lock: after a wait ran out, the lock may be another job's by now

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from ticker.core.contracts import JOB_REFRESH_TOKENS
 from ticker.core.gtt import GttKind
+from ticker.core.mutual_funds import MfKind
 from ticker.core.orders import OrderJobFailed, OrderKind
 from ticker.infra.kite.breaker import CircuitBreaker
 from ticker.infra.kite.limits import Budget, Grant, KiteLimiter, RateLimited
@@ -62,11 +63,12 @@ class Outcome(BaseModel):
     adopted: bool = False  # an order an earlier attempt placed, found by its tag
     kite_status: str | None = None
     trigger_id: int | None = None  # the GTT a GTT job placed, modified or deleted
+    mf_ids: dict[str, str] = {}  # an MF job's Kite ids (order_id, sip_id): into the result, not the order columns
 
 
 class AttemptResult(BaseModel):
     job_id: str
-    kind: OrderKind | GttKind
+    kind: OrderKind | GttKind | MfKind
     account_id: str
     kite_order_id: str | None
     tag: str | None
@@ -94,7 +96,7 @@ class OrderJob:
     job_id: str
     job_try: int
     job_name: str
-    kind: OrderKind | GttKind
+    kind: OrderKind | GttKind | MfKind
     account_id: str
     payload: dict[str, Any]
     tag: str | None = None
@@ -305,6 +307,7 @@ async def _succeeded(job: OrderJob, number: int, started: float, outcome: Outcom
     ).model_dump(mode="json")
     if outcome.trigger_id is not None:
         result["trigger_id"] = outcome.trigger_id
+    result.update(outcome.mf_ids)
     await audit.complete(d.db, job.job_id, number, "adopted" if outcome.adopted else "ok", latency,
                          outcome.kite_order_id, result, gtt_id=outcome.trigger_id)
     if job.breaker_dirty:

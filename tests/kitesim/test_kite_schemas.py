@@ -138,3 +138,42 @@ def test_an_answer_that_does_not_fit_is_kites_data_problem() -> None:
     with pytest.raises(DataException, match="the order book: 0.order_id") as err:
         _typed(TypeAdapter(list[Order]), [{"status": "OPEN"}], "the order book")
     assert err.value.code == 502
+
+
+async def test_mutual_fund_answers_are_typed_and_give_back_what_kite_sent(kitesim_factory):
+    kitesim = await kitesim_factory(rate_limits=False)
+    http = KiteHttp(kitesim.url, timeout=10)
+    try:
+        api = KiteApi(http, kitesim.account.api_key, kitesim.account.access_token)
+        funds = {f.tradingsymbol: f for f in await api.mf_instruments()}
+        fund = funds["INF000S01013"]
+        assert fund.purchase_allowed is True and fund.minimum_purchase_amount == 500.0 and fund.last_price
+        assert fund.to_json()["amc"] == "SimAMC_MF"  # the columns not typed are kept as Kite's text
+        assert not funds["INF000S01054"].purchase_allowed
+        order_id = (await api.place_mf_order({"tradingsymbol": fund.tradingsymbol, "transaction_type": "BUY",
+                                              "amount": 1000, "tag": "t1"})).order_id
+        sip_id = (await api.place_mf_sip({"tradingsymbol": fund.tradingsymbol, "amount": 500, "instalments": 3,
+                                          "frequency": "weekly", "tag": "s1"})).sip_id
+        assert (await api.modify_mf_sip(sip_id, {"status": "PAUSED"})).sip_id == sip_id
+        for typed, path in (([o.to_json() for o in await api.mf_orders()], "/mf/orders"),
+                            ((await api.mf_order(order_id)).to_json(), f"/mf/orders/{order_id}"),
+                            ([s.to_json() for s in await api.mf_sips()], "/mf/sips"),
+                            ((await api.mf_sip(sip_id)).to_json(), f"/mf/sips/{sip_id}")):
+            assert typed == await _raw(http, api, "GET", path), path
+        order = await api.mf_order(order_id)
+        assert (order.status, order.tag, order.amount) == ("OPEN", "t1", 1000.0)
+        assert isinstance(order.order_timestamp, datetime)
+        sip = await api.mf_sip(sip_id)
+        assert (sip.status, sip.instalment_amount, sip.tag) == ("PAUSED", 500.0, "s1")
+        assert isinstance(sip.created, datetime)
+        kitesim.state.mf.publish_nav({fund.tradingsymbol: 50.0})
+        [held] = await api.mf_holdings()
+        assert (held.tradingsymbol, held.quantity, held.average_price) == (fund.tradingsymbol, 20.0, 50.0)
+        assert [h.to_json() for h in await api.mf_holdings()] == await _raw(http, api, "GET", "/mf/holdings")
+        assert (await api.cancel_mf_sip(sip_id)).sip_id == sip_id
+        assert (await api.mf_sip(sip_id)).status == "CANCELLED"
+        second = (await api.place_mf_order({"tradingsymbol": fund.tradingsymbol, "transaction_type": "BUY",
+                                            "amount": 200})).order_id
+        assert (await api.cancel_mf_order(second)).order_id == second
+    finally:
+        await http.close()
