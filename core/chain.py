@@ -214,19 +214,35 @@ def chain_snapshot(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray 
     grid = ChainGrid.of(legs)
     figures, gex = _figures(grid, market, iv_history)
     # One validation of the whole tree: far cheaper than a model built per leg.
-    return ChainSnapshot.model_validate({**figures, "rows": _rows(grid, gex)})
+    return ChainSnapshot.model_validate({**figures, "rows": _rows(grid, gex, None)})
 
 
-def chain_document(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray | None = None
-                   ) -> dict[str, object]:
+@dataclass(frozen=True)
+class LegLabels:
+    """Each leg's instrument token and tradingsymbol, in the legs' order."""
+
+    tokens: list[int]
+    symbols: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) != len(self.symbols):
+            raise ValueError("tokens and symbols must be as many")
+
+
+def chain_document(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray | None = None,
+                   labels: LegLabels | None = None) -> dict[str, object]:
     """What `chain_snapshot(...).model_dump(mode="json")` gives, built without the models: for a
-    caller that serialises it at once (`GET /chain`), validating every leg would cost more than
-    computing the whole chain."""
+    caller that serialises it at once (`GET /chain`, the chain stream), validating every leg would
+    cost more than computing the whole chain.
+
+    With `labels` (as many as the legs), each leg as published instead: its `age` in seconds
+    becomes `age_ms` (whole milliseconds, rounded half to even) after its `token` and
+    `tradingsymbol`."""
     grid = ChainGrid.of(legs)
     figures, gex = _figures(grid, market, iv_history)
     out: dict[str, object] = {**_SUMMARY_DEFAULTS, **{k: _plain(v) for k, v in figures.items()}}
     out["expiry"] = market.expiry.isoformat() if market.expiry is not None else None
-    out["rows"] = _rows(grid, gex)
+    out["rows"] = _rows(grid, gex, labels)
     return out
 
 
@@ -287,18 +303,29 @@ def _wings(grid: ChainGrid, iv: np.ndarray, atm: float | None) -> dict[str, floa
 
 # --- rows ------------------------------------------------------------------------------------------
 
-_FLOATS = ("ltp", "bid", "ask", "iv", "delta", "gamma", "theta", "vega", "age")
-_COUNTS = ("volume", "oi")
+_FLOATS = ("ltp", "bid", "ask", "iv", "delta", "gamma", "theta", "vega")
+_COUNTS = ("volume", "oi", "oi_change")
+_BARE = (*_FLOATS, "age", *_COUNTS)
+_LABELLED = (*_FLOATS, *_COUNTS, "token", "tradingsymbol", "age_ms")
 
 
-def _rows(grid: ChainGrid, gex: np.ndarray) -> list[dict[str, object]]:
+def _rows(grid: ChainGrid, gex: np.ndarray, labels: LegLabels | None) -> list[dict[str, object]]:
     """Every strike's row as plain data. The values go to Python in one block (strike, side,
     field) first: building the rows is then only picking from lists."""
-    counts = {name: grid.column(name) for name in _COUNTS}
-    counts["oi_change"] = counts["oi"] - grid.column("oi_open")
-    names = (*_FLOATS, *counts)
-    block = np.stack([*(_nullable(grid.column(n)) for n in _FLOATS), *(_nullable(v, True) for v in counts.values())],
-                     axis=-1).tolist()
+    oi = grid.column("oi")
+    counts = [_nullable(grid.column("volume"), True), _nullable(oi, True),
+              _nullable(oi - grid.column("oi_open"), True)]
+    floats = [_nullable(grid.column(n)) for n in _FLOATS]
+    age = grid.column("age")
+    if labels is None:
+        names, columns = _BARE, [*floats, _nullable(age), *counts]
+    else:
+        if len(labels.tokens) != len(grid.legs):
+            raise ValueError(f"labels must be as many as the legs ({len(grid.legs)})")
+        names = _LABELLED
+        columns = [*floats, *counts, _labels(grid, labels.tokens), _labels(grid, labels.symbols),
+                   _nullable(np.rint(age * 1000.0), True)]
+    block = np.stack(columns, axis=-1).tolist()
     listed = (grid.leg >= 0).tolist()
     out = []
     for strike, row_gex, values, has in zip(grid.strikes.tolist(), _nullable(gex).tolist(), block, listed,
@@ -307,6 +334,13 @@ def _rows(grid: ChainGrid, gex: np.ndarray) -> list[dict[str, object]]:
                   for side in (stats.CALL, stats.PUT))
         out.append({"strike": strike, "ce": ce, "pe": pe, "gex": row_gex})
     return out
+
+
+def _labels(grid: ChainGrid, values: list[object]) -> np.ndarray:
+    """One label column as (strikes, 2) objects; what a missing leg picks is never read."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column[grid.leg]
 
 
 def _nullable(values: np.ndarray, whole: bool = False) -> np.ndarray:

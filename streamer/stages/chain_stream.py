@@ -30,7 +30,7 @@ from typing import cast
 import numpy as np
 import orjson
 
-from ticker.core.chain import ChainLegs, ChainMarket, chain_document
+from ticker.core.chain import ChainLegs, ChainMarket, LegLabels, chain_document
 from ticker.core.clock import IST, MARKET_OPEN
 from ticker.core.greeks import time_to_expiry
 from ticker.streamer.stages.enrich import Enriched, Side
@@ -168,13 +168,10 @@ class ChainStage:
         legs = ChainLegs(strikes, table.is_call[rows], oi_open=state["oi_open"][rows], age=now - state["at"][rows],
                          **{name: state[name][rows] for name in LEG_STATE})
         market = self._market(chain, rows, now)
-        doc = chain_document(legs, market)
+        labels = LegLabels(table.tokens[rows].tolist(), [table.symbols[r] for r in rows.tolist()])
+        doc = chain_document(legs, market, labels=labels)
         changed = set(table.chain_strike[s0:s1][slot_ticked[s0:s1]].tolist())
-        token_of = {(float(k), bool(c)): int(t) for k, c, t in
-                    zip(strikes.tolist(), table.is_call[rows].tolist(), table.tokens[rows].tolist(), strict=True)}
-        symbol_of = {int(table.tokens[r]): table.symbols[r] for r in rows.tolist()}
-        rows_out = cast(list[dict], doc["rows"])
-        doc["rows"] = [_dress(row, token_of, symbol_of) for row in rows_out if row["strike"] in changed]
+        doc["rows"] = [row for row in cast(list[dict], doc["rows"]) if row["strike"] in changed]
         if doc["atm_iv"] is not None and doc["underlying"] is not None:
             out.atm_iv[(str(doc["underlying"]), str(doc["expiry"]))] = cast(float, doc["atm_iv"])
         return orjson.dumps({**doc, "full": False, "ts": now})
@@ -194,18 +191,6 @@ class ChainStage:
         return ChainMarket(underlying=table.keys[int(rows[0])] if len(rows) else None,
                            expiry=expiry.astype(object), spot=float(spot) if np.isfinite(spot) else None,
                            forward=forward, t=t, model=self.model)
-
-
-def _dress(row: dict, token_of: dict[tuple[float, bool], int], symbol_of: dict[int, str]) -> dict:
-    for side, is_call in (("ce", True), ("pe", False)):
-        leg = row[side]
-        if leg is None:
-            continue
-        token = token_of[(row["strike"], is_call)]
-        age = leg.pop("age")
-        leg["token"], leg["tradingsymbol"] = token, symbol_of[token]
-        leg["age_ms"] = round(age * 1000) if age is not None else None
-    return row
 
 
 def _blank(rows: int) -> dict[str, np.ndarray]:
