@@ -103,6 +103,13 @@ class ChainGrid:
         values = getattr(self.legs, name)
         return np.where(self.leg >= 0, values[self.leg], np.nan)
 
+    def block(self, names: tuple[str, ...]) -> np.ndarray:
+        """Several leg columns as (strikes, 2, len(names)), NaN where the leg is missing: one
+        gather for them all."""
+        out = np.stack([getattr(self.legs, name) for name in names], axis=-1)[self.leg]
+        out[self.leg < 0] = np.nan
+        return out
+
 
 class ChainMarket(BaseModel):
     """What the chain is priced against. `multiplier` turns one unit of OI into units of the
@@ -312,20 +319,21 @@ _LABELLED = (*_FLOATS, *_COUNTS, "token", "tradingsymbol", "age_ms")
 def _rows(grid: ChainGrid, gex: np.ndarray, labels: LegLabels | None) -> list[dict[str, object]]:
     """Every strike's row as plain data. The values go to Python in one block (strike, side,
     field) first: building the rows is then only picking from lists."""
-    oi = grid.column("oi")
-    counts = [_nullable(grid.column("volume"), True), _nullable(oi, True),
-              _nullable(oi - grid.column("oi_open"), True)]
-    floats = [_nullable(grid.column(n)) for n in _FLOATS]
-    age = grid.column("age")
+    floats = grid.block(_FLOATS)
+    whole = grid.block(("volume", "oi", "oi_open", "age"))
+    volume, oi, oi_open, age = np.moveaxis(whole, -1, 0)
     if labels is None:
-        names, columns = _BARE, [*floats, _nullable(age), *counts]
+        names = _BARE
+        columns = [_nullable(np.concatenate([floats, age[..., None]], axis=-1)),
+                   _nullable(np.stack([volume, oi, oi - oi_open], axis=-1), True)]
     else:
         if len(labels.tokens) != len(grid.legs):
             raise ValueError(f"labels must be as many as the legs ({len(grid.legs)})")
         names = _LABELLED
-        columns = [*floats, *counts, _labels(grid, labels.tokens), _labels(grid, labels.symbols),
-                   _nullable(np.rint(age * 1000.0), True)]
-    block = np.stack(columns, axis=-1).tolist()
+        counts = np.stack([volume, oi, oi - oi_open], axis=-1)
+        columns = [_nullable(floats), _nullable(counts, True), _labels(grid, labels.tokens)[..., None],
+                   _labels(grid, labels.symbols)[..., None], _nullable(np.rint(age * 1000.0), True)[..., None]]
+    block = np.concatenate(columns, axis=-1).tolist()
     listed = (grid.leg >= 0).tolist()
     out = []
     for strike, row_gex, values, has in zip(grid.strikes.tolist(), _nullable(gex).tolist(), block, listed,
