@@ -262,11 +262,15 @@ def _number(doc: dict[str, Any] | None, name: str) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan
 
 
-def _epoch(text: Any) -> float:
-    if not isinstance(text, str):
+def _epoch(value: Any) -> float:
+    """A tick's `received_at` as epoch seconds: the streamer writes it so; an ISO 8601 time is
+    taken too."""
+    if value.__class__ is float or value.__class__ is int:
+        return float(value)
+    if not isinstance(value, str):
         return np.nan
     try:
-        return datetime.fromisoformat(text).timestamp()
+        return datetime.fromisoformat(value).timestamp()
     except ValueError:
         return np.nan
 
