@@ -11,6 +11,7 @@ The statistics themselves live in `ticker.core.chain_stats`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
@@ -312,8 +313,8 @@ def _wings(grid: ChainGrid, iv: np.ndarray, atm: float | None) -> dict[str, floa
 
 _FLOATS = ("ltp", "bid", "ask", "iv", "delta", "gamma", "theta", "vega")
 _COUNTS = ("volume", "oi", "oi_change")
-_BARE = (*_FLOATS, "age", *_COUNTS)
-_LABELLED = (*_FLOATS, *_COUNTS, "token", "tradingsymbol", "age_ms")
+_BARE: tuple[str, ...] = (*_FLOATS, "age", *_COUNTS)
+_LABELLED: tuple[str, ...] = (*_FLOATS, *_COUNTS, "token", "tradingsymbol", "age_ms")
 
 
 def _rows(grid: ChainGrid, gex: np.ndarray, labels: LegLabels | None) -> list[dict[str, object]]:
@@ -344,7 +345,7 @@ def _rows(grid: ChainGrid, gex: np.ndarray, labels: LegLabels | None) -> list[di
     return out
 
 
-def _labels(grid: ChainGrid, values: list[object]) -> np.ndarray:
+def _labels(grid: ChainGrid, values: Sequence[object]) -> np.ndarray:
     """One label column as (strikes, 2) objects; what a missing leg picks is never read."""
     column = np.empty(len(values), dtype=object)
     column[:] = values

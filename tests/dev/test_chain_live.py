@@ -96,8 +96,8 @@ def _legs(doc: dict, priced: bool = True) -> dict[int, tuple[float, bool, dict]]
 
 async def _live_chain(http: aiohttp.ClientSession, dev: RunningDev) -> tuple[dict, set[int]]:
     """The chain once it has its figures and live legs, and which legs are live: ticked within
-    FRESH_MS (the stand-in ticks each every 100 ms; a leg the rebalancer stopped streaming keeps
-    its last tick, older)."""
+    FRESH_MS (the stand-in ticks each every tick interval, 500 ms in dev; a leg the rebalancer
+    stopped streaming keeps its last tick, older)."""
     deadline = time.monotonic() + BOUND
     while True:
         doc = await _chain(http, dev)
