@@ -264,6 +264,9 @@ def _plain(value: object) -> object:
 
 # --- figures ---------------------------------------------------------------------------------------
 
+_FIGURE_COLUMNS = ("oi", "iv", "volume", "gamma", "delta", "ltp")
+
+
 def _figures(grid: ChainGrid, market: ChainMarket, iv_history: np.ndarray | None
              ) -> tuple[dict[str, object], np.ndarray]:
     """The summary's fields, and the per-strike GEX (for the rows)."""
@@ -271,36 +274,35 @@ def _figures(grid: ChainGrid, market: ChainMarket, iv_history: np.ndarray | None
         "underlying": market.underlying, "expiry": market.expiry, "spot": _finite(market.spot),
         "forward": _finite(market.forward), "t": _finite(market.t), "strikes": int(grid.strikes.size),
     }
-    oi, iv = grid.column("oi"), grid.column("iv")
-    atm = _atm(grid, iv, market.atm_reference())
+    oi, iv, volume, gamma, delta, ltp = np.moveaxis(grid.block(_FIGURE_COLUMNS), -1, 0)
+    atm = _atm(grid, iv, ltp, market.atm_reference())
     out.update(atm)
-    out.update(_wings(grid, iv, atm["atm_iv"]))
+    out.update(_wings(grid, iv, delta, atm["atm_iv"]))
     out["pcr_oi"] = stats.put_call_ratio(oi)
-    out["pcr_volume"] = stats.put_call_ratio(grid.column("volume"))
+    out["pcr_volume"] = stats.put_call_ratio(volume)
     out["max_pain"] = stats.max_pain(grid.strikes, oi)
     gex = np.full(grid.strikes.shape, np.nan)
     price = market.greeks_price()
     if price is not None:
-        gex, out["gex_total"] = stats.gamma_exposure(grid.column("gamma"), oi, price, market.multiplier)
+        gex, out["gex_total"] = stats.gamma_exposure(gamma, oi, price, market.multiplier)
     if iv_history is not None and atm["atm_iv"] is not None:
         out["iv_percentile"] = stats.iv_percentile(iv_history, atm["atm_iv"])
     return out, gex
 
 
-def _atm(grid: ChainGrid, iv: np.ndarray, reference: float | None) -> dict[str, float | None]:
+def _atm(grid: ChainGrid, iv: np.ndarray, ltps: np.ndarray, reference: float | None) -> dict[str, float | None]:
     if reference is None or grid.strikes.size == 0:
         return {"atm_strike": None, "atm_iv": None, "straddle": None}
     strike = atm_strike(grid.strikes.tolist(), reference)
     i = int(np.searchsorted(grid.strikes, strike))
     with np.errstate(invalid="ignore"):
-        ltp = grid.column("ltp")[i]
+        ltp = ltps[i]
         priced = bool(np.all(np.isfinite(ltp) & (ltp > 0)))
     return {"atm_strike": strike, "atm_iv": stats.atm_iv(iv[i, stats.CALL], iv[i, stats.PUT]),
             "straddle": float(ltp.sum()) if priced else None}
 
 
-def _wings(grid: ChainGrid, iv: np.ndarray, atm: float | None) -> dict[str, float | None]:
-    delta = grid.column("delta")
+def _wings(grid: ChainGrid, iv: np.ndarray, delta: np.ndarray, atm: float | None) -> dict[str, float | None]:
     call = stats.wing_iv(grid.strikes, delta[:, stats.CALL], iv[:, stats.CALL], WING_DELTA)
     put = stats.wing_iv(grid.strikes, delta[:, stats.PUT], iv[:, stats.PUT], -WING_DELTA)
     if call is None or put is None:

@@ -71,6 +71,7 @@ class ChainStage:
         self.state = _blank(len(table))
         self.ticked = np.zeros(len(table) + 1, bool)
         self.due_at = np.zeros(len(table.chain_start) - 1)  # per chain: when it may go out again
+        self._layouts: dict[int, ChainLayout] = {}
 
     def rebind(self, table: InstrumentTable) -> None:
         """A reloaded instrument table: what is known of tokens in both is kept."""
@@ -82,6 +83,7 @@ class ChainStage:
         ticked[rows[kept]] = self.ticked[:-1][kept]
         self.table, self.state, self.ticked = table, state, ticked
         self.due_at = np.zeros(len(table.chain_start) - 1)  # chain ids are the new table's
+        self._layouts = {}
 
     def observe(self, batch: Enriched, now: float) -> ChainOut:
         """Take a batch's values; when the interval is up, what to publish."""
@@ -162,35 +164,59 @@ class ChainStage:
     def _message(self, chain: int, slot_ticked: np.ndarray, now: float, out: ChainOut) -> bytes:
         table, state = self.table, self.state
         s0, s1 = int(table.chain_start[chain]), int(table.chain_start[chain + 1])
-        ce, pe = table.chain_ce[s0:s1], table.chain_pe[s0:s1]
-        rows = np.concatenate([ce[ce >= 0], pe[pe >= 0]])
-        strikes = table.strike[rows]
-        legs = ChainLegs(strikes, table.is_call[rows], oi_open=state["oi_open"][rows], age=now - state["at"][rows],
+        layout = self._layout(chain)
+        rows = layout.rows
+        legs = ChainLegs(layout.strike, layout.is_call, oi_open=state["oi_open"][rows], age=now - state["at"][rows],
                          **{name: state[name][rows] for name in LEG_STATE})
-        market = self._market(chain, rows, now)
-        labels = LegLabels(table.tokens[rows].tolist(), [table.symbols[r] for r in rows.tolist()])
-        doc = chain_document(legs, market, labels=labels)
+        doc = chain_document(legs, self._market(layout, now), labels=layout.labels)
         changed = set(table.chain_strike[s0:s1][slot_ticked[s0:s1]].tolist())
         doc["rows"] = [row for row in cast(list[dict], doc["rows"]) if row["strike"] in changed]
         if doc["atm_iv"] is not None and doc["underlying"] is not None:
             out.atm_iv[(str(doc["underlying"]), str(doc["expiry"]))] = cast(float, doc["atm_iv"])
         return orjson.dumps({**doc, "full": False, "ts": now})
 
-    def _market(self, chain: int, rows: np.ndarray, now: float) -> ChainMarket:
-        table, state = self.table, self.state
-        spot_row = int(table.spot_row[rows[0]]) if len(rows) else -1
-        spot = state["ltp"][spot_row] if spot_row >= 0 else np.nan
-        carried = state["underlying_price"][rows]
+    def _layout(self, chain: int) -> ChainLayout:
+        """The chain's rows and labels, laid out once per instrument table."""
+        found = self._layouts.get(chain)
+        if found is None:
+            table = self.table
+            s0, s1 = int(table.chain_start[chain]), int(table.chain_start[chain + 1])
+            ce, pe = table.chain_ce[s0:s1], table.chain_pe[s0:s1]
+            rows = np.concatenate([ce[ce >= 0], pe[pe >= 0]])
+            found = ChainLayout(
+                rows, table.strike[rows], table.is_call[rows],
+                LegLabels(table.tokens[rows].tolist(), [table.symbols[r] for r in rows.tolist()]),
+                table.chain_expiry[chain], table.keys[int(rows[0])] if len(rows) else None,
+                int(table.spot_row[rows[0]]) if len(rows) else -1)
+            self._layouts[chain] = found
+        return found
+
+    def _market(self, layout: ChainLayout, now: float) -> ChainMarket:
+        state = self.state
+        spot = state["ltp"][layout.spot_row] if layout.spot_row >= 0 else np.nan
+        carried = state["underlying_price"][layout.rows]
         carried = carried[np.isfinite(carried) & (carried > 0)]
         priced = float(np.median(carried)) if carried.size else None
-        expiry = table.chain_expiry[chain]
-        t = float(time_to_expiry(now, np.array([expiry]))[0])
+        t = float(time_to_expiry(now, np.array([layout.expiry]))[0])
         forward = priced if self.model == "black76" else None
         if self.model == "bsm" and not np.isfinite(spot):
             spot = priced if priced is not None else np.nan
-        return ChainMarket(underlying=table.keys[int(rows[0])] if len(rows) else None,
-                           expiry=expiry.astype(object), spot=float(spot) if np.isfinite(spot) else None,
-                           forward=forward, t=t, model=self.model)
+        return ChainMarket(underlying=layout.underlying, expiry=layout.expiry.astype(object),
+                           spot=float(spot) if np.isfinite(spot) else None, forward=forward, t=t, model=self.model)
+
+
+@dataclass(frozen=True)
+class ChainLayout:
+    """One chain's option rows in the instrument table (calls, then puts), what their legs are
+    labelled with, its expiry, underlying and the underlying's spot row (-1: none)."""
+
+    rows: np.ndarray
+    strike: np.ndarray
+    is_call: np.ndarray
+    labels: LegLabels
+    expiry: np.datetime64
+    underlying: str | None
+    spot_row: int
 
 
 def _blank(rows: int) -> dict[str, np.ndarray]:
