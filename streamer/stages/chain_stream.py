@@ -71,6 +71,7 @@ class ChainStage:
         self.state = _blank(len(table))
         self.ticked = np.zeros(len(table) + 1, bool)
         self.due_at = np.zeros(len(table.chain_start) - 1)  # per chain: when it may go out again
+        self.chain_ticked = np.zeros(len(self.due_at), bool)  # per chain: a leg ticked since it went out
         self._layouts: dict[int, ChainLayout] = {}
 
     def rebind(self, table: InstrumentTable) -> None:
@@ -83,6 +84,9 @@ class ChainStage:
         ticked[rows[kept]] = self.ticked[:-1][kept]
         self.table, self.state, self.ticked = table, state, ticked
         self.due_at = np.zeros(len(table.chain_start) - 1)  # chain ids are the new table's
+        self.chain_ticked = np.zeros(len(self.due_at), bool)
+        chains = table.chain_id[np.flatnonzero(ticked[:-1])]
+        self.chain_ticked[chains[chains >= 0]] = True
         self._layouts = {}
 
     def observe(self, batch: Enriched, now: float) -> ChainOut:
@@ -123,6 +127,8 @@ class ChainStage:
             self._put(rows[full], name, np.where(top[full] > 0, top[full], np.nan))
         self._put(rows[full], "oi", ticks.oi[full].astype(np.float64))
         self.ticked[rows] = True
+        chains = self.table.chain_id[rows[rows >= 0]]
+        self.chain_ticked[chains[chains >= 0]] = True
         self._opening(rows[full], ticks.oi[full], now, out)
 
     def _put(self, rows: np.ndarray, name: str, values: np.ndarray) -> None:
@@ -146,30 +152,28 @@ class ChainStage:
         CHAINS_PER_FLUSH of them: with many chains the work is spread over the flushes instead of
         stalling one of them every interval."""
         table, ticked = self.table, self.ticked
-        if not ticked.any() or len(table.chain_of_slot) == 0:
-            return []
-        slot_ticked = ticked[table.chain_ce] | ticked[table.chain_pe]  # row -1 is the spare slot
-        chains = np.unique(table.chain_of_slot[slot_ticked])
-        chains = chains[self.due_at[chains] <= now]
+        chains = np.flatnonzero(self.chain_ticked & (self.due_at <= now))
         chains = chains[np.argsort(self.due_at[chains], kind="stable")][:CHAINS_PER_FLUSH]
-        messages = [self._message(int(c), slot_ticked, now, out) for c in chains.tolist()]
+        messages = [self._message(c, now, out) for c in chains.tolist()]
         for c in chains.tolist():
             s0, s1 = table.chain_start[c], table.chain_start[c + 1]
             ticked[table.chain_ce[s0:s1]] = False
             ticked[table.chain_pe[s0:s1]] = False
         ticked[-1] = False  # the spare slot, hit by legs not streamed
+        self.chain_ticked[chains] = False
         self.due_at[chains] = now + self.interval
         return messages
 
-    def _message(self, chain: int, slot_ticked: np.ndarray, now: float, out: ChainOut) -> bytes:
-        table, state = self.table, self.state
+    def _message(self, chain: int, now: float, out: ChainOut) -> bytes:
+        table, state, ticked = self.table, self.state, self.ticked
         s0, s1 = int(table.chain_start[chain]), int(table.chain_start[chain + 1])
+        slot_ticked = ticked[table.chain_ce[s0:s1]] | ticked[table.chain_pe[s0:s1]]  # row -1: the spare slot
         layout = self._layout(chain)
         rows = layout.rows
         legs = ChainLegs(layout.strike, layout.is_call, oi_open=state["oi_open"][rows], age=now - state["at"][rows],
                          **{name: state[name][rows] for name in LEG_STATE})
         doc = chain_document(legs, self._market(layout, now), labels=layout.labels)
-        changed = set(table.chain_strike[s0:s1][slot_ticked[s0:s1]].tolist())
+        changed = set(table.chain_strike[s0:s1][slot_ticked].tolist())
         doc["rows"] = [row for row in cast(list[dict], doc["rows"]) if row["strike"] in changed]
         if doc["atm_iv"] is not None and doc["underlying"] is not None:
             out.atm_iv[(str(doc["underlying"]), str(doc["expiry"]))] = cast(float, doc["atm_iv"])
