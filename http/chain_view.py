@@ -3,10 +3,11 @@
 instruments table lists for that underlying and expiry.
 
 The listing of an (underlying, expiry) changes once a day at most, so it is cached for a few
-seconds; the ticks are read on every call in one pipelined round trip (two HMGETs, and the chain's
-daily ATM IVs the streamer keeps, for `iv_percentile`). The analytics
-are `ticker.core.chain`'s; this module only gathers their columns and dresses the rows with each
-leg's token, tradingsymbol and age in milliseconds.
+seconds (with its fields encoded once); the ticks are read on every call in one round trip down
+the app's auto-pipelined connection (two HMGETs, and the chain's daily ATM IVs the streamer keeps,
+for `iv_percentile`), and only the ticks new since the last read are parsed. The analytics, and
+the rows with each leg's token, tradingsymbol and age in milliseconds, are `ticker.core.chain`'s;
+this module only gathers their columns.
 """
 
 from __future__ import annotations
