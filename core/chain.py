@@ -11,6 +11,7 @@ The statistics themselves live in `ticker.core.chain_stats`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
@@ -102,6 +103,13 @@ class ChainGrid:
         """One leg column as (strikes, 2), NaN where the leg is missing."""
         values = getattr(self.legs, name)
         return np.where(self.leg >= 0, values[self.leg], np.nan)
+
+    def block(self, names: tuple[str, ...]) -> np.ndarray:
+        """Several leg columns as (strikes, 2, len(names)), NaN where the leg is missing: one
+        gather for them all."""
+        out = np.stack([getattr(self.legs, name) for name in names], axis=-1)[self.leg]
+        out[self.leg < 0] = np.nan
+        return out
 
 
 class ChainMarket(BaseModel):
@@ -214,19 +222,35 @@ def chain_snapshot(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray 
     grid = ChainGrid.of(legs)
     figures, gex = _figures(grid, market, iv_history)
     # One validation of the whole tree: far cheaper than a model built per leg.
-    return ChainSnapshot.model_validate({**figures, "rows": _rows(grid, gex)})
+    return ChainSnapshot.model_validate({**figures, "rows": _rows(grid, gex, None)})
 
 
-def chain_document(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray | None = None
-                   ) -> dict[str, object]:
+@dataclass(frozen=True)
+class LegLabels:
+    """Each leg's instrument token and tradingsymbol, in the legs' order."""
+
+    tokens: list[int]
+    symbols: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) != len(self.symbols):
+            raise ValueError("tokens and symbols must be as many")
+
+
+def chain_document(legs: ChainLegs, market: ChainMarket, iv_history: np.ndarray | None = None,
+                   labels: LegLabels | None = None) -> dict[str, object]:
     """What `chain_snapshot(...).model_dump(mode="json")` gives, built without the models: for a
-    caller that serialises it at once (`GET /chain`), validating every leg would cost more than
-    computing the whole chain."""
+    caller that serialises it at once (`GET /chain`, the chain stream), validating every leg would
+    cost more than computing the whole chain.
+
+    With `labels` (as many as the legs), each leg as published instead: its `age` in seconds
+    becomes `age_ms` (whole milliseconds, rounded half to even) after its `token` and
+    `tradingsymbol`."""
     grid = ChainGrid.of(legs)
     figures, gex = _figures(grid, market, iv_history)
     out: dict[str, object] = {**_SUMMARY_DEFAULTS, **{k: _plain(v) for k, v in figures.items()}}
     out["expiry"] = market.expiry.isoformat() if market.expiry is not None else None
-    out["rows"] = _rows(grid, gex)
+    out["rows"] = _rows(grid, gex, labels)
     return out
 
 
@@ -240,6 +264,9 @@ def _plain(value: object) -> object:
 
 # --- figures ---------------------------------------------------------------------------------------
 
+_FIGURE_COLUMNS = ("oi", "iv", "volume", "gamma", "delta", "ltp")
+
+
 def _figures(grid: ChainGrid, market: ChainMarket, iv_history: np.ndarray | None
              ) -> tuple[dict[str, object], np.ndarray]:
     """The summary's fields, and the per-strike GEX (for the rows)."""
@@ -247,36 +274,35 @@ def _figures(grid: ChainGrid, market: ChainMarket, iv_history: np.ndarray | None
         "underlying": market.underlying, "expiry": market.expiry, "spot": _finite(market.spot),
         "forward": _finite(market.forward), "t": _finite(market.t), "strikes": int(grid.strikes.size),
     }
-    oi, iv = grid.column("oi"), grid.column("iv")
-    atm = _atm(grid, iv, market.atm_reference())
+    oi, iv, volume, gamma, delta, ltp = np.moveaxis(grid.block(_FIGURE_COLUMNS), -1, 0)
+    atm = _atm(grid, iv, ltp, market.atm_reference())
     out.update(atm)
-    out.update(_wings(grid, iv, atm["atm_iv"]))
+    out.update(_wings(grid, iv, delta, atm["atm_iv"]))
     out["pcr_oi"] = stats.put_call_ratio(oi)
-    out["pcr_volume"] = stats.put_call_ratio(grid.column("volume"))
+    out["pcr_volume"] = stats.put_call_ratio(volume)
     out["max_pain"] = stats.max_pain(grid.strikes, oi)
     gex = np.full(grid.strikes.shape, np.nan)
     price = market.greeks_price()
     if price is not None:
-        gex, out["gex_total"] = stats.gamma_exposure(grid.column("gamma"), oi, price, market.multiplier)
+        gex, out["gex_total"] = stats.gamma_exposure(gamma, oi, price, market.multiplier)
     if iv_history is not None and atm["atm_iv"] is not None:
         out["iv_percentile"] = stats.iv_percentile(iv_history, atm["atm_iv"])
     return out, gex
 
 
-def _atm(grid: ChainGrid, iv: np.ndarray, reference: float | None) -> dict[str, float | None]:
+def _atm(grid: ChainGrid, iv: np.ndarray, ltps: np.ndarray, reference: float | None) -> dict[str, float | None]:
     if reference is None or grid.strikes.size == 0:
         return {"atm_strike": None, "atm_iv": None, "straddle": None}
     strike = atm_strike(grid.strikes.tolist(), reference)
     i = int(np.searchsorted(grid.strikes, strike))
     with np.errstate(invalid="ignore"):
-        ltp = grid.column("ltp")[i]
+        ltp = ltps[i]
         priced = bool(np.all(np.isfinite(ltp) & (ltp > 0)))
     return {"atm_strike": strike, "atm_iv": stats.atm_iv(iv[i, stats.CALL], iv[i, stats.PUT]),
             "straddle": float(ltp.sum()) if priced else None}
 
 
-def _wings(grid: ChainGrid, iv: np.ndarray, atm: float | None) -> dict[str, float | None]:
-    delta = grid.column("delta")
+def _wings(grid: ChainGrid, iv: np.ndarray, delta: np.ndarray, atm: float | None) -> dict[str, float | None]:
     call = stats.wing_iv(grid.strikes, delta[:, stats.CALL], iv[:, stats.CALL], WING_DELTA)
     put = stats.wing_iv(grid.strikes, delta[:, stats.PUT], iv[:, stats.PUT], -WING_DELTA)
     if call is None or put is None:
@@ -287,18 +313,30 @@ def _wings(grid: ChainGrid, iv: np.ndarray, atm: float | None) -> dict[str, floa
 
 # --- rows ------------------------------------------------------------------------------------------
 
-_FLOATS = ("ltp", "bid", "ask", "iv", "delta", "gamma", "theta", "vega", "age")
-_COUNTS = ("volume", "oi")
+_FLOATS = ("ltp", "bid", "ask", "iv", "delta", "gamma", "theta", "vega")
+_COUNTS = ("volume", "oi", "oi_change")
+_BARE: tuple[str, ...] = (*_FLOATS, "age", *_COUNTS)
+_LABELLED: tuple[str, ...] = (*_FLOATS, *_COUNTS, "token", "tradingsymbol", "age_ms")
 
 
-def _rows(grid: ChainGrid, gex: np.ndarray) -> list[dict[str, object]]:
+def _rows(grid: ChainGrid, gex: np.ndarray, labels: LegLabels | None) -> list[dict[str, object]]:
     """Every strike's row as plain data. The values go to Python in one block (strike, side,
     field) first: building the rows is then only picking from lists."""
-    counts = {name: grid.column(name) for name in _COUNTS}
-    counts["oi_change"] = counts["oi"] - grid.column("oi_open")
-    names = (*_FLOATS, *counts)
-    block = np.stack([*(_nullable(grid.column(n)) for n in _FLOATS), *(_nullable(v, True) for v in counts.values())],
-                     axis=-1).tolist()
+    floats = grid.block(_FLOATS)
+    whole = grid.block(("volume", "oi", "oi_open", "age"))
+    volume, oi, oi_open, age = np.moveaxis(whole, -1, 0)
+    if labels is None:
+        names = _BARE
+        columns = [_nullable(np.concatenate([floats, age[..., None]], axis=-1)),
+                   _nullable(np.stack([volume, oi, oi - oi_open], axis=-1), True)]
+    else:
+        if len(labels.tokens) != len(grid.legs):
+            raise ValueError(f"labels must be as many as the legs ({len(grid.legs)})")
+        names = _LABELLED
+        counts = np.stack([volume, oi, oi - oi_open], axis=-1)
+        columns = [_nullable(floats), _nullable(counts, True), _labels(grid, labels.tokens)[..., None],
+                   _labels(grid, labels.symbols)[..., None], _nullable(np.rint(age * 1000.0), True)[..., None]]
+    block = np.concatenate(columns, axis=-1).tolist()
     listed = (grid.leg >= 0).tolist()
     out = []
     for strike, row_gex, values, has in zip(grid.strikes.tolist(), _nullable(gex).tolist(), block, listed,
@@ -307,6 +345,13 @@ def _rows(grid: ChainGrid, gex: np.ndarray) -> list[dict[str, object]]:
                   for side in (stats.CALL, stats.PUT))
         out.append({"strike": strike, "ce": ce, "pe": pe, "gex": row_gex})
     return out
+
+
+def _labels(grid: ChainGrid, values: Sequence[object]) -> np.ndarray:
+    """One label column as (strikes, 2) objects; what a missing leg picks is never read."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column[grid.leg]
 
 
 def _nullable(values: np.ndarray, whole: bool = False) -> np.ndarray:

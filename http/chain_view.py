@@ -3,10 +3,11 @@
 instruments table lists for that underlying and expiry.
 
 The listing of an (underlying, expiry) changes once a day at most, so it is cached for a few
-seconds; the ticks are read on every call in one pipelined round trip (two HMGETs, and the chain's
-daily ATM IVs the streamer keeps, for `iv_percentile`). The analytics
-are `ticker.core.chain`'s; this module only gathers their columns and dresses the rows with each
-leg's token, tradingsymbol and age in milliseconds.
+seconds (with its fields encoded once); the ticks are read on every call in one round trip down
+the app's auto-pipelined connection (two HMGETs, and the chain's daily ATM IVs the streamer keeps,
+for `iv_percentile`), and only the ticks new since the last read are parsed. The analytics, and
+the rows with each leg's token, tradingsymbol and age in milliseconds, are `ticker.core.chain`'s;
+this module only gathers their columns.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import asyncpg
 import numpy as np
 import orjson
 from aiohttp import web
-from redis.asyncio import Redis
 
-from ticker.core.chain import ChainLegs, ChainMarket, chain_document
+from ticker.core.chain import ChainLegs, ChainMarket, LegLabels, chain_document
 from ticker.core.clock import IST
 from ticker.core.contracts import Names
 from ticker.core.greeks import time_to_expiry
 from ticker.core.indices import index_symbol
 from ticker.http.middleware.errors import ApiError
+from ticker.infra.stores.redis import AutoPipeline
 
 LISTING_TTL = 5.0  # seconds an (underlying, expiry) listing is reused
 _NUMBERS = ("ltp", "bid", "ask", "volume", "oi", "iv", "delta", "gamma", "theta", "vega")
@@ -51,15 +52,14 @@ class Listing:
     def __post_init__(self) -> None:
         self.memo.extend([None] * len(self.tokens))
 
-    @property
-    def fields(self) -> list[str]:
-        return [str(t) for t in self.tokens]
+    @cached_property
+    def fields(self) -> list[bytes]:
+        """The legs' fields of the latest-tick hash, encoded once."""
+        return [b"%d" % t for t in self.tokens]
 
     @cached_property
-    def leg_of(self) -> dict[tuple[float, bool], int]:
-        """(strike, is_call) -> index among the legs."""
-        pairs = zip(self.strike.tolist(), self.is_call.tolist(), strict=True)
-        return {(float(k), bool(c)): i for i, (k, c) in enumerate(pairs)}
+    def labels(self) -> LegLabels:
+        return LegLabels(self.tokens, self.symbols)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Sources:
     """The clients a read goes through (the app's)."""
 
     db: asyncpg.Pool
-    redis: Redis
+    redis: AutoPipeline  # the app's batched connection: a chain read is a few large commands
     names: Names
 
 
@@ -145,25 +145,24 @@ async def _load(db: asyncpg.Pool, underlying: str, expiry: date) -> Listing:
                    np.array([r["instrument_type"] == "CE" for r in rows], dtype=bool), spot)
 
 
-async def _read(src: Sources, listing: Listing, today: date) -> tuple[list[Any], list[Any], Any, dict]:
-    """Every leg's latest tick, its opening OI, the spot's tick and the chain's daily ATM IVs: one
-    round trip."""
+async def _read(src: Sources, listing: Listing, today: date) -> tuple[list[Any], list[Any], Any, list[Any]]:
+    """Every leg's latest tick, its opening OI, the spot's tick and the chain's daily ATM IVs (as
+    HGETALL answers them: field, value, field, value...): one round trip."""
     fields = listing.fields
-    spot = [str(listing.spot_token)] if listing.spot_token is not None else []
-    pipe = src.redis.pipeline(transaction=False)
-    pipe.hmget(src.names.latest, fields + spot)
-    pipe.hmget(src.names.oi_open(today.isoformat()), fields)
-    pipe.hgetall(src.names.atm_iv(listing.underlying, listing.expiry.isoformat()))
-    latest, oi_open, days = await pipe.execute()
+    spot = [b"%d" % listing.spot_token] if listing.spot_token is not None else []
+    latest, oi_open, days = await src.redis.commands(
+        ("HMGET", src.names.latest, *fields, *spot), ("HMGET", src.names.oi_open(today.isoformat()), *fields),
+        ("HGETALL", src.names.atm_iv(listing.underlying, listing.expiry.isoformat())))
     return latest[:len(fields)], oi_open, latest[len(fields)] if spot else None, days
 
 
-def _past(days: dict[Any, Any], today: date) -> np.ndarray | None:
-    """The ATM IVs of the days before today (the streamer's `<prefix>:atm_iv:...` hash); None
-    when there are none, and `iv_percentile` is then null."""
+def _past(days: list[Any], today: date) -> np.ndarray | None:
+    """The ATM IVs of the days before today (the streamer's `<prefix>:atm_iv:...` hash, as field,
+    value, ...); None when there are none, and `iv_percentile` is then null."""
     mark = today.isoformat()
     past = []
-    for day, value in days.items():
+    pairs = days.items() if isinstance(days, dict) else zip(days[::2], days[1::2], strict=True)
+    for day, value in pairs:
         day = day.decode() if isinstance(day, bytes) else str(day)
         try:
             iv = float(value)
@@ -183,9 +182,7 @@ def chain_doc(listing: Listing, ticks: list[Any], oi_open: list[Any], spot_tick:
     legs = ChainLegs(listing.strike, listing.is_call, oi_open=opened, age=now - table[:, _RECEIVED], **columns)
     model = "bsm" if len(table) and table[-1, _BSM] == 1.0 else "black76"
     market = _market(listing, table[:, _CARRIED], _loads(spot_tick), model, now)
-    snap = chain_document(legs, market, iv_history)
-    _dress(snap["rows"], listing)  # type: ignore[arg-type]
-    return snap
+    return chain_document(legs, market, iv_history, listing.labels)
 
 
 # What is kept of each leg's tick: the numbers, then the price it was priced on, its receipt time
@@ -197,28 +194,33 @@ _NO_TICK = (float("nan"),) * len(_LEG_FIELDS)
 
 def _leg_values(listing: Listing, ticks: list[Any]) -> list[tuple[float, ...]]:
     """Each leg's values. A tick the same as last time (a quiet strike) is not parsed again: the
-    listing keeps each leg's last raw tick and its values."""
+    listing keeps each leg's last raw tick and its values. The new ones are parsed together."""
     memo = listing.memo
-    out = []
-    for i, raw in enumerate(ticks):
-        seen = memo[i]
-        if seen is not None and seen[0] == raw:
-            out.append(seen[1])
-            continue
-        values = _values(_parse(raw)) if raw is not None else _NO_TICK
-        memo[i] = (raw, values)
-        out.append(values)
-    return out
+    fresh = [i for i, raw in enumerate(ticks) if memo[i] is None or memo[i][0] != raw]
+    for i, doc in zip(fresh, _parse_all([ticks[i] for i in fresh]), strict=True):
+        memo[i] = (ticks[i], _values(doc))
+    return [seen[1] for seen in memo]
 
 
-def _parse(raw: bytes) -> dict[str, Any] | None:
-    """A tick parsed, None when not an object. The order book is cut out first when it sits where
-    the streamer renders it (between `depth` and `exchange_timestamp`): the chain does not use it,
-    and it is more than half of each tick's bytes and objects."""
+def _parse_all(raws: list[bytes | None]) -> list[dict[str, Any] | None]:
+    """Ticks parsed (None where absent or not an object), in one call of the parser when every
+    one is well-formed: each book cut out first (see `_cut`)."""
+    if not raws:
+        return []
+    try:
+        docs = orjson.loads(b"[%b]" % b",".join([_cut(raw) if raw is not None else b"null" for raw in raws]))
+    except orjson.JSONDecodeError:  # one bad tick: each on its own, the bad one None
+        return [_loads(raw) for raw in raws]
+    return [doc if doc.__class__ is dict else None for doc in docs]
+
+
+def _cut(raw: bytes) -> bytes:
+    """The order book cut out when it sits where the streamer renders it (between `depth` and
+    `exchange_timestamp`): the chain does not use it, and it is more than half of each tick's bytes
+    and objects. A tick laid out otherwise is kept whole."""
     start = raw.find(b',"depth":{')
     end = raw.find(b',"exchange_timestamp":', start) if start >= 0 else -1
-    cut = _loads(raw[:start] + raw[end:]) if end > start >= 0 else None
-    return cut if cut is not None else _loads(raw)  # laid out otherwise: parsed whole
+    return raw[:start] + raw[end:] if end > start >= 0 else raw
 
 
 def _values(doc: dict[str, Any] | None) -> tuple[float, ...]:
@@ -246,20 +248,6 @@ def _market(listing: Listing, carried: np.ndarray, spot_tick: dict[str, Any] | N
                        model="bsm" if model == "bsm" else "black76")
 
 
-def _dress(rows: list[dict[str, Any]], listing: Listing) -> None:
-    """Each leg gains its token and tradingsymbol; its age goes from seconds to whole ms."""
-    where = listing.leg_of
-    for row in rows:
-        for side, is_call in (("ce", True), ("pe", False)):
-            leg = row[side]
-            if leg is None:
-                continue
-            i = where[(row["strike"], is_call)]
-            age = leg.pop("age")
-            leg["token"], leg["tradingsymbol"] = listing.tokens[i], listing.symbols[i]
-            leg["age_ms"] = round(age * 1000) if age is not None else None
-
-
 def _loads(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
@@ -275,11 +263,15 @@ def _number(doc: dict[str, Any] | None, name: str) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan
 
 
-def _epoch(text: Any) -> float:
-    if not isinstance(text, str):
+def _epoch(value: Any) -> float:
+    """A tick's `received_at` as epoch seconds: the streamer writes it so; an ISO 8601 time is
+    taken too."""
+    if value.__class__ is float or value.__class__ is int:
+        return float(value)
+    if not isinstance(value, str):
         return np.nan
     try:
-        return datetime.fromisoformat(text).timestamp()
+        return datetime.fromisoformat(value).timestamp()
     except ValueError:
         return np.nan
 

@@ -149,7 +149,7 @@ class TickClient:
         if command.underlying is None:
             await self.reply(_msg("error", message="give the chain's underlying (and expiry, or the nearest is used)"))
             return
-        src = Sources(self.svc.db, self.svc.redis, self.svc.names)
+        src = Sources(self.svc.db, self.svc.pipe, self.svc.names)
         try:
             if command.action == "unsubscribe_chain":
                 key = (command.underlying, command.expiry.isoformat() if command.expiry else "")

@@ -103,6 +103,20 @@ class AutoPipeline:
             raise reply
         return reply
 
+    async def commands(self, *calls: tuple[Any, ...]) -> list[Any]:
+        """Several commands in the same batch (one round trip), their replies in order; the first
+        reply error is raised once every reply is in."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in calls]
+        self._next.extend(zip(calls, futures, strict=True))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())
+        replies = [await future for future in futures]
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
+
     async def call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         try:
             return await self.command("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -30,7 +30,7 @@ from typing import cast
 import numpy as np
 import orjson
 
-from ticker.core.chain import ChainLegs, ChainMarket, chain_document
+from ticker.core.chain import ChainLegs, ChainMarket, LegLabels, chain_document
 from ticker.core.clock import IST, MARKET_OPEN
 from ticker.core.greeks import time_to_expiry
 from ticker.streamer.stages.enrich import Enriched, Side
@@ -71,6 +71,8 @@ class ChainStage:
         self.state = _blank(len(table))
         self.ticked = np.zeros(len(table) + 1, bool)
         self.due_at = np.zeros(len(table.chain_start) - 1)  # per chain: when it may go out again
+        self.chain_ticked = np.zeros(len(self.due_at), bool)  # per chain: a leg ticked since it went out
+        self._layouts: dict[int, ChainLayout] = {}
 
     def rebind(self, table: InstrumentTable) -> None:
         """A reloaded instrument table: what is known of tokens in both is kept."""
@@ -82,6 +84,10 @@ class ChainStage:
         ticked[rows[kept]] = self.ticked[:-1][kept]
         self.table, self.state, self.ticked = table, state, ticked
         self.due_at = np.zeros(len(table.chain_start) - 1)  # chain ids are the new table's
+        self.chain_ticked = np.zeros(len(self.due_at), bool)
+        chains = table.chain_id[np.flatnonzero(ticked[:-1])]
+        self.chain_ticked[chains[chains >= 0]] = True
+        self._layouts = {}
 
     def observe(self, batch: Enriched, now: float) -> ChainOut:
         """Take a batch's values; when the interval is up, what to publish."""
@@ -121,6 +127,8 @@ class ChainStage:
             self._put(rows[full], name, np.where(top[full] > 0, top[full], np.nan))
         self._put(rows[full], "oi", ticks.oi[full].astype(np.float64))
         self.ticked[rows] = True
+        chains = self.table.chain_id[rows[rows >= 0]]
+        self.chain_ticked[chains[chains >= 0]] = True
         self._opening(rows[full], ticks.oi[full], now, out)
 
     def _put(self, rows: np.ndarray, name: str, values: np.ndarray) -> None:
@@ -144,68 +152,75 @@ class ChainStage:
         CHAINS_PER_FLUSH of them: with many chains the work is spread over the flushes instead of
         stalling one of them every interval."""
         table, ticked = self.table, self.ticked
-        if not ticked.any() or len(table.chain_of_slot) == 0:
-            return []
-        slot_ticked = ticked[table.chain_ce] | ticked[table.chain_pe]  # row -1 is the spare slot
-        chains = np.unique(table.chain_of_slot[slot_ticked])
-        chains = chains[self.due_at[chains] <= now]
+        chains = np.flatnonzero(self.chain_ticked & (self.due_at <= now))
         chains = chains[np.argsort(self.due_at[chains], kind="stable")][:CHAINS_PER_FLUSH]
-        messages = [self._message(int(c), slot_ticked, now, out) for c in chains.tolist()]
+        messages = [self._message(c, now, out) for c in chains.tolist()]
         for c in chains.tolist():
             s0, s1 = table.chain_start[c], table.chain_start[c + 1]
             ticked[table.chain_ce[s0:s1]] = False
             ticked[table.chain_pe[s0:s1]] = False
         ticked[-1] = False  # the spare slot, hit by legs not streamed
+        self.chain_ticked[chains] = False
         self.due_at[chains] = now + self.interval
         return messages
 
-    def _message(self, chain: int, slot_ticked: np.ndarray, now: float, out: ChainOut) -> bytes:
-        table, state = self.table, self.state
+    def _message(self, chain: int, now: float, out: ChainOut) -> bytes:
+        table, state, ticked = self.table, self.state, self.ticked
         s0, s1 = int(table.chain_start[chain]), int(table.chain_start[chain + 1])
-        ce, pe = table.chain_ce[s0:s1], table.chain_pe[s0:s1]
-        rows = np.concatenate([ce[ce >= 0], pe[pe >= 0]])
-        strikes = table.strike[rows]
-        legs = ChainLegs(strikes, table.is_call[rows], oi_open=state["oi_open"][rows], age=now - state["at"][rows],
+        slot_ticked = ticked[table.chain_ce[s0:s1]] | ticked[table.chain_pe[s0:s1]]  # row -1: the spare slot
+        layout = self._layout(chain)
+        rows = layout.rows
+        legs = ChainLegs(layout.strike, layout.is_call, oi_open=state["oi_open"][rows], age=now - state["at"][rows],
                          **{name: state[name][rows] for name in LEG_STATE})
-        market = self._market(chain, rows, now)
-        doc = chain_document(legs, market)
-        changed = set(table.chain_strike[s0:s1][slot_ticked[s0:s1]].tolist())
-        token_of = {(float(k), bool(c)): int(t) for k, c, t in
-                    zip(strikes.tolist(), table.is_call[rows].tolist(), table.tokens[rows].tolist(), strict=True)}
-        symbol_of = {int(table.tokens[r]): table.symbols[r] for r in rows.tolist()}
-        rows_out = cast(list[dict], doc["rows"])
-        doc["rows"] = [_dress(row, token_of, symbol_of) for row in rows_out if row["strike"] in changed]
+        doc = chain_document(legs, self._market(layout, now), labels=layout.labels)
+        changed = set(table.chain_strike[s0:s1][slot_ticked].tolist())
+        doc["rows"] = [row for row in cast(list[dict], doc["rows"]) if row["strike"] in changed]
         if doc["atm_iv"] is not None and doc["underlying"] is not None:
             out.atm_iv[(str(doc["underlying"]), str(doc["expiry"]))] = cast(float, doc["atm_iv"])
         return orjson.dumps({**doc, "full": False, "ts": now})
 
-    def _market(self, chain: int, rows: np.ndarray, now: float) -> ChainMarket:
-        table, state = self.table, self.state
-        spot_row = int(table.spot_row[rows[0]]) if len(rows) else -1
-        spot = state["ltp"][spot_row] if spot_row >= 0 else np.nan
-        carried = state["underlying_price"][rows]
+    def _layout(self, chain: int) -> ChainLayout:
+        """The chain's rows and labels, laid out once per instrument table."""
+        found = self._layouts.get(chain)
+        if found is None:
+            table = self.table
+            s0, s1 = int(table.chain_start[chain]), int(table.chain_start[chain + 1])
+            ce, pe = table.chain_ce[s0:s1], table.chain_pe[s0:s1]
+            rows = np.concatenate([ce[ce >= 0], pe[pe >= 0]])
+            found = ChainLayout(
+                rows, table.strike[rows], table.is_call[rows],
+                LegLabels(table.tokens[rows].tolist(), [table.symbols[r] for r in rows.tolist()]),
+                table.chain_expiry[chain], table.keys[int(rows[0])] if len(rows) else None,
+                int(table.spot_row[rows[0]]) if len(rows) else -1)
+            self._layouts[chain] = found
+        return found
+
+    def _market(self, layout: ChainLayout, now: float) -> ChainMarket:
+        state = self.state
+        spot = state["ltp"][layout.spot_row] if layout.spot_row >= 0 else np.nan
+        carried = state["underlying_price"][layout.rows]
         carried = carried[np.isfinite(carried) & (carried > 0)]
         priced = float(np.median(carried)) if carried.size else None
-        expiry = table.chain_expiry[chain]
-        t = float(time_to_expiry(now, np.array([expiry]))[0])
+        t = float(time_to_expiry(now, np.array([layout.expiry]))[0])
         forward = priced if self.model == "black76" else None
         if self.model == "bsm" and not np.isfinite(spot):
             spot = priced if priced is not None else np.nan
-        return ChainMarket(underlying=table.keys[int(rows[0])] if len(rows) else None,
-                           expiry=expiry.astype(object), spot=float(spot) if np.isfinite(spot) else None,
-                           forward=forward, t=t, model=self.model)
+        return ChainMarket(underlying=layout.underlying, expiry=layout.expiry.astype(object),
+                           spot=float(spot) if np.isfinite(spot) else None, forward=forward, t=t, model=self.model)
 
 
-def _dress(row: dict, token_of: dict[tuple[float, bool], int], symbol_of: dict[int, str]) -> dict:
-    for side, is_call in (("ce", True), ("pe", False)):
-        leg = row[side]
-        if leg is None:
-            continue
-        token = token_of[(row["strike"], is_call)]
-        age = leg.pop("age")
-        leg["token"], leg["tradingsymbol"] = token, symbol_of[token]
-        leg["age_ms"] = round(age * 1000) if age is not None else None
-    return row
+@dataclass(frozen=True)
+class ChainLayout:
+    """One chain's option rows in the instrument table (calls, then puts), what their legs are
+    labelled with, its expiry, underlying and the underlying's spot row (-1: none)."""
+
+    rows: np.ndarray
+    strike: np.ndarray
+    is_call: np.ndarray
+    labels: LegLabels
+    expiry: np.datetime64
+    underlying: str | None
+    spot_row: int
 
 
 def _blank(rows: int) -> dict[str, np.ndarray]:

@@ -19,7 +19,16 @@ import pytest
 
 from ticker.core import chain_stats
 from ticker.core import greeks as gk
-from ticker.core.chain import ChainGrid, ChainLegs, ChainMarket, chain_document, chain_snapshot, chain_summary
+from ticker.core.chain import (
+    LEG_COLUMNS,
+    ChainGrid,
+    ChainLegs,
+    ChainMarket,
+    LegLabels,
+    chain_document,
+    chain_snapshot,
+    chain_summary,
+)
 
 NAN = math.nan
 REL = 1e-12
@@ -506,3 +515,29 @@ def test_the_plain_document_is_the_snapshot_dumped():
     want = chain_snapshot(to_legs(rows), market, np.linspace(0.1, 0.2, 30)).model_dump(mode="json")
     got = chain_document(to_legs(rows), market, np.linspace(0.1, 0.2, 30))
     assert orjson.loads(orjson.dumps(got)) == want  # orjson refuses numpy scalars: none may be left
+
+
+def test_labelled_legs_carry_token_symbol_and_age_in_ms():
+    rows = generated()
+    legs = to_legs(rows)
+    legs = ChainLegs(**{**{name: getattr(legs, name) for name in ("strike", "is_call", *LEG_COLUMNS)},
+                        "age": np.linspace(0.0004, 3.0, len(legs))})
+    labels = LegLabels([1000 + i for i in range(len(legs))], [f"SYM{i}" for i in range(len(legs))])
+    bare = chain_document(legs, GEN_MARKET)
+    labelled = chain_document(legs, GEN_MARKET, labels=labels)
+    assert {k: v for k, v in labelled.items() if k != "rows"} == {k: v for k, v in bare.items() if k != "rows"}
+    index = {(float(k), bool(c)): i for i, (k, c) in enumerate(zip(legs.strike, legs.is_call, strict=True))}
+    seen = 0
+    for plain, dressed in zip(bare["rows"], labelled["rows"], strict=True):
+        for side, is_call in (("ce", True), ("pe", False)):
+            assert (plain[side] is None) == (dressed[side] is None)
+            if plain[side] is None:
+                continue
+            i = index[(plain["strike"], is_call)]
+            want = {k: v for k, v in plain[side].items() if k != "age"}
+            want.update(token=1000 + i, tradingsymbol=f"SYM{i}", age_ms=round(plain[side]["age"] * 1000))
+            assert dressed[side] == want
+            seen += 1
+    assert seen == len(legs)
+    with pytest.raises(ValueError):
+        chain_document(legs, GEN_MARKET, labels=LegLabels([1], ["X"]))

@@ -49,11 +49,14 @@ def leg_values(strike: float, is_call: bool) -> dict:
 
 
 async def write_chain(redis, names: Names, received: float) -> dict[int, dict]:
+    """The chain's ticks; `received_at` as the streamer writes it (epoch seconds) on the calls, as
+    an ISO 8601 time on the puts (both are read)."""
     stamp = datetime.fromtimestamp(received, UTC).isoformat()
     ticks = {}
     for o in OPTIONS:
         ticks[o.instrument_token] = {"instrument_token": o.instrument_token, "tradingsymbol": o.tradingsymbol,
-                                     "model": "black76", "received_at": stamp,
+                                     "model": "black76",
+                                     "received_at": received if o.instrument_type == "CE" else stamp,
                                      **leg_values(o.strike, o.instrument_type == "CE")}
     await redis.hset(names.latest, mapping={str(t): orjson.dumps(v) for t, v in ticks.items()})
     await redis.hset(names.latest, str(NIFTY_INDEX), orjson.dumps({"instrument_token": NIFTY_INDEX,

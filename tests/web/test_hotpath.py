@@ -65,6 +65,23 @@ async def test_pipe_matches_replies_to_callers_and_reloads_scripts(settings, red
         await pipe.close()
 
 
+async def test_pipe_sends_several_commands_as_one_batch(settings, redis) -> None:
+    pipe = AutoPipeline(settings.redis_url)
+    key = f"pipe-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        await redis.hset(key, mapping={"a": "1", "b": "2"})
+        # CLIENT ID twice in one batch: the same connection answers both, in the order asked.
+        first, values, everything, second = await pipe.commands(
+            ("CLIENT", "ID"), ("HMGET", key, b"a", "b", "c"), ("HGETALL", key), ("CLIENT", "ID"))
+        assert values == [b"1", b"2", None] and everything == [b"a", b"1", b"b", b"2"] and first == second
+        with pytest.raises(ResponseError):
+            await pipe.commands(("HGET", key, "a"), ("NOSUCHCOMMAND",))
+        assert await pipe.commands(("HGET", key, "b")) == [b"2"]
+    finally:
+        await redis.delete(key)
+        await pipe.close()
+
+
 async def test_pipe_reconnects_after_the_server_drops_it(settings, redis) -> None:
     pipe = AutoPipeline(settings.redis_url)
     try:
