@@ -18,6 +18,7 @@ import hashlib
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from ticker.core.contracts import Names
 from ticker.core.tick_envelope import Position
@@ -45,6 +46,31 @@ redis.call('PUBLISH', KEYS[1], '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '","
 return seq
 """
 SEQUENCED_SHA = hashlib.sha1(SEQUENCED).hexdigest().encode()
+
+
+def script_call(names: Names, channel: str, history_seconds: int) -> tuple[list[str], list[str]]:
+    """The keys and the leading arguments of `SEQUENCED` for one channel (the items go last)."""
+    if channel == names.orders:
+        return [channel, names.orders_history, names.sequence], ["updates", "MAXLEN", str(ORDERS_HISTORY_MAX)]
+    stream, key = (names.chain_history, "chains") if channel == names.chain else (names.ticks_history, "ticks")
+    return [channel, stream, names.sequence], [key, "MINID", str(history_seconds * 1000)]
+
+
+async def publish_sequenced(redis: Redis, names: Names, channel: str, items: list[bytes], *,
+                            envelope: bool, history_seconds: int) -> None:
+    """One message through redis-py (the web's postbacks): an envelope by `SEQUENCED`, or the
+    items one PUBLISH each as before envelopes (TICK_MESSAGE_FORMAT=array)."""
+    if not envelope:
+        for item in items:
+            await redis.publish(channel, item)
+        return
+    keys, args = script_call(names, channel, history_seconds)
+    body = b"[" + b",".join(items) + b"]"
+    try:
+        await redis.evalsha(SEQUENCED_SHA.decode(), len(keys), *keys, *args, body)
+    except NoScriptError:  # a restarted Redis forgot it
+        await redis.script_load(SEQUENCED)
+        await redis.evalsha(SEQUENCED_SHA.decode(), len(keys), *keys, *args, body)
 
 
 @dataclass(frozen=True, slots=True)

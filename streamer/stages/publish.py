@@ -76,10 +76,9 @@ class Publisher:
         self._orders, self._latest = names.orders.encode(), names.latest.encode()
         self._chain = names.chain.encode()
         self.envelope = envelope  # sequenced envelopes with history (tick_history.py), or bare arrays
-        self._sequence = names.sequence.encode()
-        self._ticks_history, self._chain_history = names.ticks_history.encode(), names.chain_history.encode()
-        self._orders_history = names.orders_history.encode()
-        self._recent = (b"MINID", b"%d" % (history_seconds * 1000))
+        self._calls = {channel.encode(): tuple([a.encode() for a in part]
+                                               for part in tick_history.script_call(names, channel, history_seconds))
+                       for channel in (names.options, names.underlying, names.orders, names.chain)}
         self._script_loaded = -1  # the lane epoch (connection) the script was last loaded on
         self._lane = redis_fast.Lane(redis)
         self._throttle = Throttle()
@@ -183,13 +182,8 @@ class Publisher:
         """One channel message: an envelope through the sequencing script, or a bare array."""
         if not self.envelope:
             return redis_fast.publish_array(channel, items)
-        if channel == self._orders:
-            keys, args = (channel, self._orders_history), (b"updates", b"MAXLEN", b"%d" % tick_history.ORDERS_HISTORY_MAX)
-        elif channel == self._chain:
-            keys, args = (channel, self._chain_history), (b"chains", *self._recent)
-        else:
-            keys, args = (channel, self._ticks_history), (b"ticks", *self._recent)
-        return redis_fast.script_array(tick_history.SEQUENCED_SHA, (*keys, self._sequence), args, items)
+        keys, args = self._calls[channel]
+        return redis_fast.script_array(tick_history.SEQUENCED_SHA, keys, args, items)
 
     def _chains(self, out: Outgoing) -> list[redis_fast.Packed]:
         chains = out.chains

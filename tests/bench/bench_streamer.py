@@ -43,6 +43,7 @@ import orjson
 from tests.bench.harness import percentile
 from ticker.core.contracts import Names
 from ticker.core.indices import underlying_name
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.dev.embedded import EmbeddedRedis, free_port
 from ticker.infra.stores.redis import connect
 
@@ -391,7 +392,7 @@ async def sample_latency(redis_url: str, seconds: float) -> tuple[list[float], l
     out: list[float] = []
     waits: list[float] = []
     for now, data in arrived:
-        ticks = orjson.loads(data)
+        ticks, _ = unwrap(orjson.loads(data))  # an envelope, or a bare array (TICK_MESSAGE_FORMAT=array)
         out += [now - t["received_at"] for t in ticks]
         waits += [t["ts"] - t["received_at"] for t in ticks]
     return out, waits
