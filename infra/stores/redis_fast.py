@@ -124,6 +124,11 @@ class Lane:
         self.taken_at = 0.0  # time.monotonic() (the outage clock) when the current or last connection was taken
         self._conn = None
 
+    @property
+    def holding(self) -> bool:
+        """Whether the next write goes on the connection the last one went on (else a fresh one)."""
+        return self._conn is not None
+
     async def write(self, commands: list[Packed]) -> int:
         """Send the commands in one write; returns the epoch they were written in."""
         conn = self._conn

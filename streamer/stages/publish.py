@@ -79,7 +79,6 @@ class Publisher:
         self._calls = {channel.encode(): tuple([a.encode() for a in part]
                                                for part in tick_history.script_call(names, channel, history_seconds))
                        for channel in (names.options, names.underlying, names.orders, names.chain)}
-        self._script_loaded = -1  # the lane epoch (connection) the script was last loaded on
         self._lane = redis_fast.Lane(redis)
         self._throttle = Throttle()
 
@@ -171,11 +170,11 @@ class Publisher:
         return packed + self._chains(out)
 
     def _script(self) -> list[redis_fast.Packed]:
-        """SCRIPT LOAD once per connection: a Redis restarted (or flushed of scripts) drops the
-        connection, so the next one loads it again before its first EVALSHA."""
-        if self._script_loaded == self._lane.epoch:
+        """SCRIPT LOAD at the head of the first flush on each connection the lane takes: a Redis
+        restarted (or flushed of scripts) costs the lane its connection, so the next one loads it
+        again before its first EVALSHA."""
+        if self._lane.holding:  # written on the connection this flush goes out on
             return []
-        self._script_loaded = self._lane.epoch
         return [redis_fast.command(b"SCRIPT", b"LOAD", tick_history.SEQUENCED)]
 
     def _message(self, channel: bytes, items: list[bytes]) -> redis_fast.Packed:

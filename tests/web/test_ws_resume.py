@@ -1,0 +1,126 @@
+"""`/ws/ticks` resumes from history: `since` replays what a client missed, a gap is told with the
+latest ticks (or the whole chain), and order updates outlive a web restart.
+
+Messages are published through the streamer's own sequencing script (`publish_sequenced`, the one
+the publisher packs by hand), so envelopes, offsets and history are exactly what production writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+
+from tests.web.conftest import API_KEY
+from ticker.core.contracts import Names
+from ticker.http.state import SERVICES
+from ticker.infra.stores.tick_history import publish_sequenced
+
+KEYED = {"X-API-Key": API_KEY}
+
+
+async def receive(ws, kind: str, timeout: float = 30.0) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await ws.receive_json()
+            if message["type"] == kind:
+                return message
+
+
+async def started(make_api, prefix: str):
+    api = await make_api(api_key=API_KEY, publish_channel_prefix=prefix)
+    assert await api.app[SERVICES].hub.wait_ready(30)
+    ws = await api.ws_connect("/ws/ticks?batch=true", headers=KEYED)
+    await receive(ws, "connected")
+    return api, ws
+
+
+def channel_names(api) -> Names:
+    return api.app[SERVICES].names
+
+
+async def publish(redis, names: Names, channel: str, items: list[dict]) -> None:
+    await publish_sequenced(redis, names, channel, [orjson.dumps(i) for i in items], envelope=True, history_seconds=300)
+
+
+async def ticks_until(ws, price: float) -> list[dict]:
+    """Every tick received up to the one with `price` (batch frames), each frame's offset checked."""
+    got: list[dict] = []
+    async with asyncio.timeout(30):
+        while not got or got[-1]["last_price"] != price:
+            frame = await ws.receive_json()
+            if frame["type"] == "ticks":
+                assert frame["offset"] and frame["epoch"]
+                got += frame["data"]
+    return got
+
+
+async def test_a_resumed_subscription_gets_what_it_missed_once(make_api, redis) -> None:
+    api, ws = await started(make_api, f"ticker:r{uuid.uuid4().hex[:8]}")
+    names = channel_names(api)
+    await ws.send_json({"action": "subscribe", "tokens": [11, 12]})
+    await receive(ws, "subscribed")
+    await publish(redis, names, names.options, [{"instrument_token": 11, "last_price": 1.0}])
+    first = await receive(ws, "ticks")
+    since = {"offset": first["offset"], "epoch": first["epoch"]}
+    await ws.close()
+    missed = [[{"instrument_token": 11, "last_price": 2.0 + i}, {"instrument_token": 99, "last_price": 0.0},
+               {"instrument_token": 12, "last_price": 50.0 + i}] for i in range(5)]
+    for i, batch in enumerate(missed):
+        await publish(redis, names, names.underlying if i % 2 else names.options, batch)
+
+    ws = await api.ws_connect("/ws/ticks?batch=true", headers=KEYED)
+    await receive(ws, "connected")
+    await ws.send_json({"action": "subscribe", "tokens": [11, 12], "since": since})
+    await receive(ws, "subscribed")
+    await publish(redis, names, names.options, [{"instrument_token": 12, "last_price": 99.0}])  # live again
+    got = await ticks_until(ws, 99.0)
+    expected = [t for batch in missed for t in batch if t["instrument_token"] != 99]
+    assert got == [*expected, {"instrument_token": 12, "last_price": 99.0}]
+    await ws.close()
+
+
+async def test_an_offset_older_than_history_gets_a_gap_and_the_latest_ticks(make_api, redis) -> None:
+    api, ws = await started(make_api, f"ticker:r{uuid.uuid4().hex[:8]}")
+    names = channel_names(api)
+    await publish(redis, names, names.options, [{"instrument_token": 21, "last_price": 3.0}])
+    epoch = (await redis.hget(names.sequence, "epoch")).decode()
+    await redis.hset(names.latest, "21", orjson.dumps({"instrument_token": 21, "last_price": 3.0}))
+    await ws.send_json({"action": "subscribe", "tokens": [21], "since": {"offset": "1-0", "epoch": epoch}})
+    await receive(ws, "subscribed")
+    gap = await receive(ws, "gap")
+    oldest = (await redis.xrange(names.ticks_history, count=1))[0][0].decode()
+    assert gap == {"type": "gap", "stream": "ticks", "from": "1-0", "to": oldest, "epoch": epoch, "reason": "trimmed"}
+    snapshot = await receive(ws, "ticks")
+    assert snapshot["data"] == [{"instrument_token": 21, "last_price": 3.0}] and "offset" not in snapshot
+
+    await ws.send_json({"action": "unsubscribe", "tokens": [21]})
+    await receive(ws, "unsubscribed")
+    await ws.send_json({"action": "subscribe", "tokens": [21], "since": {"offset": oldest, "epoch": "old"}})
+    assert (await receive(ws, "gap"))["reason"] == "epoch_changed"
+    await ws.close()
+
+
+async def test_order_updates_survive_a_web_restart(make_api, redis) -> None:
+    prefix = f"ticker:r{uuid.uuid4().hex[:8]}"
+    api, ws = await started(make_api, prefix)
+    names = channel_names(api)
+    await ws.send_json({"action": "subscribe_orders"})
+    await receive(ws, "orders_subscribed")
+    await publish(redis, names, names.orders, [{"order_id": "1", "status": "OPEN"}])
+    first = await receive(ws, "orders")
+    assert first["data"] == [{"order_id": "1", "status": "OPEN"}]
+    await api.close()  # the web goes away with the client's socket; updates keep coming
+
+    later = [{"order_id": "1", "status": "COMPLETE"}, {"order_id": "2", "status": "REJECTED"}]
+    for update in later:
+        await publish(redis, names, names.orders, [update])
+    api, ws = await started(make_api, prefix)
+    await ws.send_json({"action": "subscribe_orders", "since": {"offset": first["offset"], "epoch": first["epoch"]}})
+    await receive(ws, "orders_subscribed")
+    resumed = [(await receive(ws, "orders"))["data"] for _ in later]
+    assert resumed == [[u] for u in later]
+    await publish(redis, names, names.orders, [{"order_id": "3", "status": "OPEN"}])
+    assert (await receive(ws, "orders"))["data"] == [{"order_id": "3", "status": "OPEN"}]  # live, nothing twice
+    await ws.close()
