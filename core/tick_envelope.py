@@ -24,14 +24,14 @@ MESSAGE_FORMATS = ("envelope", "array")
 
 
 @dataclass(frozen=True, slots=True)
-class Position:
+class StreamPosition:
     """Where a message sits in its history: what a client hands back to resume after it."""
 
     offset: str
     epoch: str
 
 
-def unwrap(doc: Any) -> tuple[list, Position | None]:
+def unwrap(doc: Any) -> tuple[list, StreamPosition | None]:
     """A parsed message's items and its position (None for a bare array or a bare object)."""
     if isinstance(doc, list):
         return doc, None
@@ -42,7 +42,7 @@ def unwrap(doc: Any) -> tuple[list, Position | None]:
         if isinstance(items, list) and "seq" in doc:
             offset, epoch = doc.get("offset"), doc.get("epoch")
             if isinstance(offset, str) and isinstance(epoch, str):
-                return items, Position(offset, epoch)
+                return items, StreamPosition(offset, epoch)
             return items, None
     return [doc], None
 

@@ -21,7 +21,7 @@ import orjson
 from redis.asyncio import Redis
 
 from ticker.core.contracts import Names
-from ticker.core.tick_envelope import Position, offset_order
+from ticker.core.tick_envelope import StreamPosition, offset_order
 from ticker.http.ws.hub import Stamped, WsClient
 from ticker.infra.stores import tick_history
 from ticker.infra.stores.tick_history import Entry
@@ -47,7 +47,7 @@ class Gap:
                              "epoch": self.epoch, "reason": self.reason})
 
 
-async def find_gap(redis: Redis, names: Names, stream: str, key: str, since: Position, *, envelope: bool) -> Gap | None:
+async def find_gap(redis: Redis, names: Names, stream: str, key: str, since: StreamPosition, *, envelope: bool) -> Gap | None:
     """None when every message after `since` is still in history `key`; else the gap."""
     reason = await tick_history.resume_check(redis, names, key, since) if envelope else HISTORY_OFF
     if reason is None:
@@ -85,6 +85,6 @@ def covered(stream: str, last: str, also: Callable[[Stamped], bool] = lambda _: 
     return replayed
 
 
-def entry_items(entry: Entry) -> tuple[list, Position]:
+def entry_items(entry: Entry) -> tuple[list, StreamPosition]:
     items = orjson.loads(entry.items)
-    return (items if isinstance(items, list) else []), Position(entry.offset, entry.epoch)
+    return (items if isinstance(items, list) else []), StreamPosition(entry.offset, entry.epoch)

@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
-from ticker.core.tick_envelope import Position, unwrap
+from ticker.core.tick_envelope import StreamPosition, unwrap
 from ticker.http.dependency_watch import REDIS, Outages
 from ticker.http.middleware.observe import HttpMetrics
 
@@ -65,11 +65,11 @@ TICKS, CHAIN, ORDERS = "ticks", "chain", "orders"  # the history streams a clien
 HELD_MAX_FACTOR = 4  # while a client replays history, up to this many queues' worth of live messages wait
 
 
-def stamp_of(position: Position | None) -> bytes:
+def stamp_of(position: StreamPosition | None) -> bytes:
     return orjson.dumps({"offset": position.offset, "epoch": position.epoch})[1:-1] if position else b""
 
 
-def stamped(data: bytes, cls: type[S], stream: str, position: Position | None, stamp: bytes,
+def stamped(data: bytes, cls: type[S], stream: str, position: StreamPosition | None, stamp: bytes,
             key: object = None) -> S:
     item = cls(data)
     item.stream, item.key, item.stamp = stream, key, stamp
@@ -77,7 +77,7 @@ def stamped(data: bytes, cls: type[S], stream: str, position: Position | None, s
     return item
 
 
-def stamped_ticks(ticks: list, position: Position | None, wanted: Callable[[int], bool]) -> Iterator[Stamped]:
+def stamped_ticks(ticks: list, position: StreamPosition | None, wanted: Callable[[int], bool]) -> Iterator[Stamped]:
     """The ticks of one message that `wanted` takes, each encoded once and stamped with the message's
     position (live from the channel, or replayed from history)."""
     stamp = stamp_of(position)
@@ -89,7 +89,7 @@ def stamped_ticks(ticks: list, position: Position | None, wanted: Callable[[int]
             yield stamped(encode_tick(tick), Stamped, TICKS, position, stamp, token)
 
 
-def whole_message(kind: str, stream: str, data: object, position: Position | None, key: object = None) -> Whole:
+def whole_message(kind: str, stream: str, data: object, position: StreamPosition | None, key: object = None) -> Whole:
     """A `chain` or `orders` message as the client receives it, with its position when known
     (re-encoded: the channel is not ours to trust)."""
     doc = {"type": kind, "offset": position.offset, "epoch": position.epoch} if position else {"type": kind}
@@ -146,7 +146,7 @@ def encode_tick(tick: dict) -> bytes:
     return orjson.dumps(tick)
 
 
-def chain_message(doc: dict, position: Position | None = None) -> Whole:
+def chain_message(doc: dict, position: StreamPosition | None = None) -> Whole:
     """A `chain` message as the client receives it."""
     return whole_message("chain", CHAIN, doc, position, (doc.get("underlying"), doc.get("expiry")))
 

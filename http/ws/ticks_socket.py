@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from ticker.core.clock import IST
-from ticker.core.tick_envelope import Position
+from ticker.core.tick_envelope import StreamPosition
 from ticker.http.chain_view import CHAIN_READER, ChainReader, Sources
 from ticker.http.inputs import QueryBool, read_query
 from ticker.http.keys import REQUEST_ID
@@ -70,8 +70,8 @@ class Since(BaseModel):
     offset: str = Field(max_length=41, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")
     epoch: str = Field(min_length=1, max_length=64)
 
-    def position(self) -> Position:
-        return Position(self.offset, self.epoch)
+    def position(self) -> StreamPosition:
+        return StreamPosition(self.offset, self.epoch)
 
 
 class WsCommand(BaseModel):
@@ -190,7 +190,7 @@ class TickClient:
             self.client.offer(message)
 
 
-    async def resume_ticks(self, new: list[int], tokens: list[int], since: Position) -> None:
+    async def resume_ticks(self, new: list[int], tokens: list[int], since: StreamPosition) -> None:
         """Subscribe `new` and send what was published for them after `since` (see history_replay)."""
         names, wanted = self.svc.names, set(new)
         self.client.hold()
@@ -208,7 +208,7 @@ class TickClient:
         await self.resume(TICKS, names.ticks_history, since, convert, stand_in,
                           lambda message: message.key in wanted)
 
-    async def resume(self, stream: str, key: str, since: Position | None, convert: Callable[[Entry], Iterable[bytes]],
+    async def resume(self, stream: str, key: str, since: StreamPosition | None, convert: Callable[[Entry], Iterable[bytes]],
                      stand_in: Callable[[Gap], Awaitable[None]], mine: Callable[[Stamped], bool]) -> None:
         """With the client's live feed held aside (`WsClient.hold`): replay history `key` after
         `since`, or tell of the gap and let `stand_in` send what stands in for it; then release the
@@ -280,7 +280,7 @@ class TickClient:
         await self.reply(_msg("chain_subscribed", underlying=key[0], expiry=key[1]))
         self.client.offer(chain_message({**doc, "full": True}))
 
-    async def resume_chain(self, key: tuple[str, str], doc: dict, since: Position) -> None:
+    async def resume_chain(self, key: tuple[str, str], doc: dict, since: StreamPosition) -> None:
         """Join a chain's stream and replay its messages after `since`; after a gap, the whole chain."""
         self.client.hold()
         self.svc.hub.subscribe_chain(self.client, key)

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from ticker.core.contracts import Names
-from ticker.core.tick_envelope import Position
+from ticker.core.tick_envelope import StreamPosition
 
 ORDERS_HISTORY_MAX = 100_000  # order updates kept: more than a busy trading day's
 REPLAY_PAGE = 200  # stream entries read per XRANGE while replaying
@@ -118,7 +118,7 @@ async def entries_after(redis: Redis, stream: str, offset: str, page: int = REPL
     return [_entry(i, f) for i, f in await redis.xrange(stream, f"({offset}", "+", count=page)]
 
 
-async def resume_check(redis: Redis, names: Names, stream: str, since: Position) -> str | None:
+async def resume_check(redis: Redis, names: Names, stream: str, since: StreamPosition) -> str | None:
     """Why a client at `since` cannot resume from history (None: it can): `epoch_changed` when the
     counts restarted since, `trimmed` when its offset is older than the history."""
     if await current_epoch(redis, names) != since.epoch:
