@@ -1,9 +1,13 @@
 """`/ws/ticks`: live ticks for browser and mobile clients.
 
 Client → server: `{"action": "subscribe"|"unsubscribe", "tokens": [...]}`, `{"action": "ping"}`,
-`{"action": "subscribe_chain"|"unsubscribe_chain", "underlying": "NIFTY", "expiry": "YYYY-MM-DD"}`.
+`{"action": "subscribe_chain"|"unsubscribe_chain", "underlying": "NIFTY", "expiry": "YYYY-MM-DD"}`,
+`{"action": "subscribe_orders"|"unsubscribe_orders"}`; `subscribe`, `subscribe_chain` and
+`subscribe_orders` take `"since": {"offset", "epoch"}` to resume (see history_replay.py).
 Server → client: `connected`, `subscribed`, `unsubscribed`, `tick`, `error`, `pong`,
-`chain_subscribed`, `chain_unsubscribed` and `chain` messages, each a JSON object with a `type`.
+`chain_subscribed`, `chain_unsubscribed`, `chain`, `orders_subscribed`, `orders_unsubscribed`,
+`orders` and `gap` messages, each a JSON object with a `type`; what came from a published message
+carries its `offset` and `epoch`.
 A chain subscription starts with the whole chain (`"full": true`, as `GET /chain` answers it);
 then come the streamer's chain messages: figures and the rows that changed.
 With `?batch=true` ticks come as `{"type": "ticks", "data": [...]}`, everything waiting for the

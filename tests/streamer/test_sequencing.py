@@ -95,8 +95,9 @@ async def test_history_keeps_only_the_last_seconds(redis, names):
             assert await pub.publish(Outgoing(options=[tick(0, 2.0)]))
             return (await redis.xrange(names.ticks_history, count=1))[0][0] != first
 
-        while not await trimmed():
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(60):
+            while not await trimmed():
+                await asyncio.sleep(0.05)
     finally:
         await pub.close()
     assert await redis.xlen(names.ticks_history) < 150
