@@ -124,3 +124,31 @@ async def test_order_updates_survive_a_web_restart(make_api, redis) -> None:
     await publish(redis, names, names.orders, [{"order_id": "3", "status": "OPEN"}])
     assert (await receive(ws, "orders"))["data"] == [{"order_id": "3", "status": "OPEN"}]  # live, nothing twice
     await ws.close()
+
+
+async def test_every_tick_frame_carries_its_message_offset(make_api, redis) -> None:
+    """Without ?batch=true each tick is its own frame, stamped with the offset of the message it
+    came from; resuming from one of them replays the later messages only."""
+    api = await make_api(api_key=API_KEY, publish_channel_prefix=f"ticker:r{uuid.uuid4().hex[:8]}")
+    assert await api.app[SERVICES].hub.wait_ready(30)
+    names = channel_names(api)
+    ws = await api.ws_connect("/ws/ticks", headers=KEYED)
+    await receive(ws, "connected")
+    await ws.send_json({"action": "subscribe", "tokens": [31, 32]})
+    await receive(ws, "subscribed")
+    await publish(redis, names, names.options, [{"instrument_token": 31, "last_price": 1.0},
+                                                 {"instrument_token": 32, "last_price": 2.0}])
+    await publish(redis, names, names.options, [{"instrument_token": 32, "last_price": 3.0}])
+    frames = [await receive(ws, "tick") for _ in range(3)]
+    history = [i.decode() for i, _ in await redis.xrange(names.ticks_history)]
+    assert [f["offset"] for f in frames] == [history[0], history[0], history[1]]
+    assert len({f["epoch"] for f in frames}) == 1
+    await ws.send_json({"action": "unsubscribe", "tokens": [31, 32]})
+    await receive(ws, "unsubscribed")
+    await ws.send_json({"action": "subscribe", "tokens": [31, 32],
+                        "since": {"offset": frames[1]["offset"], "epoch": frames[1]["epoch"]}})
+    await receive(ws, "subscribed")
+    assert (await receive(ws, "tick"))["data"] == {"instrument_token": 32, "last_price": 3.0}
+    await ws.send_json({"action": "subscribe", "tokens": [33], "since": {"offset": "soon", "epoch": "x"}})
+    assert "since" in (await receive(ws, "error"))["message"]
+    await ws.close()
