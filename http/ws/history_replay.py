@@ -57,21 +57,23 @@ async def find_gap(redis: Redis, names: Names, stream: str, key: str, since: Str
 
 
 async def replay(redis: Redis, key: str, after: str, client: WsClient,
-                 convert: Callable[[Entry], Iterable[bytes]]) -> str:
+                 convert: Callable[[Entry], Iterable[bytes]]) -> tuple[str, bool]:
     """Queue every entry of history `key` after offset `after` (as `convert` makes it into messages
-    for this client), waiting for room in the client's queue rather than dropping; returns the last
-    offset replayed (`after` when there was nothing). A client that takes nothing for
-    REPLAY_PATIENCE seconds raises TimeoutError."""
-    while True:
-        entries = await tick_history.entries_after(redis, key, after)
-        for entry in entries:
-            for message in convert(entry):
-                async with asyncio.timeout(REPLAY_PATIENCE):  # a client that stopped reading is given up on
-                    await client.queue.put(message)
-        if entries:
-            after = entries[-1].offset
-        if len(entries) < tick_history.REPLAY_PAGE:
-            return after
+    for this client), waiting for room in the client's queue rather than dropping. Returns the last
+    offset replayed (`after` when there was nothing) and whether all was: a client that takes
+    nothing for REPLAY_PATIENCE seconds is given up on."""
+    try:
+        while True:
+            entries = await tick_history.entries_after(redis, key, after)
+            for entry in entries:
+                for message in convert(entry):
+                    async with asyncio.timeout(REPLAY_PATIENCE):
+                        await client.queue.put(message)
+                after = entry.offset
+            if len(entries) < tick_history.REPLAY_PAGE:
+                return after, True
+    except TimeoutError:
+        return after, False
 
 
 def covered(stream: str, last: str, also: Callable[[Stamped], bool] = lambda _: True) -> Callable[[bytes], bool]:

@@ -217,23 +217,21 @@ class TickClient:
         """With the client's live feed held aside (`WsClient.hold`): replay history `key` after
         `since`, or tell of the gap and let `stand_in` send what stands in for it; then release the
         live feed without what the replay covered."""
-        redis, last = self.svc.redis, None
+        redis, last, done = self.svc.redis, None, True
         try:
             gap = None if since is None else await find_gap(
                 redis, self.svc.names, stream, key, since, envelope=self.svc.settings.tick_message_format == "envelope")
             if since is not None and gap is None:
-                last = await replay(redis, key, since.offset, self.client, convert)
+                last, done = await replay(redis, key, since.offset, self.client, convert)
             elif gap is not None:
                 await stand_in(gap)
         except (RedisError, OSError) as exc:  # Redis is away: live messages follow once it is back
             self.svc.outages.suspect(exc)
             await self.reply(_msg("error", message=f"the {stream} history cannot be read right now; "
                                   "live messages follow, resume again to fill the gap"))
-        except TimeoutError:
-            await self.reply(Gap(stream, since.offset if since else "", None, None, OVERFLOW).message())
         finally:
             complete = self.client.release(covered(stream, last, mine) if last else lambda _: False)
-        if not complete:
+        if not (done and complete):  # the client fell behind: what follows is not exact
             await self.reply(Gap(stream, last or (since.offset if since else ""), None, None, OVERFLOW).message())
 
     async def orders(self, since: Since | None) -> None:
