@@ -7,9 +7,9 @@ once, encodes each wanted tick once, stamped with its message's offset and epoch
 same bytes to every client that subscribed to that token (each client's sender wraps them as
 `tick` or batched `ticks` messages, carrying the offset a client resumes from). While a client
 replays history (`hold` / `release`) its live messages wait aside, and those the replay already
-sent are dropped, so a resumed client sees every message once. Each client has a bounded queue drained by its own sender; when a client
-is too slow its queue fills and further ticks for it are dropped and counted, so one stuck phone
-never grows the process's memory or slows anyone else.
+sent are dropped, so a resumed client sees every message once. Each client has a bounded queue
+drained by its own sender; when a client is too slow its queue fills and further ticks for it are
+dropped and counted, so one stuck phone never grows the process's memory or slows anyone else.
 
 When the pub/sub connection is lost (Redis restarted, killed, or unreachable) the feed resubscribes
 on its own, retrying every `RECONNECT_MAX` seconds at most, and at once when the outage watcher
