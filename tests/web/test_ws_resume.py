@@ -152,3 +152,21 @@ async def test_every_tick_frame_carries_its_message_offset(make_api, redis) -> N
     await ws.send_json({"action": "subscribe", "tokens": [33], "since": {"offset": "soon", "epoch": "x"}})
     assert "since" in (await receive(ws, "error"))["message"]
     await ws.close()
+
+
+async def test_without_history_a_resume_is_a_gap_with_the_latest_ticks(make_api, redis) -> None:
+    """TICK_MESSAGE_FORMAT=array: bare arrays, nothing kept to replay."""
+    prefix = f"ticker:r{uuid.uuid4().hex[:8]}"
+    api = await make_api(api_key=API_KEY, publish_channel_prefix=prefix, tick_message_format="array")
+    assert await api.app[SERVICES].hub.wait_ready(30)
+    names = channel_names(api)
+    await redis.hset(names.latest, "41", orjson.dumps({"instrument_token": 41, "last_price": 4.0}))
+    ws = await api.ws_connect("/ws/ticks", headers=KEYED)
+    await receive(ws, "connected")
+    await ws.send_json({"action": "subscribe", "tokens": [41], "since": {"offset": "5-0", "epoch": "e"}})
+    gap = await receive(ws, "gap")
+    assert (gap["reason"], gap["from"], gap["to"]) == ("history_off", "5-0", None)
+    assert (await receive(ws, "tick")) == {"type": "tick", "data": {"instrument_token": 41, "last_price": 4.0}}
+    await redis.publish(names.options, orjson.dumps([{"instrument_token": 41, "last_price": 5.0}]))
+    assert (await receive(ws, "tick")) == {"type": "tick", "data": {"instrument_token": 41, "last_price": 5.0}}
+    await ws.close()
