@@ -14,7 +14,10 @@ import orjson
 
 from tests.web.conftest import API_KEY
 from ticker.core.contracts import Names
+from ticker.core.tick_envelope import StreamPosition
 from ticker.http.state import SERVICES
+from ticker.http.ws.history_replay import covered
+from ticker.http.ws.hub import TICKS, Stamped, WsClient, stamped
 from ticker.infra.stores.tick_history import publish_sequenced
 
 KEYED = {"X-API-Key": API_KEY}
@@ -170,3 +173,17 @@ async def test_without_history_a_resume_is_a_gap_with_the_latest_ticks(make_api,
     await redis.publish(names.options, orjson.dumps([{"instrument_token": 41, "last_price": 5.0}]))
     assert (await receive(ws, "tick")) == {"type": "tick", "data": {"instrument_token": 41, "last_price": 5.0}}
     await ws.close()
+
+
+def test_live_messages_held_during_a_replay_are_bounded_and_deduplicated() -> None:
+    """While a replay runs a client's live messages wait aside, up to HELD_MAX_FACTOR queues' worth;
+    on release those the replay covered are dropped, and an overflow is reported."""
+    client = WsClient(queue_max=2)
+    client.hold()
+    messages = [stamped(b"{}", Stamped, TICKS, StreamPosition(f"{i}-0", "e"), b"", 7) for i in range(1, 11)]
+    assert [client.offer(m) for m in messages] == [True] * 8 + [False] * 2
+    assert not client.release(covered(TICKS, "6-0"))  # 1-0 .. 6-0 were replayed; 9-0 and 10-0 were lost
+    assert [client.queue.get_nowait().offset for _ in range(client.queue.qsize())] == ["7-0", "8-0"]
+    client.hold()
+    assert client.offer(messages[0]) and client.release(covered(TICKS, "0-1"))
+    assert client.queue.get_nowait() is messages[0]
