@@ -71,6 +71,25 @@ class Names:
         """Option chains' figures and changed rows, one JSON object per chain and interval."""
         return f"{self.prefix}:chain"
 
+    # history (Redis Streams) and sequencing of the channels above; see core/tick_envelope.py
+    @property
+    def ticks_history(self) -> str:
+        """Stream of every options and underlying message (one offset covers a tick subscription)."""
+        return f"{self.prefix}:ticks:history"
+
+    @property
+    def chain_history(self) -> str:
+        return f"{self.prefix}:chain:history"
+
+    @property
+    def orders_history(self) -> str:
+        return f"{self.prefix}:orders:history"
+
+    @property
+    def sequence(self) -> str:
+        """Hash channel -> last seq published on it, and `epoch` (new whenever the counts restart)."""
+        return f"{self.prefix}:sequence"
+
     @property
     def control(self) -> str:
         return f"{self.namespace}:control"

@@ -3,7 +3,8 @@
 Kite posts each order update as a JSON body to the app's registered postback URL. It cannot send our
 API key, so the route is open; what makes an update trustworthy is its `checksum` (SHA-256 of
 order_id + order_timestamp + the app's api_secret, see `ticker.core.postbacks`). A verified update
-is published on `ticker:<prefix>:orders` exactly as the streamer publishes the ones it receives over
+is published on `ticker:<prefix>:orders` (an envelope of one update, on the same sequence and history as
+the streamer's) exactly as the streamer publishes the ones it receives over
 the ticker WebSocket (the update plus `account_id`); anything else is refused (403), counted by
 reason and logged at most once a minute per reason. Bodies are small: more than
 `MAX_POSTBACK_BYTES` is a 413 before anything is read.
@@ -33,6 +34,7 @@ from ticker.http.middleware.errors import ApiError, json_response, not_found
 from ticker.http.state import Services, services
 from ticker.infra.runtime.throttle import Throttle
 from ticker.infra.stores.accounts import KiteAccount, load_accounts
+from ticker.infra.stores.tick_history import publish_sequenced
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -176,6 +178,8 @@ async def kite_postback(request: web.Request) -> web.Response:
             log.warning("Kite postbacks pass unverified: no api_secret is stored for the account",
                         extra={"account_id": key})
     doc = {**update, "account_id": verdict.account_id}
-    await svc.redis.publish(svc.names.orders, orjson.dumps(doc))
+    await publish_sequenced(svc.redis, svc.names, svc.names.orders, [orjson.dumps(doc)],
+                            envelope=svc.settings.tick_message_format == "envelope",
+                            history_seconds=svc.settings.tick_history_seconds)
     receiver.published.labels("true" if verdict.verified else "false").inc()
     return json_response({"published": True, "verified": verdict.verified, "account_id": verdict.account_id})

@@ -1,11 +1,15 @@
 """Tick fan-out: one Redis pub/sub connection per process, routed by instrument token to clients.
 
-The streamer publishes JSON arrays of ticks on the options and underlying channels, and one JSON
-object per option chain on the chain channel (routed by underlying and expiry). The hub parses
-each batch once, encodes each wanted tick once, and offers the same bytes to every client that
-subscribed to that token (each client's sender wraps them as `tick` or batched `ticks` messages). Each client has a bounded queue drained by its own sender; when a client
-is too slow its queue fills and further ticks for it are dropped and counted, so one stuck phone
-never grows the process's memory or slows anyone else.
+The streamer publishes envelopes (core/tick_envelope.py) of ticks on the options and underlying
+channels, of option chains on the chain channel (routed by underlying and expiry) and of order
+updates on the orders channel (to the clients that asked for them). The hub parses each message
+once, encodes each wanted tick once, stamped with its message's offset and epoch, and offers the
+same bytes to every client that subscribed to that token (each client's sender wraps them as
+`tick` or batched `ticks` messages, carrying the offset a client resumes from). While a client
+replays history (`hold` / `release`) its live messages wait aside, and those the replay already
+sent are dropped, so a resumed client sees every message once. Each client has a bounded queue
+drained by its own sender; when a client is too slow its queue fills and further ticks for it are
+dropped and counted, so one stuck phone never grows the process's memory or slows anyone else.
 
 When the pub/sub connection is lost (Redis restarted, killed, or unreachable) the feed resubscribes
 on its own, retrying every `RECONNECT_MAX` seconds at most, and at once when the outage watcher
@@ -20,14 +24,15 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
+from ticker.core.tick_envelope import StreamPosition, unwrap
 from ticker.http.dependency_watch import REDIS, Outages
 from ticker.http.middleware.observe import HttpMetrics
 
@@ -36,11 +41,59 @@ log = logging.getLogger("ticker.http.ws")
 RECONNECT_MIN, RECONNECT_MAX = 0.05, 1.0
 
 
-class Whole(bytes):
-    """A queued message sent as it is (a `chain` message), not wrapped as a tick."""
+class Stamped(bytes):
+    """A queued tick (wrapped by the sender) and where its message sits in its history stream:
+    `stamp` is the `"offset":...,"epoch":...` the client is handed to resume after it (empty for
+    a snapshot tick or a bare-array message), `stream` which history, `key` what it routes by
+    (a tick's token, a chain's (underlying, expiry))."""
+
+    stream = ""
+    offset = ""
+    key: Any = None
+    stamp = b""
+
+
+class Whole(Stamped):
+    """A queued message sent as it is (a `chain` or `orders` message), not wrapped as a tick."""
+
+
+S = TypeVar("S", bound=Stamped)
 
 
 ChainKey = tuple[str, str]  # (underlying, expiry as YYYY-MM-DD)
+TICKS, CHAIN, ORDERS = "ticks", "chain", "orders"  # the history streams a client resumes on
+HELD_MAX_FACTOR = 4  # while a client replays history, up to this many queues' worth of live messages wait
+
+
+def stamp_of(position: StreamPosition | None) -> bytes:
+    return orjson.dumps({"offset": position.offset, "epoch": position.epoch})[1:-1] if position else b""
+
+
+def stamped(data: bytes, cls: type[S], stream: str, position: StreamPosition | None, stamp: bytes,
+            key: object = None) -> S:
+    item = cls(data)
+    item.stream, item.key, item.stamp = stream, key, stamp
+    item.offset = position.offset if position else ""
+    return item
+
+
+def stamped_ticks(ticks: list, position: StreamPosition | None, wanted: Callable[[int], bool]) -> Iterator[Stamped]:
+    """The ticks of one message that `wanted` takes, each encoded once and stamped with the message's
+    position (live from the channel, or replayed from history)."""
+    stamp = stamp_of(position)
+    for tick in ticks:
+        if not isinstance(tick, dict):
+            continue
+        token = tick.get("instrument_token")
+        if type(token) is int and wanted(token):
+            yield stamped(encode_tick(tick), Stamped, TICKS, position, stamp, token)
+
+
+def whole_message(kind: str, stream: str, data: object, position: StreamPosition | None, key: object = None) -> Whole:
+    """A `chain` or `orders` message as the client receives it, with its position when known
+    (re-encoded: the channel is not ours to trust)."""
+    doc = {"type": kind, "offset": position.offset, "epoch": position.epoch} if position else {"type": kind}
+    return stamped(orjson.dumps({**doc, "data": data}), Whole, stream, position, stamp_of(position), key)
 
 
 class WsClient:
@@ -52,10 +105,20 @@ class WsClient:
         self.socket = socket  # the aiohttp WebSocketResponse, closed by `TickHub.send_away`
         self.tokens: set[int] = set()
         self.chains: set[ChainKey] = set()
+        self.orders = False  # subscribed to order updates
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_max)
         self.dropped = 0
+        self.held: list[bytes] | None = None  # live messages waiting while history is replayed
+        self.held_over = False  # some were dropped: the replay cannot be exact
 
     def offer(self, message: bytes) -> bool:
+        if self.held is not None:
+            if len(self.held) < self.queue.maxsize * HELD_MAX_FACTOR:
+                self.held.append(message)
+                return True
+            self.held_over = True
+            self.dropped += 1
+            return False
         try:
             self.queue.put_nowait(message)
             return True
@@ -63,24 +126,29 @@ class WsClient:
             self.dropped += 1
             return False
 
+    def hold(self) -> None:
+        """Keep live messages aside (see `release`) while history is replayed to the client."""
+        if self.held is None:
+            self.held, self.held_over = [], False
+
+    def release(self, replayed: Callable[[bytes], bool]) -> bool:
+        """Queue the live messages held aside, but those `replayed` says the replay already sent;
+        False when some were dropped while held (the client must be told of a gap)."""
+        held, self.held = self.held or [], None
+        for message in held:
+            if not replayed(message):
+                self.offer(message)
+        return not self.held_over
+
 
 def encode_tick(tick: dict) -> bytes:
     """A tick's JSON, encoded once and shared by every client that wants it (senders wrap it)."""
     return orjson.dumps(tick)
 
 
-def chain_message(doc: dict) -> Whole:
-    """A `chain` message as the client receives it (re-encoded: the channel is not ours to trust)."""
-    return Whole(orjson.dumps({"type": "chain", "data": doc}))
-
-
-def _ticks(raw: bytes | str) -> list:
-    doc = orjson.loads(raw)
-    if isinstance(doc, dict):
-        return [doc]
-    if not isinstance(doc, list):
-        raise ValueError("tick payload is neither an array nor an object")
-    return doc
+def chain_message(doc: dict, position: StreamPosition | None = None) -> Whole:
+    """A `chain` message as the client receives it."""
+    return whole_message("chain", CHAIN, doc, position, (doc.get("underlying"), doc.get("expiry")))
 
 
 class TickHub:
@@ -95,6 +163,7 @@ class TickHub:
         self.clients: dict[str, WsClient] = {}
         self.by_token: dict[int, set[WsClient]] = {}
         self.by_chain: dict[ChainKey, set[WsClient]] = {}
+        self.by_orders: set[WsClient] = set()
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
 
@@ -113,6 +182,7 @@ class TickHub:
         self.unsubscribe(client, list(client.tokens))
         for key in list(client.chains):
             self.unsubscribe_chain(client, key)
+        self.subscribe_orders(client, False)
         self.clients.pop(client.id, None)
         self.metrics.ws_clients.set(len(self.clients))
 
@@ -142,6 +212,13 @@ class TickHub:
             if not holders:
                 del self.by_chain[key]
 
+    def subscribe_orders(self, client: WsClient, on: bool) -> None:
+        client.orders = on
+        if on:
+            self.by_orders.add(client)
+        else:
+            self.by_orders.discard(client)
+
     async def snapshot(self, tokens: list[int]) -> list[bytes]:
         """Latest known tick per token (from the streamer's hash), so a late joiner starts with a price."""
         if not tokens:
@@ -160,20 +237,13 @@ class TickHub:
         if not self.by_token:
             return 0  # nobody listens: skip parsing entirely
         try:
-            ticks = _ticks(raw)
+            ticks, position = unwrap(orjson.loads(raw))
         except (orjson.JSONDecodeError, ValueError):
             self.metrics.ws_feed_errors.labels("bad_payload").inc()
             return 0
         queued = dropped = 0
-        for tick in ticks:
-            if not isinstance(tick, dict):
-                continue
-            token = tick.get("instrument_token")
-            holders = self.by_token.get(token) if type(token) is int else None
-            if not holders:
-                continue
-            message = encode_tick(tick)
-            for client in holders:
+        for message in stamped_ticks(ticks, position, self.by_token.__contains__):
+            for client in self.by_token[message.key]:
                 if client.offer(message):
                     queued += 1
                 else:
@@ -187,19 +257,34 @@ class TickHub:
         if not self.by_chain:
             return 0
         try:
-            doc = orjson.loads(raw)
-            key = (doc["underlying"], doc["expiry"])
-            holders = self.by_chain.get(key) if isinstance(doc, dict) else None
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            docs, position = unwrap(orjson.loads(raw))
+            keys = [(doc["underlying"], doc["expiry"]) for doc in docs]
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
             self.metrics.ws_feed_errors.labels("bad_payload").inc()
             return 0
-        if not holders:
-            return 0
-        message = chain_message(doc)
-        queued = sum(client.offer(message) for client in holders)
-        if queued < len(holders):
-            self.metrics.ws_dropped.inc(len(holders) - queued)
+        queued = 0
+        for doc, key in zip(docs, keys, strict=True):
+            holders = self.by_chain.get(key)
+            if holders:
+                queued += self._offer(holders, chain_message(doc, position))
         return queued
+
+    def dispatch_orders(self, raw: bytes | str) -> int:
+        """Offer one message of order updates to the clients that subscribed to them."""
+        if not self.by_orders:
+            return 0
+        try:
+            updates, position = unwrap(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValueError):
+            self.metrics.ws_feed_errors.labels("bad_payload").inc()
+            return 0
+        return self._offer(self.by_orders, whole_message("orders", ORDERS, updates, position))
+
+    def _offer(self, holders: Iterable[WsClient], message: bytes) -> int:
+        offered = [client.offer(message) for client in holders]
+        if not all(offered):
+            self.metrics.ws_dropped.inc(len(offered) - sum(offered))
+        return sum(offered)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ws-tick-feed")
@@ -215,8 +300,9 @@ class TickHub:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.names.options, self.names.underlying, self.names.chain)
+                await pubsub.subscribe(self.names.options, self.names.underlying, self.names.chain, self.names.orders)
                 chain = {self.names.chain, self.names.chain.encode()}  # as the client decodes, or not
+                orders = {self.names.orders, self.names.orders.encode()}
                 self._ready.set()
                 if lost_at is not None:
                     log.info("tick feed resubscribed after %.1f s", time.monotonic() - lost_at)
@@ -226,6 +312,8 @@ class TickHub:
                         continue
                     if message["channel"] in chain:
                         self.dispatch_chain(message["data"])
+                    elif message["channel"] in orders:
+                        self.dispatch_orders(message["data"])
                     else:
                         self.dispatch(message["data"])
             except (RedisError, OSError) as exc:

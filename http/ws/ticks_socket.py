@@ -1,9 +1,13 @@
 """`/ws/ticks`: live ticks for browser and mobile clients.
 
 Client → server: `{"action": "subscribe"|"unsubscribe", "tokens": [...]}`, `{"action": "ping"}`,
-`{"action": "subscribe_chain"|"unsubscribe_chain", "underlying": "NIFTY", "expiry": "YYYY-MM-DD"}`.
+`{"action": "subscribe_chain"|"unsubscribe_chain", "underlying": "NIFTY", "expiry": "YYYY-MM-DD"}`,
+`{"action": "subscribe_orders"|"unsubscribe_orders"}`; `subscribe`, `subscribe_chain` and
+`subscribe_orders` take `"since": {"offset", "epoch"}` to resume (see history_replay.py).
 Server → client: `connected`, `subscribed`, `unsubscribed`, `tick`, `error`, `pong`,
-`chain_subscribed`, `chain_unsubscribed` and `chain` messages, each a JSON object with a `type`.
+`chain_subscribed`, `chain_unsubscribed`, `chain`, `orders_subscribed`, `orders_unsubscribed`,
+`orders` and `gap` messages, each a JSON object with a `type`; what came from a published message
+carries its `offset` and `epoch`.
 A chain subscription starts with the whole chain (`"full": true`, as `GET /chain` answers it);
 then come the streamer's chain messages: figures and the rows that changed.
 With `?batch=true` ticks come as `{"type": "ticks", "data": [...]}`, everything waiting for the
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime
 from typing import Annotated, Literal
 
@@ -26,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from ticker.core.clock import IST
+from ticker.core.tick_envelope import StreamPosition
 from ticker.http.chain_view import CHAIN_READER, ChainReader, Sources
 from ticker.http.inputs import QueryBool, read_query
 from ticker.http.keys import REQUEST_ID
@@ -33,7 +39,19 @@ from ticker.http.middleware.auth import AuthError, authenticate_ws
 from ticker.http.middleware.errors import DEPENDENCY_ERRORS, ApiError, field_errors
 from ticker.http.middleware.observe import REQUEST_ID_HEADER
 from ticker.http.state import Services, services
-from ticker.http.ws.hub import Whole, WsClient, chain_message
+from ticker.http.ws.history_replay import OVERFLOW, Gap, covered, entry_items, find_gap, replay
+from ticker.http.ws.hub import (
+    CHAIN,
+    ORDERS,
+    TICKS,
+    Stamped,
+    Whole,
+    WsClient,
+    chain_message,
+    stamped_ticks,
+    whole_message,
+)
+from ticker.infra.stores.tick_history import Entry
 
 log = logging.getLogger("ticker.http.ws")
 
@@ -48,13 +66,27 @@ class WsQuery(BaseModel):
     batch: QueryBool = False
 
 
+class Since(BaseModel):
+    """Where the client left off: the `offset` and `epoch` of the last message it received."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    offset: str = Field(max_length=41, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")
+    epoch: str = Field(min_length=1, max_length=64)
+
+    def position(self) -> StreamPosition:
+        return StreamPosition(self.offset, self.epoch)
+
+
 class WsCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    action: Literal["subscribe", "unsubscribe", "ping", "subscribe_chain", "unsubscribe_chain"]
+    action: Literal["subscribe", "unsubscribe", "ping", "subscribe_chain", "unsubscribe_chain",
+                    "subscribe_orders", "unsubscribe_orders"]
     tokens: list[Token] = Field(default_factory=list, max_length=3000)
     underlying: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Z0-9&_\-]+$")
     expiry: date | None = None
+    since: Since | None = None
 
 
 def _msg(kind: str, **fields: object) -> bytes:
@@ -80,12 +112,20 @@ class TickClient:
             self.client.queue.put_nowait(b"")  # wake the sender; empty messages are skipped
 
     async def pump(self) -> None:
-        """The only task that writes to the socket: replies first, then queued ticks in order."""
+        """The only task that writes to the socket: replies first, then queued ticks in order. A
+        send never ends in the middle of a message's ticks, so a `ticks` frame's offset covers
+        everything in it."""
         ws, queue, metrics = self.ws, self.client.queue, self.svc.metrics
+        carry: bytes | None = None
         while not ws.closed:
-            ticks = [await queue.get()]
-            while not queue.empty() and len(ticks) < MAX_TICKS_PER_SEND:
-                ticks.append(queue.get_nowait())
+            ticks = [carry if carry is not None else await queue.get()]
+            carry = None
+            while not queue.empty():
+                item = queue.get_nowait()
+                if len(ticks) >= MAX_TICKS_PER_SEND and not _same_message(ticks[-1], item):
+                    carry = item
+                    break
+                ticks.append(item)
             while not self.replies.empty():
                 await ws.send_frame(self.replies.get_nowait(), WSMsgType.TEXT)
                 metrics.ws_sent.inc()
@@ -99,11 +139,13 @@ class TickClient:
             if not ticks:
                 continue
             if self.batch:
-                await ws.send_frame(b'{"type":"ticks","data":[' + b",".join(ticks) + b"]}", WSMsgType.TEXT)
+                stamp = next((s for s in map(_stamp, reversed(ticks)) if s), b"")
+                await ws.send_frame(b'{"type":"ticks",' + stamp + b'"data":[' + b",".join(ticks) + b"]}",
+                                    WSMsgType.TEXT)
                 metrics.ws_sent.inc()
             else:
                 for tick in ticks:
-                    await ws.send_frame(b'{"type":"tick","data":' + tick + b"}", WSMsgType.TEXT)
+                    await ws.send_frame(b'{"type":"tick",' + _stamp(tick) + b'"data":' + tick + b"}", WSMsgType.TEXT)
                 metrics.ws_sent.inc(len(ticks))
             metrics.ws_ticks_sent.inc(len(ticks))
 
@@ -118,19 +160,27 @@ class TickClient:
         if command.action == "ping":
             await self.reply(_msg("pong", dropped=self.client.dropped))
         elif command.action == "subscribe":
-            await self.subscribe(command.tokens)
+            await self.subscribe(command.tokens, command.since)
         elif command.action in ("subscribe_chain", "unsubscribe_chain"):
             await self.chain(command)
+        elif command.action == "subscribe_orders":
+            await self.orders(command.since)
+        elif command.action == "unsubscribe_orders":
+            self.svc.hub.subscribe_orders(self.client, False)
+            await self.reply(_msg("orders_unsubscribed"))
         else:
             self.svc.hub.unsubscribe(self.client, command.tokens)
             await self.reply(_msg("unsubscribed", tokens=command.tokens, total=len(self.client.tokens)))
 
-    async def subscribe(self, tokens: list[int]) -> None:
+    async def subscribe(self, tokens: list[int], since: Since | None = None) -> None:
         hub, limit = self.svc.hub, self.svc.settings.ws_max_tokens_per_client
         new = [t for t in dict.fromkeys(tokens) if t not in self.client.tokens]
         if len(self.client.tokens) + len(new) > limit:
             await self.reply(_msg("error", message=f"at most {limit} tokens per connection; "
                                   f"{len(self.client.tokens)} already subscribed"))
+            return
+        if since is not None:
+            await self.resume_ticks(new, tokens, since.position())
             return
         # Snapshot first, then join the feed: nothing older than the snapshot arrives after it.
         try:
@@ -143,6 +193,63 @@ class TickClient:
         for message in latest:
             self.client.offer(message)
 
+
+    async def resume_ticks(self, new: list[int], tokens: list[int], since: StreamPosition) -> None:
+        """Subscribe `new` and send what was published for them after `since` (see history_replay)."""
+        names, wanted = self.svc.names, set(new)
+        self.client.hold()
+        self.svc.hub.subscribe(self.client, new)
+        await self.reply(_msg("subscribed", tokens=tokens, total=len(self.client.tokens)))
+
+        async def stand_in(gap: Gap) -> None:  # the latest tick of each stands in for what was lost
+            await self.reply(gap.message())
+            for message in await self.svc.hub.snapshot(new):
+                await self.client.queue.put(message)
+
+        def convert(entry: Entry) -> Iterable[bytes]:
+            return stamped_ticks(*entry_items(entry), wanted.__contains__)
+
+        await self.resume(TICKS, names.ticks_history, since, convert, stand_in,
+                          lambda message: message.key in wanted)
+
+    async def resume(self, stream: str, key: str, since: StreamPosition | None, convert: Callable[[Entry], Iterable[bytes]],
+                     stand_in: Callable[[Gap], Awaitable[None]], mine: Callable[[Stamped], bool]) -> None:
+        """With the client's live feed held aside (`WsClient.hold`): replay history `key` after
+        `since`, or tell of the gap and let `stand_in` send what stands in for it; then release the
+        live feed without what the replay covered."""
+        redis, last, done = self.svc.redis, None, True
+        try:
+            gap = None if since is None else await find_gap(
+                redis, self.svc.names, stream, key, since, envelope=self.svc.settings.tick_message_format == "envelope")
+            if since is not None and gap is None:
+                last, done = await replay(redis, key, since.offset, self.client, convert)
+            elif gap is not None:
+                await stand_in(gap)
+        except (RedisError, OSError) as exc:  # Redis is away: live messages follow once it is back
+            self.svc.outages.suspect(exc)
+            await self.reply(_msg("error", message=f"the {stream} history cannot be read right now; "
+                                  "live messages follow, resume again to fill the gap"))
+        finally:
+            complete = self.client.release(covered(stream, last, mine) if last else lambda _: False)
+        if not (done and complete):  # the client fell behind: what follows is not exact
+            await self.reply(Gap(stream, last or (since.offset if since else ""), None, None, OVERFLOW).message())
+
+    async def orders(self, since: Since | None) -> None:
+        """Join the order updates; with `since`, first those published after it (after a gap,
+        every update history still holds)."""
+        self.client.hold()
+        self.svc.hub.subscribe_orders(self.client, True)
+        await self.reply(_msg("orders_subscribed"))
+        redis, key = self.svc.redis, self.svc.names.orders_history
+
+        def convert(entry: Entry) -> Iterable[bytes]:
+            return [whole_message("orders", ORDERS, *entry_items(entry))]
+
+        async def stand_in(gap: Gap) -> None:
+            await self.reply(gap.message())
+            await replay(redis, key, "0-0", self.client, convert)
+
+        await self.resume(ORDERS, key, since.position() if since else None, convert, stand_in, lambda _: True)
 
     async def chain(self, command: WsCommand) -> None:
         """Join (or leave) a chain's stream; joining sends the whole chain first."""
@@ -168,9 +275,41 @@ class TickClient:
             await self.reply(_msg("error", message="the chain cannot be read right now; retry shortly"))
             return
         key = (doc["underlying"], doc["expiry"])
+        if command.since is not None:
+            await self.resume_chain(key, doc, command.since.position())
+            return
         self.svc.hub.subscribe_chain(self.client, key)  # after the snapshot: nothing older follows it
         await self.reply(_msg("chain_subscribed", underlying=key[0], expiry=key[1]))
         self.client.offer(chain_message({**doc, "full": True}))
+
+    async def resume_chain(self, key: tuple[str, str], doc: dict, since: StreamPosition) -> None:
+        """Join a chain's stream and replay its messages after `since`; after a gap, the whole chain."""
+        self.client.hold()
+        self.svc.hub.subscribe_chain(self.client, key)
+        await self.reply(_msg("chain_subscribed", underlying=key[0], expiry=key[1]))
+
+        def convert(entry: Entry) -> Iterable[bytes]:
+            chains, position = entry_items(entry)
+            return [chain_message(c, position) for c in chains
+                    if isinstance(c, dict) and (c.get("underlying"), c.get("expiry")) == key]
+
+        async def stand_in(gap: Gap) -> None:
+            await self.reply(gap.message())
+            await self.client.queue.put(chain_message({**doc, "full": True}))
+
+        await self.resume(CHAIN, self.svc.names.chain_history, since, convert, stand_in,
+                          lambda message: message.key == key)
+
+
+def _stamp(item: bytes) -> bytes:
+    """`"offset":...,"epoch":...,` for a tick that came from a sequenced message, else nothing."""
+    stamp = item.stamp if isinstance(item, Stamped) else b""
+    return stamp + b"," if stamp else b""
+
+
+def _same_message(a: bytes, b: bytes) -> bool:
+    return (isinstance(a, Stamped) and isinstance(b, Stamped) and bool(a.offset)
+            and (a.stream, a.offset) == (b.stream, b.offset))
 
 
 def _today() -> date:

@@ -17,6 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from ticker.core.chain import ChainLegQuote, ChainSnapshot, ChainStrike, ChainSummary
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.cli.oneshot import CliFailure
 
 REVERSE, RESET = "\x1b[7m", "\x1b[0m"
@@ -63,11 +64,17 @@ class ChainBoard:
         self.received = 0
 
     def add(self, payload: bytes) -> bool:
-        """Take one message; False when it is another chain's (or not a chain)."""
+        """Take one message (an envelope of chains, or one chain); False when none is this chain."""
         try:
-            raw: Any = orjson.loads(payload)
+            chains, _ = unwrap(orjson.loads(payload))
+        except (orjson.JSONDecodeError, ValueError):
+            return False
+        return any([self._take(raw) for raw in chains])  # a list: every chain is looked at
+
+    def _take(self, raw: Any) -> bool:
+        try:
             doc = ChainSnapshot.model_validate(raw)
-        except (orjson.JSONDecodeError, ValidationError):
+        except ValidationError:
             return False
         if doc.underlying != self.listing.underlying or doc.expiry != self.listing.expiry:
             return False

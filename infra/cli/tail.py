@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.cli.chain_board import ChainBoard, chain_listing
 from ticker.infra.cli.oneshot import CliContext, cli_context, reach_postgres, reach_redis
 from ticker.infra.queue.enqueue import names_for
@@ -37,8 +38,8 @@ class Board:
         self.received = 0
 
     def add(self, payload: bytes) -> None:
-        doc = orjson.loads(payload)
-        for item in doc if isinstance(doc, list) else [doc]:
+        items, _ = unwrap(orjson.loads(payload))  # an envelope, or a bare array (TICK_MESSAGE_FORMAT=array)
+        for item in items:
             key = item.get("instrument_token") or item.get("order_id") or item.get("type")
             if self.tokens is not None and item.get("instrument_token") not in self.tokens:
                 continue

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     tick_batch_max_size: int = Field(1000, gt=0)
     tick_batch_adaptive: bool = True  # send a batch once the socket readers go idle; the window is the ceiling
     tick_buffer_max: int = Field(100_000, gt=0)
+    # each published message an envelope with seq/epoch/offset (core/tick_envelope.py), or the bare
+    # JSON array older subscribers read (no sequencing, no history, no resume)
+    tick_message_format: Literal["envelope", "array"] = "envelope"
+    tick_history_seconds: int = Field(300, gt=0, le=86_400)  # ticks and chains kept in their history streams
     latest_snapshot_ms: int = Field(500, ge=0, le=60_000)  # latest-tick hash rewritten at most this often
     chain_interval_ms: int = Field(1000, gt=0, le=60_000)  # each option chain published at most this often
     max_ws_connections: int = Field(3, gt=0, le=3)

@@ -1,6 +1,6 @@
 """The hand-written Redis fast path of the streamer's publisher, on redis-py's own connections.
 
-`Lane` / `execute` with `command`, `publish_array`, `hset`: commands packed to RESP here, sent in
+`Lane` / `execute` with `command`, `publish_array`, `script_array`, `hset`: commands packed to RESP here, sent in
 one write on one of a redis-py client's pooled connections, replies read back in order. `Lane` holds one connection across flushes so the next flush can be written
 before the last one's replies are read. redis-py's pipeline packs every argument through several
 Python calls; an HSET of a thousand ticks is two thousand arguments, and that packing cost as much
@@ -50,6 +50,21 @@ def publish_array(channel: bytes, items: Sequence[bytes]) -> Packed:
     size = sum(map(len, items)) + n + 1  # brackets and n - 1 commas
     pieces: Packed = [b","] * (2 * n + 1)
     pieces[0] = b"*3\r\n$7\r\nPUBLISH\r\n" + bulk(channel) + b"$%d\r\n[" % size
+    pieces[1:-1:2] = items
+    pieces[-1] = b"]\r\n"
+    return pieces
+
+
+def script_array(sha: bytes, keys: Sequence[bytes], args: Sequence[bytes], items: Sequence[bytes]) -> Packed:
+    """EVALSHA sha <keys> <args> [item,item,...]: a script whose last argument is a JSON array,
+    packed like `publish_array` (the items are not copied into an array of their own)."""
+    head = [b"EVALSHA", sha, b"%d" % len(keys), *keys, *args]
+    start = b"*%d\r\n" % (len(head) + 1) + b"".join(bulk(a) for a in head)
+    if not items:
+        return [start + b"$2\r\n[]\r\n"]
+    size = sum(map(len, items)) + len(items) + 1  # brackets and n - 1 commas
+    pieces: Packed = [b","] * (2 * len(items) + 1)
+    pieces[0] = start + b"$%d\r\n[" % size
     pieces[1:-1:2] = items
     pieces[-1] = b"]\r\n"
     return pieces
@@ -108,6 +123,11 @@ class Lane:
         self.epoch = 0
         self.taken_at = 0.0  # time.monotonic() (the outage clock) when the current or last connection was taken
         self._conn = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether the next write goes on the connection the last one went on (else a fresh one)."""
+        return self._conn is not None
 
     async def write(self, commands: list[Packed]) -> int:
         """Send the commands in one write; returns the epoch they were written in."""

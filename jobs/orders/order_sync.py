@@ -19,6 +19,7 @@ from arq.worker import func
 from pydantic import BaseModel, Field, ValidationError
 
 from ticker.core.contracts import JOB_SYNC_ORDERS
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.kite.limits import RateLimited
 from ticker.infra.kite.rest import is_transient
 from ticker.infra.kite.schemas import Order
@@ -100,13 +101,13 @@ async def sync_orders(ctx: dict[str, Any], payload: dict[str, Any] | None = None
 
 # --- postbacks -------------------------------------------------------------------------------------
 def postback_orders(raw: bytes | str) -> list[Order]:
-    """The orders in one published message: a Kite postback `{"type": "order", "data": {...}}`, the
-    bare order, or a list of either. Anything else (or an order Kite's types do not fit) yields nothing."""
+    """The orders in one published message: an envelope's `updates` (core/tick_envelope.py), a list,
+    or one item, each a Kite postback `{"type": "order", "data": {...}}` or the bare order. Anything
+    else (or an order Kite's types do not fit) yields nothing."""
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        items, _ = unwrap(orjson.loads(raw))
+    except (orjson.JSONDecodeError, ValueError):
         return []
-    items = doc if isinstance(doc, list) else [doc]
     out = []
     for item in items:
         if isinstance(item, dict) and isinstance(item.get("data"), dict):

@@ -123,7 +123,8 @@ class Streamer:
         self.breaker = PublishBreaker(settings.redis_breaker_reset_seconds)
         self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
                                    batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout,
-                                   link=self.link)
+                                   link=self.link, envelope=settings.tick_message_format == "envelope",
+                                   history_seconds=settings.tick_history_seconds)
         self.chains = ChainStage(InstrumentTable([]), settings.chain_interval_ms / 1000, model=settings.greeks_model)
         self.pipeline = Pipeline(self.batches, self.enricher, self.renderer, self.publisher, self.metrics,
                                  self.chains)

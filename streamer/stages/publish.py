@@ -2,10 +2,13 @@
 Sending and reading the replies are separate steps (`send`, `settle`) so the outbox can write
 the next flush on the same connection while Redis still answers the last one.
 
-Per flush: PUBLISH `<prefix>:options` and `<prefix>:underlying` (JSON arrays of at most
-TICK_BATCH_MAX_SIZE ticks each), PUBLISH each order postback to `<prefix>:orders`, and HSET the
-latest-tick snapshot fields that are due into `<prefix>:latest` for late joiners; PUBLISH each
-option chain that is due to `<prefix>:chain`, HSETNX the day's opening OIs first seen and HSET
+Per flush: a message on `<prefix>:options` and `<prefix>:underlying` (at most TICK_BATCH_MAX_SIZE
+ticks each), one on `<prefix>:orders` with the flush's order postbacks, and HSET the latest-tick
+snapshot fields that are due into `<prefix>:latest` for late joiners; one message on `<prefix>:chain`
+with the option chains that are due. Each message is an envelope sent by the sequencing script
+(`infra/stores/tick_history.py`: seq, epoch, history stream, PUBLISH), loaded once per connection at
+the head of the pipeline; TICK_MESSAGE_FORMAT=array publishes bare arrays instead (one PUBLISH per
+postback and per chain, as before envelopes). HSETNX the day's opening OIs first seen and HSET
 each published chain's ATM IV as the day's (`<prefix>:atm_iv:<underlying>:<expiry>`). A failure or a
 flush slower than the publish timeout trips the breaker; while it is open flushes are dropped and
 counted, and it probes again by itself with growing, jittered, capped pauses. Outages are told to
@@ -26,7 +29,7 @@ from redis.exceptions import RedisError
 
 from ticker.core.contracts import Names
 from ticker.infra.runtime.throttle import Throttle
-from ticker.infra.stores import redis_fast
+from ticker.infra.stores import redis_fast, tick_history
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.publish_breaker import STATE_CODES, PublishBreaker
@@ -59,7 +62,8 @@ class Flight:
 
 class Publisher:
     def __init__(self, redis: Redis, names: Names, breaker: PublishBreaker, metrics: StreamerMetrics,
-                 *, batch_max: int, timeout: float, link: RedisLink | None = None) -> None:
+                 *, batch_max: int, timeout: float, link: RedisLink | None = None, envelope: bool = True,
+                 history_seconds: int = 300) -> None:
         self.redis = redis
         self.link = link or RedisLink()
         self.names = names
@@ -71,6 +75,10 @@ class Publisher:
         self._options, self._underlying = names.options.encode(), names.underlying.encode()
         self._orders, self._latest = names.orders.encode(), names.latest.encode()
         self._chain = names.chain.encode()
+        self.envelope = envelope  # sequenced envelopes with history (tick_history.py), or bare arrays
+        self._calls = {channel.encode(): tuple([a.encode() for a in part]
+                                               for part in tick_history.script_call(names, channel, history_seconds))
+                       for channel in (names.options, names.underlying, names.orders, names.chain)}
         self._lane = redis_fast.Lane(redis)
         self._throttle = Throttle()
 
@@ -151,17 +159,39 @@ class Publisher:
                           extra={"ticks": flight.out.ticks, "failures_not_logged": held})
 
     def _pipeline(self, out: Outgoing) -> list[redis_fast.Packed]:
-        packed = [redis_fast.publish_array(self._options, part) for part in chunked(out.options, self.batch_max)]
-        packed += [redis_fast.publish_array(self._underlying, part)
-                   for part in chunked(out.underlying + out.bars, self.batch_max)]
-        packed += [redis_fast.command(b"PUBLISH", self._orders, doc) for doc in out.orders]
+        packed = self._script() if self.envelope else []
+        packed += [self._message(self._options, part) for part in chunked(out.options, self.batch_max)]
+        packed += [self._message(self._underlying, part) for part in chunked(out.underlying + out.bars, self.batch_max)]
+        if out.orders:
+            packed += ([self._message(self._orders, out.orders)] if self.envelope
+                       else [redis_fast.command(b"PUBLISH", self._orders, doc) for doc in out.orders])
         if out.latest:
             packed.append(redis_fast.hset(self._latest, out.latest))
         return packed + self._chains(out)
 
+    def _script(self) -> list[redis_fast.Packed]:
+        """SCRIPT LOAD at the head of the first flush on each connection the lane takes: a Redis
+        restarted (or flushed of scripts) costs the lane its connection, so the next one loads it
+        again before its first EVALSHA."""
+        if self._lane.holding:  # written on the connection this flush goes out on
+            return []
+        return [redis_fast.command(b"SCRIPT", b"LOAD", tick_history.SEQUENCED)]
+
+    def _message(self, channel: bytes, items: list[bytes]) -> redis_fast.Packed:
+        """One channel message: an envelope through the sequencing script, or a bare array."""
+        if not self.envelope:
+            return redis_fast.publish_array(channel, items)
+        keys, args = self._calls[channel]
+        return redis_fast.script_array(tick_history.SEQUENCED_SHA, keys, args, items)
+
     def _chains(self, out: Outgoing) -> list[redis_fast.Packed]:
         chains = out.chains
-        packed = [redis_fast.command(b"PUBLISH", self._chain, doc) for doc in chains.messages]
+        if not chains.messages:
+            packed = []
+        elif self.envelope:  # one envelope for every chain due in this flush
+            packed = [self._message(self._chain, chains.messages)]
+        else:
+            packed = [redis_fast.command(b"PUBLISH", self._chain, doc) for doc in chains.messages]
         if chains.oi_open:  # the first one written stands: a restart must not move the day's open
             key = self.names.oi_open(chains.day).encode()
             packed += [redis_fast.command(b"HSETNX", key, token, oi) for token, oi in chains.oi_open.items()]

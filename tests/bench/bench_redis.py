@@ -5,7 +5,11 @@ the options and underlying channels and the latest-tick snapshot HSET, written a
 on one connection. Measured as CPU time of this process per tick (Redis runs elsewhere) and flushes
 per second, best of three rounds:
 
-- fast path: `redis_fast.Lane` with `publish_array` / `hset` (what the publisher ships);
+- fast path: `redis_fast.Lane` with `publish_array` / `hset` (what the publisher ships with
+  TICK_MESSAGE_FORMAT=array);
+- sequenced: the same with each array through the sequencing script (the default envelopes), also
+  measured as Redis's own CPU per tick (INFO cpu), where the script's work is done (meaningful only
+  on a Redis the bench has to itself: leave TEST_REDIS_URL unset and it starts a private one);
 - redis-py pipeline: `pipeline(transaction=False)`, `publish(channel, b"[...]")`, `hset(key, mapping=...)`;
 - redis-py `execute_command` batching: the same commands as `execute_command` calls on one pipeline
   with pre-built arguments (the least redis-py can do per command).
@@ -23,11 +27,15 @@ from itertools import chain
 import orjson
 
 from tests.bench.harness import bench_servers, fmt_time
-from ticker.infra.stores import redis_fast
+from ticker.core.contracts import Names
+from ticker.infra.stores import redis_fast, tick_history
 from ticker.infra.stores.redis import connect
 
 OPTIONS, UNDERLYING, BATCH = 4_000, 100, 1_000  # ticks per flush; TICK_BATCH_MAX_SIZE's default
 FLUSHES, ROUNDS = 100, 3
+# History trimmed as in steady state: with 300 s this short run would only grow the stream, and
+# Redis would spend its time faulting in fresh memory that production reuses.
+HISTORY_SECONDS = 1
 
 
 def _tick(token: int) -> bytes:
@@ -45,6 +53,7 @@ def _tick(token: int) -> bytes:
 
 class Flush:
     def __init__(self, prefix: str) -> None:
+        self.names = Names(prefix)
         self.options_ch, self.underlying_ch = f"{prefix}:options".encode(), f"{prefix}:underlying".encode()
         self.latest = f"{prefix}:latest".encode()
         self.options = [_tick(t) for t in range(OPTIONS)]
@@ -85,20 +94,41 @@ async def _execute_command(redis, flush: Flush) -> None:
     await pipe.execute()
 
 
+async def _sequenced(redis, flush: Flush) -> None:
+    """The fast path with envelopes: each array through the sequencing script (count, XADD to the
+    history stream, PUBLISH the envelope), what the publisher ships by default."""
+    lane = redis_fast.Lane(redis)
+    calls = {ch: [[a.encode() for a in part] for part in tick_history.script_call(flush.names, ch.decode(), HISTORY_SECONDS)]
+             for ch in (flush.options_ch, flush.underlying_ch)}
+    packed = [redis_fast.command(b"SCRIPT", b"LOAD", tick_history.SEQUENCED)]
+    packed += [redis_fast.script_array(tick_history.SEQUENCED_SHA, *calls[ch], items) for ch, items in flush.arrays()]
+    packed.append(redis_fast.hset(flush.latest, flush.snapshot))
+    await lane.write(packed)
+    await lane.read(len(packed))
+    await lane.close()
+
+
 Way = Callable[..., Awaitable[None]]
 
 
-async def _measure(redis, flush: Flush, way: Way) -> tuple[float, float]:
-    """(best CPU seconds per flush, best wall seconds per flush) over ROUNDS rounds of FLUSHES."""
+async def _measure(redis, flush: Flush, way: Way) -> tuple[float, float, float]:
+    """(best CPU seconds per flush, best wall seconds per flush, best Redis server CPU seconds per
+    flush) over ROUNDS rounds of FLUSHES."""
     await way(redis, flush)  # warm: connection, caches
-    cpu, wall = [], []
+    cpu, wall, server = [], [], []
     for _ in range(ROUNDS):
-        c0, w0 = time.process_time(), time.perf_counter()
+        s0, c0, w0 = await _server_cpu(redis), time.process_time(), time.perf_counter()
         for _ in range(FLUSHES):
             await way(redis, flush)
         cpu.append((time.process_time() - c0) / FLUSHES)
         wall.append((time.perf_counter() - w0) / FLUSHES)
-    return min(cpu), min(wall)
+        server.append((await _server_cpu(redis) - s0) / FLUSHES)
+    return min(cpu), min(wall), min(server)
+
+
+async def _server_cpu(redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def _run(report, redis_url: str) -> None:
@@ -106,17 +136,25 @@ async def _run(report, redis_url: str) -> None:
     flush = Flush(f"bench-redis-{uuid.uuid4().hex[:8]}")
     try:
         results = {}
-        for name, way in (("fast", _fast), ("pipeline", _pipeline), ("execute_command", _execute_command)):
+        for name, way in (("fast", _fast), ("sequenced", _sequenced), ("pipeline", _pipeline),
+                          ("execute_command", _execute_command)):
             results[name] = await _measure(redis, flush, way)
-        await redis.delete(flush.latest)
+        await redis.delete(flush.latest, flush.names.sequence, flush.names.ticks_history)
     finally:
         await redis.aclose()
-    fast_cpu, fast_wall = results["fast"]
+    fast_cpu, fast_wall, fast_server = results["fast"]
     n = flush.ticks
     what = f"{n:,}-tick flush ({BATCH:,}-tick arrays + {n:,}-field HSET)"
+    seq_cpu, seq_wall, seq_server = results["sequenced"]
+    report.row(f"streamer publish path, envelopes through the sequencing script (count, XADD history, PUBLISH) vs "
+               f"bare PUBLISH, {what}",
+               f"{seq_cpu / n * 1e9:,.0f} ns CPU/tick here, {seq_server / n * 1e9:,.0f} ns Redis CPU/tick, "
+               f"{fmt_time(seq_wall)}/flush",
+               f"bare: {fast_cpu / n * 1e9:,.0f} ns CPU/tick here, {fast_server / n * 1e9:,.0f} ns Redis CPU/tick, "
+               f"{fmt_time(fast_wall)}/flush", ratio=seq_wall / fast_wall)
     for name, label in (("pipeline", "redis-py pipeline publish/hset"),
                         ("execute_command", "redis-py pipeline execute_command")):
-        cpu, wall = results[name]
+        cpu, wall, _ = results[name]
         report.row(f"streamer publish path, hand-written RESP (redis_fast.Lane) vs {label}, {what}",
                    f"{fast_cpu / n * 1e9:,.0f} ns CPU/tick, {fmt_time(fast_wall)}/flush",
                    f"{label}: {cpu / n * 1e9:,.0f} ns CPU/tick, {fmt_time(wall)}/flush", ratio=cpu / fast_cpu)

@@ -14,6 +14,9 @@ Rows:
   one awaited PUBLISH per tick — as its own process (`anchor` below).
 - latency at 20k ticks/s: frame receipt in the streamer (`received_at`) to receipt here, p50/p99.
 - CPU (% of one core) and RSS of the streamer process at 27k ticks/s over 27k instruments.
+- the cost of sequencing and history: the same run with TICK_MESSAGE_FORMAT=array (bare arrays,
+  one PUBLISH per message) beside the default envelopes (one script per message: count, XADD to the
+  history stream, PUBLISH); the history is kept HISTORY_SECONDS here, not 300 s.
 "On one core": on a machine with two or more cores, the process under test (the streamer, or
 the anchor) is pinned to a core of its own and the rig (the stand-in, Redis and this subscriber)
 to the others, so they compete for neither time slices nor that core's caches; with one core,
@@ -43,6 +46,7 @@ import orjson
 from tests.bench.harness import percentile
 from ticker.core.contracts import Names
 from ticker.core.indices import underlying_name
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.dev.embedded import EmbeddedRedis, free_port
 from ticker.infra.stores.redis import connect
 
@@ -57,6 +61,7 @@ SIM_INTERVAL_MS = 100  # the stand-in sends each socket one frame per interval (
 SEED = 5
 PG_ADMIN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PREFIX, NAMESPACE = "ticker:bench", "tbench"
+HISTORY_SECONDS = 5  # the tick history kept: 300 s at 250k ticks/s would be ~40 GB of Redis here
 TICKER = str(Path(sys.executable).with_name("ticker"))
 
 
@@ -234,7 +239,7 @@ class Bench:
         async with aiohttp.ClientSession() as s, s.get(f"{self.sim_url}/_sim/counters") as r:
             return await r.json()
 
-    def start_streamer(self, adaptive: bool = True) -> tuple[subprocess.Popen, int]:
+    def start_streamer(self, adaptive: bool = True, fmt: str = "envelope") -> tuple[subprocess.Popen, int]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KITE_", "STREAMER_"))}
         env.update({
@@ -243,7 +248,8 @@ class Bench:
             "KITE_ROOT": self.sim_url, "KITE_WS_ROOT": f"ws://127.0.0.1:{self.sim_port}/ws",
             "ACCOUNT_ENCRYPTION_KEY": self.key, "STREAMER_PORT": str(port),
             "TICK_BATCH_WINDOW_MS": str(WINDOW_MS), "STREAMER_UNDERLYINGS": "true",
-            "TICK_BATCH_ADAPTIVE": "true" if adaptive else "false",
+            "TICK_BATCH_ADAPTIVE": "true" if adaptive else "false", "TICK_MESSAGE_FORMAT": fmt,
+            "TICK_HISTORY_SECONDS": str(HISTORY_SECONDS),
         })
         proc = subprocess.Popen([TICKER, "streamer", "--host", "127.0.0.1", "--instance", "bench"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=open(self.folder / "streamer.log", "wb"))
@@ -391,7 +397,7 @@ async def sample_latency(redis_url: str, seconds: float) -> tuple[list[float], l
     out: list[float] = []
     waits: list[float] = []
     for now, data in arrived:
-        ticks = orjson.loads(data)
+        ticks, _ = unwrap(orjson.loads(data))  # an envelope, or a bare array (TICK_MESSAGE_FORMAT=array)
         out += [now - t["received_at"] for t in ticks]
         waits += [t["ts"] - t["received_at"] for t in ticks]
     return out, waits
@@ -502,10 +508,10 @@ async def _drained(port: int, timeout: float = 40.0) -> None:
         await asyncio.sleep(0.25)
 
 
-async def _streamer_run(bench: Bench, sub: Counter, adaptive: bool, label: str) -> dict:
+async def _streamer_run(bench: Bench, sub: Counter, adaptive: bool, label: str, fmt: str = "envelope") -> dict:
     """One streamer process: latency at 20k ticks/s, CPU and RSS at 27k, then its ramp."""
     await bench.set_rate(100)
-    proc, port = bench.start_streamer(adaptive)
+    proc, port = bench.start_streamer(adaptive, fmt)
     await _wait_streaming(port, proc, bench.total_tokens)
     await sub.settled(100)  # the snapshot of 27k new subscriptions has been worked off
 
@@ -547,6 +553,7 @@ async def _measure(report) -> None:
     async with Bench() as bench, Counter(bench.redis_url) as sub:
         ours = await _streamer_run(bench, sub, adaptive=True, label="streamer")
         fixed = await _streamer_run(bench, sub, adaptive=False, label="streamer, window only")
+        bare = await _streamer_run(bench, sub, adaptive=True, label="streamer, bare arrays", fmt="array")
         anchor_proc = bench.start_anchor()
         await sub.settled(100)
         anchor = await _ramp(bench, sub, ANCHOR_STEPS, None, "anchor")
@@ -578,6 +585,13 @@ async def _measure(report) -> None:
                f"{ours['cpu']:.0f}% of a core, {ours['rss']:.0f} MB RSS",
                anchor=f"window alone {fixed['cpu']:.0f}% of a core", goal="<= 25% of a core, <= 200 MB",
                met=ours["cpu"] <= 25 and ours["rss"] <= 200)
+    report.row("streamer: sequenced envelopes with history (one script per message: count, XADD, PUBLISH) "
+               "vs bare arrays (TICK_MESSAGE_FORMAT=array)",
+               f"{best:,.0f} ticks/s max sustained, {per_tick * 1e6:.1f} µs/tick, {ours['cpu']:.0f}% of a core @ 27k",
+               anchor=f"bare arrays {bare['ramp'][0]:,.0f} ticks/s, {bare['per_tick'] * 1e6:.1f} µs/tick, "
+                      f"{bare['cpu']:.0f}% of a core @ 27k; latency {_latency(bare)}",
+               ratio=best / bare["ramp"][0] if bare["ramp"][0] else None, goal="ratio >= 0.9",
+               met=bool(bare["ramp"][0]) and best >= 0.9 * bare["ramp"][0])
     report.row("streamer bench: share of a core a busy loop got on this machine during the run",
                f"{share:.0%}")
 

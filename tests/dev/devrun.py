@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.stores.redis import connect
 
 OPTIONS_CHANNEL = "ticker:nifty:options"
@@ -34,7 +35,7 @@ async def first_option_ticks(redis_url: str, started: float, deadline: float) ->
         while time.monotonic() - started < deadline:
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if msg:
-                ticks = [t for t in orjson.loads(msg["data"]) if t.get("iv") is not None]
+                ticks = [t for t in unwrap(orjson.loads(msg["data"]))[0] if t.get("iv") is not None]
                 if ticks:
                     return ticks, time.monotonic() - started
         return [], time.monotonic() - started

@@ -22,6 +22,7 @@ import orjson
 import redis as sync_redis
 
 from tests.dev.devrun import OPTIONS_CHANNEL, clean_env
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.dev.embedded import free_port
 
 TICKER = str(Path(sys.executable).with_name("ticker"))
@@ -57,7 +58,7 @@ def _wait_for_option_ticks(redis_url: str, deadline: float) -> None:
     try:
         while time.monotonic() < deadline:
             msg = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg and any(t.get("iv") is not None for t in orjson.loads(msg["data"])):
+            if msg and any(t.get("iv") is not None for t in unwrap(orjson.loads(msg["data"]))[0]):
                 return
         raise AssertionError("ticker dev published no option ticks with an IV")
     finally:

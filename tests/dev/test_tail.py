@@ -13,6 +13,7 @@ import orjson
 
 from ticker.infra.cli.chain_board import REVERSE, ChainBoard, ChainListing
 from ticker.infra.cli.tail import Board
+from ticker.infra.stores.tick_history import publish_sequenced
 
 TICKER = str(Path(sys.executable).with_name("ticker"))
 
@@ -42,7 +43,8 @@ async def test_tail_process_shows_published_ticks(settings, redis, names) -> Non
     # until it has finished.
     deadline, i = time.monotonic() + 120, 0
     while not done.done() and time.monotonic() < deadline:
-        await redis.publish(names.options, orjson.dumps([_tick(777, "NIFTY24000CE", 100 + i, 0.1234)]))
+        await publish_sequenced(redis, names, names.options, [orjson.dumps(_tick(777, "NIFTY24000CE", 100 + i, 0.1234))],
+                                envelope=True, history_seconds=60)  # as the streamer publishes
         i += 1
         await asyncio.sleep(0.1)
     out, err = await asyncio.wait_for(done, 30)
@@ -77,3 +79,18 @@ def test_chain_board_keeps_the_latest_row_per_listed_strike() -> None:
     atm = [line for line in text.splitlines() if "*24000*" in line]
     assert len(atm) == 1 and "61.50" in atm[0] and "12.5" in atm[0] and "-0.500" in atm[0]
     assert f"{REVERSE}" in board.render("c", ansi=True)
+
+
+def test_boards_read_envelopes_and_bare_arrays() -> None:
+    envelope = {"seq": 7, "epoch": "e", "offset": "1-0", "ts": 1}
+    board = Board(rows=5, tokens=None)
+    board.add(orjson.dumps({**envelope, "ticks": [_tick(1, "A", 1.0, 0.1), _tick(2, "B", 2.0, 0.2)]}))
+    board.add(orjson.dumps([_tick(3, "C", 3.0, 0.3)]))  # TICK_MESSAGE_FORMAT=array
+    orders = Board(rows=5, tokens=None)
+    orders.add(orjson.dumps({**envelope, "updates": [{"order_id": "9", "status": "OPEN"}]}))
+    assert list(board.latest) == [1, 2, 3] and list(orders.latest) == ["9"]
+    chains = ChainBoard(ChainListing("NIFTY", date(2026, 11, 24), [24000.0]), rows=40)
+    other, mine = (orjson.loads(_chain("2026-11-24", [_strike(24000, p)], u)) for u, p in (("BANKNIFTY", 1.0), ("NIFTY", 7.0)))
+    assert chains.add(orjson.dumps({**envelope, "chains": [other, mine]}))
+    assert not chains.add(orjson.dumps({**envelope, "chains": [other]}))
+    assert chains.received == 1 and chains.latest[24000.0].ce.ltp == 7.0

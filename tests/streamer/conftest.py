@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from tests.databases import private_database
 from ticker.core.contracts import Names
+from ticker.core.tick_envelope import CHAINS, UPDATES, unwrap
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import KiteAccount, account_store
 from ticker.infra.stores.db import create_pool
@@ -100,6 +101,7 @@ class Recorder:
         self.redis = redis
         self.channels = channels
         self.messages: list[tuple[float, str, Any]] = []
+        self.envelopes: list[tuple[float, str, dict]] = []  # (time, channel, envelope) as published
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
         self.reconnects = 0
@@ -124,13 +126,25 @@ class Recorder:
                 while True:
                     msg = await pubsub.get_message(timeout=0.5)
                     if msg and msg["type"] == "message":
-                        self.messages.append((time.time(), msg["channel"].decode(), orjson.loads(msg["data"])))
+                        self._record(msg["channel"].decode(), orjson.loads(msg["data"]))
             except (RedisError, OSError):  # the outage test stops Redis under us: resubscribe
                 self.reconnects += 1
                 await asyncio.sleep(0.1)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def _record(self, channel: str, doc: Any) -> None:
+        """A tick message is kept as its array of ticks; order updates and chains one by one, as
+        each was its own message before envelopes. The envelopes themselves go to `envelopes`."""
+        at = time.time()
+        items, _ = unwrap(doc)
+        if isinstance(doc, dict) and "seq" in doc:
+            self.envelopes.append((at, channel, doc))
+        if isinstance(doc, dict) and (UPDATES in doc or CHAINS in doc):
+            self.messages.extend((at, channel, item) for item in items)
+        else:
+            self.messages.append((at, channel, items if isinstance(doc, dict) and "seq" in doc else doc))
 
     def ticks(self, channel: str, since: float = 0.0) -> list[dict]:
         return [t for at, ch, doc in self.messages if ch == channel and at >= since for t in doc

@@ -11,6 +11,7 @@ from vollib.black import black
 
 from ticker.core.clock import IST
 from ticker.core.contracts import Names
+from ticker.core.tick_envelope import CHAINS, StreamPosition, unwrap
 from ticker.core.wire import Ticks
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.stages.batch import Chunk, Taken
@@ -110,7 +111,9 @@ async def test_the_publisher_sends_chains_and_keeps_the_first_open(redis, settin
         async with asyncio.timeout(60):
             while message is None:
                 message = await pubsub.get_message(timeout=1)
-        assert message["data"] == b'{"underlying":"NIFTY"}'
+        envelope = orjson.loads(message["data"])
+        assert unwrap(envelope) == ([{"underlying": "NIFTY"}], StreamPosition(envelope["offset"], envelope["epoch"]))
+        assert envelope["seq"] == 1 and CHAINS in envelope
         assert await redis.hgetall(names.oi_open(day)) == {b"11": b"500", b"12": b"7"}
         assert 0 < await redis.ttl(names.oi_open(day))
         assert await redis.hgetall(names.atm_iv("NIFTY", "2030-01-31")) == {day.encode(): b"0.16"}  # the last

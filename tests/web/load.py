@@ -302,7 +302,8 @@ def _tick(token: int) -> dict[str, Any]:
 
 
 async def publish_ticks(redis_url: str, channel: str, seconds: float) -> int:
-    """Publish batches (one tick per subscribed token) back to back; returns batches sent."""
+    """Publish batches (one tick per subscribed token) back to back, each in an envelope as the
+    streamer sends it (seq, epoch, offset: the web stamps every tick with them); returns batches sent."""
     from ticker.infra.stores.redis import connect
 
     client = connect(redis_url)
@@ -311,7 +312,9 @@ async def publish_ticks(redis_url: str, channel: str, seconds: float) -> int:
     deadline = time.perf_counter() + seconds
     try:
         while time.perf_counter() < deadline:
-            await client.publish(channel, batch)
+            ms = int(time.time() * 1000)
+            head = b'{"seq":%d,"epoch":"bench","offset":"%d-%d","ts":%d,"ticks":' % (sent + 1, ms, sent, ms)
+            await client.publish(channel, head + batch + b"}")
             sent += 1
             await asyncio.sleep(0.002)  # a steady stream, not a flood that only measures drops
     finally:

@@ -18,6 +18,7 @@ from ticker.core.clock import IST
 from ticker.core.contracts import Names
 from ticker.http.state import SERVICES
 from ticker.infra.queue.enqueue import names_for
+from ticker.infra.stores.tick_history import publish_sequenced
 
 FORWARD, SPOT = 25_830.0, 25_800.0
 STRIKES = sorted({o.strike for o in OPTIONS})
@@ -171,6 +172,45 @@ async def test_a_ws_client_gets_the_chain_it_subscribed(make_api, redis, chain_n
     assert EXPIRY.isoformat() in error["details"][0]["message"]
     await ws.send_json({"action": "unsubscribe_chain", "underlying": "NIFTY"})
     assert (await _receive(ws, "chain_unsubscribed"))["expiry"] == EXPIRY.isoformat()
+    await ws.close()
+
+
+async def test_a_chain_subscription_resumes_from_history(make_api, redis, chain_names) -> None:
+    """Chain messages published while the client was away come back in order, only its chain's,
+    without the whole chain again; an unknown epoch gets a gap and the whole chain."""
+    api = await make_api(publish_channel_prefix=chain_names.prefix)
+    assert await api.app[SERVICES].hub.wait_ready(30)
+    await write_chain(redis, chain_names, time.time())
+
+    def update(underlying: str, n: int) -> bytes:
+        return orjson.dumps({"underlying": underlying, "expiry": EXPIRY.isoformat(), "rows": [], "n": n, "full": False})
+
+    async def publish(*docs: bytes) -> None:
+        await publish_sequenced(redis, chain_names, chain_names.chain, list(docs), envelope=True, history_seconds=300)
+
+    ws = await api.ws_connect("/ws/ticks")
+    assert (await ws.receive_json())["type"] == "connected"
+    await ws.send_json({"action": "subscribe_chain", "underlying": "NIFTY"})
+    await _receive(ws, "chain")  # the whole chain
+    await publish(update("NIFTY", 0))
+    seen = await _receive(ws, "chain")
+    assert seen["data"]["n"] == 0
+    await ws.close()
+    await publish(update("NIFTY", 1), update("BANKNIFTY", 1))
+    await publish(update("NIFTY", 2))
+
+    ws = await api.ws_connect("/ws/ticks")
+    assert (await ws.receive_json())["type"] == "connected"
+    since = {"offset": seen["offset"], "epoch": seen["epoch"]}
+    await ws.send_json({"action": "subscribe_chain", "underlying": "NIFTY", "since": since})
+    await _receive(ws, "chain_subscribed")
+    await publish(update("NIFTY", 3))
+    got = [(await _receive(ws, "chain"))["data"] for _ in range(3)]
+    assert [(d["underlying"], d["n"]) for d in got] == [("NIFTY", 1), ("NIFTY", 2), ("NIFTY", 3)]
+    await ws.send_json({"action": "subscribe_chain", "underlying": "NIFTY", "since": {**since, "epoch": "gone"}})
+    gap = await _receive(ws, "gap")
+    assert (gap["stream"], gap["from"], gap["reason"]) == ("chain", since["offset"], "epoch_changed")
+    assert (await _receive(ws, "chain"))["data"]["full"] is True
     await ws.close()
 
 

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from tests.conftest import SESSION_ID
 from tests.web.conftest import API_KEY, fresh_database
 from ticker.core.postbacks import postback_checksum
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.stores.accounts import KiteAccount, account_store
 from ticker.infra.stores.db import create_pool
 
@@ -54,14 +55,15 @@ async def app(make_api, settings, postback_db):
 
 @pytest_asyncio.fixture
 async def orders_channel(redis: Redis, names) -> AsyncIterator[asyncio.Queue]:
-    """Everything published on the orders channel, as parsed JSON."""
+    """Every order update published on the orders channel, as parsed JSON."""
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(names.orders)
     seen: asyncio.Queue = asyncio.Queue()
 
     async def pump() -> None:
         async for message in pubsub.listen():
-            await seen.put(orjson.loads(message["data"]))
+            for update in unwrap(orjson.loads(message["data"]))[0]:  # an envelope's updates
+                await seen.put(update)
 
     task = asyncio.create_task(pump())
     yield seen
