@@ -27,6 +27,7 @@ import redis as sync_redis
 import yaml
 
 from tests.dev.devrun import clean_env
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.cli.main import COMMANDS
 from ticker.infra.dev.embedded import free_port
 from ticker.infra.runtime.settings import (
@@ -253,7 +254,7 @@ def test_the_stack_streams_option_ticks_from_the_stand_in(settings: Settings, tm
 
             def option_ticks() -> bool:
                 msg = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                return bool(msg) and any(t.get("iv") is not None for t in orjson.loads(msg["data"]))
+                return bool(msg) and any(t.get("iv") is not None for t in unwrap(orjson.loads(msg["data"]))[0])
 
             wait_until(option_ticks, "no option ticks with an IV were published", deadline, tmp_path)
             streamer_env = {**clean_env(tmp_path), **isolation}

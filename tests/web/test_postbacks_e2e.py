@@ -16,6 +16,7 @@ import pytest_asyncio
 from tests.web.conftest import fresh_database
 from tests.web.test_e2e import Stack, order_body, running_stack
 from tests.web.test_gtt_e2e import WAIT, completed, sim_admin
+from ticker.core.tick_envelope import unwrap
 from ticker.infra.queue.enqueue import names_for
 from ticker.infra.stores.redis import connect
 
@@ -42,7 +43,7 @@ async def orders_channel(stack: Stack) -> AsyncIterator[Callable[[Callable[[dict
             while not any(predicate(doc) for doc in seen):
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None:
-                    seen.append(orjson.loads(message["data"]))
+                    seen.extend(unwrap(orjson.loads(message["data"]))[0])  # an envelope or a bare update
         return list(seen)
 
     try:
