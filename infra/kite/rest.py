@@ -101,6 +101,11 @@ class KiteRefusal(GeneralException):
     MarginException, HoldingException): the account or its funds, never worth retrying."""
 
 
+def is_rate_limited(exc: BaseException | None) -> bool:
+    """Kite's 429: a rate window was full (ours or another client's use of the same key)."""
+    return isinstance(exc, KiteException) and exc.code == 429
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying, by Kite's documented error types: a NetworkException (Kite could not reach its
     order system, a 429 rate limit, a gateway error, our own timeouts and failed connections) or an

@@ -133,7 +133,7 @@ async def portfolio(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
         raise Retry(defer=exc.wait_s) from exc
     except Exception as exc:
         if is_transient(exc) and ctx.get("job_try", 1) < d.settings.order_max_tries:
-            raise Retry(defer=backoff(d.settings, ctx.get("job_try", 1))) from exc
+            raise Retry(defer=backoff(d.settings, ctx.get("job_try", 1), exc)) from exc
         raise
 
 

@@ -82,7 +82,7 @@ async def _refresh_one(ctx: dict[str, Any], d: Deps, account_id: str,
         raise Retry(defer=exc.wait_s) from exc
     except Exception as exc:
         if is_transient(exc) and ctx.get("job_try", 1) < d.settings.order_max_tries:
-            raise Retry(defer=backoff(d.settings, ctx.get("job_try", 1))) from exc
+            raise Retry(defer=backoff(d.settings, ctx.get("job_try", 1), exc)) from exc
         raise
 
 

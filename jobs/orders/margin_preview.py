@@ -46,7 +46,7 @@ async def order_margins(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[st
         raise Retry(defer=exc.wait_s) from exc
     except Exception as exc:
         if is_transient(exc) and tries < d.settings.order_max_tries:
-            raise Retry(defer=backoff(d.settings, tries)) from exc
+            raise Retry(defer=backoff(d.settings, tries, exc)) from exc
         raise MarginsFailed(error_text(exc)) from exc
     return {"account_id": account_id, "consider_positions": req.consider_positions, **data.to_json()}
 

@@ -41,6 +41,7 @@ from ticker.infra.kite.rest import (
     KiteTimeout,
     KiteUnreachable,
     TokenException,
+    is_rate_limited,
     is_transient,
 )
 from ticker.infra.orders import audit_trail as audit
@@ -133,10 +134,14 @@ async def pace_lookup(job: OrderJob) -> None:
     await limiter(d).acquire(await kite_clients(d).budget(job.account_id), "api")
 
 
-def backoff(settings: Settings, attempt: int) -> float:
-    """Exponential with full-range jitter (x0.5..x1.5), capped."""
+def backoff(settings: Settings, attempt: int, exc: BaseException | None = None) -> float:
+    """Exponential with full-range jitter (x0.5..x1.5), capped; after Kite's 429 at least into the
+    next of Kite's one-second windows, however short the configured back-off (our limiter granted
+    the call, so the window was full of another client's calls on the same key, and retries within
+    it would all be refused)."""
     base = min(settings.order_retry_max_seconds, settings.order_retry_base_seconds * 2 ** (attempt - 1))
-    return base * random.uniform(0.5, 1.5)
+    delay = base * random.uniform(0.5, 1.5)
+    return max(delay, random.uniform(1.0, 1.5)) if is_rate_limited(exc) else delay
 
 
 def error_text(exc: BaseException) -> str:
@@ -335,7 +340,7 @@ async def _attempt_failed(job: OrderJob, api: KiteApi, number: int, started: flo
     await breaker(d).record_failure(job.account_id)
     if number < d.settings.order_max_tries:
         await audit.retrying(d.db, job.job_id, text)
-        raise Retry(defer=backoff(d.settings, number)) from exc
+        raise Retry(defer=backoff(d.settings, number, exc)) from exc
     reason = f"gave up after {number} attempts: {text}"
     # A timeout or a 5xx may have taken effect at Kite (a 429 or an unreachable Kite did not).
     if not isinstance(exc, KiteUnreachable) and getattr(exc, "code", 0) != 429:

@@ -14,6 +14,8 @@ import pytest
 
 from ticker.core.clock import IST
 from ticker.infra.kite.limits import PENDING_POLL_S, KiteLimiter, RateLimited, budget_for, order_day_budgets
+from ticker.infra.kite.rest import NetworkException
+from ticker.jobs.orders.runner import backoff
 
 
 def limiter(redis, names, settings, **limits) -> KiteLimiter:
@@ -182,3 +184,11 @@ async def test_callers_waiting_for_one_budget_keep_their_place_in_line(redis, na
     await rl.release(grants[0])
     await rl.reserve(acct, "orders", max_wait=0, ticket="b")  # room again: whoever comes takes it
     assert await redis.zrange(line, 0, -1) == [b"a", b"c", b"d", b"e"]
+
+
+def test_a_kite_429_is_retried_in_the_next_window_however_short_the_back_off(settings) -> None:
+    quick = settings.model_copy(update={"order_retry_base_seconds": 0.05, "order_retry_max_seconds": 0.4})
+    too_many = NetworkException("Too many requests", code=429)
+    assert all(1.0 <= backoff(quick, attempt, too_many) <= 1.5 for attempt in (1, 2, 3) for _ in range(20))
+    gateway = NetworkException("Bad gateway", code=502)
+    assert all(backoff(quick, 1, gateway) <= 0.075 for _ in range(20))  # other failures keep the short back-off
