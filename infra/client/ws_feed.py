@@ -92,16 +92,17 @@ class WsFeed:
         return base + PATH, {"Authorization": f"Bearer {token}"}
 
     async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Ask for every stream, from the feed's positions."""
+        """Ask for every stream, from the feed's positions. The server answers in order, so the
+        ticks' first frame (their snapshot) also says the order and chain subscriptions hold."""
         commands: list[dict[str, Any]] = []
-        if self.tokens:
-            commands.append({"action": "subscribe", "tokens": self.tokens})
         if self.orders:
             commands.append({"action": "subscribe_orders"})
         if self.chain is not None:
             underlying, expiry = self.chain
             commands.append({"action": "subscribe_chain", "underlying": underlying,
                              **({"expiry": expiry} if expiry else {})})
+        if self.tokens:
+            commands.append({"action": "subscribe", "tokens": self.tokens})
         for command, stream in zip(commands, _streams(commands), strict=True):
             since = self.positions.get(stream)
             if since is not None:
