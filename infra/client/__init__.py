@@ -18,6 +18,7 @@ from ticker.client.feed_events import (
     ChainUpdates,
     FeedEvent,
     OrderUpdates,
+    PublishedItems,
     Snapshot,
     StreamGap,
     TickBatch,
@@ -27,4 +28,4 @@ from ticker.client.ws_feed import WsFeed
 from ticker.core.tick_envelope import StreamPosition
 
 __all__ = ["CHAIN_STREAM", "ORDER_STREAM", "TICK_STREAM", "ChainUpdates", "FeedEvent", "OrderUpdates",
-           "RedisFeed", "Snapshot", "StreamGap", "StreamPosition", "TickBatch", "WsFeed"]
+           "PublishedItems", "RedisFeed", "Snapshot", "StreamGap", "StreamPosition", "TickBatch", "WsFeed"]

@@ -9,39 +9,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ticker.core.tick_envelope import StreamPosition, offset_order
+
 # The streams a feed follows, named as `/ws/ticks` names them in its `gap` messages.
 TICK_STREAM, CHAIN_STREAM, ORDER_STREAM = "ticks", "chain", "orders"
 
 
 @dataclass(frozen=True, slots=True)
-class TickBatch:
-    """The ticks of one published message (only those of the feed's tokens, when it has some)."""
+class PublishedItems:
+    """The items of one published message, at its place in its stream's history (None for a bare
+    array); `seq` counts the channel's messages (`/ws/ticks` does not pass it on)."""
 
     items: list[dict[str, Any]]
     offset: str | None
     epoch: str | None
-    seq: int | None = None  # the channel's message count; `/ws/ticks` does not pass it on
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TickBatch(PublishedItems):
+    """The ticks of one published message (only those of the feed's tokens, when it has some)."""
+
     channel: str | None = None  # the Redis channel (options or underlying); None over `/ws/ticks`
 
 
 @dataclass(frozen=True, slots=True)
-class OrderUpdates:
+class OrderUpdates(PublishedItems):
     """The order updates of one published message, as Kite reported them."""
-
-    items: list[dict[str, Any]]
-    offset: str | None
-    epoch: str | None
-    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ChainUpdates:
+class ChainUpdates(PublishedItems):
     """The chain documents of one published message (figures and the rows that changed)."""
-
-    items: list[dict[str, Any]]
-    offset: str | None
-    epoch: str | None
-    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +68,18 @@ class Snapshot:
 
 
 FeedEvent = TickBatch | OrderUpdates | ChainUpdates | StreamGap | Snapshot
+
+
+def published(stream: str, items: list[dict[str, Any]], offset: str | None, epoch: str | None,
+              seq: int | None = None, channel: str | None = None) -> FeedEvent:
+    """The event for one published message of `stream`."""
+    if stream == TICK_STREAM:
+        return TickBatch(items, offset, epoch, seq, channel)
+    return OrderUpdates(items, offset, epoch, seq) if stream == ORDER_STREAM else ChainUpdates(items, offset, epoch, seq)
+
+
+def delivered(last: StreamPosition | None, position: StreamPosition) -> bool:
+    """Whether a message at `position` was delivered already, the stream's last being `last`. One
+    of another epoch is new: the counts restarted (Redis lost or flushed its data)."""
+    return last is not None and last.epoch == position.epoch and \
+        offset_order(position.offset) <= offset_order(last.offset)

@@ -25,16 +25,15 @@ from ticker.client.feed_events import (
     CHAIN_STREAM,
     ORDER_STREAM,
     TICK_STREAM,
-    ChainUpdates,
     FeedEvent,
-    OrderUpdates,
     Snapshot,
     StreamGap,
-    TickBatch,
+    delivered,
+    published,
 )
 from ticker.core.backoff import jittered
 from ticker.core.contracts import Names
-from ticker.core.tick_envelope import StreamPosition, offset_order, unwrap
+from ticker.core.tick_envelope import StreamPosition, unwrap
 from ticker.infra.stores import tick_history
 from ticker.infra.stores.redis import connect
 
@@ -164,20 +163,16 @@ class RedisFeed:
         if channel not in self.streams:
             return None  # the ticks history also holds the channel a feed may not follow
         if position is not None:
-            last = self.positions.get(stream)
             # A live message of another epoch came on a connection that never broke: the counts
             # restarted (Redis was flushed) and nothing was lost; its offset starts the new epoch.
-            if last is not None and last.epoch == position.epoch and \
-                    offset_order(position.offset) <= offset_order(last.offset):
+            if delivered(self.positions.get(stream), position):
                 return None
             self.positions[stream] = position
+        mine = self._mine(items) if stream == TICK_STREAM else items
+        if not mine:
+            return None
         offset, epoch = (position.offset, position.epoch) if position else (None, None)
-        if stream == ORDER_STREAM:
-            return OrderUpdates(items, offset, epoch, seq)
-        if stream == CHAIN_STREAM:
-            return ChainUpdates(items, offset, epoch, seq)
-        ticks = self._mine(items)
-        return TickBatch(ticks, offset, epoch, seq, channel) if ticks else None
+        return published(stream, mine, offset, epoch, seq, channel)
 
     def _mine(self, ticks: list) -> list[dict[str, Any]]:
         wanted = self.tokens

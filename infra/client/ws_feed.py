@@ -23,20 +23,19 @@ from ticker.client.feed_events import (
     CHAIN_STREAM,
     ORDER_STREAM,
     TICK_STREAM,
-    ChainUpdates,
     FeedEvent,
-    OrderUpdates,
     Snapshot,
     StreamGap,
-    TickBatch,
+    delivered,
+    published,
 )
 from ticker.core.backoff import jittered
-from ticker.core.tick_envelope import StreamPosition, offset_order
+from ticker.core.tick_envelope import StreamPosition
 
 log = logging.getLogger("ticker.client")
 
 PATH = "/ws/ticks?batch=true"
-KINDS = {"ticks": TICK_STREAM, "orders": ORDER_STREAM, "chain": CHAIN_STREAM}  # frame type -> stream
+FRAMES = {"ticks": TICK_STREAM, "orders": ORDER_STREAM, "chain": CHAIN_STREAM}  # frame type -> stream
 
 
 class WsFeed:
@@ -117,7 +116,7 @@ class WsFeed:
         if kind == "error":
             log.warning("ticker.client: /ws/ticks says: %s", frame.get("message"))
             return []
-        stream = KINDS.get(str(kind))
+        stream = FRAMES.get(str(kind))
         if stream is None:
             return []  # connected, subscribed, pong and the like
         data = frame.get("data")
@@ -125,15 +124,11 @@ class WsFeed:
         offset, epoch = frame.get("offset"), frame.get("epoch")
         if not (isinstance(offset, str) and isinstance(epoch, str)):
             return [Snapshot(stream, items)]  # stands in after a gap, or starts a subscription
-        last = self.positions.get(stream)
-        if last is not None and last.epoch == epoch and offset_order(offset) <= offset_order(last.offset):
-            return []  # delivered before
-        self.positions[stream] = StreamPosition(offset, epoch)
-        if stream == ORDER_STREAM:
-            return [OrderUpdates(items, offset, epoch)]
-        if stream == CHAIN_STREAM:
-            return [ChainUpdates(items, offset, epoch)]
-        return [TickBatch(items, offset, epoch)]
+        position = StreamPosition(offset, epoch)
+        if delivered(self.positions.get(stream), position):
+            return []
+        self.positions[stream] = position
+        return [published(stream, items, offset, epoch)]
 
 
 def _streams(commands: list[dict[str, Any]]) -> list[str]:

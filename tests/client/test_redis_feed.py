@@ -58,6 +58,15 @@ async def kill_clients(redis: Redis, name: str) -> int:
     return len(ids)
 
 
+def delivered_once(got: list[FeedEvent], ticks: list[list[dict]], orders: list[dict]) -> None:
+    """`got` holds every published tick of the feed's tokens (not 99's) and every order update,
+    in order, each once, and no gap."""
+    assert [t for e in got if isinstance(e, TickBatch) for t in e.items] == \
+        [t for batch in ticks for t in batch if t["instrument_token"] != 99]
+    assert [u for e in got if isinstance(e, OrderUpdates) for u in e.items] == orders
+    assert not [e for e in got if isinstance(e, StreamGap | Snapshot)]
+
+
 async def test_a_feed_cut_off_while_messages_flow_resumes_with_every_message_once(redis: Redis, redis_url: str) -> None:
     names, name = fresh_names(), f"feed-{uuid.uuid4().hex[:8]}"
     feed = RedisFeed(redis_url, prefix=names.prefix, tokens=[1, 2], orders=True, name=name, backoff=(0.05, 0.5))
@@ -83,10 +92,7 @@ async def test_a_feed_cut_off_while_messages_flow_resumes_with_every_message_onc
             got.append(await anext(events))
     await events.aclose()
     assert feed.reconnects >= 1
-    assert [t for e in got if isinstance(e, TickBatch) for t in e.items] == \
-        [t for batch in ticks for t in batch if t["instrument_token"] != 99]
-    assert [u for e in got if isinstance(e, OrderUpdates) for u in e.items] == orders
-    assert not [e for e in got if isinstance(e, StreamGap | Snapshot)]
+    delivered_once(got, ticks, orders)
     tick_offsets = [e.offset for e in got if isinstance(e, TickBatch)]
     assert len(set(tick_offsets)) == 20 and feed.positions[TICK_STREAM].offset == tick_offsets[-1]
     assert [e.seq for e in got if isinstance(e, OrderUpdates)] == list(range(1, 21))
