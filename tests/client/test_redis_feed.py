@@ -14,8 +14,10 @@ from redis.asyncio import Redis
 
 from tests.waiting import wait_for
 from ticker.client import (
+    CHAIN_STREAM,
     ORDER_STREAM,
     TICK_STREAM,
+    ChainUpdates,
     FeedEvent,
     OrderUpdates,
     RedisFeed,
@@ -130,3 +132,27 @@ async def test_an_offset_older_than_history_yields_a_gap_then_the_snapshot(redis
     assert isinstance(gap, StreamGap) and (gap.reason, gap.epoch) == ("epoch_changed", epoch)
     assert isinstance(snapshot, Snapshot) and snapshot.items == [{"instrument_token": 21, "last_price": 3.5}]
     await events.aclose()
+
+
+async def test_a_later_feed_resumes_the_chain_stream_from_an_earlier_ones_positions(redis: Redis, redis_url: str) -> None:
+    names = fresh_names()
+    chains = [{"underlying": "NIFTY", "expiry": "2026-12-31", "atm_iv": 0.1 + i / 100} for i in range(3)]
+    feed = RedisFeed(redis_url, prefix=names.prefix, ticks=False, chains=True)
+    events = feed.events()
+    first = asyncio.ensure_future(anext(events))
+    await subscribed(redis, names.chain)
+    await publish(redis, names.chain, names, [chains[0]])
+    assert isinstance(got := await asyncio.wait_for(first, BOUND), ChainUpdates) and got.items == [chains[0]]
+    await events.aclose()
+
+    await publish(redis, names.chain, names, [chains[1]])  # while no feed runs
+    later = RedisFeed(redis_url, prefix=names.prefix, ticks=False, chains=True, since=feed.positions)
+    events = later.events()
+    replayed = (await take(events, 1))[0]
+    assert isinstance(replayed, ChainUpdates) and (replayed.items, replayed.seq) == ([chains[1]], 2)
+    await publish(redis, names.chain, names, [chains[2]])
+    live = (await take(events, 1))[0]
+    assert isinstance(live, ChainUpdates) and (live.items, live.seq) == ([chains[2]], 3)
+    assert later.positions[CHAIN_STREAM] == StreamPosition(live.offset or "", live.epoch or "")
+    await events.aclose()
+
