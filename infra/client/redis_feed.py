@@ -7,6 +7,10 @@ in the subscriber. Lost connections are retried with capped, jittered back-off a
 way, so nothing is missed and nothing comes twice while history still holds the last offset. When
 it no longer does (trimmed, or the epoch changed) the feed yields a `StreamGap` and what stands in
 for the lost messages: a `Snapshot` of the latest ticks, or every order update history holds.
+
+Memory stays bounded: history is read a page at a time, and live messages wait in Redis, not here.
+A consumer that falls far behind is cut off by Redis (its pub/sub output buffer limit) and resumes
+from history like after any lost connection.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ticker.infra.stores.redis import connect
 log = logging.getLogger("ticker.client")
 
 ORIGIN = "0-0"  # the position before a stream's first entry
+HISTORY_OFF = "history_off"  # TICK_MESSAGE_FORMAT=array: bare arrays, no history to resume from
 CONFIRM_SECONDS = 10.0  # how long a connection may take to confirm its subscription
 
 
@@ -66,6 +71,9 @@ class RedisFeed:
                                                 (CHAIN_STREAM, n.chain_history, chains)) if on}
         self.streams = {c: s for c, s in ((n.options, TICK_STREAM), (n.underlying, TICK_STREAM),
                                          (n.orders, ORDER_STREAM), (n.chain, CHAIN_STREAM)) if s in self.histories}
+        if not self.histories:
+            raise ValueError("follow at least one of ticks, orders and chains")
+        self._bare: set[str] = set()  # streams that delivered bare arrays: nothing to resume from
 
     def __aiter__(self) -> AsyncIterator[FeedEvent]:
         return self.events()
@@ -111,7 +119,8 @@ class RedisFeed:
     async def _catch_up(self, redis: Redis, stream: str) -> AsyncIterator[FeedEvent]:
         """What `stream` published after the feed's position, or the gap and its stand-in."""
         key, since = self.histories[stream], self.positions[stream]
-        reason = await self._resume_check(redis, key, since)
+        reason = HISTORY_OFF if stream in self._bare else await self._resume_check(redis, key, since)
+        self._bare.discard(stream)
         after = since.offset
         if reason is not None:
             oldest, newest = await tick_history.edges(redis, key)
@@ -129,7 +138,7 @@ class RedisFeed:
             entries = await tick_history.entries_after(redis, key, after)
             for entry in entries:
                 after = entry.offset
-                event = self._accept(stream, entry.channel, orjson.loads(entry.items),
+                event = self._accept(stream, entry.channel, _items(entry.items),
                                      StreamPosition(entry.offset, entry.epoch), entry.seq)
                 if event is not None:
                     yield event
@@ -162,7 +171,9 @@ class RedisFeed:
         this feed; moves the stream's position on."""
         if channel not in self.streams:
             return None  # the ticks history also holds the channel a feed may not follow
-        if position is not None:
+        if position is None:
+            self._bare.add(stream)
+        else:
             # A live message of another epoch came on a connection that never broke: the counts
             # restarted (Redis was flushed) and nothing was lost; its offset starts the new epoch.
             if delivered(self.positions.get(stream), position):
@@ -204,6 +215,15 @@ async def _subscribed(pubsub: PubSub, channels: list[str]) -> None:
             message = await pubsub.get_message(timeout=1.0)
             if message is not None and message["type"] == "subscribe":
                 pending.discard(_text(message["channel"]))
+
+
+def _items(data: bytes) -> list:
+    """A history entry's items; a malformed entry holds none (it is skipped, as live ones are)."""
+    try:
+        items = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return []
+    return items if isinstance(items, list) else []
 
 
 def _text(value: bytes | str) -> str:

@@ -55,6 +55,8 @@ class WsFeed:
         self.orders, self.chain = orders, chain
         self.positions: dict[str, StreamPosition] = dict(since or {})
         self.reconnects = 0  # connections lost and made again
+        if not (self.tokens or orders or chain):
+            raise ValueError("follow at least one of tokens, orders and a chain")
 
     def __aiter__(self) -> AsyncIterator[FeedEvent]:
         return self.events()

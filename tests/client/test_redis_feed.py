@@ -156,3 +156,23 @@ async def test_a_later_feed_resumes_the_chain_stream_from_an_earlier_ones_positi
     assert later.positions[CHAIN_STREAM] == StreamPosition(live.offset or "", live.epoch or "")
     await events.aclose()
 
+
+
+async def test_bare_arrays_have_nothing_to_resume_from_so_a_lost_connection_is_a_gap(redis: Redis, redis_url: str) -> None:
+    """TICK_MESSAGE_FORMAT=array: messages come through without offsets; after a lost connection
+    the feed cannot know what it missed, and says so before the latest ticks."""
+    names, name = fresh_names(), f"feed-{uuid.uuid4().hex[:8]}"
+    feed = RedisFeed(redis_url, prefix=names.prefix, tokens=[5], name=name, backoff=(0.05, 0.5))
+    events = feed.events()
+    first = asyncio.ensure_future(anext(events))
+    await subscribed(redis, names.options)
+    await publish_sequenced(redis, names, names.options, [orjson.dumps({"instrument_token": 5, "last_price": 1.0})],
+                            envelope=False, history_seconds=300)
+    assert await asyncio.wait_for(first, BOUND) == \
+        TickBatch([{"instrument_token": 5, "last_price": 1.0}], None, None, None, names.options)
+    await redis.hset(names.latest, "5", orjson.dumps({"instrument_token": 5, "last_price": 2.0}))
+    assert await kill_clients(redis, name) >= 1
+    assert await take(events, 2) == [StreamGap(TICK_STREAM, "0-0", None, "history_off", None),
+                                     Snapshot(TICK_STREAM, [{"instrument_token": 5, "last_price": 2.0}])]
+    assert feed.reconnects >= 1
+    await events.aclose()
