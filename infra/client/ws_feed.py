@@ -95,16 +95,16 @@ class WsFeed:
     async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Ask for every stream, from the feed's positions. The server answers in order, so the
         ticks' first frame (their snapshot) also says the order and chain subscriptions hold."""
-        commands: list[dict[str, Any]] = []
+        commands: list[tuple[str, dict[str, Any]]] = []
         if self.orders:
-            commands.append({"action": "subscribe_orders"})
+            commands.append((ORDER_STREAM, {"action": "subscribe_orders"}))
         if self.chain is not None:
             underlying, expiry = self.chain
-            commands.append({"action": "subscribe_chain", "underlying": underlying,
-                             **({"expiry": expiry} if expiry else {})})
+            commands.append((CHAIN_STREAM, {"action": "subscribe_chain", "underlying": underlying,
+                                            **({"expiry": expiry} if expiry else {})}))
         if self.tokens:
-            commands.append({"action": "subscribe", "tokens": self.tokens})
-        for command, stream in zip(commands, _streams(commands), strict=True):
+            commands.append((TICK_STREAM, {"action": "subscribe", "tokens": self.tokens}))
+        for stream, command in commands:
             since = self.positions.get(stream)
             if since is not None:
                 command["since"] = {"offset": since.offset, "epoch": since.epoch}
@@ -125,14 +125,13 @@ class WsFeed:
         items = [i for i in (data if isinstance(data, list) else [data]) if isinstance(i, dict)]
         offset, epoch = frame.get("offset"), frame.get("epoch")
         if not (isinstance(offset, str) and isinstance(epoch, str)):
-            return [Snapshot(stream, items)]  # stands in after a gap, or starts a subscription
+            # Under envelopes only the server's stand-ins lack an offset: the latest ticks or the
+            # whole chain, that start a subscription or follow a gap. (With bare arrays every
+            # frame lacks one, and comes as a Snapshot.)
+            return [Snapshot(stream, items)]
         position = StreamPosition(offset, epoch)
         if delivered(self.positions.get(stream), position):
             return []
         self.positions[stream] = position
         return [published(stream, items, offset, epoch)]
 
-
-def _streams(commands: list[dict[str, Any]]) -> list[str]:
-    by_action = {"subscribe": TICK_STREAM, "subscribe_orders": ORDER_STREAM, "subscribe_chain": CHAIN_STREAM}
-    return [by_action[c["action"]] for c in commands]
