@@ -6,6 +6,7 @@ authenticates with a JWT it fetches itself, and gives up on refused credentials.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,10 +15,14 @@ import pytest
 
 from tests.client.test_redis_feed import delivered_once
 from tests.web.conftest import API_KEY
+from tests.web.seed import EXPIRY
+from tests.web.test_chain import write_chain
 from tests.web.test_ws_resume import channel_names, publish
 from ticker.client import (
+    CHAIN_STREAM,
     ORDER_STREAM,
     TICK_STREAM,
+    ChainUpdates,
     FeedEvent,
     OrderUpdates,
     Snapshot,
@@ -112,3 +117,30 @@ async def test_a_ws_feed_turns_a_gap_into_an_event_and_fetches_its_own_jwt(make_
     refused = WsFeed(str(api.make_url("/")), api_key="wrong-key", tokens=[21]).events()
     with pytest.raises(PermissionError):
         await take(refused, 1)
+
+
+async def test_a_ws_feed_follows_a_chain_and_a_later_one_resumes_it(make_api, redis) -> None:
+    api = await make_api(publish_channel_prefix=f"ticker:f{uuid.uuid4().hex[:8]}")
+    assert await api.app[SERVICES].hub.wait_ready(30)
+    names = channel_names(api)
+    await write_chain(redis, names, time.time())
+
+    def update(underlying: str, n: int) -> dict:
+        return {"underlying": underlying, "expiry": EXPIRY.isoformat(), "rows": [], "n": n, "full": False}
+
+    feed = WsFeed(str(api.make_url("/")), chain=("NIFTY", None))
+    events = feed.events()
+    whole = (await take(events, 1))[0]  # the whole chain starts the subscription
+    assert isinstance(whole, Snapshot) and whole.stream == CHAIN_STREAM and whole.items[0]["full"] is True
+    await publish(redis, names, names.chain, [update("NIFTY", 0)])
+    assert [e.items for e in await take(events, 1) if isinstance(e, ChainUpdates)] == [[update("NIFTY", 0)]]
+    await events.aclose()
+
+    await publish(redis, names, names.chain, [update("NIFTY", 1), update("BANKNIFTY", 1)])
+    await publish(redis, names, names.chain, [update("NIFTY", 2)])
+    later = WsFeed(str(api.make_url("/")), chain=("NIFTY", None), since=feed.positions)
+    events = later.events()
+    resumed = await take(events, 2)  # only NIFTY's, and not the whole chain again
+    assert all(isinstance(e, ChainUpdates) for e in resumed)
+    assert [e.items for e in resumed if isinstance(e, ChainUpdates)] == [[update("NIFTY", 1)], [update("NIFTY", 2)]]
+    await events.aclose()
