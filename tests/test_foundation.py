@@ -93,6 +93,17 @@ def test_layering_rules(folder: str) -> None:
             assert not bad, f"{path.relative_to(ROOT)} does I/O via {bad}"
 
 
+def test_the_client_folder_is_installed_as_ticker_client_only() -> None:
+    """infra/client/ is the package `ticker.client` (pyproject maps it): nothing imports it by its
+    folder, as `ticker.infra.client`, which would load its modules twice under two names."""
+    import ticker.client
+
+    assert pathlib.Path(ticker.client.__file__).parent == ROOT / "infra" / "client"
+    for folder in ("core", "infra", "streamer", "jobs", "http", "tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            assert not {m for m in _imports(path) if m.startswith("ticker.infra.client")}, path
+
+
 # --- settings ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("override", "field"),

@@ -14,12 +14,14 @@ from redis.exceptions import DataError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
-def connect(url: str, *, decode: bool = False, max_connections: int = 64, retries: int = 0) -> Redis:
+def connect(url: str, *, decode: bool = False, max_connections: int = 64, retries: int = 0,
+            name: str | None = None) -> Redis:
     """A client with a bounded pool; `health_check_interval` keeps idle pub/sub sockets honest.
 
     `retries` > 0 retries a command that hit a connection error on a fresh connection: a pooled
     socket outlives a Redis restart, and its first command after one fails although Redis is back.
     Leave it 0 for pub/sub listeners, which must notice a reconnect (messages sent meanwhile are lost).
+    `name` is the connections' client name (CLIENT SETNAME), to tell them apart in CLIENT LIST.
     """
     tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}  # a unix socket takes no keepalive
     return Redis.from_url(
@@ -29,6 +31,7 @@ def connect(url: str, *, decode: bool = False, max_connections: int = 64, retrie
         health_check_interval=15,
         socket_connect_timeout=3,
         retry=Retry(NoBackoff(), retries) if retries else None,
+        client_name=name,
         **tcp,
     )
 
