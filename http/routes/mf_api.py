@@ -7,8 +7,8 @@ account's MF instruments snapshot once there is one) so an amount Kite would ref
 field and nothing is enqueued; an audit row before the job; `Idempotency-Key` fixes the job id; the
 jobs retry and dead-letter like order jobs. A finished job's result carries Kite's `order_id` or `sip_id`.
 
-Reads (`GET /mf/instruments`, `/mf/orders`, `/mf/sips`, `/mf/holdings`) serve the account's latest
-snapshot with its `as_of`, as `GET /portfolio/*` does; `?refresh=true` (or no snapshot yet) answers
+Reads (`GET /mf/instruments`, `/mf/orders`, `/mf/sips`, `/mf/holdings`, served with every other
+snapshot read by `portfolio_api`) give the account's latest snapshot with its `as_of`; `?refresh=true` (or no snapshot yet) answers
 202 with the refresh job that fetches all four. MF orders complete at the fund's next NAV, so an
 order's progress shows in a later snapshot.
 """
@@ -22,7 +22,6 @@ from ticker.core.mutual_funds import MfOrderRequest, MfSipModify, MfSipRequest
 from ticker.http.inputs import Strict, read_json, read_query
 from ticker.http.middleware.errors import validation_error
 from ticker.http.routes.orders_api import idempotency_key, intake_errors, submitted
-from ticker.http.routes.portfolio_api import snapshot_response
 from ticker.http.state import services
 
 routes = web.RouteTableDef()
@@ -87,24 +86,3 @@ async def cancel_sip(request: web.Request) -> web.Response:
     q = read_query(request, AccountOnly)
     with intake_errors("SIP cancel"):
         return submitted(await svc.intake.cancel_mf_sip(sip_id, q.account_id, key))
-
-
-# --- reads -----------------------------------------------------------------------------------------
-@routes.get("/mf/instruments")
-async def instruments(request: web.Request) -> web.Response:
-    return await snapshot_response(request, "mf_instruments")
-
-
-@routes.get("/mf/orders")
-async def orders(request: web.Request) -> web.Response:
-    return await snapshot_response(request, "mf_orders")
-
-
-@routes.get("/mf/sips")
-async def sips(request: web.Request) -> web.Response:
-    return await snapshot_response(request, "mf_sips")
-
-
-@routes.get("/mf/holdings")
-async def holdings(request: web.Request) -> web.Response:
-    return await snapshot_response(request, "mf_holdings")

@@ -1,6 +1,6 @@
-"""`GET /portfolio/{positions,holdings,margins}`, `GET /trades` and `GET /account/profile`: the
-account's latest snapshot of that kind from Redis; `GET /orders/{order_id}/trades`: one order's
-trades out of its account's trades snapshot.
+"""`GET /portfolio/{positions,holdings,margins}`, `GET /trades`, `GET /account/profile` and
+`GET /mf/{instruments,orders,sips,holdings}`: the account's latest snapshot of that kind from Redis;
+`GET /orders/{order_id}/trades`: one order's trades out of its account's trades snapshot.
 
 Snapshots are written by the `refresh_portfolio` job (on a schedule in market hours, after order
 updates, and when asked here), so a read never waits on Kite. `?refresh=true` asks for a fresh one:
@@ -16,6 +16,7 @@ refreshed first (202), so an order's trades never contradict `GET /orders/{order
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -103,29 +104,25 @@ async def snapshot_response(request: web.Request, kind: SnapshotKind) -> web.Res
     return json_response(snapshot_body(snapshot))
 
 
-@routes.get("/portfolio/positions")
-async def positions(request: web.Request) -> web.Response:
-    return await snapshot_response(request, "positions")
+# Every snapshot read: path -> the kind it serves (one handler each, made by `_reader`).
+SNAPSHOT_READS: dict[str, SnapshotKind] = {
+    "/portfolio/positions": "positions", "/portfolio/holdings": "holdings", "/portfolio/margins": "margins",
+    "/trades": "trades", "/account/profile": "profile",
+    "/mf/instruments": "mf_instruments", "/mf/orders": "mf_orders", "/mf/sips": "mf_sips",
+    "/mf/holdings": "mf_holdings",
+}
 
 
-@routes.get("/portfolio/holdings")
-async def holdings(request: web.Request) -> web.Response:
-    return await snapshot_response(request, "holdings")
+def _reader(kind: SnapshotKind) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def read(request: web.Request) -> web.Response:
+        return await snapshot_response(request, kind)
+
+    read.__name__ = f"read_{kind}"
+    return read
 
 
-@routes.get("/portfolio/margins")
-async def margins(request: web.Request) -> web.Response:
-    return await snapshot_response(request, "margins")
-
-
-@routes.get("/trades")
-async def trades(request: web.Request) -> web.Response:
-    return await snapshot_response(request, "trades")
-
-
-@routes.get("/account/profile")
-async def profile(request: web.Request) -> web.Response:
-    return await snapshot_response(request, "profile")
+for _path, _kind in SNAPSHOT_READS.items():
+    routes.get(_path)(_reader(_kind))
 
 
 @routes.get("/orders/{order_id}/trades")
