@@ -42,6 +42,10 @@ MF_JOBS = frozenset({JOB_PLACE_MF_ORDER, JOB_CANCEL_MF_ORDER, JOB_PLACE_MF_SIP, 
 ORDER_JOBS = frozenset({JOB_PLACE_ORDER, JOB_MODIFY_ORDER, JOB_CANCEL_ORDER, *GTT_JOBS, *MF_JOBS, JOB_ORDER_MARGINS})
 
 
+ORDERS_SHARD = "orders"  # the shard of order updates on a sharded tick bus
+DIRECTORY_SHARD = "shards"
+
+
 @dataclass(frozen=True)
 class Names:
     """Every Redis channel and key the system uses, derived from two settings.
@@ -52,6 +56,24 @@ class Names:
 
     prefix: str = "ticker:nifty"
     namespace: str = "ticker"
+
+    # --- the tick bus on a Redis Cluster (TICK_REDIS_CLUSTER) ---
+    def shard(self, tag: str) -> Names:
+        """The names of one shard of a sharded tick bus: every channel, history stream and the
+        sequence hash of the shard carry the hash tag `{tag}`, so they live in one slot (one
+        master) and one script can touch them all. Ticks and chains are sharded by underlying
+        (NIFTY, BANKNIFTY, a stock's symbol); order updates are their own shard, `ORDERS_SHARD`."""
+        return Names(f"{self.prefix}:{{{tag}}}", self.namespace)
+
+    @property
+    def shards(self) -> str:
+        """Set of the shards a sharded tick bus has carried (consumers subscribe to each)."""
+        return f"{self.prefix}:shards"
+
+    @property
+    def shard_directory(self) -> str:
+        """Sharded channel on which a shard's tag is published the first time it is added to `shards`."""
+        return f"{self.prefix}:{{{DIRECTORY_SHARD}}}:directory"
 
     # pub/sub channels
     @property

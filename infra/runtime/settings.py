@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # JSON array older subscribers read (no sequencing, no history, no resume)
     tick_message_format: Literal["envelope", "array"] = "envelope"
     tick_history_seconds: int = Field(300, gt=0, le=86_400)  # ticks and chains kept in their history streams
+    # the tick bus is a Redis Cluster: channels, streams and sequences sharded by underlying with hash
+    # tags, sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis >= 7); see core/contracts.Names.shard
+    tick_redis_cluster: bool = False
     latest_snapshot_ms: int = Field(500, ge=0, le=60_000)  # latest-tick hash rewritten at most this often
     chain_interval_ms: int = Field(1000, gt=0, le=60_000)  # each option chain published at most this often
     max_ws_connections: int = Field(3, gt=0, le=3)

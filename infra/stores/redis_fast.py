@@ -41,15 +41,17 @@ def command(*args: bytes) -> Packed:
     return [b"*%d\r\n" % len(args) + b"".join(bulk(a) for a in args)]
 
 
-def publish_array(channel: bytes, items: Sequence[bytes]) -> Packed:
-    """PUBLISH channel [item,item,...]: items and commas as pieces, so the array's bytes are copied
-    once, by the write that joins the whole flush, not first into an array of their own."""
+def publish_array(channel: bytes, items: Sequence[bytes], verb: bytes = b"PUBLISH") -> Packed:
+    """PUBLISH channel [item,item,...] (`verb` SPUBLISH on a cluster): items and commas as pieces,
+    so the array's bytes are copied once, by the write that joins the whole flush, not first into an
+    array of their own."""
     n = len(items)
+    head = b"*3\r\n" + bulk(verb) + bulk(channel)
     if n == 0:
-        return [b"*3\r\n$7\r\nPUBLISH\r\n" + bulk(channel) + b"$2\r\n[]\r\n"]
+        return [head + b"$2\r\n[]\r\n"]
     size = sum(map(len, items)) + n + 1  # brackets and n - 1 commas
     pieces: Packed = [b","] * (2 * n + 1)
-    pieces[0] = b"*3\r\n$7\r\nPUBLISH\r\n" + bulk(channel) + b"$%d\r\n[" % size
+    pieces[0] = head + b"$%d\r\n[" % size
     pieces[1:-1:2] = items
     pieces[-1] = b"]\r\n"
     return pieces
@@ -118,11 +120,16 @@ class Lane:
     noted at write time. The next write takes a fresh connection.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, preamble: Sequence[Packed] = ()) -> None:
+        """`preamble`: commands written ahead of the first flush on every connection the lane takes
+        (SCRIPT LOAD: a restarted Redis, or a replica promoted, does not know the scripts); their
+        replies are read and dropped ahead of that flush's."""
         self.pool = redis.connection_pool
+        self.preamble = list(preamble)
         self.epoch = 0
         self.taken_at = 0.0  # time.monotonic() (the outage clock) when the current or last connection was taken
         self._conn = None
+        self._unread_preamble = 0
 
     @property
     def holding(self) -> bool:
@@ -135,6 +142,8 @@ class Lane:
         if conn is None:
             self.taken_at = time.monotonic()
             conn = self._conn = await self.pool.get_connection()
+            commands = self.preamble + commands
+            self._unread_preamble = len(self.preamble)
         epoch = self.epoch
         try:
             await conn.send_packed_command(list(chain.from_iterable(commands)), check_health=False)
@@ -149,6 +158,9 @@ class Lane:
         if conn is None:
             raise ConnectionError("no connection to read from")
         try:
+            while self._unread_preamble:
+                await conn.read_response()
+                self._unread_preamble -= 1
             return [await conn.read_response() for _ in range(count)]
         except BaseException:
             await self.reset()

@@ -46,6 +46,24 @@ redis.call('PUBLISH', KEYS[1], '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '","
 return seq
 """
 SEQUENCED_SHA = hashlib.sha1(SEQUENCED).hexdigest().encode()
+# The same on a sharded tick bus (a Redis Cluster): sharded pub/sub, the channel in its shard's slot.
+SEQUENCED_SHARDED = SEQUENCED.replace(b"redis.call('PUBLISH'", b"redis.call('SPUBLISH'")
+SEQUENCED_SHARDED_SHA = hashlib.sha1(SEQUENCED_SHARDED).hexdigest().encode()
+
+# A sharded bus's directory: KEYS members set, directory channel (one slot); ARGV the shard's tag.
+# A shard new to the set is told on the channel, so subscribers start on it without polling.
+ANNOUNCE = b"""
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  redis.call('SPUBLISH', KEYS[2], ARGV[1])
+end
+return 0
+"""
+ANNOUNCE_SHA = hashlib.sha1(ANNOUNCE).hexdigest().encode()
+
+
+def script(sharded: bool) -> tuple[bytes, bytes]:
+    """The sequencing script and its SHA1 for a plain or a sharded tick bus."""
+    return (SEQUENCED_SHARDED, SEQUENCED_SHARDED_SHA) if sharded else (SEQUENCED, SEQUENCED_SHA)
 
 
 def script_call(names: Names, channel: str, history_seconds: int) -> tuple[list[str], list[str]]:
@@ -57,20 +75,22 @@ def script_call(names: Names, channel: str, history_seconds: int) -> tuple[list[
 
 
 async def publish_sequenced(redis: Redis, names: Names, channel: str, items: list[bytes], *,
-                            envelope: bool, history_seconds: int) -> None:
+                            envelope: bool, history_seconds: int, sharded: bool = False) -> None:
     """One message through redis-py (the web's postbacks): an envelope by `SEQUENCED`, or the
-    items one PUBLISH each as before envelopes (TICK_MESSAGE_FORMAT=array)."""
+    items one PUBLISH each as before envelopes (TICK_MESSAGE_FORMAT=array). `sharded`: `redis` is
+    a cluster client and `names` the message's shard (`Names.shard`)."""
     if not envelope:
         for item in items:
-            await redis.publish(channel, item)
+            await (redis.spublish(channel, item) if sharded else redis.publish(channel, item))
         return
     keys, args = script_call(names, channel, history_seconds)
     body = b"[" + b",".join(items) + b"]"
+    source, sha = script(sharded)
     try:
-        await redis.evalsha(SEQUENCED_SHA.decode(), len(keys), *keys, *args, body)
-    except NoScriptError:  # a restarted Redis forgot it
-        await redis.script_load(SEQUENCED)
-        await redis.evalsha(SEQUENCED_SHA.decode(), len(keys), *keys, *args, body)
+        await redis.evalsha(sha.decode(), len(keys), *keys, *args, body)
+    except NoScriptError:  # a restarted Redis (a promoted replica) does not know it
+        await redis.script_load(source)  # a cluster client loads it on every master
+        await redis.evalsha(sha.decode(), len(keys), *keys, *args, body)
 
 
 @dataclass(frozen=True, slots=True)

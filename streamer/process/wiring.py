@@ -119,12 +119,14 @@ class Streamer:
             metrics=self.metrics)
         self.renderer = BatchRenderer(InstrumentTable([]), model=settings.greeks_model,
                                       bar_interval=settings.bar_interval_seconds, tz=settings.tz,
-                                      snapshot_seconds=settings.latest_snapshot_ms / 1000)
+                                      snapshot_seconds=settings.latest_snapshot_ms / 1000,
+                                      sharded=settings.tick_redis_cluster)
         self.breaker = PublishBreaker(settings.redis_breaker_reset_seconds)
         self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
                                    batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout,
                                    link=self.link, envelope=settings.tick_message_format == "envelope",
-                                   history_seconds=settings.tick_history_seconds)
+                                   history_seconds=settings.tick_history_seconds,
+                                   cluster_url=settings.url("redis_url") if settings.tick_redis_cluster else None)
         self.chains = ChainStage(InstrumentTable([]), settings.chain_interval_ms / 1000, model=settings.greeks_model)
         self.pipeline = Pipeline(self.batches, self.enricher, self.renderer, self.publisher, self.metrics,
                                  self.chains)

@@ -54,6 +54,7 @@ class ChainOut:
     oi_open: dict[bytes, bytes] = field(default_factory=dict)
     atm_iv: dict[tuple[str, str], float] = field(default_factory=dict)  # (underlying, expiry) -> ATM IV now
     day: str = ""
+    shards: list[str] = field(default_factory=list)  # per message, its chain's underlying (a sharded bus's shard)
 
     @property
     def busy(self) -> bool:
@@ -169,6 +170,7 @@ class ChainStage:
         s0, s1 = int(table.chain_start[chain]), int(table.chain_start[chain + 1])
         slot_ticked = ticked[table.chain_ce[s0:s1]] | ticked[table.chain_pe[s0:s1]]  # row -1: the spare slot
         layout = self._layout(chain)
+        out.shards.append(layout.underlying or "")
         rows = layout.rows
         legs = ChainLegs(layout.strike, layout.is_call, oi_open=state["oi_open"][rows], age=now - state["at"][rows],
                          **{name: state[name][rows] for name in LEG_STATE})

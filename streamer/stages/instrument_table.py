@@ -79,6 +79,7 @@ class InstrumentTable:
         self.strike = np.fromiter((i.strike for i in items), np.float64, n)
         self.expiry = np.array([i.expiry or "NaT" for i in items], dtype="datetime64[D]").reshape(n)
         self.keys = [underlying_key(i) for i in items]
+        self.key_column = _objects(self.keys)  # the same, indexable by an array of rows
         self.symbols = [i.tradingsymbol for i in items]
         self.labels = [type_label(i) for i in items]
         self.is_option = (self.kind == KIND_CE) | (self.kind == KIND_PE)

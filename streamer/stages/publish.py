@@ -12,7 +12,13 @@ postback and per chain, as before envelopes). HSETNX the day's opening OIs first
 each published chain's ATM IV as the day's (`<prefix>:atm_iv:<underlying>:<expiry>`). A failure or a
 flush slower than the publish timeout trips the breaker; while it is open flushes are dropped and
 counted, and it probes again by itself with growing, jittered, capped pauses. Outages are told to
-the shared `RedisLink` (logged once each way). Nothing here ever raises into the outbox, not
+the shared `RedisLink` (logged once each way).
+
+On a Redis Cluster (TICK_REDIS_CLUSTER) every message goes to its shard: ticks and chains to their
+underlying's channels (`Names.shard`, hash-tagged, so a shard's channel, history stream and
+sequence share one slot), order updates to the orders shard, by SPUBLISH; each shard in a flush is
+named in the directory (`tick_history.ANNOUNCE`); the flush is written as one pipeline per master
+(`redis_routes.ClusterRoute`), which follows a failover by reading the slot map again. Nothing here ever raises into the outbox, not
 even an unexpected error of the Redis client (it is logged, and costs that flush).
 """
 
@@ -27,9 +33,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ticker.core.contracts import Names
+from ticker.core.contracts import ORDERS_SHARD, Names
 from ticker.infra.runtime.throttle import Throttle
 from ticker.infra.stores import redis_fast, tick_history
+from ticker.infra.stores.redis_routes import ClusterRoute, Routed, SingleRoute, Ticket
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.redis_link import RedisLink
 from ticker.streamer.stages.publish_breaker import STATE_CODES, PublishBreaker
@@ -56,15 +63,15 @@ class Flight:
     began: float = 0.0  # RedisLink.now() at send
     status: str = "sent"  # sent | empty | dropped | failed
     probing: bool = False
-    replies: int = 0
-    epoch: int = -1
+    ticket: Ticket | None = None  # where it was written (see redis_routes)
 
 
 class Publisher:
-    def __init__(self, redis: Redis, names: Names, breaker: PublishBreaker, metrics: StreamerMetrics,
+    def __init__(self, redis: Redis | None, names: Names, breaker: PublishBreaker, metrics: StreamerMetrics,
                  *, batch_max: int, timeout: float, link: RedisLink | None = None, envelope: bool = True,
-                 history_seconds: int = 300) -> None:
-        self.redis = redis
+                 history_seconds: int = 300, cluster_url: str | None = None) -> None:
+        """`cluster_url`: the tick bus is the Redis Cluster that URL names a node of (then `redis`
+        is unused): every message goes to its shard's channel (`Names.shard`), sharded pub/sub."""
         self.link = link or RedisLink()
         self.names = names
         self.breaker = breaker
@@ -72,14 +79,21 @@ class Publisher:
         self.batch_max = batch_max
         self.timeout = timeout
         self.published_total = 0  # ticks (not bars or postbacks) that reached Redis
-        self._options, self._underlying = names.options.encode(), names.underlying.encode()
-        self._orders, self._latest = names.orders.encode(), names.latest.encode()
-        self._chain = names.chain.encode()
         self.envelope = envelope  # sequenced envelopes with history (tick_history.py), or bare arrays
-        self._calls = {channel.encode(): tuple([a.encode() for a in part]
-                                               for part in tick_history.script_call(names, channel, history_seconds))
-                       for channel in (names.options, names.underlying, names.orders, names.chain)}
-        self._lane = redis_fast.Lane(redis)
+        self.sharded = cluster_url is not None
+        self.history_seconds = history_seconds
+        source, self._sha = tick_history.script(self.sharded)
+        preamble = [redis_fast.command(b"SCRIPT", b"LOAD", s) for s in (source, tick_history.ANNOUNCE)]
+        if cluster_url is not None:
+            self._route: SingleRoute | ClusterRoute = ClusterRoute(cluster_url, preamble, name="ticker-streamer")
+        elif redis is not None:
+            self._route = SingleRoute(redis, preamble[:1] if envelope else [])
+        else:
+            raise ValueError("a publisher needs a Redis client or a cluster URL")
+        self._verb = b"SPUBLISH" if self.sharded else b"PUBLISH"
+        self._latest = names.latest.encode()
+        self._shards: dict[str, Names] = {}  # tag -> its names; bounded by the underlyings streamed
+        self._calls: dict[str, tuple[list[bytes], list[bytes]]] = {}  # channel -> script keys, args
         self._throttle = Throttle()
 
     async def publish(self, out: Outgoing) -> bool:
@@ -101,10 +115,9 @@ class Publisher:
             return flight
         flight.probing = self.breaker.state == "half_open"
         try:
-            packed = self._pipeline(out)
-            flight.replies = len(packed)
+            routed = self._pipeline(out)
             async with asyncio.timeout_at(flight.deadline):
-                flight.epoch = await self._lane.write(packed)
+                flight.ticket = await self._route.write(routed)
         except Exception as exc:  # see _failed: nothing may raise into the outbox
             self._failed(flight, exc)
         return flight
@@ -113,15 +126,15 @@ class Publisher:
         """Read a sent flight's replies (by its deadline) and account for it."""
         if flight.status != "sent":
             return flight.status == "empty"
-        if flight.epoch != self._lane.epoch:  # an earlier flight failed and took the socket down
+        ticket = flight.ticket or Ticket()
+        if not self._route.current(ticket):  # an earlier flight failed and took a socket down
             self._failed(flight, None)
             return False
         try:
             async with asyncio.timeout_at(flight.deadline):
-                await self._lane.read(flight.replies)
+                await self._route.read(ticket)
         except Exception as exc:  # see _failed
-            if flight.epoch == self._lane.epoch:
-                await self._lane.reset()
+            await self._route.reset(ticket)
             self._failed(flight, exc)
             return False
         self.breaker.success()
@@ -139,7 +152,7 @@ class Publisher:
         return True
 
     async def close(self) -> None:
-        await self._lane.close()
+        await self._route.close()
 
     def _failed(self, flight: Flight, exc: BaseException | None) -> None:
         """A flush that did not reach Redis: dropped and counted. An error a Redis outage does not
@@ -150,7 +163,7 @@ class Publisher:
         self._state()
         if exc is None:
             return
-        self.link.failed("publisher", exc, since=self._lane.taken_at)
+        self.link.failed("publisher", exc, since=self._route.taken_at)
         if not isinstance(exc, _EXPECTED):
             self.metrics.stage_failures.labels("publish").inc()
             held = self._throttle.allow(type(exc).__name__)
@@ -158,50 +171,75 @@ class Publisher:
                 log.error("publishing a flush failed unexpectedly; dropped it", exc_info=exc,
                           extra={"ticks": flight.out.ticks, "failures_not_logged": held})
 
-    def _pipeline(self, out: Outgoing) -> list[redis_fast.Packed]:
-        packed = self._script() if self.envelope else []
-        packed += [self._message(self._options, part) for part in chunked(out.options, self.batch_max)]
-        packed += [self._message(self._underlying, part) for part in chunked(out.underlying + out.bars, self.batch_max)]
+    def _pipeline(self, out: Outgoing) -> list[Routed]:
+        routed: list[Routed] = []
+        tags: set[str] = set()
+        for tag, items in _by_shard(out.options, out.option_shards):
+            names = self._shard(tag, tags)
+            routed += [self._message(names, names.options, part) for part in chunked(items, self.batch_max)]
+        for tag, items in _by_shard(out.underlying + out.bars, out.underlying_shards):
+            names = self._shard(tag, tags)
+            routed += [self._message(names, names.underlying, part) for part in chunked(items, self.batch_max)]
         if out.orders:
-            packed += ([self._message(self._orders, out.orders)] if self.envelope
-                       else [redis_fast.command(b"PUBLISH", self._orders, doc) for doc in out.orders])
+            names = self._shard(ORDERS_SHARD if self.sharded else None, tags)
+            routed += self._documents(names, names.orders, out.orders)
         if out.latest:
-            packed.append(redis_fast.hset(self._latest, out.latest))
-        return packed + self._chains(out)
+            routed.append((self._latest, redis_fast.hset(self._latest, out.latest)))
+        routed += self._chains(out, tags)
+        return self._announce(tags) + routed
 
-    def _script(self) -> list[redis_fast.Packed]:
-        """SCRIPT LOAD at the head of the first flush on each connection the lane takes: a Redis
-        restarted (or flushed of scripts) costs the lane its connection, so the next one loads it
-        again before its first EVALSHA."""
-        if self._lane.holding:  # written on the connection this flush goes out on
-            return []
-        return [redis_fast.command(b"SCRIPT", b"LOAD", tick_history.SEQUENCED)]
+    def _shard(self, tag: str | None, seen: set[str]) -> Names:
+        """The names a shard's messages go by (on a bus that is not sharded, the one set of names)."""
+        if tag is None:
+            return self.names
+        seen.add(tag)
+        names = self._shards.get(tag)
+        if names is None:
+            names = self._shards[tag] = self.names.shard(tag)
+        return names
 
-    def _message(self, channel: bytes, items: list[bytes]) -> redis_fast.Packed:
-        """One channel message: an envelope through the sequencing script, or a bare array."""
+    def _message(self, names: Names, channel: str, items: list[bytes]) -> Routed:
+        """One message on a channel of `names`: an envelope through the sequencing script, or a bare array."""
+        key = channel.encode()
         if not self.envelope:
-            return redis_fast.publish_array(channel, items)
-        keys, args = self._calls[channel]
-        return redis_fast.script_array(tick_history.SEQUENCED_SHA, keys, args, items)
+            return key, redis_fast.publish_array(key, items, self._verb)
+        call = self._calls.get(channel)
+        if call is None:
+            keys, args = tick_history.script_call(names, channel, self.history_seconds)
+            call = self._calls[channel] = ([k.encode() for k in keys], [a.encode() for a in args])
+        return key, redis_fast.script_array(self._sha, call[0], call[1], items)
 
-    def _chains(self, out: Outgoing) -> list[redis_fast.Packed]:
+    def _documents(self, names: Names, channel: str, docs: list[bytes]) -> list[Routed]:
+        """Order updates and chains: one envelope for all of a flush's, or a message each (arrays)."""
+        if self.envelope:
+            return [self._message(names, channel, docs)]
+        key = channel.encode()
+        return [(key, redis_fast.command(self._verb, key, doc)) for doc in docs]
+
+    def _announce(self, tags: set[str]) -> list[Routed]:
+        """On a sharded bus, every shard in the flush is named in the directory (told once, when new)."""
+        if not self.sharded:
+            return []
+        members, directory = self.names.shards.encode(), self.names.shard_directory.encode()
+        return [(members, redis_fast.command(b"EVALSHA", tick_history.ANNOUNCE_SHA, b"2", members, directory,
+                                             tag.encode())) for tag in sorted(tags)]
+
+    def _chains(self, out: Outgoing, tags: set[str]) -> list[Routed]:
         chains = out.chains
-        if not chains.messages:
-            packed = []
-        elif self.envelope:  # one envelope for every chain due in this flush
-            packed = [self._message(self._chain, chains.messages)]
-        else:
-            packed = [redis_fast.command(b"PUBLISH", self._chain, doc) for doc in chains.messages]
+        routed: list[Routed] = []
+        for tag, docs in _by_shard(chains.messages, chains.shards if self.sharded else None):
+            names = self._shard(tag, tags)
+            routed += self._documents(names, names.chain, docs)
         if chains.oi_open:  # the first one written stands: a restart must not move the day's open
             key = self.names.oi_open(chains.day).encode()
-            packed += [redis_fast.command(b"HSETNX", key, token, oi) for token, oi in chains.oi_open.items()]
-            packed.append(redis_fast.command(b"EXPIRE", key, b"%d" % OI_OPEN_TTL))
+            routed += [(key, redis_fast.command(b"HSETNX", key, token, oi)) for token, oi in chains.oi_open.items()]
+            routed.append((key, redis_fast.command(b"EXPIRE", key, b"%d" % OI_OPEN_TTL)))
         day = chains.day.encode()
         for (underlying, expiry), iv in chains.atm_iv.items():  # the day's last one stands
             key = self.names.atm_iv(underlying, expiry).encode()
-            packed.append(redis_fast.command(b"HSET", key, day, repr(iv).encode()))
-            packed.append(redis_fast.command(b"EXPIRE", key, b"%d" % ATM_IV_TTL))
-        return packed
+            routed.append((key, redis_fast.command(b"HSET", key, day, repr(iv).encode())))
+            routed.append((key, redis_fast.command(b"EXPIRE", key, b"%d" % ATM_IV_TTL)))
+        return routed
 
     def _dropped(self, out: Outgoing, reason: str) -> None:
         self.metrics.dropped.labels(reason).inc(out.ticks)
@@ -210,3 +248,13 @@ class Publisher:
 
     def _state(self) -> None:
         self.metrics.breaker_state.set(STATE_CODES[self.breaker.state])
+
+
+def _by_shard(items: list[bytes], shards: list[str] | None) -> list[tuple[str | None, list[bytes]]]:
+    """Items grouped by shard, each group in the items' order; one group (None) when not sharded."""
+    if shards is None:
+        return [(None, items)] if items else []
+    groups: dict[str, list[bytes]] = {}
+    for item, tag in zip(items, shards, strict=True):
+        groups.setdefault(tag, []).append(item)
+    return list(groups.items())

@@ -57,6 +57,10 @@ class Outgoing:
     chains: ChainOut = field(default_factory=ChainOut)  # chain messages and opening OIs (see chain_stream.py)
     oldest_received: float | None = None
     started: float = 0.0  # epoch seconds its flush began (taken from the buffer)
+    # on a sharded tick bus, each item's shard (its underlying): per item of `options`, and of
+    # `underlying` followed by `bars`; None when the bus is not sharded
+    option_shards: list[str] | None = None
+    underlying_shards: list[str] | None = None
 
     @property
     def ticks(self) -> int:
@@ -65,8 +69,9 @@ class Outgoing:
 
 class BatchRenderer:
     def __init__(self, table: InstrumentTable, *, model: str, bar_interval: int, tz: tzinfo,
-                 snapshot_seconds: float = 0.0) -> None:
+                 snapshot_seconds: float = 0.0, sharded: bool = False) -> None:
         self.table = table
+        self.sharded = sharded  # label each tick with its shard (TICK_REDIS_CLUSTER)
         self.bar_interval = bar_interval
         self.tz = tz
         self.snapshot = LatestSnapshot(snapshot_seconds)
@@ -88,7 +93,16 @@ class BatchRenderer:
             out.underlying = self._side(self._ticks, self.table.tick_head, batch.underlying, received, now)
         out.bars = [self._bar_json(bar, now) for bar in batch.bars]
         out.latest = self.snapshot.take(now)
+        if self.sharded:
+            self._shards(batch, out)
         return out
+
+    def _shards(self, batch: Enriched, out: Outgoing) -> None:
+        keys = self.table.key_column
+        out.option_shards = keys[batch.options.rows].tolist() if batch.options is not None else []
+        out.underlying_shards = keys[batch.underlying.rows].tolist() if batch.underlying is not None else []
+        bars = self.table.rows_of(np.array([bar.token for bar in batch.bars], dtype=np.int64))
+        out.underlying_shards += [keys[row] if row >= 0 else "" for row in bars.tolist()]
 
     def _side(self, renderer: Renderer, heads: np.ndarray, side: Side, received: np.ndarray,
               now: float) -> list[bytes]:
