@@ -68,7 +68,7 @@ class Names:
     @property
     def shards(self) -> str:
         """Set of the shards a sharded tick bus has carried (consumers subscribe to each)."""
-        return f"{self.prefix}:shards"
+        return f"{self.prefix}:{{{DIRECTORY_SHARD}}}:members"
 
     @property
     def shard_directory(self) -> str:

@@ -70,12 +70,19 @@ class Snapshot:
 FeedEvent = TickBatch | OrderUpdates | ChainUpdates | StreamGap | Snapshot
 
 
+def stream_kind(stream: str) -> str:
+    """TICK_STREAM, CHAIN_STREAM or ORDER_STREAM: a sharded tick bus names a shard's stream
+    `<kind>:<shard>` (`ticks:NIFTY`), each with its own positions."""
+    return stream.partition(":")[0]
+
+
 def published(stream: str, items: list[dict[str, Any]], offset: str | None, epoch: str | None,
               seq: int | None = None, channel: str | None = None) -> FeedEvent:
     """The event for one published message of `stream`."""
-    if stream == TICK_STREAM:
+    kind = stream_kind(stream)
+    if kind == TICK_STREAM:
         return TickBatch(items, offset, epoch, seq, channel)
-    return OrderUpdates(items, offset, epoch, seq) if stream == ORDER_STREAM else ChainUpdates(items, offset, epoch, seq)
+    return OrderUpdates(items, offset, epoch, seq) if kind == ORDER_STREAM else ChainUpdates(items, offset, epoch, seq)
 
 
 def delivered(last: StreamPosition | None, position: StreamPosition) -> bool:

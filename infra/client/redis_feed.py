@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from ticker.client.feed_events import (
@@ -34,12 +36,14 @@ from ticker.client.feed_events import (
     StreamGap,
     delivered,
     published,
+    stream_kind,
 )
 from ticker.core.backoff import jittered
-from ticker.core.contracts import Names
+from ticker.core.contracts import ORDERS_SHARD, Names
 from ticker.core.tick_envelope import StreamPosition, unwrap
 from ticker.infra.stores import tick_history
 from ticker.infra.stores.redis import connect
+from ticker.infra.stores.shard_subscriber import Resubscribed, ShardSubscriber
 
 log = logging.getLogger("ticker.client")
 
@@ -48,32 +52,67 @@ HISTORY_OFF = "history_off"  # TICK_MESSAGE_FORMAT=array: bare arrays, no histor
 CONFIRM_SECONDS = 10.0  # how long a connection may take to confirm its subscription
 
 
+@dataclass(frozen=True, slots=True)
+class _History:
+    """One stream a feed follows: its history key and the names that hold its epoch."""
+
+    key: str
+    names: Names
+
+
+class _Reshard(Exception):
+    """A shard new to the directory: the feed subscribes again, with it."""
+
+
 class RedisFeed:
     """`async for event in RedisFeed(url, tokens=[...]):` ticks (options and underlying), and with
     `orders=True` / `chains=True` order updates and chain messages, as typed events.
 
     `since` resumes a stream from a position an earlier feed kept (`feed.positions`); without it
     a stream starts at its newest entry. `tokens` keeps only those instruments' ticks. `name` is
-    the client name the feed's Redis connections carry (CLIENT LIST)."""
+    the client name the feed's Redis connections carry (CLIENT LIST).
+
+    `cluster=True`: the tick bus is a Redis Cluster (TICK_REDIS_CLUSTER) and `url` one of its
+    nodes. Ticks and chains are then sharded by underlying, each shard a stream of its own
+    (`ticks:NIFTY`, `chain:NIFTY`; `positions` keeps one per shard); `underlyings` limits the
+    feed to those shards (default: every shard the directory names, and those it names later)."""
 
     def __init__(self, url: str, *, prefix: str = "ticker:nifty", tokens: Iterable[int] | None = None,
                  ticks: bool = True, orders: bool = False, chains: bool = False,
                  since: Mapping[str, StreamPosition] | None = None, name: str | None = None,
-                 backoff: tuple[float, float] = (0.2, 10.0)) -> None:
-        self.url, self.name, self.backoff = url, name, backoff
+                 backoff: tuple[float, float] = (0.2, 10.0), cluster: bool = False,
+                 underlyings: Iterable[str] | None = None) -> None:
+        self.url, self.name, self.backoff, self.cluster = url, name, backoff, cluster
         self.names = Names(prefix)
         self.tokens = frozenset(tokens) if tokens is not None else None
+        self.underlyings = frozenset(underlyings) if underlyings is not None else None
         self.positions: dict[str, StreamPosition] = dict(since or {})
         self.reconnects = 0  # connections lost and made again
-        n = self.names
-        self.histories = {s: k for s, k, on in ((TICK_STREAM, n.ticks_history, ticks),
-                                                (ORDER_STREAM, n.orders_history, orders),
-                                                (CHAIN_STREAM, n.chain_history, chains)) if on}
-        self.streams = {c: s for c, s in ((n.options, TICK_STREAM), (n.underlying, TICK_STREAM),
-                                         (n.orders, ORDER_STREAM), (n.chain, CHAIN_STREAM)) if s in self.histories}
-        if not self.histories:
+        self.kinds = frozenset(k for k, on in ((TICK_STREAM, ticks), (ORDER_STREAM, orders), (CHAIN_STREAM, chains)) if on)
+        if not self.kinds:
             raise ValueError("follow at least one of ticks, orders and chains")
+        self.histories: dict[str, _History] = {}  # stream -> its history
+        self.streams: dict[str, str] = {}  # channel -> stream
+        if not cluster:
+            self._follow(None)
+        elif ORDER_STREAM in self.kinds:
+            self._follow(ORDERS_SHARD)
         self._bare: set[str] = set()  # streams that delivered bare arrays: nothing to resume from
+
+    def _follow(self, shard: str | None) -> None:
+        """Follow the chosen kinds of one shard (None: the bus is not sharded)."""
+        n = self.names if shard is None else self.names.shard(shard)
+        if shard == ORDERS_SHARD:
+            kinds = [(ORDER_STREAM, n.orders_history, [n.orders])]
+        else:
+            kinds = [(TICK_STREAM, n.ticks_history, [n.options, n.underlying]), (CHAIN_STREAM, n.chain_history, [n.chain])]
+            if shard is None:
+                kinds.append((ORDER_STREAM, n.orders_history, [n.orders]))
+        for kind, key, channels in kinds:
+            if kind in self.kinds:
+                stream = kind if shard in (None, ORDERS_SHARD) else f"{kind}:{shard}"
+                self.histories[stream] = _History(key, n)
+                self.streams.update(dict.fromkeys(channels, stream))
 
     def __aiter__(self) -> AsyncIterator[FeedEvent]:
         return self.events()
@@ -81,11 +120,15 @@ class RedisFeed:
     async def events(self) -> AsyncIterator[FeedEvent]:
         attempt = 0
         while True:
-            redis = connect(self.url, max_connections=4, name=self.name)
+            redis: Redis = (RedisCluster.from_url(self.url) if self.cluster  # type: ignore[assignment]
+                            else connect(self.url, max_connections=4, name=self.name))
             try:
-                async for event in self._session(redis):
+                session = self._cluster_session(redis) if self.cluster else self._session(redis)
+                async for event in session:
                     attempt = 0
                     yield event
+            except _Reshard:
+                continue  # not a lost connection: subscribe again at once, with the new shard
             except (RedisError, OSError) as exc:
                 log.warning("ticker.client: Redis connection lost (%s); resuming", exc)
             finally:
@@ -94,13 +137,18 @@ class RedisFeed:
             attempt += 1
             self.reconnects += 1
 
+    async def _start_positions(self, redis: Redis) -> None:
+        """A stream the feed has no position in starts at its newest entry, read before subscribing
+        so the fill-in after it covers the rest."""
+        for stream, history in self.histories.items():
+            if stream not in self.positions:
+                _, newest = await tick_history.edges(redis, history.key)
+                epoch = await tick_history.current_epoch(redis, history.names)
+                self.positions[stream] = StreamPosition(newest or ORIGIN, epoch or "")
+
     async def _session(self, redis: Redis) -> AsyncIterator[FeedEvent]:
         """One connection: start positions, subscribe, fill in from history, then live."""
-        for stream, key in self.histories.items():
-            if stream not in self.positions:  # read before subscribing, so the fill-in covers the rest
-                _, newest = await tick_history.edges(redis, key)
-                epoch = await tick_history.current_epoch(redis, self.names)
-                self.positions[stream] = StreamPosition(newest or ORIGIN, epoch or "")
+        await self._start_positions(redis)
         pubsub = redis.pubsub()
         try:
             await _subscribed(pubsub, list(self.streams))
@@ -116,23 +164,69 @@ class RedisFeed:
         finally:
             await pubsub.aclose()
 
+    async def _cluster_session(self, redis: Redis) -> AsyncIterator[FeedEvent]:
+        """The same on a cluster: sharded subscriptions at each shard's master, and the directory
+        of shards followed; a shard subscribed again after a failover is filled in from history."""
+        directory = self.names.shard_directory
+        for shard in sorted(_text(s) for s in await redis.smembers(self.names.shards)):  # type: ignore[misc]
+            self._add_shard(shard, later=False)
+        await self._start_positions(redis)
+        subscriber = ShardSubscriber(self.url, [directory, *self.streams], name=self.name)
+        subscriber.start()
+        try:
+            if not await subscriber.ready(CONFIRM_SECONDS):
+                raise ConnectionError("the Redis Cluster did not confirm the feed's subscriptions")
+            for stream in list(self.histories):
+                async for event in self._catch_up(redis, stream):
+                    yield event
+            while True:
+                message = await subscriber.get_message(timeout=1.0)
+                if isinstance(message, Resubscribed):
+                    for stream in {self.streams.get(_text(c)) for c in message.channels} - {None}:
+                        async for event in self._catch_up(redis, str(stream)):
+                            yield event
+                elif message is not None:
+                    channel = _text(message[0])
+                    if channel == directory:
+                        if self._add_shard(_text(message[1]), later=True):
+                            raise _Reshard
+                        continue
+                    live = self._live(channel, message[1])
+                    if live is not None:
+                        yield live
+        finally:
+            await subscriber.aclose()
+
+    def _add_shard(self, shard: str, *, later: bool) -> bool:
+        """Follow a shard the directory names (unless the feed keeps to other underlyings). One
+        named `later`, while the feed runs, is new: all of its history is news to the feed."""
+        if shard == ORDERS_SHARD or (self.underlyings is not None and shard not in self.underlyings):
+            return False
+        before = len(self.histories)
+        self._follow(shard)
+        if later:
+            for stream in list(self.histories)[before:]:
+                self.positions.setdefault(stream, StreamPosition(ORIGIN, ""))
+        return len(self.histories) > before
+
     async def _catch_up(self, redis: Redis, stream: str) -> AsyncIterator[FeedEvent]:
         """What `stream` published after the feed's position, or the gap and its stand-in."""
-        key, since = self.histories[stream], self.positions[stream]
-        reason = HISTORY_OFF if stream in self._bare else await self._resume_check(redis, key, since)
+        history, since = self.histories[stream], self.positions[stream]
+        key, kind = history.key, stream_kind(stream)
+        reason = HISTORY_OFF if stream in self._bare else await self._resume_check(redis, history, since)
         self._bare.discard(stream)
         after = since.offset
         if reason is not None:
             oldest, newest = await tick_history.edges(redis, key)
-            epoch = await tick_history.current_epoch(redis, self.names)
+            epoch = await tick_history.current_epoch(redis, history.names)
             yield StreamGap(stream, since.offset, oldest, reason, epoch)
-            if stream == TICK_STREAM:
+            if kind == TICK_STREAM:
                 yield Snapshot(stream, await self._latest(redis))
             # What follows the stand-in comes after history's newest entry; for orders every
             # update history holds is the stand-in, so they are read from its start.
-            after = ORIGIN if stream == ORDER_STREAM else newest or ORIGIN
+            after = ORIGIN if kind == ORDER_STREAM else newest or ORIGIN
             self.positions[stream] = StreamPosition(after, epoch or "")
-            if stream != ORDER_STREAM:
+            if kind != ORDER_STREAM:
                 return
         while True:
             entries = await tick_history.entries_after(redis, key, after)
@@ -145,11 +239,11 @@ class RedisFeed:
             if len(entries) < tick_history.REPLAY_PAGE:
                 return
 
-    async def _resume_check(self, redis: Redis, key: str, since: StreamPosition) -> str | None:
+    async def _resume_check(self, redis: Redis, history: _History, since: StreamPosition) -> str | None:
         if since.offset != ORIGIN:
-            return await tick_history.resume_check(redis, self.names, key, since)
+            return await tick_history.resume_check(redis, history.names, history.key, since)
         # From a stream's start there is nothing to have been trimmed; only the epoch can differ.
-        epoch = await tick_history.current_epoch(redis, self.names)
+        epoch = await tick_history.current_epoch(redis, history.names)
         return None if not since.epoch or since.epoch == epoch else "epoch_changed"
 
     def _live(self, channel: str, data: bytes) -> FeedEvent | None:
@@ -179,7 +273,7 @@ class RedisFeed:
             if delivered(self.positions.get(stream), position):
                 return None
             self.positions[stream] = position
-        mine = self._mine(items) if stream == TICK_STREAM else items
+        mine = self._mine(items) if stream_kind(stream) == TICK_STREAM else items
         if not mine:
             return None
         offset, epoch = (position.offset, position.epoch) if position else (None, None)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from ticker.infra.stores.cluster_map import ClusterMap, node_url
+from ticker.infra.stores.cluster_map import ClusterMap
 from ticker.infra.stores.redis import connect
 from ticker.infra.stores.redis_fast import Lane, Packed
 
@@ -117,7 +118,7 @@ class ClusterRoute(_Route):
             await self._refresh()
         groups: dict[tuple[str, int], list[Packed]] = {}
         for key, packed in commands:
-            groups.setdefault(self.map.master_for(self._slot(key)), []).append(packed)
+            groups.setdefault(self._master(key), []).append(packed)
         ticket = Ticket()
         try:
             for node, packed in groups.items():
@@ -128,6 +129,13 @@ class ClusterRoute(_Route):
             self.failed()
             raise
         return ticket
+
+    def _master(self, key: bytes) -> tuple[str, int]:
+        master = self.map.master_for_slot(self._slot(key))
+        if master is None:
+            self.stale = True
+            raise ConnectionError("a slot of the tick bus has no master (a failover under way)")
+        return master
 
     def _slot(self, key: bytes) -> int:
         slot = self._slots.get(key)
@@ -140,7 +148,7 @@ class ClusterRoute(_Route):
     async def _refresh(self) -> None:
         await self.map.refresh()
         self.stale = False
-        masters = set(self.map.masters())
+        masters = self.map.masters
         for node in [n for n in self._lanes if n not in masters]:  # a master lost (failed over)
             client, lane = self._lanes.pop(node)
             await lane.reset()
@@ -159,3 +167,12 @@ class ClusterRoute(_Route):
         for client, _ in self._lanes.values():
             await client.aclose()
         self._lanes.clear()
+
+
+def node_url(seed_url: str, node: tuple[str, int]) -> str:
+    """The URL of another node of the seed's cluster: same scheme, user, password and options."""
+    parts = urlsplit(seed_url)
+    credentials, _, _ = parts.netloc.rpartition("@")
+    host = f"[{node[0]}]" if ":" in node[0] else node[0]
+    netloc = f"{credentials}@{host}:{node[1]}" if credentials else f"{host}:{node[1]}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
