@@ -24,21 +24,25 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ticker.core.contracts import Names
+from ticker.core.contracts import ORDERS_SHARD, Names
 from ticker.core.tick_envelope import StreamPosition, unwrap
 from ticker.http.dependency_watch import REDIS, Outages
 from ticker.http.middleware.observe import HttpMetrics
+from ticker.infra.stores import tick_history
+from ticker.infra.stores.shard_subscriber import Resubscribed, ShardSubscriber
 
 log = logging.getLogger("ticker.http.ws")
 
 RECONNECT_MIN, RECONNECT_MAX = 0.05, 1.0
+SHARDS_READY_SECONDS = 10.0  # how long a cluster may take to confirm the feed's subscriptions
 
 
 class Stamped(bytes):
@@ -65,8 +69,19 @@ TICKS, CHAIN, ORDERS = "ticks", "chain", "orders"  # the history streams a clien
 HELD_MAX_FACTOR = 4  # while a client replays history, up to this many queues' worth of live messages wait
 
 
-def stamp_of(position: StreamPosition | None) -> bytes:
-    return orjson.dumps({"offset": position.offset, "epoch": position.epoch})[1:-1] if position else b""
+def stamp_of(position: StreamPosition | None, stream: str = "") -> bytes:
+    """`"offset":...,"epoch":...` of a message (and its `"stream"` on a sharded bus, where each
+    shard has a stream of its own: `ticks:NIFTY`)."""
+    if position is None:
+        return b""
+    doc = {"offset": position.offset, "epoch": position.epoch}
+    return orjson.dumps({**doc, "stream": stream} if ":" in stream else doc)[1:-1]
+
+
+def shard_stream(kind: str, shard: str | None) -> str:
+    """The name of a kind's stream (TICKS, CHAIN, ORDERS): `kind` on one Redis, `kind:<shard>` for
+    a shard's ticks or chains on a sharded bus (order updates are one stream there too)."""
+    return kind if shard is None or kind == ORDERS else f"{kind}:{shard}"
 
 
 def stamped(data: bytes, cls: type[S], stream: str, position: StreamPosition | None, stamp: bytes,
@@ -77,23 +92,28 @@ def stamped(data: bytes, cls: type[S], stream: str, position: StreamPosition | N
     return item
 
 
-def stamped_ticks(ticks: list, position: StreamPosition | None, wanted: Callable[[int], bool]) -> Iterator[Stamped]:
+def stamped_ticks(ticks: list, position: StreamPosition | None, wanted: Callable[[int], bool],
+                  stream: str = TICKS) -> Iterator[Stamped]:
     """The ticks of one message that `wanted` takes, each encoded once and stamped with the message's
     position (live from the channel, or replayed from history)."""
-    stamp = stamp_of(position)
+    stamp = stamp_of(position, stream)
     for tick in ticks:
         if not isinstance(tick, dict):
             continue
         token = tick.get("instrument_token")
         if type(token) is int and wanted(token):
-            yield stamped(encode_tick(tick), Stamped, TICKS, position, stamp, token)
+            yield stamped(encode_tick(tick), Stamped, stream, position, stamp, token)
 
 
 def whole_message(kind: str, stream: str, data: object, position: StreamPosition | None, key: object = None) -> Whole:
     """A `chain` or `orders` message as the client receives it, with its position when known
     (re-encoded: the channel is not ours to trust)."""
-    doc = {"type": kind, "offset": position.offset, "epoch": position.epoch} if position else {"type": kind}
-    return stamped(orjson.dumps({**doc, "data": data}), Whole, stream, position, stamp_of(position), key)
+    doc: dict[str, object] = {"type": kind}
+    if position is not None:
+        doc.update(offset=position.offset, epoch=position.epoch)
+        if ":" in stream:
+            doc["stream"] = stream
+    return stamped(orjson.dumps({**doc, "data": data}), Whole, stream, position, stamp_of(position, stream), key)
 
 
 class WsClient:
@@ -146,17 +166,46 @@ def encode_tick(tick: dict) -> bytes:
     return orjson.dumps(tick)
 
 
-def chain_message(doc: dict, position: StreamPosition | None = None) -> Whole:
+def chain_message(doc: dict, position: StreamPosition | None = None, stream: str = CHAIN) -> Whole:
     """A `chain` message as the client receives it."""
-    return whole_message("chain", CHAIN, doc, position, (doc.get("underlying"), doc.get("expiry")))
+    return whole_message("chain", stream, doc, position, (doc.get("underlying"), doc.get("expiry")))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a channel carries: its kind (TICKS, CHAIN, ORDERS), its stream's name and history key,
+    and the names holding its sequence (a shard's on a sharded bus)."""
+
+    kind: str
+    stream: str
+    history: str
+    names: Names
+
+
+def routes_of(names: Names, shard: str | None = None) -> dict[str, Route]:
+    """Channel -> route for the channels of one shard (None: a tick bus that is not sharded)."""
+    n = names if shard is None else names.shard(shard)
+    if shard == ORDERS_SHARD:
+        return {n.orders: Route(ORDERS, ORDERS, n.orders_history, n)}
+    ticks = Route(TICKS, shard_stream(TICKS, shard), n.ticks_history, n)
+    out = {n.options: ticks, n.underlying: ticks,
+           n.chain: Route(CHAIN, shard_stream(CHAIN, shard), n.chain_history, n)}
+    if shard is None:
+        out[n.orders] = Route(ORDERS, ORDERS, n.orders_history, n)
+    return out
 
 
 class TickHub:
     def __init__(self, redis: Redis, names: Names, metrics: HttpMetrics, *, queue_max: int,
-                 max_clients: int, outages: Outages | None = None) -> None:
+                 max_clients: int, outages: Outages | None = None, cluster_url: str | None = None) -> None:
+        """`cluster_url`: the tick bus is a Redis Cluster (TICK_REDIS_CLUSTER), `redis` a cluster
+        client of it; the feed follows every shard in the directory by sharded pub/sub."""
         self.redis = redis
         self.outages = outages
         self.names = names
+        self.cluster_url = cluster_url
+        self.routes: dict[str, Route] = routes_of(names) if cluster_url is None else routes_of(names, ORDERS_SHARD)
+        self._last: dict[str, str] = {}  # history key -> offset of the last message routed (cluster: to fill in)
         self.metrics = metrics
         self.queue_max = queue_max
         self.max_clients = max_clients
@@ -232,7 +281,27 @@ class TickHub:
         return out
 
     # --- the feed ---------------------------------------------------------------------------------
-    def dispatch(self, raw: bytes | str) -> int:
+    def route(self, channel: str) -> Route:
+        """A channel's route; one the hub does not know is taken for ticks (it never subscribes one)."""
+        return self.routes.get(channel) or Route(TICKS, TICKS, self.names.ticks_history, self.names)
+
+    def history_route(self, kind: str, shard: str | None = None) -> Route:
+        """The route of a kind's stream: on a sharded bus, `shard`'s (order updates: their own)."""
+        if self.cluster_url is None:
+            shard = None
+        elif kind == ORDERS:
+            shard = ORDERS_SHARD
+        return next(r for r in routes_of(self.names, shard).values() if r.kind == kind)
+
+    def deliver(self, route: Route, raw: bytes | str) -> int:
+        """Route one message of a channel; returns how many messages were queued."""
+        if route.kind == CHAIN:
+            return self.dispatch_chain(raw, route.stream)
+        if route.kind == ORDERS:
+            return self.dispatch_orders(raw, route.stream)
+        return self.dispatch(raw, route.stream)
+
+    def dispatch(self, raw: bytes | str, stream: str = TICKS) -> int:
         """Route one published batch; returns how many messages were queued."""
         if not self.by_token:
             return 0  # nobody listens: skip parsing entirely
@@ -242,7 +311,7 @@ class TickHub:
             self.metrics.ws_feed_errors.labels("bad_payload").inc()
             return 0
         queued = dropped = 0
-        for message in stamped_ticks(ticks, position, self.by_token.__contains__):
+        for message in stamped_ticks(ticks, position, self.by_token.__contains__, stream):
             for client in self.by_token[message.key]:
                 if client.offer(message):
                     queued += 1
@@ -252,7 +321,7 @@ class TickHub:
             self.metrics.ws_dropped.inc(dropped)
         return queued
 
-    def dispatch_chain(self, raw: bytes | str) -> int:
+    def dispatch_chain(self, raw: bytes | str, stream: str = CHAIN) -> int:
         """Route one chain message (see the streamer's chain stage) to the clients of that chain."""
         if not self.by_chain:
             return 0
@@ -266,10 +335,10 @@ class TickHub:
         for doc, key in zip(docs, keys, strict=True):
             holders = self.by_chain.get(key)
             if holders:
-                queued += self._offer(holders, chain_message(doc, position))
+                queued += self._offer(holders, chain_message(doc, position, stream))
         return queued
 
-    def dispatch_orders(self, raw: bytes | str) -> int:
+    def dispatch_orders(self, raw: bytes | str, stream: str = ORDERS) -> int:
         """Offer one message of order updates to the clients that subscribed to them."""
         if not self.by_orders:
             return 0
@@ -278,7 +347,7 @@ class TickHub:
         except (orjson.JSONDecodeError, ValueError):
             self.metrics.ws_feed_errors.labels("bad_payload").inc()
             return 0
-        return self._offer(self.by_orders, whole_message("orders", ORDERS, updates, position))
+        return self._offer(self.by_orders, whole_message("orders", stream, updates, position))
 
     def _offer(self, holders: Iterable[WsClient], message: bytes) -> int:
         offered = [client.offer(message) for client in holders]
@@ -298,24 +367,11 @@ class TickHub:
     async def _run(self) -> None:
         delay, lost_at = RECONNECT_MIN, None
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.names.options, self.names.underlying, self.names.chain, self.names.orders)
-                chain = {self.names.chain, self.names.chain.encode()}  # as the client decodes, or not
-                orders = {self.names.orders, self.names.orders.encode()}
-                self._ready.set()
-                if lost_at is not None:
-                    log.info("tick feed resubscribed after %.1f s", time.monotonic() - lost_at)
-                delay, lost_at = RECONNECT_MIN, None
-                async for message in pubsub.listen():
-                    if message["type"] != "message":
-                        continue
-                    if message["channel"] in chain:
-                        self.dispatch_chain(message["data"])
-                    elif message["channel"] in orders:
-                        self.dispatch_orders(message["data"])
-                    else:
-                        self.dispatch(message["data"])
+                async for _ in self._listen():  # one pass per connection made
+                    if lost_at is not None:
+                        log.info("tick feed resubscribed after %.1f s", time.monotonic() - lost_at)
+                    delay, lost_at = RECONNECT_MIN, None
             except (RedisError, OSError) as exc:
                 self.metrics.ws_feed_errors.labels("redis").inc()
                 if lost_at is None:  # the outage itself is logged by the outage watcher
@@ -328,13 +384,90 @@ class TickHub:
                 log.exception("tick feed failed; restarting in %.1f s", delay)
             finally:
                 self._ready.clear()
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
             if self.outages is not None:
                 await self.outages.pause(REDIS, delay)  # cut short when the outage watcher sees Redis back
             else:
                 await asyncio.sleep(delay)
             delay = min(RECONNECT_MAX, delay * 2)
+
+    async def _listen(self) -> AsyncIterator[None]:
+        """Subscribe and route messages until the connection is lost (which raises); yields once
+        subscribed."""
+        if self.cluster_url is not None:
+            async for _ in self._listen_sharded(self.cluster_url):
+                yield None
+            return
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*self.routes)
+            self._ready.set()
+            yield None
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    self.deliver(self.route(_text(message["channel"])), message["data"])
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+
+    async def _listen_sharded(self, url: str) -> AsyncIterator[None]:
+        """The feed on a sharded bus: every shard the directory names, and those it names later.
+        Channels subscribed again after a failover are filled in from their history, from the last
+        message routed, so connected clients miss nothing the new master holds."""
+        directory = self.names.shard_directory
+        for shard in await self.redis.smembers(self.names.shards):  # type: ignore[misc]
+            self.routes.update(routes_of(self.names, _text(shard)))
+        subscriber = ShardSubscriber(url, [directory, *self.routes], name="ticker-web-hub")
+        subscriber.start()
+        try:
+            if not await subscriber.ready(SHARDS_READY_SECONDS):
+                raise ConnectionError("the tick bus cluster did not confirm the hub's subscriptions")
+            self._ready.set()
+            yield None
+            async for event in subscriber:
+                if isinstance(event, Resubscribed):
+                    await self._fill_in({self.route(_text(c)) for c in event.channels if _text(c) in self.routes})
+                    continue
+                channel, data = _text(event[0]), event[1]
+                if channel == directory:
+                    self._new_shard(subscriber, _text(data))
+                    continue
+                route = self.route(channel)
+                self._note(route, data)
+                self.deliver(route, data)
+        finally:
+            await subscriber.aclose()
+
+    def _new_shard(self, subscriber: ShardSubscriber, shard: str) -> None:
+        routes = {c: r for c, r in routes_of(self.names, shard).items() if c not in self.routes}
+        if routes:
+            self.routes.update(routes)
+            subscriber.add(routes)
+
+    def _note(self, route: Route, data: bytes) -> None:
+        """Keep the offset of a shard's last message (read from the envelope's head, not parsed)."""
+        at = data.find(b'"offset":"', 0, 160)
+        if at >= 0:
+            end = data.find(b'"', at + 10)
+            self._last[route.history] = data[at + 10:end].decode()
+
+    async def _fill_in(self, routes: set[Route]) -> None:
+        """Route what each history holds after the last message routed from it (a failover lost
+        the subscription; messages published meanwhile were not received)."""
+        for route in routes:
+            after = self._last.get(route.history)
+            if after is None:
+                continue
+            while True:
+                entries = await tick_history.entries_after(self.redis, route.history, after)
+                for entry in entries:
+                    after = entry.offset
+                    envelope = b'{"seq":%d,"epoch":"%s","offset":"%s","%s":%s}' % (
+                        entry.seq, entry.epoch.encode(), entry.offset.encode(), _ITEMS[route.kind], entry.items)
+                    self.deliver(self.routes.get(entry.channel, route), envelope)
+                self._last[route.history] = after
+                if len(entries) < tick_history.REPLAY_PAGE:
+                    break
+            log.info("tick feed filled in %s after a resubscription", route.stream)
 
     async def send_away(self, timeout: float = 5.0) -> None:
         """Close every client's socket with 1001 (going away), so clients reconnect elsewhere."""
@@ -357,3 +490,10 @@ class TickHub:
             pass
         except Exception:
             log.exception("tick feed task failed")
+
+
+_ITEMS = {TICKS: b"ticks", CHAIN: b"chains", ORDERS: b"updates"}  # where an envelope keeps its items
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

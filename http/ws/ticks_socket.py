@@ -44,6 +44,7 @@ from ticker.http.ws.hub import (
     CHAIN,
     ORDERS,
     TICKS,
+    Route,
     Stamped,
     Whole,
     WsClient,
@@ -67,12 +68,18 @@ class WsQuery(BaseModel):
 
 
 class Since(BaseModel):
-    """Where the client left off: the `offset` and `epoch` of the last message it received."""
+    """Where the client left off: the `offset` and `epoch` of the last message it received, and on
+    a sharded tick bus the `stream` it came from (`ticks:NIFTY`: each shard has its own offsets)."""
 
     model_config = ConfigDict(extra="forbid")
 
     offset: str = Field(max_length=41, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")
     epoch: str = Field(min_length=1, max_length=64)
+    stream: str | None = Field(None, max_length=80, pattern=r"^(ticks|chain|orders)(:[A-Z0-9&_\-]{1,64})?$")
+
+    @property
+    def shard(self) -> str | None:
+        return self.stream.partition(":")[2] or None if self.stream else None
 
     def position(self) -> StreamPosition:
         return StreamPosition(self.offset, self.epoch)
@@ -86,7 +93,9 @@ class WsCommand(BaseModel):
     tokens: list[Token] = Field(default_factory=list, max_length=3000)
     underlying: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Z0-9&_\-]+$")
     expiry: date | None = None
-    since: Since | None = None
+    # one position, or on a sharded tick bus one per stream the client follows
+    since: Since | Annotated[list[Since], Field(min_length=1, max_length=512)] | None = Field(
+        None, union_mode="left_to_right")
 
 
 def _msg(kind: str, **fields: object) -> bytes:
@@ -138,11 +147,12 @@ class TickClient:
                 metrics.ws_sent.inc(len(whole))
             if not ticks:
                 continue
-            if self.batch:
-                stamp = next((s for s in map(_stamp, reversed(ticks)) if s), b"")
-                await ws.send_frame(b'{"type":"ticks",' + stamp + b'"data":[' + b",".join(ticks) + b"]}",
-                                    WSMsgType.TEXT)
-                metrics.ws_sent.inc()
+            if self.batch:  # a frame per stream (one, unless the bus is sharded): one offset covers it
+                for group in _by_stream(ticks):
+                    stamp = next((s for s in map(_stamp, reversed(group)) if s), b"")
+                    await ws.send_frame(b'{"type":"ticks",' + stamp + b'"data":[' + b",".join(group) + b"]}",
+                                        WSMsgType.TEXT)
+                    metrics.ws_sent.inc()
             else:
                 for tick in ticks:
                     await ws.send_frame(b'{"type":"tick",' + _stamp(tick) + b'"data":' + tick + b"}", WSMsgType.TEXT)
@@ -172,7 +182,7 @@ class TickClient:
             self.svc.hub.unsubscribe(self.client, command.tokens)
             await self.reply(_msg("unsubscribed", tokens=command.tokens, total=len(self.client.tokens)))
 
-    async def subscribe(self, tokens: list[int], since: Since | None = None) -> None:
+    async def subscribe(self, tokens: list[int], since: Since | list[Since] | None = None) -> None:
         hub, limit = self.svc.hub, self.svc.settings.ws_max_tokens_per_client
         new = [t for t in dict.fromkeys(tokens) if t not in self.client.tokens]
         if len(self.client.tokens) + len(new) > limit:
@@ -180,7 +190,7 @@ class TickClient:
                                   f"{len(self.client.tokens)} already subscribed"))
             return
         if since is not None:
-            await self.resume_ticks(new, tokens, since.position())
+            await self.resume_ticks(new, tokens, _positions(since))
             return
         # Snapshot first, then join the feed: nothing older than the snapshot arrives after it.
         try:
@@ -193,63 +203,84 @@ class TickClient:
         for message in latest:
             self.client.offer(message)
 
-
-    async def resume_ticks(self, new: list[int], tokens: list[int], since: StreamPosition) -> None:
-        """Subscribe `new` and send what was published for them after `since` (see history_replay)."""
-        names, wanted = self.svc.names, set(new)
+    async def resume_ticks(self, new: list[int], tokens: list[int], since: list[Since]) -> None:
+        """Subscribe `new` and send what was published for them after `since` (see history_replay):
+        one position, or on a sharded bus one per shard's stream."""
+        wanted, snapshot_sent = set(new), False
         self.client.hold()
         self.svc.hub.subscribe(self.client, new)
         await self.reply(_msg("subscribed", tokens=tokens, total=len(self.client.tokens)))
 
         async def stand_in(gap: Gap) -> None:  # the latest tick of each stands in for what was lost
+            nonlocal snapshot_sent
             await self.reply(gap.message())
-            for message in await self.svc.hub.snapshot(new):
-                await self.client.queue.put(message)
+            if not snapshot_sent:
+                snapshot_sent = True
+                for message in await self.svc.hub.snapshot(new):
+                    await self.client.queue.put(message)
 
-        def convert(entry: Entry) -> Iterable[bytes]:
-            return stamped_ticks(*entry_items(entry), wanted.__contains__)
+        def convert(entry: Entry, route: Route) -> Iterable[bytes]:
+            return stamped_ticks(*entry_items(entry), wanted.__contains__, route.stream)
 
-        await self.resume(TICKS, names.ticks_history, since, convert, stand_in,
-                          lambda message: message.key in wanted)
+        parts = {self.svc.hub.history_route(TICKS, s.shard): s.position() for s in since}
+        await self.resume(list(parts.items()), convert, stand_in, lambda message: message.key in wanted)
 
-    async def resume(self, stream: str, key: str, since: StreamPosition | None, convert: Callable[[Entry], Iterable[bytes]],
+    async def resume(self, parts: list[tuple[Route, StreamPosition | None]],
+                     convert: Callable[[Entry, Route], Iterable[bytes]],
                      stand_in: Callable[[Gap], Awaitable[None]], mine: Callable[[Stamped], bool]) -> None:
-        """With the client's live feed held aside (`WsClient.hold`): replay history `key` after
-        `since`, or tell of the gap and let `stand_in` send what stands in for it; then release the
-        live feed without what the replay covered."""
-        redis, last, done = self.svc.redis, None, True
+        """With the client's live feed held aside (`WsClient.hold`): replay each stream's history
+        after its position, or tell of the gap and let `stand_in` send what stands in for it; then
+        release the live feed without what the replays covered."""
+        replayed: list[Callable[[bytes], bool]] = []
+        behind: list[Gap] = []
         try:
-            gap = None if since is None else await find_gap(
-                redis, self.svc.names, stream, key, since, envelope=self.svc.settings.tick_message_format == "envelope")
+            for route, since in parts:
+                last, done = await self._replay_one(route, since, convert, stand_in)
+                if last:
+                    replayed.append(covered(route.stream, last, mine))
+                if not done:
+                    behind.append(Gap(route.stream, last or (since.offset if since else ""), None, None, OVERFLOW))
+        finally:
+            complete = self.client.release(lambda message: any(check(message) for check in replayed))
+        if not complete:  # the client fell behind: what follows is not exact
+            behind = [Gap(r.stream, s.offset if s else "", None, None, OVERFLOW) for r, s in parts]
+        for gap in behind:
+            await self.reply(gap.message())
+
+    async def _replay_one(self, route: Route, since: StreamPosition | None, convert: Callable[[Entry, Route], Iterable[bytes]],
+                          stand_in: Callable[[Gap], Awaitable[None]]) -> tuple[str | None, bool]:
+        """One stream's part of `resume`: the last offset replayed (None: none) and whether all was."""
+        redis, envelope = self.svc.redis, self.svc.settings.tick_message_format == "envelope"
+        try:
+            gap = None if since is None else await find_gap(redis, route.names, route.stream, route.history,
+                                                           since, envelope=envelope)
             if since is not None and gap is None:
-                last, done = await replay(redis, key, since.offset, self.client, convert)
-            elif gap is not None:
+                return await replay(redis, route.history, since.offset, self.client, lambda e: convert(e, route))
+            if gap is not None:
                 await stand_in(gap)
         except (RedisError, OSError) as exc:  # Redis is away: live messages follow once it is back
             self.svc.outages.suspect(exc)
-            await self.reply(_msg("error", message=f"the {stream} history cannot be read right now; "
+            await self.reply(_msg("error", message=f"the {route.stream} history cannot be read right now; "
                                   "live messages follow, resume again to fill the gap"))
-        finally:
-            complete = self.client.release(covered(stream, last, mine) if last else lambda _: False)
-        if not (done and complete):  # the client fell behind: what follows is not exact
-            await self.reply(Gap(stream, last or (since.offset if since else ""), None, None, OVERFLOW).message())
+        return None, True
 
-    async def orders(self, since: Since | None) -> None:
+    async def orders(self, since: Since | list[Since] | None) -> None:
         """Join the order updates; with `since`, first those published after it (after a gap,
         every update history still holds)."""
         self.client.hold()
         self.svc.hub.subscribe_orders(self.client, True)
         await self.reply(_msg("orders_subscribed"))
-        redis, key = self.svc.redis, self.svc.names.orders_history
+        route = self.svc.hub.history_route(ORDERS)
 
-        def convert(entry: Entry) -> Iterable[bytes]:
-            return [whole_message("orders", ORDERS, *entry_items(entry))]
+        def convert(entry: Entry, route: Route) -> Iterable[bytes]:
+            return [whole_message("orders", route.stream, *entry_items(entry))]
 
         async def stand_in(gap: Gap) -> None:
             await self.reply(gap.message())
-            await replay(redis, key, "0-0", self.client, convert)
+            await replay(self.svc.redis, route.history, "0-0", self.client, lambda e: convert(e, route))
 
-        await self.resume(ORDERS, key, since.position() if since else None, convert, stand_in, lambda _: True)
+        position = _positions(since)[-1].position() if since else None
+        await self.resume([(route, position)], convert, stand_in, lambda _: True)
 
     async def chain(self, command: WsCommand) -> None:
         """Join (or leave) a chain's stream; joining sends the whole chain first."""
@@ -276,7 +307,7 @@ class TickClient:
             return
         key = (doc["underlying"], doc["expiry"])
         if command.since is not None:
-            await self.resume_chain(key, doc, command.since.position())
+            await self.resume_chain(key, doc, _positions(command.since)[-1].position())
             return
         self.svc.hub.subscribe_chain(self.client, key)  # after the snapshot: nothing older follows it
         await self.reply(_msg("chain_subscribed", underlying=key[0], expiry=key[1]))
@@ -288,17 +319,17 @@ class TickClient:
         self.svc.hub.subscribe_chain(self.client, key)
         await self.reply(_msg("chain_subscribed", underlying=key[0], expiry=key[1]))
 
-        def convert(entry: Entry) -> Iterable[bytes]:
+        def convert(entry: Entry, route: Route) -> Iterable[bytes]:
             chains, position = entry_items(entry)
-            return [chain_message(c, position) for c in chains
+            return [chain_message(c, position, route.stream) for c in chains
                     if isinstance(c, dict) and (c.get("underlying"), c.get("expiry")) == key]
 
         async def stand_in(gap: Gap) -> None:
             await self.reply(gap.message())
             await self.client.queue.put(chain_message({**doc, "full": True}))
 
-        await self.resume(CHAIN, self.svc.names.chain_history, since, convert, stand_in,
-                          lambda message: message.key == key)
+        route = self.svc.hub.history_route(CHAIN, key[0])
+        await self.resume([(route, since)], convert, stand_in, lambda message: message.key == key)
 
 
 def _stamp(item: bytes) -> bytes:
@@ -361,3 +392,22 @@ async def ws_ticks(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(ConnectionError):
             await ws.close()
     return ws
+
+
+def _positions(since: Since | list[Since]) -> list[Since]:
+    return since if isinstance(since, list) else [since]
+
+
+def _by_stream(ticks: list[bytes]) -> list[list[bytes]]:
+    """Consecutive ticks of one stream together (snapshot ticks, unstamped, join any group)."""
+    groups: list[list[bytes]] = []
+    current: str | None = None
+    for tick in ticks:
+        stream = tick.stream if isinstance(tick, Stamped) and tick.stamp else None
+        if groups and (stream is None or current is None or stream == current):
+            groups[-1].append(tick)
+            current = current or stream
+        else:
+            groups.append([tick])
+            current = stream
+    return groups

@@ -104,6 +104,13 @@ class ShardSubscriber:
             self._wake.set()
             self._supervisor = asyncio.create_task(self._supervise(), name="shard-subscriber")
 
+    def add(self, channels: Iterable[bytes | str]) -> None:
+        """Subscribe more channels (at their owners, in the background, like the first ones)."""
+        new = {c.encode() if isinstance(c, str) else c for c in channels} - self.channels
+        if new:
+            self.channels = self.channels | new
+            self._lose(dict.fromkeys(new))
+
     async def ready(self, timeout: float) -> bool:
         """Whether every channel is subscribed, waiting up to `timeout` seconds for it."""
         with contextlib.suppress(TimeoutError):
