@@ -60,10 +60,6 @@ class _History:
     names: Names
 
 
-class _Reshard(Exception):
-    """A shard new to the directory: the feed subscribes again, with it."""
-
-
 class RedisFeed:
     """`async for event in RedisFeed(url, tokens=[...]):` ticks (options and underlying), and with
     `orders=True` / `chains=True` order updates and chain messages, as typed events.
@@ -127,8 +123,6 @@ class RedisFeed:
                 async for event in session:
                     attempt = 0
                     yield event
-            except _Reshard:
-                continue  # not a lost connection: subscribe again at once, with the new shard
             except (RedisError, OSError) as exc:
                 log.warning("ticker.client: Redis connection lost (%s); resuming", exc)
             finally:
@@ -165,49 +159,56 @@ class RedisFeed:
             await pubsub.aclose()
 
     async def _cluster_session(self, redis: Redis) -> AsyncIterator[FeedEvent]:
-        """The same on a cluster: sharded subscriptions at each shard's master, and the directory
-        of shards followed; a shard subscribed again after a failover is filled in from history."""
+        """The same on a cluster: sharded subscriptions at each shard's master. The directory is
+        subscribed before its members are read, so no shard named meanwhile goes unseen; a shard
+        subscribed again after a failover is filled in from its history."""
         directory = self.names.shard_directory
-        for shard in sorted(_text(s) for s in await redis.smembers(self.names.shards)):  # type: ignore[misc]
-            self._add_shard(shard, later=False)
-        await self._start_positions(redis)
         subscriber = ShardSubscriber(self.url, [directory, *self.streams], name=self.name)
         subscriber.start()
         try:
-            if not await subscriber.ready(CONFIRM_SECONDS):
-                raise ConnectionError("the Redis Cluster did not confirm the feed's subscriptions")
+            await _ready(subscriber)
+            for shard in sorted(_text(s) for s in await redis.smembers(self.names.shards)):  # type: ignore[misc]
+                self._add_shard(shard, later=False)
+            await self._start_positions(redis)
+            subscriber.add(self.streams)
+            await _ready(subscriber)
             for stream in list(self.histories):
                 async for event in self._catch_up(redis, stream):
                     yield event
             while True:
                 message = await subscriber.get_message(timeout=1.0)
+                if message is None:
+                    continue
                 if isinstance(message, Resubscribed):
-                    for stream in {self.streams.get(_text(c)) for c in message.channels} - {None}:
-                        async for event in self._catch_up(redis, str(stream)):
-                            yield event
-                elif message is not None:
-                    channel = _text(message[0])
-                    if channel == directory:
-                        if self._add_shard(_text(message[1]), later=True):
-                            raise _Reshard
-                        continue
-                    live = self._live(channel, message[1])
+                    streams = {self.streams[_text(c)] for c in message.channels if _text(c) in self.streams}
+                elif _text(message[0]) == directory:
+                    streams = self._add_shard(_text(message[1]), later=True)
+                    subscriber.add(self.streams)
+                    await _ready(subscriber)
+                else:
+                    live = self._live(_text(message[0]), message[1])
                     if live is not None:
                         yield live
+                    continue
+                for stream in sorted(streams):
+                    async for event in self._catch_up(redis, stream):
+                        yield event
         finally:
             await subscriber.aclose()
 
-    def _add_shard(self, shard: str, *, later: bool) -> bool:
-        """Follow a shard the directory names (unless the feed keeps to other underlyings). One
-        named `later`, while the feed runs, is new: all of its history is news to the feed."""
+    def _add_shard(self, shard: str, *, later: bool) -> set[str]:
+        """Follow a shard the directory names (unless the feed keeps to other underlyings); returns
+        the streams that are new. One named `later`, while the feed runs, is new itself: all of its
+        history is news to the feed."""
         if shard == ORDERS_SHARD or (self.underlyings is not None and shard not in self.underlyings):
-            return False
-        before = len(self.histories)
+            return set()
+        before = set(self.histories)
         self._follow(shard)
+        new = set(self.histories) - before
         if later:
-            for stream in list(self.histories)[before:]:
+            for stream in new:
                 self.positions.setdefault(stream, StreamPosition(ORIGIN, ""))
-        return len(self.histories) > before
+        return new
 
     async def _catch_up(self, redis: Redis, stream: str) -> AsyncIterator[FeedEvent]:
         """What `stream` published after the feed's position, or the gap and its stand-in."""
@@ -309,6 +310,11 @@ async def _subscribed(pubsub: PubSub, channels: list[str]) -> None:
             message = await pubsub.get_message(timeout=1.0)
             if message is not None and message["type"] == "subscribe":
                 pending.discard(_text(message["channel"]))
+
+
+async def _ready(subscriber: ShardSubscriber) -> None:
+    if not await subscriber.ready(CONFIRM_SECONDS):
+        raise ConnectionError("the Redis Cluster did not confirm the feed's subscriptions")
 
 
 def _items(data: bytes) -> list:

@@ -28,6 +28,7 @@ from ticker.client.feed_events import (
     StreamGap,
     delivered,
     published,
+    stream_kind,
 )
 from ticker.core.backoff import jittered
 from ticker.core.tick_envelope import StreamPosition
@@ -104,10 +105,11 @@ class WsFeed:
                                             **({"expiry": expiry} if expiry else {})}))
         if self.tokens:
             commands.append((TICK_STREAM, {"action": "subscribe", "tokens": self.tokens}))
-        for stream, command in commands:
-            since = self.positions.get(stream)
-            if since is not None:
-                command["since"] = {"offset": since.offset, "epoch": since.epoch}
+        for kind, command in commands:
+            since = [{"offset": p.offset, "epoch": p.epoch, **({"stream": stream} if ":" in stream else {})}
+                     for stream, p in self.positions.items() if stream_kind(stream) == kind]
+            if since:  # on a sharded tick bus one per shard's stream, each named
+                command["since"] = since if len(since) > 1 else since[0]
             await ws.send_str(orjson.dumps(command).decode())
 
     def _events(self, frame: dict[str, Any]) -> list[FeedEvent]:
@@ -129,6 +131,9 @@ class WsFeed:
             # whole chain, that start a subscription or follow a gap. (With bare arrays every
             # frame lacks one, and comes as a Snapshot.)
             return [Snapshot(stream, items)]
+        named = frame.get("stream")  # a shard's stream on a sharded tick bus (`ticks:NIFTY`)
+        if isinstance(named, str) and stream_kind(named) == stream:
+            stream = named
         position = StreamPosition(offset, epoch)
         if delivered(self.positions.get(stream), position):
             return []
