@@ -178,7 +178,7 @@ async def kite_postback(request: web.Request) -> web.Response:
             log.warning("Kite postbacks pass unverified: no api_secret is stored for the account",
                         extra={"account_id": key})
     doc = {**update, "account_id": verdict.account_id}
-    await publish_sequenced(svc.redis, svc.names, svc.names.orders, [orjson.dumps(doc)],
+    await publish_sequenced(svc.ticks, svc.names, svc.names.orders, [orjson.dumps(doc)],
                             envelope=svc.settings.tick_message_format == "envelope",
                             history_seconds=svc.settings.tick_history_seconds)
     receiver.published.labels("true" if verdict.verified else "false").inc()

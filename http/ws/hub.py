@@ -153,9 +153,10 @@ def chain_message(doc: dict, position: StreamPosition | None = None) -> Whole:
 
 class TickHub:
     def __init__(self, redis: Redis, names: Names, metrics: HttpMetrics, *, queue_max: int,
-                 max_clients: int, outages: Outages | None = None) -> None:
-        self.redis = redis
+                 max_clients: int, outages: Outages | None = None, dependency: str = REDIS) -> None:
+        self.redis = redis  # the tick bus
         self.outages = outages
+        self.dependency = dependency  # which of `outages` is `redis`'s
         self.names = names
         self.metrics = metrics
         self.queue_max = queue_max
@@ -331,7 +332,7 @@ class TickHub:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
             if self.outages is not None:
-                await self.outages.pause(REDIS, delay)  # cut short when the outage watcher sees Redis back
+                await self.outages.pause(self.dependency, delay)  # cut short when the watcher sees it back
             else:
                 await asyncio.sleep(delay)
             delay = min(RECONNECT_MAX, delay * 2)

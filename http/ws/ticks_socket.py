@@ -217,7 +217,7 @@ class TickClient:
         """With the client's live feed held aside (`WsClient.hold`): replay history `key` after
         `since`, or tell of the gap and let `stand_in` send what stands in for it; then release the
         live feed without what the replay covered."""
-        redis, last, done = self.svc.redis, None, True
+        redis, last, done = self.svc.ticks, None, True
         try:
             gap = None if since is None else await find_gap(
                 redis, self.svc.names, stream, key, since, envelope=self.svc.settings.tick_message_format == "envelope")
@@ -240,7 +240,7 @@ class TickClient:
         self.client.hold()
         self.svc.hub.subscribe_orders(self.client, True)
         await self.reply(_msg("orders_subscribed"))
-        redis, key = self.svc.redis, self.svc.names.orders_history
+        redis, key = self.svc.ticks, self.svc.names.orders_history
 
         def convert(entry: Entry) -> Iterable[bytes]:
             return [whole_message("orders", ORDERS, *entry_items(entry))]
@@ -256,7 +256,7 @@ class TickClient:
         if command.underlying is None:
             await self.reply(_msg("error", message="give the chain's underlying (and expiry, or the nearest is used)"))
             return
-        src = Sources(self.svc.db, self.svc.pipe, self.svc.names)
+        src = Sources(self.svc.db, self.svc.tick_pipe, self.svc.names)
         try:
             if command.action == "unsubscribe_chain":
                 key = (command.underlying, command.expiry.isoformat() if command.expiry else "")

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from ticker.core.tick_envelope import unwrap
 from ticker.infra.cli.chain_board import ChainBoard, chain_listing
-from ticker.infra.cli.oneshot import CliContext, cli_context, reach_postgres, reach_redis
+from ticker.infra.cli.oneshot import CliContext, cli_context, reach_postgres, reach_tick_bus
 from ticker.infra.queue.enqueue import names_for
 from ticker.infra.runtime.startup import stop_event
 
@@ -87,7 +87,7 @@ async def tail(args: argparse.Namespace) -> int:
     channel = {"options": names.options, "underlying": names.underlying, "orders": names.orders}[args.channel]
     tokens = {int(t) for t in args.tokens.split(",") if t.strip()} if args.tokens else None
     board = Board(args.rows, tokens)
-    redis = await reach_redis(ctx)  # one line, not a traceback, when Redis is out of reach
+    redis = await reach_tick_bus(ctx)  # one line, not a traceback, when Redis is out of reach
     interactive = sys.stdout.isatty() and not args.seconds
     await _listen(redis, channel, args, board.add, lambda: board.render(channel), interactive)
     if not interactive:
@@ -105,7 +105,7 @@ async def tail_chain(args: argparse.Namespace, ctx: CliContext, channel: str) ->
     finally:
         await db.close()
     board = ChainBoard(listing, args.rows)
-    redis = await reach_redis(ctx)
+    redis = await reach_tick_bus(ctx)
     interactive = sys.stdout.isatty() and not args.seconds
     await _listen(redis, channel, args, board.add, lambda: board.render(channel, ansi=True), interactive)
     if not interactive:

@@ -122,7 +122,7 @@ def postback_orders(raw: bytes | str) -> list[Order]:
 
 async def consume_postbacks(d: Deps, stop: asyncio.Event) -> None:
     """Apply order postbacks to the audit until `stop` is set (owned and awaited by the worker)."""
-    pubsub = d.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub = d.ticks.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(d.names.orders)
     postgres = Outage("postgres")
     try:
