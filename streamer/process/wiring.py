@@ -9,6 +9,8 @@ hand the leases back, close clients.
 Redis may go away at any time: every part that uses it reports to one `RedisLink` (an outage is
 logged once, its end once), retries on its own, and the Kite sockets never notice; `/health`
 says `degraded` with the reason meanwhile, as it does when ticks come in but none get published.
+The tick bus may be a Redis of its own (TICK_REDIS_URL, `ticker.infra.stores.tick_bus`): the
+publisher then writes there and reports to a `RedisLink` of its own, shown as `tick_redis`.
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ class Streamer:
         self.supervisor = TaskSupervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
         self.link = RedisLink(on_change=self._on_redis)
         # a tick bus of its own has its own outages; else the publisher tells the one link
-        self.tick_link = (RedisLink(dependency="tick_redis", label="tick-bus Redis") if separate(settings)
-                          else self.link)
+        self.tick_link = (RedisLink(on_change=self.metrics.tick_redis_up.set, dependency="tick_redis",
+                                    label="tick-bus Redis") if separate(settings) else self.link)
         self.timing = Timing(settings.stall_seconds, settings.reconnect_base_seconds,
                              settings.reconnect_max_seconds, settings.ws_subscribe_batch)
         self._pipeline(settings, clients)
@@ -165,6 +167,8 @@ class Streamer:
 
     def _on_redis(self, up: bool) -> None:
         self.metrics.redis_up.set(1 if up else 0)
+        if self.tick_link is self.link:
+            self.metrics.tick_redis_up.set(1 if up else 0)
         if not up:
             self.metrics.redis_outages.inc()
 

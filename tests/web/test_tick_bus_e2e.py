@@ -91,6 +91,8 @@ async def get_json(stack: Stack, url: str) -> tuple[int, dict]:
 
 async def quote(stack: Stack, token: int) -> dict | None:
     status, doc = await stack.call("GET", f"/quotes?tokens={token}", "/quotes")
+    if status == 503:  # a socket of the pool's that outlived a restart: the next request has a new one
+        return None
     assert status == 200, doc
     return doc["quotes"].get(str(token))
 
@@ -171,6 +173,9 @@ async def _through_the_bus(stack: Stack, bus: RedisServer, main: Redis, ticks: R
         bus.kill()
         await until(lambda: _web_sees_it_down(stack), "the web's /health never said the tick bus was down")
         await until(lambda: _streamer_sees_it_down(stack), "the streamer's /health never said so")
+        async with stack.http.get(f"{stack.streamer_url}/metrics") as resp:
+            exposed = (await resp.text()).splitlines()
+        assert "ticker_streamer_tick_redis_up 0.0" in exposed and "ticker_streamer_redis_up 1.0" in exposed
         status, _ = await stack.call("GET", "/subscriptions", "/subscriptions")  # REDIS_URL's and Postgres' work
         assert status == 200
 
