@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
 from ticker.http.accept import pipe_script
 from ticker.http.chain_view import CHAIN_READER, ChainReader
-from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, Outages
+from ticker.http.dependency_watch import OUTAGES, POSTGRES, REDIS, TICK_REDIS, Outages
 from ticker.http.inputs import MAX_BODY_BYTES
 from ticker.http.middleware.auth import JWT_VERIFIER, JwtVerifier, api_key_middleware
 from ticker.http.middleware.errors import DEPENDENCY_ERRORS, error_middleware
@@ -58,6 +59,7 @@ from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import AutoPipeline
+from ticker.infra.stores.tick_bus import close_tick_client, tick_bus_url, tick_client, tick_pipeline
 
 LIMITER = web.AppKey("limiter", ClientQuota)
 
@@ -98,17 +100,20 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await redis.aclose()
         raise
     pipe = AutoPipeline(settings.url("redis_url"))
-    outages = _outages(redis, db, metrics)
+    ticks, tick_pipe = tick_client(settings, redis), tick_pipeline(settings, pipe)
+    outages = _outages(redis, db, metrics, ticks)
     app[LIMITER].bind(pipe, outages)
-    hub = TickHub(redis, names, metrics, queue_max=settings.ws_client_queue_max,
-                  max_clients=settings.ws_max_clients, outages=outages)
+    hub = TickHub(ticks, names, metrics, queue_max=settings.ws_client_queue_max,
+                  max_clients=settings.ws_max_clients, outages=outages,
+                  dependency=REDIS if ticks is redis else TICK_REDIS,
+                  cluster_url=tick_bus_url(settings) if settings.tick_redis_cluster else None)
     refs, audit = Refs(db, settings), AuditBatcher(db)
     enqueue = Enqueuer(names, pipe_script(pipe), on_enqueued=metrics.count_enqueued)
     intake = OrderIntake(db, Validator(db, settings, refs.instruments), audit.record, enqueue, refs.resolve_account,
                          mf_facts=functools.partial(mf_facts, redis, names))
     svc = Services(settings=settings, names=names, redis=redis, db=db, metrics=metrics,
                    accounts=account_store(db, settings), limiter=app[LIMITER],
-                   jwt=JwtVerifier(settings), hub=hub, refs=refs, pipe=pipe,
+                   jwt=JwtVerifier(settings), hub=hub, refs=refs, pipe=pipe, ticks=ticks, tick_pipe=tick_pipe,
                    audit=audit, enqueue=enqueue, intake=intake, outages=outages,
                    finished=FinishedJobs(redis, names))
     app[SERVICES] = svc
@@ -125,10 +130,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             await svc.finished.close()
         await outages.close()
         await hub.close()
+        await close_tick_client(tick_pipe, pipe)
         await pipe.close()
         await svc.audit.close()
         await svc.jwt.close()
         await db.close()
+        await close_tick_client(ticks, redis)
         await redis.aclose()
 
 
@@ -142,16 +149,20 @@ async def _open_db(settings: Settings) -> asyncpg.Pool:
         return await create_pool(url, min_size=0, max_size=settings.db_pool_max)
 
 
-def _outages(redis: ArqRedis, db: asyncpg.Pool, metrics: HttpMetrics) -> Outages:
+def _outages(redis: ArqRedis, db: asyncpg.Pool, metrics: HttpMetrics, ticks: Redis) -> Outages:
+    """Redis and PostgreSQL, and the tick bus's Redis when it is another one."""
     async def ping_postgres() -> None:
         await db.fetchval("SELECT 1")
 
     def show(dependency: str, up: bool) -> None:
         metrics.dependency_up.labels(dependency).set(1 if up else 0)
 
-    for dependency in (REDIS, POSTGRES):
+    probes = {REDIS: redis.ping, POSTGRES: ping_postgres}
+    if ticks is not redis:
+        probes[TICK_REDIS] = ticks.ping
+    for dependency in probes:
         show(dependency, True)
-    return Outages({REDIS: redis.ping, POSTGRES: ping_postgres}, on_change=show)
+    return Outages(probes, on_change=show)
 
 
 async def _stop_taking_work(app: web.Application) -> None:

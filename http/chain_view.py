@@ -67,7 +67,7 @@ class Sources:
     """The clients a read goes through (the app's)."""
 
     db: asyncpg.Pool
-    redis: AutoPipeline  # the app's batched connection: a chain read is a few large commands
+    redis: AutoPipeline  # the tick bus, batched (the app's tick_pipe): a chain read is a few large commands
     names: Names
 
 

@@ -26,6 +26,7 @@ from ticker.infra.runtime.outage import Outage, Wording
 log = logging.getLogger("ticker.http.dependency_watch")
 
 REDIS, POSTGRES = "redis", "postgres"
+TICK_REDIS = "tick_redis"  # the tick bus, probed on its own only when TICK_REDIS_URL names another Redis
 RECHECK_SECONDS = 0.25
 PROBE_TIMEOUT = 2.0
 
@@ -98,7 +99,10 @@ class Outages:
     # --- evidence ---------------------------------------------------------------------------------
     def suspect(self, exc: BaseException) -> None:
         """A request failed in a way that may mean an outage: have the watcher look now."""
-        fresh = set(dependencies_of(exc)) - self._suspects - set(self.current)
+        named = set(dependencies_of(exc))
+        if REDIS in named:  # a Redis error does not say which Redis: the watcher probes both
+            named.add(TICK_REDIS)
+        fresh = named & set(self.probes) - self._suspects - set(self.current)
         if fresh:
             self._suspects |= fresh
             self._wake.set()

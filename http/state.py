@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
 from ticker.core.contracts import Names
 from ticker.http.dependency_watch import Outages
@@ -38,6 +39,8 @@ class Services:
     hub: TickHub
     refs: Refs
     pipe: AutoPipeline  # the hot path's Redis calls, batched into pipelines (rate limit, enqueue)
+    ticks: Redis  # the tick bus (infra.stores.tick_bus): latest ticks, history, order updates; `redis` unless apart
+    tick_pipe: AutoPipeline  # batched reads of the tick bus (chain snapshots); `pipe` unless apart
     audit: AuditBatcher  # coalesces queued-order audit rows into group commits
     enqueue: Enqueuer  # every job this process queues, in one round trip down `pipe`
     intake: OrderIntake  # orders, baskets, GTTs, margin previews, replays: validate -> audit -> enqueue

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
 from ticker.core.contracts import Names
 from ticker.infra.kite.breaker import CircuitBreaker
@@ -20,6 +21,7 @@ from ticker.infra.queue.enqueue import names_for
 from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import AccountStore, account_store
 from ticker.infra.stores.db import create_pool
+from ticker.infra.stores.tick_bus import close_tick_client, tick_client
 
 if TYPE_CHECKING:  # built on first use by the modules that define them, which import this one
     from ticker.infra.kite.account_choice import DataAccounts
@@ -36,6 +38,7 @@ class Deps:
     accounts: AccountStore
     limiter: KiteLimiter  # Kite's rate limits, shared by every worker through Redis
     breaker: CircuitBreaker  # per-account circuit breaker, shared the same way
+    ticks: Redis  # the tick bus (infra.stores.tick_bus): order updates, latest ticks; `redis` unless apart
     kite_clients: KiteClients | None = None  # account -> Kite client cache (`jobs.kite_clients`)
     data_accounts: DataAccounts | None = None  # which account serves data reads (`account_choice`)
 
@@ -55,12 +58,14 @@ async def build_deps(settings: Settings, redis: ArqRedis) -> Deps:
         accounts=account_store(pool, settings),
         limiter=KiteLimiter(redis, names, settings),
         breaker=CircuitBreaker(redis, names, settings),
+        ticks=tick_client(settings, redis),
     )
 
 
 async def close_deps(deps: Deps) -> None:
     await deps.kite_http.close()
     await deps.db.close()
+    await close_tick_client(deps.ticks, deps.redis)
 
 
 def deps(ctx: dict[str, Any]) -> Deps:

@@ -22,15 +22,19 @@ __all__ = ["RedisLink", "jittered"]
 
 log = logging.getLogger(__name__)
 
-WORDING = Wording(down="Redis unreachable; streaming on and retrying with back-off until it is back",
-                  up="Redis reachable again", detail=True)
+def wording(label: str) -> Wording:
+    return Wording(down=f"{label} unreachable; streaming on and retrying with back-off until it is back",
+                   up=f"{label} reachable again", detail=True)
 
 
 class RedisLink:
     def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[bool], None] | None = None) -> None:
-        # on_change: told True when an outage ends, False when one starts
-        self.outage = Outage("redis", clock=clock, logger=log, wording=WORDING, on_change=on_change)
+                 on_change: Callable[[bool], None] | None = None, *,
+                 dependency: str = "redis", label: str = "Redis") -> None:
+        # on_change: told True when an outage ends, False when one starts. A tick bus on its own
+        # Redis gets a link of its own: dependency "tick_redis", label "tick-bus Redis".
+        self.label = label
+        self.outage = Outage(dependency, clock=clock, logger=log, wording=wording(label), on_change=on_change)
 
     @property
     def up(self) -> bool:
@@ -65,4 +69,4 @@ class RedisLink:
         if not self.outage.down:
             return None
         parts = ", ".join(f"{part}: {error}" for part, error in sorted(self.outage.failing.items()))
-        return f"Redis unreachable for {self.outage.seconds_down():.1f} s ({parts})"
+        return f"{self.label} unreachable for {self.outage.seconds_down():.1f} s ({parts})"

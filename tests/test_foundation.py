@@ -21,6 +21,7 @@ from ticker.infra.runtime.logs import RedactingFilter, TextFormatter, register_s
 from ticker.infra.runtime.settings import SettingsError, load_settings
 from ticker.infra.stores.crypto import SecretBox, SecretBoxError, new_key
 from ticker.infra.stores.migrate import available, migrate
+from ticker.infra.stores.tick_bus import separate, tick_bus_url
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TICKER = str(pathlib.Path(sys.executable).with_name("ticker"))
@@ -110,6 +111,7 @@ def test_the_client_folder_is_installed_as_ticker_client_only() -> None:
     [
         ({"port": 70000}, "PORT"),
         ({"redis_url": "http://x"}, "REDIS_URL"),
+        ({"tick_redis_url": "http://x"}, "TICK_REDIS_URL"),
         ({"database_url": "mysql://x"}, "DATABASE_URL"),
         ({"market_timezone": "Mars/Olympus"}, "MARKET_TIMEZONE"),
         ({"tick_batch_max_size": 0}, "TICK_BATCH_MAX_SIZE"),
@@ -120,6 +122,14 @@ def test_invalid_settings_name_the_field(override: dict, field: str) -> None:
     with pytest.raises(SettingsError) as err:
         load_settings(**override)
     assert field in str(err.value)
+
+
+def test_the_tick_bus_is_redis_urls_unless_tick_redis_url_names_another() -> None:
+    main, other = "redis://127.0.0.1:6379/0", "rediss://tick-bus:6380/0"
+    assert (tick_bus_url(load_settings(redis_url=main)), separate(load_settings(redis_url=main))) == (main, False)
+    assert not separate(load_settings(redis_url=main, tick_redis_url=main))
+    apart = load_settings(redis_url=main, tick_redis_url=other)
+    assert (tick_bus_url(apart), separate(apart)) == (other, True)
 
 
 def test_defaults_match_the_documented_knobs() -> None:

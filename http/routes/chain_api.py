@@ -32,7 +32,7 @@ class ExpiriesQuery(Strict):
 
 def _sources(request: web.Request) -> Sources:
     svc = services(request)
-    return Sources(svc.db, svc.pipe, svc.names)
+    return Sources(svc.db, svc.tick_pipe, svc.names)
 
 
 @routes.get("/chain")

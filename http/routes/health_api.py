@@ -2,7 +2,8 @@
 
 Redis and PostgreSQL are this process's own dependencies: either one down makes the status `down`
 (503, so a load balancer routes around the replica). Missing worker or streamer heartbeats make it
-`degraded` (200): the API still answers and enqueues, work just waits.
+`degraded` (200): the API still answers and enqueues, work just waits. So does a tick bus on a Redis
+of its own (TICK_REDIS_URL, checked as `tick_redis`) being down: ticks stop, orders go on.
 
 Every check is live (a `/health` right after Redis is back says so). A failed Redis or PostgreSQL
 check also says why (`reason`) and since when this replica has seen it down (`down_since`), and
@@ -18,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ticker.http.dependency_watch import POSTGRES, REDIS, reason_of
+from ticker.http.dependency_watch import POSTGRES, REDIS, TICK_REDIS, reason_of
 from ticker.http.middleware.errors import json_response
 from ticker.http.routes.postback_api import postback_report
 from ticker.http.state import Services, services
@@ -58,6 +59,10 @@ async def _redis(svc: Services) -> None:
     await svc.redis.ping()
 
 
+async def _tick_redis(svc: Services) -> None:
+    await svc.ticks.ping()
+
+
 async def _postgres(svc: Services) -> None:
     await svc.db.fetchval("SELECT 1")
 
@@ -89,13 +94,16 @@ async def _order_budget(svc: Services) -> dict[str, Any]:
 
 async def health(request: web.Request) -> web.Response:
     svc = services(request)
-    names = ("redis", "postgres", "worker", "streamer", "queues")
+    probes = {"redis": _redis(svc), "postgres": _postgres(svc), "worker": _process(svc, "worker"),
+              "streamer": _process(svc, "streamer"), "queues": _queues(svc)}
+    if svc.ticks is not svc.redis:
+        probes[TICK_REDIS] = _tick_redis(svc)
     budget = asyncio.ensure_future(_order_budget(svc))  # alongside the checks
-    found = await asyncio.gather(_timed(_redis(svc)), _timed(_postgres(svc)), _timed(_process(svc, "worker")),
-                                 _timed(_process(svc, "streamer")), _timed(_queues(svc)))
-    checks = {name: check for name, (check, _) in zip(names, found, strict=True)}
-    _note(svc, REDIS, *found[0])
-    _note(svc, POSTGRES, *found[1])
+    found = dict(zip(probes, await asyncio.gather(*map(_timed, probes.values())), strict=True))
+    checks = {name: check for name, (check, _) in found.items()}
+    for dependency in (REDIS, POSTGRES, TICK_REDIS):
+        if dependency in found:
+            _note(svc, dependency, *found[dependency])
     if not (checks["redis"]["ok"] and checks["postgres"]["ok"]):
         status = "down"
     elif all(c["ok"] for c in checks.values()):

@@ -116,7 +116,7 @@ async def quotes(request: web.Request) -> web.Response:
         raise ApiError(422, "validation_error", "tokens: give instrument tokens, comma-separated",
                        [{"field": "tokens", "location": "query", "message": "Field required", "type": "missing"}])
     q = read_query(request, QuoteQuery)
-    values = await svc.redis.hmget(svc.names.latest, [str(t) for t in q.tokens])
+    values = await svc.ticks.hmget(svc.names.latest, [str(t) for t in q.tokens])
     found: dict[str, Any] = {}
     missing: list[int] = []
     for token, value in zip(q.tokens, values, strict=True):

@@ -29,6 +29,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import Counter
 
+from ticker.core.contracts import ORDERS_SHARD
 from ticker.core.postbacks import check_postback
 from ticker.http.middleware.errors import ApiError, json_response, not_found
 from ticker.http.state import Services, services
@@ -178,8 +179,10 @@ async def kite_postback(request: web.Request) -> web.Response:
             log.warning("Kite postbacks pass unverified: no api_secret is stored for the account",
                         extra={"account_id": key})
     doc = {**update, "account_id": verdict.account_id}
-    await publish_sequenced(svc.redis, svc.names, svc.names.orders, [orjson.dumps(doc)],
+    sharded = svc.settings.tick_redis_cluster  # order updates are a shard of their own there
+    names = svc.names.shard(ORDERS_SHARD) if sharded else svc.names
+    await publish_sequenced(svc.ticks, names, names.orders, [orjson.dumps(doc)],
                             envelope=svc.settings.tick_message_format == "envelope",
-                            history_seconds=svc.settings.tick_history_seconds)
+                            history_seconds=svc.settings.tick_history_seconds, sharded=sharded)
     receiver.published.labels("true" if verdict.verified else "false").inc()
     return json_response({"published": True, "verified": verdict.verified, "account_id": verdict.account_id})

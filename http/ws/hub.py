@@ -197,11 +197,14 @@ def routes_of(names: Names, shard: str | None = None) -> dict[str, Route]:
 
 class TickHub:
     def __init__(self, redis: Redis, names: Names, metrics: HttpMetrics, *, queue_max: int,
-                 max_clients: int, outages: Outages | None = None, cluster_url: str | None = None) -> None:
-        """`cluster_url`: the tick bus is a Redis Cluster (TICK_REDIS_CLUSTER), `redis` a cluster
-        client of it; the feed follows every shard in the directory by sharded pub/sub."""
+                 max_clients: int, outages: Outages | None = None, dependency: str = REDIS,
+                 cluster_url: str | None = None) -> None:
+        """`redis` is the tick bus (`dependency` names it in `outages`). `cluster_url`: the tick bus
+        is a Redis Cluster (TICK_REDIS_CLUSTER), `redis` a cluster client of it; the feed follows
+        every shard in the directory by sharded pub/sub."""
         self.redis = redis
         self.outages = outages
+        self.dependency = dependency  # which of `outages` is `redis`'s
         self.names = names
         self.cluster_url = cluster_url
         self.routes: dict[str, Route] = routes_of(names) if cluster_url is None else routes_of(names, ORDERS_SHARD)
@@ -385,7 +388,7 @@ class TickHub:
             finally:
                 self._ready.clear()
             if self.outages is not None:
-                await self.outages.pause(REDIS, delay)  # cut short when the outage watcher sees Redis back
+                await self.outages.pause(self.dependency, delay)  # cut short when the watcher sees it back
             else:
                 await asyncio.sleep(delay)
             delay = min(RECONNECT_MAX, delay * 2)

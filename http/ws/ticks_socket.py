@@ -250,7 +250,7 @@ class TickClient:
     async def _replay_one(self, route: Route, since: StreamPosition | None, convert: Callable[[Entry, Route], Iterable[bytes]],
                           stand_in: Callable[[Gap], Awaitable[None]]) -> tuple[str | None, bool]:
         """One stream's part of `resume`: the last offset replayed (None: none) and whether all was."""
-        redis, envelope = self.svc.redis, self.svc.settings.tick_message_format == "envelope"
+        redis, envelope = self.svc.ticks, self.svc.settings.tick_message_format == "envelope"
         try:
             gap = None if since is None else await find_gap(redis, route.names, route.stream, route.history,
                                                            since, envelope=envelope)
@@ -277,7 +277,7 @@ class TickClient:
 
         async def stand_in(gap: Gap) -> None:
             await self.reply(gap.message())
-            await replay(self.svc.redis, route.history, "0-0", self.client, lambda e: convert(e, route))
+            await replay(self.svc.ticks, route.history, "0-0", self.client, lambda e: convert(e, route))
 
         position = _positions(since)[-1].position() if since else None
         await self.resume([(route, position)], convert, stand_in, lambda _: True)
@@ -287,7 +287,7 @@ class TickClient:
         if command.underlying is None:
             await self.reply(_msg("error", message="give the chain's underlying (and expiry, or the nearest is used)"))
             return
-        src = Sources(self.svc.db, self.svc.pipe, self.svc.names)
+        src = Sources(self.svc.db, self.svc.tick_pipe, self.svc.names)
         try:
             if command.action == "unsubscribe_chain":
                 key = (command.underlying, command.expiry.isoformat() if command.expiry else "")

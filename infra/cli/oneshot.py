@@ -26,6 +26,7 @@ from ticker.infra.runtime.settings import Settings, SettingsError, load_settings
 from ticker.infra.runtime.startup import configure
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import connect
+from ticker.infra.stores.tick_bus import connect_tick_bus, separate, tick_bus_url
 
 # What a client raises when its server cannot be reached, refuses us, or goes away (OSError covers
 # refused, DNS failures, missing unix sockets and timeouts). Errors in what a command asks of a
@@ -147,14 +148,23 @@ async def reach_redis(ctx: CliContext) -> Redis:
     ctx.require("redis_url")
     url = ctx.settings.redis_url
     assert url is not None  # require() raised otherwise
-    redis: Redis | None = None
+    return await _reach(ctx, connect(url), url, "Redis", "redis_url")
+
+
+async def reach_tick_bus(ctx: CliContext) -> Redis:
+    """A client of the tick bus (TICK_REDIS_URL, else REDIS_URL) that has answered a PING."""
+    setting = "tick_redis_url" if ctx.settings.tick_redis_url else "redis_url"
+    ctx.require(setting)
+    what = "the tick-bus Redis" if separate(ctx.settings) else "Redis"
+    return await _reach(ctx, connect_tick_bus(ctx.settings), tick_bus_url(ctx.settings), what, setting)
+
+
+async def _reach(ctx: CliContext, redis: Redis, url: str, what: str, setting: str) -> Redis:
     try:
-        redis = connect(url)
         await redis.ping()
     except REDIS_CONNECT_ERRORS as exc:
-        if redis is not None:
-            await redis.aclose()
-        raise unreachable("Redis", url, exc, ctx.origin("redis_url")) from None
+        await redis.aclose()
+        raise unreachable(what, url, exc, ctx.origin(setting)) from None
     return redis
 
 

@@ -16,13 +16,14 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
+from ticker.core.contracts import Names
 from ticker.core.tick_envelope import unwrap
 from ticker.infra.cli.chain_board import ChainBoard, chain_listing
-from ticker.infra.cli.oneshot import CliContext, cli_context, reach_postgres, reach_redis
+from ticker.infra.cli.oneshot import CliContext, cli_context, reach_postgres, reach_tick_bus
 from ticker.infra.queue.enqueue import names_for
 from ticker.infra.runtime.startup import stop_event
+from ticker.infra.stores.tick_bus import BusListener
 
 CLEAR = "\x1b[H\x1b[2J"
 COLUMNS = ("symbol", "ltp", "iv", "delta", "gamma", "theta", "vega", "age")
@@ -83,19 +84,18 @@ async def tail(args: argparse.Namespace) -> int:
     ctx = cli_context(log_format="text")  # dev.json fills what the environment leaves unset
     names = names_for(ctx.settings)
     if args.chain:
-        return await tail_chain(args, ctx, names.chain)
-    channel = {"options": names.options, "underlying": names.underlying, "orders": names.orders}[args.channel]
+        return await tail_chain(args, ctx, names)
     tokens = {int(t) for t in args.tokens.split(",") if t.strip()} if args.tokens else None
     board = Board(args.rows, tokens)
-    redis = await reach_redis(ctx)  # one line, not a traceback, when Redis is out of reach
     interactive = sys.stdout.isatty() and not args.seconds
-    await _listen(redis, channel, args, board.add, lambda: board.render(channel), interactive)
+    channel = getattr(names, args.channel)
+    await _listen(ctx, names, args.channel, args, board.add, lambda: board.render(channel), interactive)
     if not interactive:
         print(board.render(channel))
     return 0 if board.received or not args.seconds else 1
 
 
-async def tail_chain(args: argparse.Namespace, ctx: CliContext, channel: str) -> int:
+async def tail_chain(args: argparse.Namespace, ctx: CliContext, names: Names) -> int:
     """The chain's ladder: which chain comes from the instruments table (an unknown underlying or
     expiry is one line), its figures and rows from the chain channel."""
     db = await reach_postgres(ctx, max_size=1)
@@ -105,34 +105,33 @@ async def tail_chain(args: argparse.Namespace, ctx: CliContext, channel: str) ->
     finally:
         await db.close()
     board = ChainBoard(listing, args.rows)
-    redis = await reach_redis(ctx)
     interactive = sys.stdout.isatty() and not args.seconds
-    await _listen(redis, channel, args, board.add, lambda: board.render(channel, ansi=True), interactive)
+    await _listen(ctx, names, "chain", args, board.add, lambda: board.render(names.chain, ansi=True), interactive)
     if not interactive:
-        print(board.render(channel, ansi=False))
+        print(board.render(names.chain, ansi=False))
     return 0 if board.received or not args.seconds else 1
 
 
-async def _listen(redis: Redis, channel: str, args: argparse.Namespace, add: Callable[[bytes], object],
+async def _listen(ctx: CliContext, names: Names, kind: str, args: argparse.Namespace, add: Callable[[bytes], object],
                   render: Callable[[], str], interactive: bool) -> None:
-    """Feed `add` what `channel` carries until stopped (or --seconds are up), redrawing in place."""
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(channel)
+    """Feed `add` what the `kind` channels carry until stopped (or --seconds are up), redrawing in place."""
+    await (await reach_tick_bus(ctx)).aclose()  # one line, not a traceback, when Redis is out of reach
+    listener = BusListener(ctx.settings, names, kind, name="ticker-tail")
     stop = stop_event()
     deadline = time.monotonic() + args.seconds if args.seconds else None
     next_draw = 0.0
     try:
+        await listener.start()
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-            if msg:
-                add(msg["data"])
+            data = await listener.get(timeout=0.2)
+            if data is not None:
+                add(data)
             if interactive and time.monotonic() >= next_draw:
                 sys.stdout.write(CLEAR + render() + "\n")
                 sys.stdout.flush()
                 next_draw = time.monotonic() + args.refresh
     finally:
-        await pubsub.aclose()
-        await redis.aclose()
+        await listener.close()
 
 
 def main(argv: list[str]) -> int:

@@ -64,7 +64,8 @@ class RedisFeed:
     """`async for event in RedisFeed(url, tokens=[...]):` ticks (options and underlying), and with
     `orders=True` / `chains=True` order updates and chain messages, as typed events.
 
-    `since` resumes a stream from a position an earlier feed kept (`feed.positions`); without it
+    `url` is the tick bus's Redis: the deployment's `TICK_REDIS_URL`, or its `REDIS_URL` when that is
+    unset. `since` resumes a stream from a position an earlier feed kept (`feed.positions`); without it
     a stream starts at its newest entry. `tokens` keeps only those instruments' ticks. `name` is
     the client name the feed's Redis connections carry (CLIENT LIST).
 

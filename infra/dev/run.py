@@ -201,6 +201,9 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
         env["REDIS_URL"] = server.start()
         run.supervise_redis(server)
         run.say(f"embedded Redis on {env['REDIS_URL']} (append-only file in {run.folder / 'redis'})")
+    if s.tick_redis_url:  # the tick bus on a Redis of its own (never embedded: that one is REDIS_URL's)
+        env["TICK_REDIS_URL"] = s.tick_redis_url
+        run.info["tick_redis_url"] = s.tick_redis_url
     if s.database_url:
         env["DATABASE_URL"] = s.database_url
     else:
@@ -310,6 +313,15 @@ def cli_env(run: DevRun, *names: str) -> str:
     return "".join(f"{n.upper()}={run.info[n]} " for n in names)
 
 
+def tick_bus_settings(run: DevRun) -> tuple[str, ...]:
+    """What `ticker tail` needs: the tick bus's URL when it has one of its own."""
+    return ("redis_url", "tick_redis_url") if "tick_redis_url" in run.info else ("redis_url",)
+
+
+def tick_bus_line(run: DevRun) -> str:
+    return f"\n  tick bus       {run.info['tick_redis_url']}" if "tick_redis_url" in run.info else ""
+
+
 def banner(run: DevRun) -> str:
     web, key = run.info["web_url"], run.info["api_key"]
     order = json.dumps({**run.info["example_order"], "transaction_type": "BUY", "order_type": "MARKET"})
@@ -322,7 +334,7 @@ ticker is running.
   streamer       {run.info['streamer_health']}
   worker         {run.info['worker_health']}   (and /metrics)
   Kite stand-in  {run.info.get('sim_url', 'real Kite (credentials from settings)')}
-  Redis          {run.info['redis_url']}
+  Redis          {run.info['redis_url']}{tick_bus_line(run)}
   PostgreSQL     {run.info['database_url']}
   accounts key   {enc}
   quota          {run.info['http_rate_limit_per_minute']} requests/min per client (job polls are free)
@@ -333,7 +345,7 @@ Try:
      curl -s -X POST {web}/orders -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\
        -d '{order}'
      curl -s '{web}/jobs/<job_id>?wait=10' -H 'X-API-Key: {key}'
-  2. watch option ticks with Greeks:   {cli_env(run, 'redis_url')}{ticker_command()} tail
+  2. watch option ticks with Greeks:   {cli_env(run, *tick_bus_settings(run))}{ticker_command()} tail
   3. list the Kite accounts:
      {cli_env(run, 'database_url', 'account_encryption_key')}{ticker_command()} accounts list
   4. health:                           curl -s {web}/health
@@ -344,11 +356,13 @@ Ctrl-C stops everything.
 
 async def check_given_servers(settings: Settings) -> None:
     """REDIS_URL / DATABASE_URL given but out of reach: one line saying so, before anything starts."""
-    from ticker.infra.cli.oneshot import CliContext, reach_postgres, reach_redis
+    from ticker.infra.cli.oneshot import CliContext, reach_postgres, reach_redis, reach_tick_bus
 
     ctx = CliContext(settings)
     if settings.redis_url:
         await (await reach_redis(ctx)).aclose()
+    if settings.tick_redis_url:
+        await (await reach_tick_bus(ctx)).aclose()
     if settings.database_url:
         await (await reach_postgres(ctx, max_size=1)).close()
 

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # --- environment and connections -----------------------------------------------------------
     environment: Literal["development", "test", "production"] = "development"
     redis_url: str | None = None
+    tick_redis_url: str | None = None  # the tick bus's own Redis (infra/stores/tick_bus.py); unset: REDIS_URL
     database_url: str | None = None
     db_pool_min: int = Field(1, ge=0)
     db_pool_max: int = Field(10, gt=0)
@@ -194,7 +195,7 @@ class Settings(BaseSettings):
     def _protection(cls, v: object) -> int | None:
         return market_protection_value(v)
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "tick_redis_url")
     @classmethod
     def _redis_url(cls, v: str | None) -> str | None:
         return _url(v, ("redis", "rediss", "unix"))
@@ -259,6 +260,13 @@ class Settings(BaseSettings):
             except Exception as exc:
                 raise ValueError("ACCOUNT_ENCRYPTION_KEY must be comma-separated Fernet keys") from exc
         return v
+
+    @model_validator(mode="after")
+    def _tick_cluster(self) -> Settings:
+        if self.tick_redis_cluster and not self.tick_redis_url:
+            raise ValueError("TICK_REDIS_CLUSTER needs TICK_REDIS_URL (a node of the cluster): "
+                             "queues and leases stay on REDIS_URL, which cannot be a cluster")
+        return self
 
     @model_validator(mode="after")
     def _production(self) -> Settings:

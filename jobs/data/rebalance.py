@@ -105,7 +105,7 @@ async def _spot(d: Deps, name: str, index: Any, future: Any) -> float | None:
     for row in (index, future):
         if row is None:
             continue
-        raw = await d.redis.hget(d.names.latest, str(row["instrument_token"]))
+        raw = await d.ticks.hget(d.names.latest, str(row["instrument_token"]))
         if raw:
             price = orjson.loads(raw).get("last_price")
             if price:

@@ -25,6 +25,7 @@ from ticker.infra.kite.rest import is_transient
 from ticker.infra.kite.schemas import Order
 from ticker.infra.orders import audit_trail as audit
 from ticker.infra.runtime.outage import POSTGRES_ERRORS, Outage
+from ticker.infra.stores.tick_bus import BusListener
 from ticker.jobs.context import Deps, deps
 from ticker.jobs.data.portfolio_refresh import refresh_quietly
 from ticker.jobs.kite_clients import AccountUnavailable, kite_clients
@@ -122,15 +123,15 @@ def postback_orders(raw: bytes | str) -> list[Order]:
 
 async def consume_postbacks(d: Deps, stop: asyncio.Event) -> None:
     """Apply order postbacks to the audit until `stop` is set (owned and awaited by the worker)."""
-    pubsub = d.redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(d.names.orders)
+    listener = BusListener(d.settings, d.names, "orders", name="ticker-worker-postbacks")
     postgres = Outage("postgres")
     try:
+        await listener.start()
         while not stop.is_set():
-            message = await pubsub.get_message(timeout=0.25)  # bounds how long a stop waits
-            if message is None:
+            data = await listener.get(timeout=0.25)  # bounds how long a stop waits
+            if data is None:
                 continue
-            for order in postback_orders(message["data"]):
+            for order in postback_orders(data):
                 try:
                     await record_kite_state(d, order)
                     postgres.ok()
@@ -140,8 +141,7 @@ async def consume_postbacks(d: Deps, stop: asyncio.Event) -> None:
                     log.warning("postback for order %s not applied", order.order_id, exc_info=True)
     finally:
         with contextlib.suppress(Exception):
-            await pubsub.unsubscribe(d.names.orders)
-        await pubsub.aclose()
+            await listener.close()
 
 
 FUNCTIONS = [func(sync_orders, name=JOB_SYNC_ORDERS, timeout=120)]

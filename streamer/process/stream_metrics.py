@@ -60,6 +60,9 @@ class StreamerMetrics:
                                       ["stage"], registry=r)
         self.redis_up = Gauge("ticker_streamer_redis_up", "1 while Redis answers, 0 during an outage", registry=r)
         self.redis_up.set(1)
+        self.tick_redis_up = Gauge("ticker_streamer_tick_redis_up", "1 while the tick bus's Redis (TICK_REDIS_URL, "
+                                   "else REDIS_URL's) answers the publisher, 0 during an outage", registry=r)
+        self.tick_redis_up.set(1)
         self.redis_outages = Counter("ticker_streamer_redis_outages", "Redis outages (each logged once)",
                                      registry=r)
         self.degraded = Gauge("ticker_streamer_degraded", "1 while /health reports degraded", registry=r)

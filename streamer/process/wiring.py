@@ -9,6 +9,8 @@ hand the leases back, close clients.
 Redis may go away at any time: every part that uses it reports to one `RedisLink` (an outage is
 logged once, its end once), retries on its own, and the Kite sockets never notice; `/health`
 says `degraded` with the reason meanwhile, as it does when ticks come in but none get published.
+The tick bus may be a Redis of its own (TICK_REDIS_URL, `ticker.infra.stores.tick_bus`): the
+publisher then writes there and reports to a `RedisLink` of its own, shown as `tick_redis`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ticker.infra.runtime.settings import Settings
 from ticker.infra.stores.accounts import account_store
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import connect
+from ticker.infra.stores.tick_bus import close_tick_client, separate, tick_bus_url, tick_client
 from ticker.streamer.control.coordinator import Coordinator
 from ticker.streamer.control.leases import Leases
 from ticker.streamer.control.listener import ControlListener
@@ -67,6 +70,7 @@ class Clients:
     queue: ArqRedis
     session: aiohttp.ClientSession
     control: Redis  # the control channel's own client: no silent reconnects (see infra.redis)
+    ticks: Redis  # the tick bus (infra.stores.tick_bus): `redis` itself unless TICK_REDIS_URL names another
 
     @classmethod
     async def open(cls, settings: Settings) -> Clients:
@@ -78,13 +82,15 @@ class Clients:
             await db.close()
             raise
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-        return cls(connect(redis_url, retries=1), db, queue,
-                   aiohttp.ClientSession(timeout=timeout), connect(redis_url, max_connections=2))
+        redis = connect(redis_url, retries=1)
+        return cls(redis, db, queue, aiohttp.ClientSession(timeout=timeout), connect(redis_url, max_connections=2),
+                   tick_client(settings, redis, retries=1))
 
     async def close(self) -> None:
         await self.session.close()
         await self.queue.aclose()
         await self.control.aclose()
+        await close_tick_client(self.ticks, self.redis)
         await self.redis.aclose()
         await self.db.close()
 
@@ -98,6 +104,9 @@ class Streamer:
         self.metrics = StreamerMetrics()
         self.supervisor = TaskSupervisor(on_restart=lambda name: self.metrics.stage_failures.labels(name).inc())
         self.link = RedisLink(on_change=self._on_redis)
+        # a tick bus of its own has its own outages; else the publisher tells the one link
+        self.tick_link = (RedisLink(on_change=self.metrics.tick_redis_up.set, dependency="tick_redis",
+                                    label="tick-bus Redis") if separate(settings) else self.link)
         self.timing = Timing(settings.stall_seconds, settings.reconnect_base_seconds,
                              settings.reconnect_max_seconds, settings.ws_subscribe_batch)
         self._pipeline(settings, clients)
@@ -122,11 +131,11 @@ class Streamer:
                                       snapshot_seconds=settings.latest_snapshot_ms / 1000,
                                       sharded=settings.tick_redis_cluster)
         self.breaker = PublishBreaker(settings.redis_breaker_reset_seconds)
-        self.publisher = Publisher(clients.redis, self.names, self.breaker, self.metrics,
+        self.publisher = Publisher(clients.ticks, self.names, self.breaker, self.metrics,
                                    batch_max=settings.tick_batch_max_size, timeout=settings.streamer_publish_timeout,
-                                   link=self.link, envelope=settings.tick_message_format == "envelope",
+                                   link=self.tick_link, envelope=settings.tick_message_format == "envelope",
                                    history_seconds=settings.tick_history_seconds,
-                                   cluster_url=settings.url("redis_url") if settings.tick_redis_cluster else None)
+                                   cluster_url=tick_bus_url(settings) if settings.tick_redis_cluster else None)
         self.chains = ChainStage(InstrumentTable([]), settings.chain_interval_ms / 1000, model=settings.greeks_model)
         self.pipeline = Pipeline(self.batches, self.enricher, self.renderer, self.publisher, self.metrics,
                                  self.chains)
@@ -160,6 +169,8 @@ class Streamer:
 
     def _on_redis(self, up: bool) -> None:
         self.metrics.redis_up.set(1 if up else 0)
+        if self.tick_link is self.link:
+            self.metrics.tick_redis_up.set(1 if up else 0)
         if not up:
             self.metrics.redis_outages.inc()
 
@@ -238,6 +249,7 @@ class Streamer:
             "accounts": accounts, "unplaced_tokens": len(self.reconciler.plan.unplaced),
             "redis": {"up": self.link.up, "outages": self.link.outages, "breaker": self.breaker.state,
                       "control_listening": self.control.listening},
+            **self._tick_bus(),
             "backpressure": backpressure,
             "tasks": len(self.supervisor), "task_failures": self.supervisor.failures,
             "postbacks": {"unverified_accounts": sorted(self.decoder.unverified)},
@@ -246,12 +258,16 @@ class Streamer:
             doc["reason"] = "; ".join(reasons)
         return (503 if status == "down" else 200), doc
 
+    def _tick_bus(self) -> dict:
+        """The tick bus's Redis, when it is not REDIS_URL's (the breaker is the publisher's, above)."""
+        if self.tick_link is self.link:
+            return {}
+        return {"tick_redis": {"up": self.tick_link.up, "outages": self.tick_link.outages}}
+
     def _troubles(self, backpressure: dict) -> list[str]:
-        reasons = []
-        redis = self.link.reason()
-        if redis:
-            reasons.append(redis)
-        elif self.breaker.state != "closed":
+        links = [self.link] if self.tick_link is self.link else [self.link, self.tick_link]
+        reasons = [reason for reason in (link.reason() for link in links) if reason]
+        if self.tick_link.up and self.breaker.state != "closed":  # the publisher's breaker, on the tick bus
             reasons.append(f"publishing paused: the Redis breaker is {self.breaker.state.replace('_', '-')}")
         if backpressure["stalled_seconds"] >= self.backpressure.stall:
             reasons.append(f"ticks received but none published for {backpressure['stalled_seconds']:.0f} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -10,9 +11,14 @@ from datetime import date
 from pathlib import Path
 
 import orjson
+import pytest
+from redis.asyncio import Redis
 
+from tests.streamer.redis_server import RedisServer
+from ticker.core.contracts import Names
 from ticker.infra.cli.chain_board import REVERSE, ChainBoard, ChainListing
 from ticker.infra.cli.tail import Board
+from ticker.infra.stores.redis import connect
 from ticker.infra.stores.tick_history import publish_sequenced
 
 TICKER = str(Path(sys.executable).with_name("ticker"))
@@ -33,9 +39,23 @@ def test_board_keeps_latest_per_token_and_filters() -> None:
     assert "A" in board.render("x") and "Z" not in board.render("x")
 
 
-async def test_tail_process_shows_published_ticks(settings, redis, names) -> None:
+@pytest.mark.parametrize("bus", ["redis_url", "tick_redis_url"])
+async def test_tail_process_shows_published_ticks(bus, settings, redis, names, tmp_path) -> None:
+    """On REDIS_URL's Redis, or on a tick bus of its own (TICK_REDIS_URL; REDIS_URL then has no ticks)."""
     env = {**os.environ, "REDIS_URL": settings.redis_url, "REDIS_NAMESPACE": settings.redis_namespace,
            "PUBLISH_CHANNEL_PREFIX": settings.publish_channel_prefix}
+    env.pop("TICK_REDIS_URL", None)
+    async with contextlib.AsyncExitStack() as stack:
+        if bus == "tick_redis_url":
+            server = RedisServer(tmp_path / "tick-bus")
+            env["TICK_REDIS_URL"] = server.start()
+            stack.callback(server.kill)
+            redis = connect(server.url)
+            stack.push_async_callback(redis.aclose)
+        await _tail_shows(env, redis, names)
+
+
+async def _tail_shows(env: dict[str, str], redis: Redis, names: Names) -> None:
     proc = await asyncio.create_subprocess_exec(
         TICKER, "tail", "--seconds", "3", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     done = asyncio.create_task(proc.communicate())
