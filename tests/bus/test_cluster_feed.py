@@ -18,6 +18,8 @@ from tests.redis_cluster import LocalCluster
 from tests.waiting import GENEROUS, wait_for
 from ticker.client import OrderUpdates, RedisFeed, StreamGap, TickBatch
 from ticker.core.contracts import ORDERS_SHARD, Names
+from ticker.infra.runtime.settings import load_settings
+from ticker.infra.stores.tick_bus import BusListener
 from ticker.streamer.process.stream_metrics import StreamerMetrics
 from ticker.streamer.stages.publish import Publisher
 from ticker.streamer.stages.publish_breaker import PublishBreaker
@@ -174,3 +176,34 @@ async def _history_tokens(url: str, key: str) -> list[int]:
     finally:
         await client.aclose()
     return [t["instrument_token"] for _, fields in entries for t in orjson.loads(fields[b"d"])]
+
+
+async def test_a_bus_listener_hears_every_shard_and_one_named_later(redis_cluster: LocalCluster, names: Names,
+                                                                     publisher: Publisher) -> None:
+    """What `ticker tail` and the worker's postback consumer read: one kind of channel, every shard."""
+    settings = load_settings(redis_url="redis://127.0.0.1:1/0", tick_redis_url=redis_cluster.url,
+                             tick_redis_cluster=True)
+    assert await publisher.publish(flush([1], "NIFTY", orders=[1]))
+    ticks = BusListener(settings, names, "options", name="listener-test")
+    orders = BusListener(settings, names, "orders", name="listener-test")
+    await ticks.start()
+    await orders.start()
+    try:
+        assert await publisher.publish(flush([2], "NIFTY", orders=[2]))
+        assert await publisher.publish(flush([3], "FINNIFTY"))  # announced now: heard from a later message on
+        heard: list[int] = []
+        updates: list[str] = []
+        later = 100
+        async with asyncio.timeout(GENEROUS):
+            while not [t for t in heard if t > 100] or not updates:
+                later += 1  # FINNIFTY ticks until the listener, told of the shard, hears one
+                assert await publisher.publish(flush([later], "FINNIFTY"))
+                for listener, into, key in ((ticks, heard, "ticks"), (orders, updates, "updates")):
+                    data = await listener.get(timeout=0.05)
+                    if data is not None:
+                        into += [i.get("instrument_token") or i.get("order_id") for i in orjson.loads(data)[key]]
+        assert heard[0] == 2 and 1 not in heard
+        assert updates == ["2"]
+    finally:
+        await ticks.close()
+        await orders.close()
