@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import ORDERS_SHARD, Names
-from ticker.core.tick_envelope import StreamPosition, unwrap
+from ticker.core.tick_envelope import StreamPosition, offset_order, unwrap
 from ticker.http.dependency_watch import REDIS, Outages
 from ticker.http.middleware.observe import HttpMetrics
 from ticker.infra.stores import tick_history
@@ -42,7 +42,7 @@ from ticker.infra.stores.shard_subscriber import Resubscribed, ShardSubscriber
 log = logging.getLogger("ticker.http.ws")
 
 RECONNECT_MIN, RECONNECT_MAX = 0.05, 1.0
-SHARDS_READY_SECONDS = 10.0  # how long a cluster may take to confirm the feed's subscriptions
+SHARDS_READY_SECONDS = 10.0  # how long Redis (a cluster) may take to confirm the feed's subscriptions
 
 
 class Stamped(bytes):
@@ -208,7 +208,7 @@ class TickHub:
         self.names = names
         self.cluster_url = cluster_url
         self.routes: dict[str, Route] = routes_of(names) if cluster_url is None else routes_of(names, ORDERS_SHARD)
-        self._last: dict[str, str] = {}  # history key -> offset of the last message routed (cluster: to fill in)
+        self._last: dict[str, StreamPosition] = {}  # history key -> the last message routed (to fill in from)
         self.metrics = metrics
         self.queue_max = queue_max
         self.max_clients = max_clients
@@ -395,48 +395,61 @@ class TickHub:
 
     async def _listen(self) -> AsyncIterator[None]:
         """Subscribe and route messages until the connection is lost (which raises); yields once
-        subscribed."""
+        subscribed. A subscription made again (Redis restarted with its data, a connection reset)
+        is first filled in from history, from the last message routed: a connected client misses
+        nothing history holds, and gets nothing twice."""
         if self.cluster_url is not None:
             async for _ in self._listen_sharded(self.cluster_url):
                 yield None
             return
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.redis.pubsub()
         try:
             await pubsub.subscribe(*self.routes)
+            pending = len(self.routes)
+            while pending:  # confirmed: from here on nothing published is missed
+                message = await pubsub.get_message(timeout=SHARDS_READY_SECONDS)
+                if message is None:
+                    raise ConnectionError("Redis did not confirm the tick feed's subscription")
+                if message["type"] == "subscribe":
+                    pending -= 1
+                self._live(message)
+            await self._fill_in(set(self.routes.values()))
             self._ready.set()
             yield None
             async for message in pubsub.listen():
-                if message["type"] == "message":
-                    self.deliver(self.route(_text(message["channel"])), message["data"])
+                self._live(message)
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
 
+    def _live(self, message: dict) -> None:
+        if message["type"] in ("message", "smessage"):
+            route = self.route(_text(message["channel"]))
+            if self._fresh(route, message["data"]):
+                self.deliver(route, message["data"])
+
     async def _listen_sharded(self, url: str) -> AsyncIterator[None]:
-        """The feed on a sharded bus: every shard the directory names, and those it names later.
-        Channels subscribed again after a failover are filled in from their history, from the last
-        message routed, so connected clients miss nothing the new master holds."""
+        """The feed on a sharded bus: every shard the directory names, and those it names later
+        (the directory is subscribed before its members are read). Channels subscribed again after
+        a failover are filled in from their history like a single Redis's."""
         directory = self.names.shard_directory
-        for shard in await self.redis.smembers(self.names.shards):  # type: ignore[misc]
-            self.routes.update(routes_of(self.names, _text(shard)))
         subscriber = ShardSubscriber(url, [directory, *self.routes], name="ticker-web-hub")
         subscriber.start()
         try:
-            if not await subscriber.ready(SHARDS_READY_SECONDS):
-                raise ConnectionError("the tick bus cluster did not confirm the hub's subscriptions")
+            await _shards_ready(subscriber)
+            for shard in await self.redis.smembers(self.names.shards):  # type: ignore[misc]
+                self._new_shard(subscriber, _text(shard))
+            await _shards_ready(subscriber)
+            await self._fill_in(set(self.routes.values()))
             self._ready.set()
             yield None
             async for event in subscriber:
                 if isinstance(event, Resubscribed):
                     await self._fill_in({self.route(_text(c)) for c in event.channels if _text(c) in self.routes})
-                    continue
-                channel, data = _text(event[0]), event[1]
-                if channel == directory:
-                    self._new_shard(subscriber, _text(data))
-                    continue
-                route = self.route(channel)
-                self._note(route, data)
-                self.deliver(route, data)
+                elif _text(event[0]) == directory:
+                    self._new_shard(subscriber, _text(event[1]))
+                else:
+                    self._live({"type": "smessage", "channel": event[0], "data": event[1]})
         finally:
             await subscriber.aclose()
 
@@ -446,20 +459,30 @@ class TickHub:
             self.routes.update(routes)
             subscriber.add(routes)
 
-    def _note(self, route: Route, data: bytes) -> None:
-        """Keep the offset of a shard's last message (read from the envelope's head, not parsed)."""
-        at = data.find(b'"offset":"', 0, 160)
-        if at >= 0:
-            end = data.find(b'"', at + 10)
-            self._last[route.history] = data[at + 10:end].decode()
+    def _fresh(self, route: Route, data: bytes) -> bool:
+        """Note a live message's place in its history (read from the envelope's head, not parsed);
+        False when a fill-in routed it already."""
+        position = _head(data)
+        if position is None:
+            return True
+        last = self._last.get(route.history)
+        try:
+            if last is not None and last.epoch == position.epoch and \
+                    offset_order(position.offset) <= offset_order(last.offset):
+                return False
+        except ValueError:  # not an offset of ours: routed (and judged) like any message
+            return True
+        self._last[route.history] = position
+        return True
 
     async def _fill_in(self, routes: set[Route]) -> None:
-        """Route what each history holds after the last message routed from it (a failover lost
-        the subscription; messages published meanwhile were not received)."""
+        """Route what each history holds after the last message routed from it, while the counts
+        go on under the same epoch (else nothing can be said of what was missed)."""
         for route in routes:
-            after = self._last.get(route.history)
-            if after is None:
+            last = self._last.get(route.history)
+            if last is None or await tick_history.current_epoch(self.redis, route.names) != last.epoch:
                 continue
+            after, filled = last.offset, 0
             while True:
                 entries = await tick_history.entries_after(self.redis, route.history, after)
                 for entry in entries:
@@ -467,10 +490,12 @@ class TickHub:
                     envelope = b'{"seq":%d,"epoch":"%s","offset":"%s","%s":%s}' % (
                         entry.seq, entry.epoch.encode(), entry.offset.encode(), _ITEMS[route.kind], entry.items)
                     self.deliver(self.routes.get(entry.channel, route), envelope)
-                self._last[route.history] = after
+                    filled += 1
+                self._last[route.history] = StreamPosition(after, last.epoch)
                 if len(entries) < tick_history.REPLAY_PAGE:
                     break
-            log.info("tick feed filled in %s after a resubscription", route.stream)
+            if filled:
+                log.info("tick feed filled in %d messages of %s after resubscribing", filled, route.stream)
 
     async def send_away(self, timeout: float = 5.0) -> None:
         """Close every client's socket with 1001 (going away), so clients reconnect elsewhere."""
@@ -496,6 +521,21 @@ class TickHub:
 
 
 _ITEMS = {TICKS: b"ticks", CHAIN: b"chains", ORDERS: b"updates"}  # where an envelope keeps its items
+
+
+async def _shards_ready(subscriber: ShardSubscriber) -> None:
+    if not await subscriber.ready(SHARDS_READY_SECONDS):
+        raise ConnectionError("the tick bus cluster did not confirm the hub's subscriptions")
+
+
+def _head(data: bytes) -> StreamPosition | None:
+    """The epoch and offset at the head of an envelope as the sequencing script writes it."""
+    epoch_at, offset_at = data.find(b'"epoch":"', 0, 96), data.find(b'"offset":"', 0, 160)
+    if epoch_at < 0 or offset_at < 0:
+        return None
+    epoch = data[epoch_at + 9:data.find(b'"', epoch_at + 9)]
+    offset = data[offset_at + 10:data.find(b'"', offset_at + 10)]
+    return StreamPosition(offset.decode(), epoch.decode())
 
 
 def _text(value: bytes | str) -> str:

@@ -16,6 +16,7 @@ from tests.web.conftest import API_KEY
 from ticker.core.contracts import Names
 from ticker.core.tick_envelope import StreamPosition
 from ticker.http.state import SERVICES
+from ticker.http.ws import hub as hub_module
 from ticker.http.ws.history_replay import covered
 from ticker.http.ws.hub import TICKS, Stamped, WsClient, stamped
 from ticker.infra.stores.tick_history import publish_sequenced
@@ -187,3 +188,29 @@ def test_live_messages_held_during_a_replay_are_bounded_and_deduplicated() -> No
     client.hold()
     assert client.offer(messages[0]) and client.release(covered(TICKS, "0-1"))
     assert client.queue.get_nowait() is messages[0]
+
+
+async def test_a_connected_client_misses_nothing_while_the_hub_resubscribes(make_api, redis, monkeypatch,
+                                                                            caplog) -> None:
+    """The hub's own pub/sub connection is cut (a reset, a Redis restarted with its data): once it
+    has subscribed again it routes from history what was published meanwhile, and then live, so a
+    client that stayed connected gets every message once."""
+    monkeypatch.setattr(hub_module, "RECONNECT_MIN", 1.0)  # a wide window to publish into while it is away
+    api, ws = await started(make_api, f"t{uuid.uuid4().hex[:8]}:nifty")
+    names, hub = channel_names(api), api.app[SERVICES].hub
+    await ws.send_json({"action": "subscribe", "tokens": [7]})
+    await receive(ws, "subscribed")
+    for price in (1.0, 2.0):
+        await publish(redis, names, names.options, [{"instrument_token": 7, "last_price": price}])
+    assert [t["last_price"] for t in await ticks_until(ws, 2.0)] == [1.0, 2.0]
+
+    caplog.set_level("INFO", logger="ticker.http.ws")
+    killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    assert killed >= 1
+    for price in (3.0, 4.0, 5.0):  # while the hub waits to subscribe again
+        await publish(redis, names, names.options, [{"instrument_token": 7, "last_price": price}])
+    assert await hub.wait_ready(30)
+    await publish(redis, names, names.options, [{"instrument_token": 7, "last_price": 6.0}])
+    assert [t["last_price"] for t in await ticks_until(ws, 6.0)] == [3.0, 4.0, 5.0, 6.0]
+    assert "filled in 3 messages of ticks" in caplog.text
+    await ws.close()
