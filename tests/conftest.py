@@ -37,7 +37,7 @@ from ticker.infra.stores.crypto import new_key
 from ticker.infra.stores.db import create_pool
 from ticker.infra.stores.redis import connect
 
-pytest_plugins = ["tests.sim_fixtures", "tests.proxy_fixtures"]
+pytest_plugins = ["tests.sim_fixtures", "tests.proxy_fixtures", "tests.redis_cluster"]
 
 SESSION_ID = uuid.uuid4().hex[:10]
 REDIS_DB_INDEXES = range(1, 16)  # db 0 holds the claims
