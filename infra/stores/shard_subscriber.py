@@ -100,8 +100,15 @@ class ShardSubscriber:
 
     # -- consuming ------------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> set[Address]:
+        """The nodes a connection is held to (the masters of the channels, once subscribed)."""
+        return set(self._links)
+
     def start(self) -> None:
         """Begin subscribing (in the background; `ready` says when every channel is)."""
+        if not self.channels:
+            self._ready.set()
         if self._supervisor is None:
             self._wake.set()
             self._supervisor = asyncio.create_task(self._supervise(), name="shard-subscriber")
@@ -173,7 +180,7 @@ class ShardSubscriber:
             if self._pending:
                 try:
                     await self._subscribe_pending()
-                except (OSError, RedisError, ClusterUnavailable) as exc:
+                except (OSError, RedisError) as exc:  # ClusterUnavailable is an OSError
                     self._failed(exc, "reading the slot map")
                 except Exception as exc:  # a bug must not end the subscriptions for good
                     log.exception("shard subscriber: unexpected error, retrying")
@@ -202,7 +209,7 @@ class ShardSubscriber:
         link = self._links.get(address)
         if link is not None:
             return link
-        conn = self.map.node_connection(address, client_name=self._name)
+        conn = self.map.node_connection(address, client_name=self._name, protocol=2)  # pushes as RESP2 arrays
         await conn.connect()
         link = self._links[address] = _Link(address, conn)
         link.reader = asyncio.create_task(self._read(link), name=f"shard-reader-{address[1]}")
@@ -254,6 +261,9 @@ class ShardSubscriber:
                 link.ping_sent = False
                 await self._handle(link, reply)
         except (OSError, RedisError) as exc:
+            await self._drop(link, exc)
+        except Exception as exc:  # a bug: the channels must still be taken up again
+            log.exception("shard subscriber: unexpected error reading from a node")
             await self._drop(link, exc)
 
     async def _handle(self, link: _Link, reply: object) -> None:
