@@ -36,7 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from ticker.infra.runtime.outage import Outage, Wording
 from ticker.infra.stores.cluster_map import Address, ClusterMap, ClusterUnavailable, key_slot
 
-__all__ = ["Message", "Resubscribed", "ShardSubscriber"]
+__all__ = ["Event", "Message", "Resubscribed", "ShardSubscriber"]
 
 log = logging.getLogger(__name__)
 
@@ -299,12 +299,13 @@ class ShardSubscriber:
 
     def _refused(self, link: _Link, exc: ResponseError) -> None:
         moved = str(exc).split()  # MOVED <slot> <host>:<port>: ask the new owner for the map
-        if len(moved) == 3 and moved[0] == "MOVED" and ":" in moved[2]:
+        if len(moved) == 3 and moved[0] == "MOVED":
             host, _, port = moved[2].rpartition(":")
-            self._ask_first = (host or link.address[0], int(port))
+            if port.isdigit():
+                self._ask_first = (host or link.address[0], int(port))
         group = link.groups.popleft() if link.groups else None
-        if group is not None:
-            self._lose(dict.fromkeys(group.waiting, group.lost_at))
+        if group is not None:  # a refused command subscribed none of its channels
+            self._lose(dict.fromkeys(group.channels, group.lost_at))
         self._failed(exc, "subscribing")
 
     async def _drop(self, link: _Link, exc: BaseException) -> None:
@@ -314,8 +315,8 @@ class ShardSubscriber:
         await self._close(link)
         now = time.time()
         lost: dict[bytes, float | None] = dict.fromkeys(link.active, now)
-        for group in link.groups:
-            lost.update(dict.fromkeys(group.waiting, group.lost_at))
+        for group in link.groups:  # all of a group: those it confirmed are not active yet either
+            lost.update(dict.fromkeys(group.channels, group.lost_at))
         link.active.clear()
         link.groups.clear()
         self._lose(lost)
