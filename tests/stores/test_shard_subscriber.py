@@ -4,13 +4,15 @@ replaced, or hands its slots to its replica, while a publisher keeps publishing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from tests.redis_cluster import LocalCluster, ShardPublisher
+from tests.redis_cluster import ClusterNode, LocalCluster, ShardPublisher
 from tests.waiting import GENEROUS, wait_for
 from ticker.infra.stores.cluster_map import ClusterMap, key_slot
 from ticker.infra.stores.shard_subscriber import Resubscribed, ShardSubscriber
@@ -44,6 +46,27 @@ def number_at_least(channel: bytes, n: int):
     def done(event) -> bool:
         return not isinstance(event, Resubscribed) and event[0] == channel and int(event[1]) >= n
     return done
+
+
+async def flowing(sub: ShardSubscriber, publisher: ShardPublisher) -> None:
+    """Wait for a message the publisher sends from now on (so: sent after whatever came before)."""
+    await events_until(sub, number_at_least(publisher.channel, publisher.acked))
+
+
+async def back_after_a_gap(sub: ShardSubscriber, publisher: ShardPublisher) -> Resubscribed:
+    """The next Resubscribed marker, once messages published after it arrive too."""
+    seen = await events_until(sub, lambda e: isinstance(e, Resubscribed))
+    await flowing(sub, publisher)
+    return seen[-1]
+
+
+async def holding_only(sub: ShardSubscriber, node: ClusterNode) -> None:
+    """Wait until the subscriber holds a connection to `node` alone (an idle one is let go after
+    the subscribing that made it idle)."""
+    async def holds_only_that_node() -> bool:
+        return sub.connected == {node.address}
+
+    await wait_for(holds_only_that_node)
 
 
 async def test_cluster_forms_and_the_map_reads_it(redis_cluster: LocalCluster) -> None:
@@ -97,12 +120,8 @@ async def test_killed_master_is_replaced_and_the_subscriber_carries_on(redis_clu
 
             killed_at = time.time()
             redis_cluster.kill(master)
-            seen = await events_until(sub, lambda e: isinstance(e, Resubscribed))
-            marker = seen[-1]
-            assert marker.channels == (channel,) and marker.lost_at >= killed_at
-            assert elsewhere not in marker.channels  # its master was never touched
-            after = publisher.acked  # published after the subscriber was back
-            await events_until(sub, number_at_least(channel, after))
+            marker = await back_after_a_gap(sub, publisher)
+            assert marker.channels == (channel,) and marker.lost_at >= killed_at  # not `elsewhere`: untouched
 
             successor = await redis_cluster.wait_failover(master)
             assert redis_cluster.master_for(channel) == successor != master
@@ -110,15 +129,30 @@ async def test_killed_master_is_replaced_and_the_subscriber_carries_on(redis_clu
 
             redis_cluster.restart(master)
             assert await redis_cluster.wait_rejoined(master) == successor
-            after = publisher.acked
-            await events_until(sub, number_at_least(channel, after))
-            after = other.acked
-            await events_until(sub, number_at_least(elsewhere, after))
+            await flowing(sub, publisher)
+            await flowing(sub, other)
             assert sub.resubscriptions == 1
     finally:
         await publisher.stop()
         await other.stop()
         await redis_cluster.heal()
+
+
+@contextlib.asynccontextmanager
+async def streaming(cluster: LocalCluster, channel: bytes, **options: float
+                    ) -> AsyncIterator[tuple[ShardSubscriber, ShardPublisher]]:
+    """A subscriber of `channel` and a publisher publishing on it, messages already arriving; at
+    the end every node is running again for the next test."""
+    publisher = ShardPublisher(cluster, channel)
+    try:
+        async with ShardSubscriber(cluster.url, [channel], **options) as sub:  # type: ignore[arg-type]
+            assert await sub.ready(GENEROUS)
+            publisher.start()
+            await events_until(sub, number_at_least(channel, 3))
+            yield sub, publisher
+    finally:
+        await publisher.stop()
+        await cluster.heal()
 
 
 async def test_slots_handed_to_the_replica_are_followed(redis_cluster: LocalCluster) -> None:
@@ -128,26 +162,12 @@ async def test_slots_handed_to_the_replica_are_followed(redis_cluster: LocalClus
     channel = channel_on(redis_cluster, master.port)
     replica = next(n for n in redis_cluster.running_nodes()
                    if n.call("INFO", "replication").get("master_port") == master.port)  # type: ignore[union-attr]
-    publisher = ShardPublisher(redis_cluster, channel)
-    try:
-        async with ShardSubscriber(redis_cluster.url, [channel]) as sub:
-            assert await sub.ready(GENEROUS)
-            publisher.start()
-            await events_until(sub, number_at_least(channel, 3))
-            replica.call("CLUSTER", "FAILOVER")
-            seen = await events_until(sub, lambda e: isinstance(e, Resubscribed))
-            assert seen[-1].channels == (channel,)
-            after = publisher.acked
-            await events_until(sub, number_at_least(channel, after))
-
-            async def only_the_new_master_is_held() -> bool:  # the demoted master's connection is let go
-                return sub.connected == {replica.address}
-
-            await wait_for(only_the_new_master_is_held)
-            assert redis_cluster.master_for(channel) == replica
-    finally:
-        await publisher.stop()
-        await redis_cluster.heal()
+    async with streaming(redis_cluster, channel) as (sub, publisher):
+        replica.call("CLUSTER", "FAILOVER")
+        marker = await back_after_a_gap(sub, publisher)
+        assert marker.channels == (channel,)
+        await holding_only(sub, replica)  # the demoted master's connection is let go
+        assert redis_cluster.master_for(channel) == replica
 
 
 async def test_a_frozen_master_is_noticed_by_its_silence(redis_cluster: LocalCluster) -> None:
@@ -155,24 +175,26 @@ async def test_a_frozen_master_is_noticed_by_its_silence(redis_cluster: LocalClu
     it gives the node up and follows the channel to the replica the cluster promotes."""
     master = redis_cluster.masters()[2]
     channel = channel_on(redis_cluster, master.port)
-    publisher = ShardPublisher(redis_cluster, channel)
-    try:
-        async with ShardSubscriber(redis_cluster.url, [channel], timeout=1.0, health_interval=0.5) as sub:
-            assert await sub.ready(GENEROUS)
-            publisher.start()
-            await events_until(sub, number_at_least(channel, 3))
-            redis_cluster.freeze(master)
-            seen = await events_until(sub, lambda e: isinstance(e, Resubscribed))
-            assert seen[-1].channels == (channel,)
-            after = publisher.acked
-            await events_until(sub, number_at_least(channel, after))
-            successor = await redis_cluster.wait_failover(master)
-            assert sub.connected == {successor.address}
+    async with streaming(redis_cluster, channel, timeout=1.0, health_interval=0.5) as (sub, publisher):
+        redis_cluster.freeze(master)
+        marker = await back_after_a_gap(sub, publisher)
+        assert marker.channels == (channel,)
+        successor = await redis_cluster.wait_failover(master)
+        assert sub.connected == {successor.address}
 
-            redis_cluster.thaw(master)
-            assert await redis_cluster.wait_rejoined(master) == successor
-            after = publisher.acked
-            await events_until(sub, number_at_least(channel, after))
-    finally:
-        await publisher.stop()
-        await redis_cluster.heal()
+        redis_cluster.thaw(master)
+        assert await redis_cluster.wait_rejoined(master) == successor
+        await flowing(sub, publisher)
+
+
+async def test_a_migrated_slot_is_followed(redis_cluster: LocalCluster) -> None:
+    """A slot handed to another master (CLUSTER SETSLOT ... NODE, as a resharding ends): the old
+    owner unsubscribes the channel itself, and the subscriber finds it at the new one."""
+    source, target = redis_cluster.masters()[:2]
+    channel = channel_on(redis_cluster, source.port)
+    async with streaming(redis_cluster, channel) as (sub, publisher):
+        for node in (target, source):  # the new owner first, as redis-cli's resharding does
+            node.call("CLUSTER", "SETSLOT", key_slot(channel), "NODE", target.node_id)
+        marker = await back_after_a_gap(sub, publisher)
+        assert marker.channels == (channel,)
+        await holding_only(sub, target)
