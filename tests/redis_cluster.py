@@ -7,8 +7,9 @@ introduced with CLUSTER MEET, and each replica follows its master with CLUSTER R
 `cluster-node-timeout` is 1 s and replicas may always be promoted
 (`cluster-replica-validity-factor 0`), so a killed master is replaced within a few seconds.
 
-Tests may kill and restart nodes: `kill(node)`, then `await wait_failover(node)` for the promoted
-replica, `restart(node)` and `await wait_rejoined(node)`. A test that does so leaves every node
+Tests may kill and restart nodes: `kill(node)` (or `freeze(node)`, SIGSTOP), then
+`await wait_failover(node)` for the promoted replica, `restart(node)` (or `thaw(node)`) and
+`await wait_rejoined(node)`. A test that does so leaves every node
 running (`restart` them, or `await heal()`), so the next test finds 3 masters with a replica each,
 though not on the same ports as before. Nothing here sleeps to order events: waits poll conditions.
 
@@ -54,6 +55,7 @@ class ClusterNode:
     folder: Path
     node_id: str = ""
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    frozen: bool = False  # SIGSTOPped: its sockets stay open, nothing answers
 
     @property
     def url(self) -> str:
@@ -65,7 +67,8 @@ class ClusterNode:
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Started and answering (not killed, not frozen)."""
+        return self.proc is not None and self.proc.poll() is None and not self.frozen
 
     def client(self) -> redis.Redis:
         """A short-lived plain client of this node alone (close it after use)."""
@@ -143,17 +146,35 @@ class LocalCluster:
         return self.node_at(_slot_owners(self._viewer())[key_slot(_bytes(key))])
 
     def masters(self) -> list[ClusterNode]:
+        """The masters serving slots, by port."""
         return sorted({self.node_at(p).port: self.node_at(p) for p in _slot_owners(self._viewer()).values()}
                       .values(), key=lambda n: n.port)
 
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL: no goodbye to clients or to the cluster; its slots are noted for `wait_failover`."""
-        if node.running:
-            self._lost_slots[node.port] = {s for s, p in _slot_owners(self._viewer()).items() if p == node.port}
+        self._note_slots(node)
         assert node.proc is not None
         node.proc.send_signal(signal.SIGKILL)
         node.proc.wait(30)
-        node.proc = None
+        node.proc, node.frozen = None, False
+
+    def freeze(self, node: ClusterNode) -> None:
+        """SIGSTOP: the node stops answering but its connections stay open, as a hung or
+        partitioned server's do (the cluster fails it over like a dead one)."""
+        self._note_slots(node)
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGSTOP)
+        node.frozen = True
+
+    def thaw(self, node: ClusterNode) -> None:
+        """SIGCONT: a frozen node carries on, learns it was replaced and follows its successor."""
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGCONT)
+        node.frozen = False
+
+    def _note_slots(self, node: ClusterNode) -> None:
+        if node.running:
+            self._lost_slots[node.port] = {s for s, p in _slot_owners(self._viewer()).items() if p == node.port}
 
     def restart(self, node: ClusterNode) -> None:
         """Start a stopped node again on its port and folder: its nodes.conf brings it back into the
@@ -163,7 +184,8 @@ class LocalCluster:
 
     async def wait_failover(self, node: ClusterNode, timeout: float = GENEROUS) -> ClusterNode:
         """Wait until the slots `node` held when killed are served by one other master that every
-        running node agrees on, and the cluster is ok everywhere; return that master."""
+        running node agrees on, and the cluster is ok everywhere; return that master (for a killed
+        replica, which held none: a running master)."""
         slots = self._lost_slots.get(node.port, set())
 
         def failed_over() -> bool:
@@ -173,8 +195,7 @@ class LocalCluster:
                     and all(_cluster_ok(n) for n in self.running_nodes()))
 
         await wait_for(_threaded(failed_over), timeout)
-        owner = _slot_owners(self._viewer())[min(slots)] if slots else None
-        return self.node_at(owner) if owner is not None else self._viewer()
+        return self.node_at(_slot_owners(self._viewer())[min(slots)]) if slots else self.masters()[0]
 
     async def wait_rejoined(self, node: ClusterNode, timeout: float = GENEROUS) -> ClusterNode:
         """Wait until a restarted node is a replica in sync with a master and the cluster is ok;
@@ -188,8 +209,11 @@ class LocalCluster:
         return self.node_at(int(str(_replication(node)["master_port"])))
 
     async def heal(self, timeout: float = GENEROUS) -> None:
-        """Restart every stopped node and wait until all are back and the cluster is ok."""
+        """Thaw every frozen node, restart every stopped one and wait until all are back and the
+        cluster is ok."""
         for node in self.nodes:
+            if node.frozen:
+                self.thaw(node)
             if not node.running:
                 self.restart(node)
         await wait_for(_threaded(self._all_ok), timeout)
@@ -217,9 +241,9 @@ class LocalCluster:
     def stop(self) -> None:
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGKILL)
+                node.proc.send_signal(signal.SIGKILL)  # a frozen one too: SIGKILL needs no SIGCONT
                 node.proc.wait(30)
-            node.proc = None
+            node.proc, node.frozen = None, False
 
     def _start(self, node: ClusterNode) -> None:
         node.folder.mkdir(parents=True, exist_ok=True)
@@ -278,10 +302,11 @@ class LocalCluster:
 class ShardPublisher:
     """SPUBLISHes 0, 1, 2, ... on a shard channel through redis-py's asyncio cluster client until
     stopped, as the streamer would: a failed publish (its master killed, the slot moving) is retried
-    with a fresh client, which reads the topology again. `acked` counts the publishes Redis took."""
+    with a fresh client seeded by a running node, which reads the topology again. `acked` counts the
+    publishes Redis took."""
 
-    def __init__(self, url: str, channel: bytes) -> None:
-        self.url, self.channel = url, channel
+    def __init__(self, cluster: LocalCluster, channel: bytes) -> None:
+        self.cluster, self.channel = cluster, channel
         self.acked = 0
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
@@ -301,26 +326,32 @@ class ShardPublisher:
 
     async def _run(self) -> None:
         from redis.asyncio.cluster import RedisCluster
+        from redis.exceptions import RedisClusterException
 
         while not self._stopping:
-            client = RedisCluster.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+            client = RedisCluster.from_url(self.cluster.url, socket_timeout=2, socket_connect_timeout=2)
             try:
                 while not self._stopping:
                     await client.execute_command("SPUBLISH", self.channel, str(self.acked))
                     self.acked += 1
                     await asyncio.sleep(0.002)  # a steady stream, not a flood
-            except (redis.RedisError, OSError):
+            except (redis.RedisError, RedisClusterException, OSError):
                 self.failures += 1
                 await asyncio.sleep(0.05)  # pace the retries while the cluster settles
             finally:
                 await client.aclose()
 
 
+# prctl, looked up here: the child only calls it (no dynamic loading between fork and exec)
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+
+
 def _die_with_parent() -> None:
-    """In the child before exec: on Linux, be killed when the test process dies, however it ends
-    (a runner killed by a timeout never reaches the fixture's teardown)."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    """In the child before exec: on Linux, be killed when the thread that started it ends (the
+    test process, however it ends: a runner killed by a timeout never reaches the fixture's
+    teardown). So start nodes from the test's own thread, not a worker thread."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _bytes(key: str | bytes) -> bytes:

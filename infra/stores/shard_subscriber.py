@@ -36,7 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from ticker.infra.runtime.outage import Outage, Wording
 from ticker.infra.stores.cluster_map import Address, ClusterMap, ClusterUnavailable, key_slot
 
-__all__ = ["Message", "Resubscribed", "ShardSubscriber"]
+__all__ = ["Event", "Message", "Resubscribed", "ShardSubscriber"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class _Link:
     groups: deque[_Group] = field(default_factory=deque)  # sent, in order, not yet fully confirmed
     reader: asyncio.Task[None] | None = None
     ping_sent: bool = False
+    closed: bool = False
 
 
 class ShardSubscriber:
@@ -93,19 +94,28 @@ class ShardSubscriber:
         self._links: dict[Address, _Link] = {}
         self._wake, self._ready = asyncio.Event(), asyncio.Event()
         self._delay = 0.0  # back-off before the next try, after a failure
+        self._ask_first: Address | None = None  # a node that knows the slot map's latest change
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- consuming ------------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> set[Address]:
+        """The nodes a connection is held to (the masters of the channels, once subscribed)."""
+        return set(self._links)
+
     def start(self) -> None:
         """Begin subscribing (in the background; `ready` says when every channel is)."""
+        if not self.channels:
+            self._ready.set()
         if self._supervisor is None:
             self._wake.set()
             self._supervisor = asyncio.create_task(self._supervise(), name="shard-subscriber")
 
     def add(self, channels: Iterable[bytes | str]) -> None:
-        """Subscribe more channels (at their owners, in the background, like the first ones)."""
+        """Subscribe more channels (a shard new to the directory), at their owners, in the
+        background like the first ones: `ready` is false until they are confirmed."""
         new = {c.encode() if isinstance(c, str) else c for c in channels} - self.channels
         if new:
             self.channels = self.channels | new
@@ -138,12 +148,19 @@ class ShardSubscriber:
             yield event
 
     async def aclose(self) -> None:
+        # The loops also stop on flags: a cancellation meeting a read's own timeout may be taken
+        # for that timeout by redis-py, and a loop that only heeded the cancel would read on.
         self._closed = True
-        tasks = [t for t in [self._supervisor, *(link.reader for link in self._links.values())] if t is not None]
+        self._wake.set()
+        links = list(self._links.values())
+        for link in links:
+            link.closed = True
+        tasks = [t for t in [self._supervisor, *(link.reader for link in links)] if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for link in list(self._links.values()):
+        if tasks:
+            await asyncio.wait(tasks, timeout=2 * self._timeout + self._health)
+        for link in links:
             await link.conn.disconnect(nowait=True)
         self._links.clear()
         while self._queue.full():  # make room for the end marker: nobody reads what is left
@@ -160,16 +177,18 @@ class ShardSubscriber:
     # -- subscribing ----------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        while True:
+        while not self._closed:
             await self._wake.wait()
             self._wake.clear()
+            if self._closed:
+                return
             if self._delay:
                 delay, self._delay = self._delay, 0.0
                 await asyncio.sleep(delay)  # back-off after a failure (the wake-up may repeat it)
             if self._pending:
                 try:
                     await self._subscribe_pending()
-                except (OSError, RedisError, ClusterUnavailable) as exc:
+                except (OSError, RedisError) as exc:  # ClusterUnavailable is an OSError
                     self._failed(exc, "reading the slot map")
                 except Exception as exc:  # a bug must not end the subscriptions for good
                     log.exception("shard subscriber: unexpected error, retrying")
@@ -177,7 +196,8 @@ class ShardSubscriber:
             await self._close_idle_links()
 
     async def _subscribe_pending(self) -> None:
-        await self.map.refresh()
+        ask_first, self._ask_first = self._ask_first, None
+        await self.map.refresh(ask_first)
         by_owner: dict[Address, dict[int, list[bytes]]] = {}
         for channel in self._pending:
             slot = key_slot(channel)
@@ -197,7 +217,7 @@ class ShardSubscriber:
         link = self._links.get(address)
         if link is not None:
             return link
-        conn = self.map.node_connection(address, client_name=self._name)
+        conn = self.map.node_connection(address, client_name=self._name, protocol=2)  # pushes as RESP2 arrays
         await conn.connect()
         link = self._links[address] = _Link(address, conn)
         link.reader = asyncio.create_task(self._read(link), name=f"shard-reader-{address[1]}")
@@ -223,6 +243,7 @@ class ShardSubscriber:
                 await self._close(link)
 
     async def _close(self, link: _Link) -> None:
+        link.closed = True
         if self._links.get(link.address) is link:
             del self._links[link.address]
         if link.reader is not None and link.reader is not asyncio.current_task():
@@ -233,7 +254,7 @@ class ShardSubscriber:
 
     async def _read(self, link: _Link) -> None:
         try:
-            while True:
+            while not link.closed:
                 try:
                     reply = await link.conn.read_response(timeout=self._health, disconnect_on_error=False)
                 except ResponseError as exc:  # the oldest SSUBSCRIBE not yet confirmed was refused
@@ -249,6 +270,9 @@ class ShardSubscriber:
                 await self._handle(link, reply)
         except (OSError, RedisError) as exc:
             await self._drop(link, exc)
+        except Exception as exc:  # a bug: the channels must still be taken up again
+            log.exception("shard subscriber: unexpected error reading from a node")
+            await self._drop(link, exc)
 
     async def _handle(self, link: _Link, reply: object) -> None:
         if not isinstance(reply, list) or len(reply) < 2:
@@ -260,6 +284,7 @@ class ShardSubscriber:
             await self._confirmed(link, channel)
         elif kind == b"sunsubscribe":  # the node gave up the channel's slot: it is served elsewhere now
             link.active.discard(channel)
+            self._ask_first = link.address  # it knows where (a replica would still take the channel)
             self._lose({channel: time.time()})
 
     async def _confirmed(self, link: _Link, channel: bytes) -> None:
@@ -281,9 +306,14 @@ class ShardSubscriber:
     # -- losing channels ------------------------------------------------------------------------
 
     def _refused(self, link: _Link, exc: ResponseError) -> None:
+        moved = str(exc).split()  # MOVED <slot> <host>:<port>: ask the new owner for the map
+        if len(moved) == 3 and moved[0] == "MOVED":
+            host, _, port = moved[2].rpartition(":")
+            if port.isdigit():
+                self._ask_first = (host or link.address[0], int(port))
         group = link.groups.popleft() if link.groups else None
-        if group is not None:
-            self._lose(dict.fromkeys(group.waiting, group.lost_at))
+        if group is not None:  # a refused command subscribed none of its channels
+            self._lose(dict.fromkeys(group.channels, group.lost_at))
         self._failed(exc, "subscribing")
 
     async def _drop(self, link: _Link, exc: BaseException) -> None:
@@ -293,8 +323,8 @@ class ShardSubscriber:
         await self._close(link)
         now = time.time()
         lost: dict[bytes, float | None] = dict.fromkeys(link.active, now)
-        for group in link.groups:
-            lost.update(dict.fromkeys(group.waiting, group.lost_at))
+        for group in link.groups:  # all of a group: those it confirmed are not active yet either
+            lost.update(dict.fromkeys(group.channels, group.lost_at))
         link.active.clear()
         link.groups.clear()
         self._lose(lost)
