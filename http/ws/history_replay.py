@@ -14,6 +14,7 @@ what stands in for them (the latest ticks, the whole chain, the order updates hi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -62,16 +63,20 @@ async def replay(redis: Redis, key: str, after: str, client: WsClient,
     for this client), waiting for room in the client's queue rather than dropping. Returns the last
     offset replayed (`after` when there was nothing) and whether all was: a client that takes
     nothing for REPLAY_PATIENCE seconds is given up on."""
+    queue = client.queue
     try:
-        while True:
-            entries = await tick_history.entries_after(redis, key, after)
-            for entry in entries:
-                for message in convert(entry):
-                    async with asyncio.timeout(REPLAY_PATIENCE):
-                        await client.queue.put(message)
-                after = entry.offset
-            if len(entries) < tick_history.REPLAY_PAGE:
-                return after, True
+        async with contextlib.aclosing(tick_history.pages_after(redis, key, after)) as pages:
+            async for entries in pages:
+                for entry in entries:
+                    for message in convert(entry):
+                        if not queue.full():  # a timeout costs more than the put: only when it must wait
+                            queue.put_nowait(message)
+                            continue
+                        async with asyncio.timeout(REPLAY_PATIENCE):
+                            await queue.put(message)
+                    after = entry.offset
+                    await asyncio.sleep(0)  # a page filtered to few ticks must not hold up other clients
+        return after, True
     except TimeoutError:
         return after, False
 
