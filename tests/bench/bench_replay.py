@@ -13,7 +13,9 @@ one replayed has arrived. Measured: replayed ticks/s and the time from sending t
 last replayed tick (resume complete), for a client subscribed to every token and to a tenth of
 them, with `?batch=true` and one tick per message. Each case runs twice on a fresh connection;
 the faster counts. Anchor, same run, same stream: redis-py XRANGE reading every entry after the
-offset in REPLAY_PAGE-entry pages on CPU 0 (the Redis read alone, nothing parsed or sent).
+offset in ANCHOR_PAGE-entry pages on CPU 0 (the Redis read alone, nothing parsed or sent); the
+ratio is the history the resume went through per second (all of it, whatever the client takes)
+against that bare read.
 
 `python -m tests.bench.bench_replay client PORT PATH SUBSCRIBE_JSON EXPECTED` is the client.
 """
@@ -40,6 +42,7 @@ from ticker.infra.stores import tick_history
 TOKENS, FLUSHES, FLUSH_SECONDS, BATCH_MAX = 2_000, 600, 0.1, 1_000  # 20k ticks/s for 60 s
 RATE_GOAL, RESUME_GOAL = 500_000, 1.0  # ticks/s replayed; seconds from subscribe to the last one
 ROUNDS = 2
+ANCHOR_PAGE = 200  # entries per XRANGE of the anchor's plain read (~75 MB of these entries)
 CLIENT_TIMEOUT = 120.0
 
 
@@ -90,9 +93,9 @@ async def _xrange_rate(redis_url: str, stream: str, since: str, ticks: int) -> f
     try:
         t0, after, entries = time.perf_counter(), since, 0
         while True:
-            page = await redis.xrange(stream, f"({after}", "+", count=tick_history.REPLAY_PAGE)
+            page = await redis.xrange(stream, f"({after}", "+", count=ANCHOR_PAGE)
             entries += len(page)
-            if len(page) < tick_history.REPLAY_PAGE:
+            if len(page) < ANCHOR_PAGE:
                 break
             after = page[-1][0].decode()
         elapsed = time.perf_counter() - t0
@@ -178,12 +181,12 @@ def _measure(report: Any, env: dict[str, str], redis_url: str, names: Names, sin
             expected = FLUSHES * len(tokens)
             runs = [_run_client(port, path, tokens, since, epoch, expected) for _ in range(ROUNDS)]
             best = min(runs, key=lambda r: r["seconds"])
-            rate = expected / best["seconds"]
+            rate, read = expected / best["seconds"], FLUSHES * TOKENS / best["seconds"]
             report.row(f"web /ws/ticks resume from history, 60 s at 20k ticks/s ({FLUSHES * TOKENS:,} ticks), "
                        f"{label} ({len(tokens):,} tokens)",
-                       f"{rate:,.0f} ticks/s, resume complete in {fmt_time(best['seconds'])} "
-                       f"({expected:,} ticks in {best['frames']:,} frames)",
-                       f"redis-py XRANGE of the same entries {anchor:,.0f} ticks/s", ratio=rate / anchor,
+                       f"{rate:,.0f} ticks/s delivered ({read:,.0f} ticks of history/s), resume complete in "
+                       f"{fmt_time(best['seconds'])} ({expected:,} ticks in {best['frames']:,} frames)",
+                       f"redis-py XRANGE of the same history {anchor:,.0f} ticks/s", ratio=read / anchor,
                        goal=f"≥ {RATE_GOAL:,} ticks/s, ≤ {RESUME_GOAL:g} s",
                        met=rate >= RATE_GOAL and best["seconds"] <= RESUME_GOAL)
 
