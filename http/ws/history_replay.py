@@ -75,7 +75,7 @@ async def replay(redis: Redis, key: str, after: str, client: WsClient,
                         async with asyncio.timeout(REPLAY_PATIENCE):
                             await queue.put(message)
                     after = entry.offset
-                    await asyncio.sleep(0)  # a page filtered to few ticks must not hold up other clients
+                await asyncio.sleep(0)  # a page filtered to few ticks must not hold up other clients
         return after, True
     except TimeoutError:
         return after, False
