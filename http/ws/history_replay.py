@@ -14,6 +14,7 @@ what stands in for them (the latest ticks, the whole chain, the order updates hi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -29,6 +30,10 @@ from ticker.infra.stores.tick_history import Entry
 HISTORY_OFF = "history_off"  # TICK_MESSAGE_FORMAT=array: nothing is kept to replay
 OVERFLOW = "overflow"  # the client fell behind while history was replayed: not all of it could be sent
 REPLAY_PATIENCE = 30.0  # seconds a replay waits for room in a client's queue before giving up
+# Seconds a replay works before it lets other clients' messages through: history filtered down to
+# a few ticks fills no queue, so nothing else makes it wait; a turn after every entry would cost one
+# loop turn per entry (an orders history is many small ones).
+REPLAY_TURN = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +67,23 @@ async def replay(redis: Redis, key: str, after: str, client: WsClient,
     for this client), waiting for room in the client's queue rather than dropping. Returns the last
     offset replayed (`after` when there was nothing) and whether all was: a client that takes
     nothing for REPLAY_PATIENCE seconds is given up on."""
+    queue, loop = client.queue, asyncio.get_running_loop()
     try:
-        while True:
-            entries = await tick_history.entries_after(redis, key, after)
-            for entry in entries:
-                for message in convert(entry):
-                    async with asyncio.timeout(REPLAY_PATIENCE):
-                        await client.queue.put(message)
-                after = entry.offset
-            if len(entries) < tick_history.REPLAY_PAGE:
-                return after, True
+        async with contextlib.aclosing(tick_history.pages_after(redis, key, after)) as pages:
+            async for entries in pages:
+                turn = loop.time()
+                for entry in entries:
+                    for message in convert(entry):
+                        if not queue.full():  # a timeout costs more than the put: only when it must wait
+                            queue.put_nowait(message)
+                            continue
+                        async with asyncio.timeout(REPLAY_PATIENCE):
+                            await queue.put(message)
+                    after = entry.offset
+                    if loop.time() - turn > REPLAY_TURN:
+                        await asyncio.sleep(0)
+                        turn = loop.time()
+        return after, True
     except TimeoutError:
         return after, False
 

@@ -49,7 +49,9 @@ from ticker.http.ws.hub import (
     Whole,
     WsClient,
     chain_message,
+    stamped_run,
     stamped_ticks,
+    ticks_in,
     whole_message,
 )
 from ticker.infra.stores.tick_history import Entry
@@ -128,13 +130,14 @@ class TickClient:
         carry: bytes | None = None
         while not ws.closed:
             ticks = [carry if carry is not None else await queue.get()]
-            carry = None
+            carry, count = None, ticks_in(ticks[0])
             while not queue.empty():
                 item = queue.get_nowait()
-                if len(ticks) >= MAX_TICKS_PER_SEND and not _same_message(ticks[-1], item):
+                if count >= MAX_TICKS_PER_SEND and not _same_message(ticks[-1], item):
                     carry = item
                     break
                 ticks.append(item)
+                count += ticks_in(item)
             while not self.replies.empty():
                 await ws.send_frame(self.replies.get_nowait(), WSMsgType.TEXT)
                 metrics.ws_sent.inc()
@@ -147,6 +150,7 @@ class TickClient:
                 metrics.ws_sent.inc(len(whole))
             if not ticks:
                 continue
+            count = sum(map(ticks_in, ticks))
             if self.batch:  # a frame per stream (one, unless the bus is sharded): one offset covers it
                 for group in _by_stream(ticks):
                     stamp = next((s for s in map(_stamp, reversed(group)) if s), b"")
@@ -157,7 +161,7 @@ class TickClient:
                 for tick in ticks:
                     await ws.send_frame(b'{"type":"tick",' + _stamp(tick) + b'"data":' + tick + b"}", WSMsgType.TEXT)
                 metrics.ws_sent.inc(len(ticks))
-            metrics.ws_ticks_sent.inc(len(ticks))
+            metrics.ws_ticks_sent.inc(count)
 
     async def handle(self, data: str | bytes) -> None:
         try:
@@ -220,6 +224,9 @@ class TickClient:
                     await self.client.queue.put(message)
 
         def convert(entry: Entry, route: Route) -> Iterable[bytes]:
+            if self.batch:  # sent together anyway: encoded and queued as one run
+                run = stamped_run(*entry_items(entry), wanted, route.stream)
+                return [run] if run is not None else []
             return stamped_ticks(*entry_items(entry), wanted.__contains__, route.stream)
 
         parts = {self.svc.hub.history_route(TICKS, s.shard): s.position() for s in since}

@@ -16,6 +16,7 @@ from history like after any lost connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -230,16 +231,13 @@ class RedisFeed:
             self.positions[stream] = StreamPosition(after, epoch or "")
             if kind != ORDER_STREAM:
                 return
-        while True:
-            entries = await tick_history.entries_after(redis, key, after)
-            for entry in entries:
-                after = entry.offset
-                event = self._accept(stream, entry.channel, _items(entry.items),
-                                     StreamPosition(entry.offset, entry.epoch), entry.seq)
-                if event is not None:
-                    yield event
-            if len(entries) < tick_history.REPLAY_PAGE:
-                return
+        async with contextlib.aclosing(tick_history.pages_after(redis, key, after)) as pages:
+            async for entries in pages:
+                for entry in entries:
+                    event = self._accept(stream, entry.channel, _items(entry.items),
+                                         StreamPosition(entry.offset, entry.epoch), entry.seq)
+                    if event is not None:
+                        yield event
 
     async def _resume_check(self, redis: Redis, history: _History, since: StreamPosition) -> str | None:
         if since.offset != ORIGIN:

@@ -204,12 +204,17 @@ class FrameCounter(asyncio.Protocol):
         self.transport = transport
         transport.write(self.request)  # type: ignore[attr-defined]
 
-    def send_text(self, payload: bytes) -> None:
+    @staticmethod
+    def frame(payload: bytes) -> bytes:
+        """A masked client text frame (payload under 64 KiB)."""
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         n = len(payload)
         head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
-        self.transport.write(head + mask + masked)  # type: ignore[attr-defined]
+        return head + mask + masked
+
+    def send_text(self, payload: bytes) -> None:
+        self.transport.write(self.frame(payload))  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         self.buf += data

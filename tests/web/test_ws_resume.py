@@ -11,6 +11,7 @@ import asyncio
 import uuid
 
 import orjson
+import pytest
 
 from tests.web.conftest import API_KEY
 from ticker.core.contracts import Names
@@ -18,7 +19,8 @@ from ticker.core.tick_envelope import StreamPosition
 from ticker.http.state import SERVICES
 from ticker.http.ws import hub as hub_module
 from ticker.http.ws.history_replay import covered
-from ticker.http.ws.hub import TICKS, Stamped, WsClient, stamped
+from ticker.http.ws.hub import TICKS, Stamped, TickQueue, WsClient, stamped, stamped_run, stamped_ticks
+from ticker.infra.stores import tick_history
 from ticker.infra.stores.tick_history import publish_sequenced
 
 KEYED = {"X-API-Key": API_KEY}
@@ -83,6 +85,56 @@ async def test_a_resumed_subscription_gets_what_it_missed_once(make_api, redis) 
     expected = [t for batch in missed for t in batch if t["instrument_token"] != 99]
     assert got == [*expected, {"instrument_token": 12, "last_price": 99.0}]
     await ws.close()
+
+
+async def test_a_replay_many_pages_long_arrives_whole_and_in_order(make_api, redis, monkeypatch) -> None:
+    """History is read a page at a time, the next page while this one is sent; pages of one
+    entry make every step of that a page boundary."""
+    monkeypatch.setattr(tick_history, "PAGE_BYTES", 1)
+    api, ws = await started(make_api, f"ticker:r{uuid.uuid4().hex[:8]}")
+    names = channel_names(api)
+    await publish(redis, names, names.options, [{"instrument_token": 5, "last_price": 0.5}])
+    offset = (await redis.xrevrange(names.ticks_history, count=1))[0][0].decode()
+    since = {"offset": offset, "epoch": (await redis.hget(names.sequence, "epoch")).decode()}
+    missed = [[{"instrument_token": 5, "last_price": 1.0 + i}, {"instrument_token": 6, "last_price": 1.0}]
+              for i in range(tick_history.FIRST_PAGE * 3)]
+    for batch in missed:
+        await publish(redis, names, names.options, batch)
+    await ws.send_json({"action": "subscribe", "tokens": [5], "since": since})
+    got = await ticks_until(ws, missed[-1][0]["last_price"])
+    assert got == [batch[0] for batch in missed]
+    await ws.close()
+
+
+def test_a_replayed_run_is_the_ticks_a_batch_send_would_join() -> None:
+    """A run holds, byte for byte, what the ticks `stamped_ticks` takes make when a batch send
+    joins them; odd items are skipped alike."""
+    position = StreamPosition("7-0", "e")
+    wanted = {1, 2, 3}
+    odd = [{"instrument_token": 1, "last_price": 1e-7, "name": "NIFTY ₹ \"x\"", "depth": {"buy": [{"q": 1}]}},
+           {"instrument_token": 4}, {"instrument_token": True}, {"instrument_token": 2.0}, {"last_price": 1},
+           [1, 2], "3", None, {"instrument_token": 3, "oi": 10**15}]
+    plain = [{"instrument_token": t, "last_price": t / 3} for t in (1, 2, 3, 9)]
+    for ticks in (odd, plain, plain[:3]):
+        one_by_one = list(stamped_ticks(ticks, position, wanted.__contains__))
+        run = stamped_run(ticks, position, wanted)
+        assert run is not None and bytes(run) == b",".join(one_by_one)
+        assert (run.ticks, run.offset, run.stamp, run.stream) == (len(one_by_one), "7-0", one_by_one[0].stamp, TICKS)
+    assert stamped_run(plain, position, {5}) is None and stamped_run([], position, wanted) is None
+
+
+def test_a_client_queue_is_bounded_in_ticks() -> None:
+    queue = TickQueue(maxsize=10)
+    run = stamped_run([{"instrument_token": t} for t in range(8)], None, set(range(8)))
+    assert run is not None
+    queue.put_nowait(run)
+    queue.put_nowait(b"{}")
+    assert (queue.qsize(), queue.full()) == (9, False)
+    queue.put_nowait(b"{}")
+    assert queue.full()
+    with pytest.raises(asyncio.QueueFull):
+        queue.put_nowait(b"{}")
+    assert queue.get_nowait() is run and queue.qsize() == 2
 
 
 async def test_an_offset_older_than_history_gets_a_gap_and_the_latest_ticks(make_api, redis) -> None:
