@@ -437,7 +437,7 @@ class TickHub:
         subscriber.start()
         try:
             await _shards_ready(subscriber)
-            for shard in await self.redis.smembers(self.names.shards):  # type: ignore[misc]
+            for shard in await self.redis.smembers(self.names.shards):
                 self._new_shard(subscriber, _text(shard))
             await _shards_ready(subscriber)
             await self._fill_in(set(self.routes.values()))

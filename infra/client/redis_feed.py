@@ -117,7 +117,7 @@ class RedisFeed:
     async def events(self) -> AsyncIterator[FeedEvent]:
         attempt = 0
         while True:
-            redis: Redis = (RedisCluster.from_url(self.url) if self.cluster  # type: ignore[assignment]
+            redis: Redis = (RedisCluster.from_url(self.url) if self.cluster
                             else connect(self.url, max_connections=4, name=self.name))
             try:
                 session = self._cluster_session(redis) if self.cluster else self._session(redis)
@@ -168,7 +168,7 @@ class RedisFeed:
         subscriber.start()
         try:
             await _ready(subscriber)
-            for shard in sorted(_text(s) for s in await redis.smembers(self.names.shards)):  # type: ignore[misc]
+            for shard in sorted(_text(s) for s in await redis.smembers(self.names.shards)):
                 self._add_shard(shard, later=False)
             await self._start_positions(redis)
             subscriber.add(self.streams)

@@ -121,9 +121,9 @@ class ClusterRoute(_Route):
             groups.setdefault(self._master(key), []).append(packed)
         ticket = Ticket()
         try:
-            for node, packed in groups.items():
+            for node, group in groups.items():
                 lane = self._lane(node)
-                ticket.parts.append((lane, await lane.write(packed), len(packed)))
+                ticket.parts.append((lane, await lane.write(group), len(group)))
         except BaseException:
             await self.reset(ticket)
             self.failed()

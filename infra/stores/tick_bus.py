@@ -46,7 +46,7 @@ def connect_tick_bus(settings: Settings, **options: Any) -> Redis:
     if settings.tick_redis_cluster:
         cluster = RedisCluster.from_url(tick_bus_url(settings), socket_connect_timeout=3,
                                         client_name=options.get("name"))
-        return cluster  # type: ignore[return-value]  # the same commands, routed by slot
+        return cluster  # the same commands, routed by slot
     return connect(tick_bus_url(settings), **options)
 
 
@@ -116,7 +116,7 @@ class BusListener:
             self._shards = ShardSubscriber(tick_bus_url(self.settings), [self.names.shard_directory], name=self.name)
             self._shards.start()
             await self._confirmed(timeout)
-            members = await self.client.smembers(self.names.shards)  # type: ignore[misc]
+            members = await self.client.smembers(self.names.shards)
             self._shards.add(self._channel(m.decode() if isinstance(m, bytes) else m) for m in members)
         await self._confirmed(timeout)
 

@@ -16,8 +16,8 @@ import pytest_asyncio
 from tests.redis_cluster import LocalCluster
 from tests.web.conftest import fresh_database
 from tests.web.test_e2e import order_body, running_stack
-from tests.web.test_gtt_e2e import completed, sim_admin
-from tests.web.test_tick_bus_e2e import FeedTicks, WsTicks, _order_seen, background, quote, until
+from tests.web.test_gtt_e2e import completed
+from tests.web.test_tick_bus_e2e import FeedTicks, _order_seen, background, quote, streaming, until
 from ticker.client import RedisFeed
 from ticker.core.contracts import ORDERS_SHARD
 from ticker.infra.queue.enqueue import names_for
@@ -36,15 +36,9 @@ async def test_the_stack_on_a_cluster_tick_bus_rides_through_a_master_failover(
     async with running_stack(database, redis_url, kitesim, spec_checker, streamer=True,
                              TICK_REDIS_URL=redis_cluster.url, TICK_REDIS_CLUSTER="true") as stack:
         names, token = names_for(stack.settings), stack.option["instrument_token"]
-        prefix, shard = stack.settings.publish_channel_prefix, names.shard("NIFTY")  # the stack streams a NIFTY call
-        await sim_admin(stack, "POST", "/_sim/postbacks/url", {"url": f"{stack.url}/kite/postback"})
-        status, _ = await stack.call("POST", "/subscriptions", "/subscriptions", json={"instrument_token": token})
-        assert status in (200, 201)
-
-        ws = await stack.http.ws_connect(f"{stack.url}/ws/ticks")
-        await ws.send_json({"action": "subscribe", "tokens": [token]})
-        client = WsTicks(ws)
-        feed = FeedTicks(RedisFeed(redis_cluster.url, prefix=prefix, tokens=[token], orders=True, cluster=True,
+        shard = names.shard("NIFTY")  # the stack streams a NIFTY call
+        ws, client = await streaming(stack)
+        feed = FeedTicks(RedisFeed(redis_cluster.url, prefix=names.prefix, tokens=[token], orders=True, cluster=True,
                                    backoff=(0.05, 0.5)))
         async with background(client.task, feed.task):
             await until(lambda: client.since(0) > 0 and feed.batches_since(0) > 0, "no ticks through the cluster")

@@ -133,15 +133,9 @@ async def test_the_tick_bus_lives_on_its_own_redis_and_rides_through_its_restart
 
 async def _through_the_bus(stack: Stack, bus: RedisServer, main: Redis, ticks: Redis) -> None:
     names, token = names_for(stack.settings), stack.option["instrument_token"]
-    prefix = stack.settings.publish_channel_prefix
-    await sim_admin(stack, "POST", "/_sim/postbacks/url", {"url": f"{stack.url}/kite/postback"})
-    status, _ = await stack.call("POST", "/subscriptions", "/subscriptions", json={"instrument_token": token})
-    assert status in (200, 201)
-
-    ws = await stack.http.ws_connect(f"{stack.url}/ws/ticks")
-    await ws.send_json({"action": "subscribe", "tokens": [token]})
-    client = WsTicks(ws)
-    feed = FeedTicks(RedisFeed(bus.url, prefix=prefix, tokens=[token], orders=True, backoff=(0.05, 0.5)))
+    prefix = names.prefix
+    ws, client = await streaming(stack)
+    feed = FeedTicks(RedisFeed(bus.url, prefix=names.prefix, tokens=[token], orders=True, backoff=(0.05, 0.5)))
     async with background(client.task, feed.task):
         # ticks reach the web's socket, the client feed and GET /quotes, all from the tick bus
         await until(lambda: client.since(0) > 0 and feed.batches_since(0) > 0, "no ticks through the bus")
@@ -187,6 +181,17 @@ async def _through_the_bus(stack: Stack, bus: RedisServer, main: Redis, ticks: R
         await until(lambda: _web_sees_it_up(stack), "the web's /health never said the tick bus was back")
         assert await keys(main, f"{prefix}:*") == []
     await ws.close()
+
+
+async def streaming(stack: Stack) -> tuple[aiohttp.ClientWebSocketResponse, WsTicks]:
+    """The stack's option streamed, Kite's postbacks sent to the web, and a /ws/ticks client on the option."""
+    token = stack.option["instrument_token"]
+    await sim_admin(stack, "POST", "/_sim/postbacks/url", {"url": f"{stack.url}/kite/postback"})
+    status, _ = await stack.call("POST", "/subscriptions", "/subscriptions", json={"instrument_token": token})
+    assert status in (200, 201)
+    ws = await stack.http.ws_connect(f"{stack.url}/ws/ticks")
+    await ws.send_json({"action": "subscribe", "tokens": [token]})
+    return ws, WsTicks(ws)
 
 
 def _order_seen(feed: FeedTicks, order_id: str) -> bool:
