@@ -557,10 +557,12 @@ async def _drained(port: int, timeout: float = 40.0) -> None:
 
 async def _streamer_run(bench: Bench, sub: Counter, adaptive: bool, label: str, fmt: str = "envelope", *,
                         steps: tuple[int, ...] = STEPS, extra_env: Mapping[str, str] | None = None,
-                        sampler: Sampler | None = None, redis_pids: Sequence[int] = ()) -> dict:
+                        sampler: Sampler | None = None, redis_pids: Mapping[str, Sequence[int]] | None = None) -> dict:
     """One streamer process: latency at 20k ticks/s, CPU and RSS at 27k, then its ramp.
     `sampler(seconds)` takes the latency sample (by default on the options channel of bench's Redis);
-    `redis_pids`: the redis-servers whose CPU per tick at 27k is wanted too (`redis_per_tick`)."""
+    `redis_pids`: groups of redis-servers whose CPU per tick at 27k is wanted too (`redis_per_tick`,
+    per group)."""
+    groups = redis_pids or {}
     await bench.set_rate(100)
     proc, port = bench.start_streamer(adaptive, fmt, extra_env)
     await _wait_streaming(port, proc, bench.total_tokens)
@@ -575,13 +577,13 @@ async def _streamer_run(bench: Bench, sub: Counter, adaptive: bool, label: str, 
     await asyncio.sleep(SETTLE)
     await _drained(port)
     m0, cpu0, t0 = await _metrics(port), _cpu_seconds(proc.pid), time.monotonic()
-    redis0 = sum(map(_cpu_seconds, redis_pids))
+    redis0 = {group: sum(map(_cpu_seconds, pids)) for group, pids in groups.items()}
     await asyncio.sleep(5.0)
     m1, cpu1 = await _metrics(port), _cpu_seconds(proc.pid)
-    redis_cpu = sum(map(_cpu_seconds, redis_pids)) - redis0
+    redis_cpu = {group: sum(map(_cpu_seconds, pids)) - redis0[group] for group, pids in groups.items()}
     cpu = 100 * (cpu1 - cpu0) / (time.monotonic() - t0)
     per_tick = (cpu1 - cpu0) / max(1.0, m1["received"] - m0["received"])
-    redis_per_tick = redis_cpu / max(1.0, m1["received"] - m0["received"])
+    redis_per_tick = {group: cpu / max(1.0, m1["received"] - m0["received"]) for group, cpu in redis_cpu.items()}
     rss = _rss_mb(proc.pid)
 
     ramp = await _ramp(bench, sub, steps, port, label)
