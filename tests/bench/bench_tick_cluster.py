@@ -22,8 +22,8 @@ the ratio cluster / single.
 The cluster's six redis-server processes run on the rig's cores, beside the stand-in and this
 subscriber: on a 2-core machine they share one core, where the single Redis had it to itself with
 the stand-in and the subscriber. Replicas also apply what their masters do (XADD, HINCRBY, and
-every SPUBLISH is propagated to a shard's replicas), so the rig does more than twice the Redis work
-per tick; the figures say what a cluster costs on a machine this size, not what it scales to on
+every SPUBLISH is propagated to a shard's replicas), and a flush's ticks are split into a message
+per shard and channel, so the rig does several times the Redis work per tick; the figures say what a cluster costs on a machine this size, not what it scales to on
 machines of its own.
 """
 
