@@ -15,16 +15,16 @@ The subscriber counts the ticks of every underlying's options and underlying cha
 raw sockets: one SUBSCRIBE connection to the single Redis, or one SSUBSCRIBE connection per master
 of the cluster for the shard channels it owns. The shards are the underlyings of the subscribed
 options (the streamer's shard directory is checked to name each of them). Latency at 20k ticks/s
-is sampled on the same channels (`ShardSubscriber` on the cluster). Rows: max sustained ticks/s
-(the streamer rows' criteria), p50/p99 latency, the streamer's CPU per tick at 27k ticks/s, and
-the ratio cluster / single.
+is sampled on the same channels (`ShardSubscriber` on the cluster). Rows, each with the ratio cluster /
+single: max sustained ticks/s (the streamer rows' criteria), p50/p99 latency, the streamer's CPU
+per tick at 27k ticks/s, and the Redis CPU per tick (every redis-server, masters and replicas apart).
 
 The cluster's six redis-server processes run on the rig's cores, beside the stand-in and this
-subscriber: on a 2-core machine they share one core, where the single Redis had it to itself with
-the stand-in and the subscriber. Replicas also apply what their masters do (XADD, HINCRBY, and
+subscriber: on a 2-core machine they share one core, which the single Redis shared with those two
+only. Replicas also apply what their masters do (XADD, HINCRBY, and
 every SPUBLISH is propagated to a shard's replicas), and a flush's ticks are split into a message
-per shard and channel, so the rig does several times the Redis work per tick; the figures say what a cluster costs on a machine this size, not what it scales to on
-machines of its own.
+per shard and channel, so the rig does several times the Redis work per tick; the figures say what
+a cluster costs on a machine this size, not what it scales to on machines of its own.
 """
 
 from __future__ import annotations
