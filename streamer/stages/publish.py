@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -254,7 +255,7 @@ def _by_shard(items: list[bytes], shards: list[str] | None) -> list[tuple[str | 
     """Items grouped by shard, each group in the items' order; one group (None) when not sharded."""
     if shards is None:
         return [(None, items)] if items else []
-    groups: dict[str, list[bytes]] = {}
+    groups: defaultdict[str, list[bytes]] = defaultdict(list)  # no empty list made per item, as setdefault would
     for item, tag in zip(items, shards, strict=True):
-        groups.setdefault(tag, []).append(item)
+        groups[tag].append(item)
     return list(groups.items())

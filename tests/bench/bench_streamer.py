@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -48,7 +49,9 @@ from ticker.core.contracts import Names
 from ticker.core.indices import underlying_name
 from ticker.core.tick_envelope import unwrap
 from ticker.infra.dev.embedded import EmbeddedRedis, free_port
+from ticker.infra.stores import redis_fast
 from ticker.infra.stores.redis import connect
+from ticker.infra.stores.shard_subscriber import ShardSubscriber
 
 ACCOUNTS, PER_ACCOUNT = 3, 9000
 INSTRUMENTS = ACCOUNTS * PER_ACCOUNT
@@ -239,7 +242,9 @@ class Bench:
         async with aiohttp.ClientSession() as s, s.get(f"{self.sim_url}/_sim/counters") as r:
             return await r.json()
 
-    def start_streamer(self, adaptive: bool = True, fmt: str = "envelope") -> tuple[subprocess.Popen, int]:
+    def start_streamer(self, adaptive: bool = True, fmt: str = "envelope",
+                       extra_env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+        """`extra_env`: settings on top of the bench's (the tick bus on a cluster, say)."""
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KITE_", "STREAMER_"))}
         env.update({
@@ -249,7 +254,7 @@ class Bench:
             "ACCOUNT_ENCRYPTION_KEY": self.key, "STREAMER_PORT": str(port),
             "TICK_BATCH_WINDOW_MS": str(WINDOW_MS), "STREAMER_UNDERLYINGS": "true",
             "TICK_BATCH_ADAPTIVE": "true" if adaptive else "false", "TICK_MESSAGE_FORMAT": fmt,
-            "TICK_HISTORY_SECONDS": str(HISTORY_SECONDS),
+            "TICK_HISTORY_SECONDS": str(HISTORY_SECONDS), **(extra_env or {}),
         })
         proc = subprocess.Popen([TICKER, "streamer", "--host", "127.0.0.1", "--instance", "bench"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=open(self.folder / "streamer.log", "wb"))
@@ -306,13 +311,14 @@ class _Counting(asyncio.BufferedProtocol):
     StreamReader makes would cost this process a fifth of a core that the system under test
     shares."""
 
-    def __init__(self, marker: bytes) -> None:
+    def __init__(self, marker: bytes, subscribed: int = 1) -> None:
         self.marker = marker
+        self.reply = b":%d\r\n" % subscribed  # the (S)SUBSCRIBE reply that counts the last channel
         self.keep = len(marker) - 1  # carried to the next read: a marker may straddle two reads
         self.buf = bytearray(1 << 20)
         self.filled = 0
         self.ticks = 0
-        self.confirmed = asyncio.Event()  # SUBSCRIBE's reply (the subscription count, 1) arrived
+        self.confirmed = asyncio.Event()  # the last SUBSCRIBE's reply (the subscription count) arrived
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return memoryview(self.buf)[self.filled:]
@@ -320,7 +326,7 @@ class _Counting(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         end = self.filled + nbytes
         self.ticks += self.buf.count(self.marker, 0, end)
-        if not self.confirmed.is_set() and self.buf.find(b":1\r\n", 0, end) >= 0:
+        if not self.confirmed.is_set() and self.buf.find(self.reply, 0, end) >= 0:
             self.confirmed.set()
         start = max(0, end - self.keep)
         self.buf[:end - start] = self.buf[start:end]  # same length: the buffer is never resized
@@ -328,31 +334,46 @@ class _Counting(asyncio.BufferedProtocol):
 
 
 class Counter:
-    """Counts ticks arriving on the options channel straight off a raw Redis socket (RESP is not
-    parsed; each tick object has one "instrument_token" key), so the counting subscriber is never
-    the bottleneck it would be at 200k ticks/s with a Python client."""
+    """Counts ticks arriving on tick channels straight off raw Redis sockets (RESP is not parsed;
+    each tick object has one "instrument_token" key), so the counting subscriber is never the
+    bottleneck it would be at 200k ticks/s with a Python client.
+
+    `routes`: port -> the channels to subscribe there, one connection each; `verb` SUBSCRIBE, or
+    SSUBSCRIBE for shard channels at the cluster master that owns each (one command per channel:
+    one SSUBSCRIBE may only name channels of one slot). `Counter.single(url)`: the options channel
+    of one Redis, as the streamer rows count."""
 
     MARKER = b'"instrument_token"'
 
-    def __init__(self, redis_url: str) -> None:
-        self.port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-        self._protocol = _Counting(self.MARKER)
+    def __init__(self, routes: Mapping[int, Sequence[str]], verb: bytes = b"SUBSCRIBE") -> None:
+        self.routes = {port: [c.encode() for c in channels] for port, channels in routes.items()}
+        self.verb = verb
+        self._links: list[tuple[_Counting, asyncio.Transport]] = []
+
+    @classmethod
+    def single(cls, redis_url: str, channels: Sequence[str] | None = None) -> Counter:
+        port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        return cls({port: list(channels or [Names(PREFIX, NAMESPACE).options])})
 
     @property
     def ticks(self) -> int:
-        return self._protocol.ticks
+        return sum(protocol.ticks for protocol, _ in self._links)
 
     async def __aenter__(self) -> Counter:
         loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_connection(lambda: self._protocol, "127.0.0.1", self.port)
-        channel = Names(PREFIX, NAMESPACE).options.encode()
-        self._transport.write(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(channel), channel))
+        for port, channels in self.routes.items():
+            protocol = _Counting(self.MARKER, len(channels))
+            transport, _ = await loop.create_connection(lambda p=protocol: p, "127.0.0.1", port)
+            self._links.append((protocol, transport))
+            transport.write(b"".join(b"".join(redis_fast.command(self.verb, c)) for c in channels))
         async with asyncio.timeout(10):
-            await self._protocol.confirmed.wait()
+            for protocol, _ in self._links:
+                await protocol.confirmed.wait()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._transport.close()
+        for _, transport in self._links:
+            transport.close()
 
     async def settled(self, rate: float, timeout: float = 40.0) -> None:
         """Wait until two consecutive seconds bring at most 1.5x `rate` ticks (a start-up backlog,
@@ -373,9 +394,14 @@ class Counter:
             await asyncio.sleep(still)
 
 
-async def sample_latency(redis_url: str, seconds: float) -> tuple[list[float], list[float]]:
+Sampler = Callable[[float], Awaitable[tuple[list[float], list[float]]]]
+
+
+async def sample_latency(redis_url: str, seconds: float,
+                         channels: Sequence[str] | None = None) -> tuple[list[float], list[float]]:
     """Per tick: receipt here minus its `received_at` (the streamer's frame receipt), and the part
-    of that spent waiting in the batch (`ts`, taken when the flush starts, minus `received_at`).
+    of that spent waiting in the batch (`ts`, taken when the flush starts, minus `received_at`);
+    on `channels` of one Redis (the options channel unless told).
 
     Messages are stamped as they arrive and parsed only after the window: parsing a message of
     ~1,000 full ticks (and the garbage collections it sets off) takes this process 5-60 ms, and
@@ -385,7 +411,7 @@ async def sample_latency(redis_url: str, seconds: float) -> tuple[list[float], l
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     arrived: list[tuple[float, bytes]] = []
     try:
-        await pubsub.subscribe(Names(PREFIX, NAMESPACE).options)
+        await pubsub.subscribe(*(channels or [Names(PREFIX, NAMESPACE).options]))
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             msg = await pubsub.get_message(timeout=0.5)
@@ -394,6 +420,27 @@ async def sample_latency(redis_url: str, seconds: float) -> tuple[list[float], l
     finally:
         await pubsub.aclose()
         await redis.aclose()
+    return _ages(arrived)
+
+
+async def sample_shard_latency(seed_url: str, channels: Sequence[str],
+                               seconds: float) -> tuple[list[float], list[float]]:
+    """`sample_latency` for shard channels of a Redis Cluster, by SSUBSCRIBE at their masters."""
+    arrived: list[tuple[float, bytes]] = []
+    async with ShardSubscriber(seed_url, channels) as sub:
+        if not await sub.ready(10.0):
+            raise RuntimeError("the shard channels were not all subscribed in time")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            event = await sub.get_message(timeout=0.5)
+            if isinstance(event, tuple):
+                arrived.append((time.time(), event[1]))
+            elif event is not None:
+                raise RuntimeError("a shard subscription was lost while sampling latency")
+    return _ages(arrived)
+
+
+def _ages(arrived: list[tuple[float, bytes]]) -> tuple[list[float], list[float]]:
     out: list[float] = []
     waits: list[float] = []
     for now, data in arrived:
@@ -508,34 +555,44 @@ async def _drained(port: int, timeout: float = 40.0) -> None:
         await asyncio.sleep(0.25)
 
 
-async def _streamer_run(bench: Bench, sub: Counter, adaptive: bool, label: str, fmt: str = "envelope") -> dict:
-    """One streamer process: latency at 20k ticks/s, CPU and RSS at 27k, then its ramp."""
+async def _streamer_run(bench: Bench, sub: Counter, adaptive: bool, label: str, fmt: str = "envelope", *,
+                        steps: tuple[int, ...] = STEPS, extra_env: Mapping[str, str] | None = None,
+                        sampler: Sampler | None = None, redis_pids: Mapping[str, Sequence[int]] | None = None) -> dict:
+    """One streamer process: latency at 20k ticks/s, CPU and RSS at 27k, then its ramp.
+    `sampler(seconds)` takes the latency sample (by default on the options channel of bench's Redis);
+    `redis_pids`: groups of redis-servers whose CPU per tick at 27k is wanted too (`redis_per_tick`,
+    per group)."""
+    groups = redis_pids or {}
     await bench.set_rate(100)
-    proc, port = bench.start_streamer(adaptive, fmt)
+    proc, port = bench.start_streamer(adaptive, fmt, extra_env)
     await _wait_streaming(port, proc, bench.total_tokens)
     await sub.settled(100)  # the snapshot of 27k new subscriptions has been worked off
 
     await bench.set_rate(20_000)
     await asyncio.sleep(SETTLE)
     await _drained(port)
-    lat, waits = await sample_latency(bench.redis_url, 4.0)
+    lat, waits = await (sampler or (lambda seconds: sample_latency(bench.redis_url, seconds)))(4.0)
 
     await bench.set_rate(27_000)
     await asyncio.sleep(SETTLE)
     await _drained(port)
     m0, cpu0, t0 = await _metrics(port), _cpu_seconds(proc.pid), time.monotonic()
+    redis0 = {group: sum(map(_cpu_seconds, pids)) for group, pids in groups.items()}
     await asyncio.sleep(5.0)
     m1, cpu1 = await _metrics(port), _cpu_seconds(proc.pid)
+    redis_cpu = {group: sum(map(_cpu_seconds, pids)) - redis0[group] for group, pids in groups.items()}
     cpu = 100 * (cpu1 - cpu0) / (time.monotonic() - t0)
     per_tick = (cpu1 - cpu0) / max(1.0, m1["received"] - m0["received"])
+    redis_per_tick = {group: cpu / max(1.0, m1["received"] - m0["received"]) for group, cpu in redis_cpu.items()}
     rss = _rss_mb(proc.pid)
 
-    ramp = await _ramp(bench, sub, STEPS, port, label)
+    ramp = await _ramp(bench, sub, steps, port, label)
     await bench.set_rate(100)
     proc.terminate()
     proc.wait(15)
     await sub.quiet()
-    return {"lat": lat, "waits": waits, "cpu": cpu, "per_tick": per_tick, "rss": rss, "ramp": ramp}
+    return {"lat": lat, "waits": waits, "cpu": cpu, "per_tick": per_tick, "rss": rss, "ramp": ramp,
+            "redis_per_tick": redis_per_tick}
 
 
 def _latency(run: dict) -> str:
@@ -550,7 +607,7 @@ def _latency(run: dict) -> str:
 
 async def _measure(report) -> None:
     share = _core_share()
-    async with Bench() as bench, Counter(bench.redis_url) as sub:
+    async with Bench() as bench, Counter.single(bench.redis_url) as sub:
         ours = await _streamer_run(bench, sub, adaptive=True, label="streamer")
         fixed = await _streamer_run(bench, sub, adaptive=False, label="streamer, window only")
         bare = await _streamer_run(bench, sub, adaptive=True, label="streamer, bare arrays", fmt="array")
