@@ -2,10 +2,10 @@
 orders, one numpy repricing of every instrument due to tick on any connection, and one encoded
 frame per connection.
 
-Phases: with `tick_phases="staggered"` (the default) each connection's frame is sent its own
-stable fraction of the interval (`TickerConn.phase`) after the step that built it, as independent
-Kite sockets opened at different moments would send; `"aligned"` sends every connection's frame
-at the step itself, the worst case for a client reading many sockets.
+Phases: with `tick_phases="staggered"` (the default) each connection's frame is built and sent its
+own stable fraction of the interval (`TickerConn.phase`) after the step that chose its ticks, as
+independent Kite sockets opened at different moments would send; `"aligned"` builds and sends every
+connection's frame at the step itself, the worst case for a client reading many sockets.
 
 Tick rates: each subscription ticks `tick_rate` times a second (default: every interval); a total
 `ticks_per_second` target scales every rate so the sum over all connections meets it (capped at
@@ -89,7 +89,10 @@ class Engine:
                     log.exception("sim engine step failed")
                 next_at = max(next_at + self.interval, time.monotonic() - self.interval)
             else:
-                self.release(mono)
+                try:
+                    self.release(mono)
+                except Exception:
+                    log.exception("sim engine release failed")
             wake = min(next_at, self._next_release())
             await asyncio.sleep(max(0.0, wake - time.monotonic()))
 
@@ -140,13 +143,24 @@ class Engine:
                 rates = [r * (self.ticks_per_second / total) for r in rates]
         return rates
 
-    def _send(self, conn: TickerConn, frame: bytes, mono: float) -> None:
+    def _send(self, conn: TickerConn, rows: np.ndarray, now: float, mono: float) -> None:
+        """Build `conn`'s frame of `rows` now, or hold it until its phase of the interval."""
+        tokens, modes = conn.tokens[rows], conn.modes[rows]
+        picked = conn.rows[rows]
+
+        def frame() -> bytes:
+            ticks = self.build(picked, tokens, modes, now)
+            out = encode(ticks)
+            if self.tap is not None:
+                self.tap(conn, ticks, out)
+            return out
+
         if self.phases == "staggered" and conn.phase:
             conn.hold_frame(frame, mono + conn.phase * self.interval)
         elif conn.held:  # just aligned: behind the frames still held, never before them
             conn.hold_frame(frame, conn.held[-1][0])
         else:
-            conn.push_frame(frame)
+            conn.push_frame(frame())
 
     def _tick(self, conns: list[TickerConn], dt: float, mono: float, now: float) -> None:
         conns = [c for c in conns if len(c.rows) and c.can_take_frame()]
@@ -166,11 +180,7 @@ class Engine:
         self.market.trade(union, now)
         for c, mask in zip(conns, due, strict=True):
             if mask.any():
-                ticks = self.build(c.rows[mask], c.tokens[mask], c.modes[mask], now)
-                frame = encode(ticks)
-                if self.tap is not None:
-                    self.tap(c, ticks, frame)
-                self._send(c, frame, mono)
+                self._send(c, np.flatnonzero(mask), now, mono)
                 c.ticks_sent += int(mask.sum())
                 self.counters.frames_sent += 1
                 self.counters.ticks_sent += int(mask.sum())

@@ -21,6 +21,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -56,8 +57,9 @@ class TickerConn:
         self.modes = np.empty(0, np.uint8)
         self.acc = np.empty(0, np.float64)  # tick-rate accumulators, one per subscription
         self.frames: deque[bytes] = deque()
-        # Frames built but held until their send time (monotonic), for a staggered phase.
-        self.held: deque[tuple[float, bytes]] = deque()
+        # Frames due at a later moment of the interval (a staggered phase): when (monotonic), and
+        # how to build the frame then, so the work of building them is spread over the interval too.
+        self.held: deque[tuple[float, Callable[[], bytes]]] = deque()
         self.phase = phase_of(self.id)
         self.texts: deque[str] = deque(maxlen=TEXT_BACKLOG)
         self.wake = asyncio.Event()
@@ -122,14 +124,14 @@ class TickerConn:
         self.frames.append(frame)
         self.wake.set()
 
-    def hold_frame(self, frame: bytes, send_at: float) -> None:
-        """Queue `frame` once the monotonic clock reaches `send_at` (see `release`)."""
-        self.held.append((send_at, frame))
+    def hold_frame(self, build: Callable[[], bytes], send_at: float) -> None:
+        """Build and queue a frame once the monotonic clock reaches `send_at` (see `release`)."""
+        self.held.append((send_at, build))
 
     def release(self, mono: float) -> None:
-        """Queue the held frames whose send time has come, in the order they were built."""
+        """Build and queue the held frames whose send time has come, in the order they were held."""
         while self.held and self.held[0][0] <= mono:
-            self.push_frame(self.held.popleft()[1])
+            self.push_frame(self.held.popleft()[1]())
 
     def push_text(self, text: str) -> None:
         self.texts.append(text)

@@ -186,8 +186,9 @@ async def test_stall_goes_silent_while_others_tick(kitesim, session):
 
 def test_tick_rates_per_token_and_total_target():
     # The engine is stepped by hand, 1/16 s at a time (exact in binary): what ticks follows from the
-    # rates alone, not from how promptly a busy machine runs the stand-in's clock.
-    state = SimState(SimConfig(seed=7, tick_interval_ms=50))
+    # rates alone, not from how promptly a busy machine runs the stand-in's clock. Aligned phases:
+    # every frame is built at its step (staggered ones are built at their phase, between steps).
+    state = SimState(SimConfig(seed=7, tick_interval_ms=50, tick_phases="aligned"))
     conn = TickerConn("sim_api_key", None, None, state.universe, 3000)  # a client that takes every frame
     state.hub.conns[conn.id] = conn
     sent: list[list[int]] = []
@@ -233,12 +234,14 @@ def test_staggered_phases_send_each_connection_frames_at_its_own_offset():
         conn.subscribe(_options_of(state, 3))
     first, second = sorted((a, b), key=lambda c: c.phase)
     assert 0 < first.phase < second.phase < 1 and state.engine.describe()["tick_phases"] == "staggered"
+    built: list[int] = []
+    state.engine.tap = lambda conn, _ticks, _frame: built.append(conn.id)
     clock = float(int(time.monotonic()) + 1)
     state.engine.step(time.time(), clock)
-    assert not a.frames and not b.frames and len(a.held) == len(b.held) == 1  # built, not yet sent
+    assert not a.frames and not b.frames and len(a.held) == len(b.held) == 1 and not built  # due later
     between = clock + (first.phase + second.phase) / 2 * 0.1
     state.engine.release(between)
-    assert len(first.frames) == 1 and not second.frames  # the earlier phase went first, alone
+    assert len(first.frames) == 1 and not second.frames and built == [first.id]  # the earlier phase, alone
     state.engine.release(clock + second.phase * 0.1)
     assert len(second.frames) == 1 and not first.held and not second.held
 
