@@ -53,7 +53,9 @@
                                        {"connections", "frames_sent", "times", "interval_ms", "bytes"}.
                                        Bad input: 400 {"error": {"code", "message", "details"}}
     POST   /_sim/ticks                 {"tick_interval_ms": 100, "tick_rate": 2.0, "ticks_per_second":
-                                       300000, "rate_by_token": {"256265": 5}, "clear": false}
+                                       300000, "rate_by_token": {"256265": 5}, "clear": false,
+                                       "tick_phases": "staggered" | "aligned"} (each connection's frames
+                                       at its own phase of the interval, or every one at the same instant)
     POST   /_sim/price                 {"instrument_token": 123 | "exchange": "NFO", "tradingsymbol": "...",
                                        "last_price": 250.5} move an instrument to that price now: its
                                        underlying's spot is solved for, so the whole chain moves with
@@ -73,6 +75,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ticker.infra.kitesim.config import TickPhases
 from ticker.infra.kitesim.envelopes import KiteError
 from ticker.infra.kitesim.faults import RouteFault
 from ticker.infra.kitesim.sim_state import sim_of
@@ -112,6 +115,7 @@ class InjectTicks(_Body):
     ticks_per_second: float | None = Field(None, gt=0)
     rate_by_token: dict[int, float] | None = None
     clear: bool = False
+    tick_phases: TickPhases | None = None
 
 
 class Every(_Body):
@@ -383,7 +387,8 @@ async def ticks(request: web.Request) -> web.Response:
     body = await _body(request, InjectTicks)
     sim = sim_of(request)
     sim.set_ticks(interval_ms=body.tick_interval_ms, tick_rate=body.tick_rate,
-                  ticks_per_second=body.ticks_per_second, per_token=body.rate_by_token, clear=body.clear)
+                  ticks_per_second=body.ticks_per_second, per_token=body.rate_by_token, clear=body.clear,
+                  phases=body.tick_phases)
     return ok(sim.engine.describe())
 
 

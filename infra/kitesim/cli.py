@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
                    help="static IPs order requests (place/modify/cancel, GTT writes) must come from; others get "
                    "403 PermissionException (default: any address)")
     p.add_argument("--tick-interval-ms", type=int, default=500)
+    p.add_argument("--tick-phases", choices=("staggered", "aligned"), default="staggered",
+                   help="staggered: each connection's frames at its own stable phase of the interval, as "
+                   "independent sockets; aligned: every connection's frame at the same instant (worst case)")
     p.add_argument("--tick-rate", type=float, help="ticks per second per instrument (default: every interval)")
     p.add_argument("--ticks-per-second", type=float, help="total tick target across all connections")
     p.add_argument("--order-rate-limit", type=int, default=10, help="order placements/s per user (0 disables)")
@@ -74,7 +77,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         market_hours=args.market_hours, redirect_url=args.redirect_url, postback_url=args.postback_url,
         order_ip_allowlist=[ip for ip in args.order_ip_allowlist.split(",") if ip.strip()],
         rate_limits=not args.no_rate_limits,
-        tick_interval_ms=args.tick_interval_ms, tick_rate=args.tick_rate,
+        tick_interval_ms=args.tick_interval_ms, tick_phases=args.tick_phases, tick_rate=args.tick_rate,
         ticks_per_second=args.ticks_per_second, order_rate_limit=args.order_rate_limit,
         drop_every_seconds=args.drop_every, error_rate=args.error_rate, latency_ms=args.latency_ms,
         timeout_seconds=args.timeout_seconds, **accounts,

@@ -20,6 +20,8 @@ from ticker.infra.kitesim.ipallow import parse_ips
 
 DEFAULT_API_KEY = "sim_api_key"
 DEFAULT_API_SECRET = "sim_api_secret"
+# staggered: each ticker connection's frames at its own phase of the interval; aligned: all at once
+TickPhases = Literal["staggered", "aligned"]
 
 
 class SimAccount(BaseModel):
@@ -72,6 +74,7 @@ class SimConfig(BaseModel):
 
     # ticker
     tick_interval_ms: int = Field(500, ge=1, le=60_000)
+    tick_phases: TickPhases = "staggered"
     tick_rate: float | None = Field(None, gt=0)  # ticks/s per instrument; None: every interval
     ticks_per_second: float | None = Field(None, gt=0)  # total target across all connections
     heartbeat_seconds: float = Field(1.0, gt=0)

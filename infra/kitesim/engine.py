@@ -2,6 +2,11 @@
 orders, one numpy repricing of every instrument due to tick on any connection, and one encoded
 frame per connection.
 
+Phases: with `tick_phases="staggered"` (the default) each connection's frame is built and sent its
+own stable fraction of the interval (`TickerConn.phase`) after the step that chose its ticks, as
+independent Kite sockets opened at different moments would send; `"aligned"` builds and sends every
+connection's frame at the step itself, the worst case for a client reading many sockets.
+
 Tick rates: each subscription ticks `tick_rate` times a second (default: every interval); a total
 `ticks_per_second` target scales every rate so the sum over all connections meets it (capped at
 one tick per subscription per interval); `rate_by_token` overrides single instruments.
@@ -11,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from ticker.core.wire import Ticks, encode
+from ticker.infra.kitesim.config import TickPhases
 from ticker.infra.kitesim.counters import Counters
 from ticker.infra.kitesim.market import Market
 from ticker.infra.kitesim.order_book import OrderBook
@@ -29,9 +36,10 @@ MAX_RATE_OVERRIDES = 100_000
 class Engine:
     def __init__(self, market: Market, orders: OrderBook, hub: TickerHub, counters: Counters,
                  interval_ms: float, tick_rate: float | None, ticks_per_second: float | None,
-                 heartbeat_seconds: float) -> None:
+                 heartbeat_seconds: float, phases: TickPhases = "staggered") -> None:
         self.market, self.orders, self.hub, self.counters = market, orders, hub, counters
         self.interval = interval_ms / 1000.0
+        self.phases: TickPhases = phases
         self.tick_rate = tick_rate
         self.ticks_per_second = ticks_per_second
         self.heartbeat = heartbeat_seconds
@@ -46,9 +54,11 @@ class Engine:
 
     def set_rates(self, interval_ms: float | None = None, tick_rate: float | None = None,
                   ticks_per_second: float | None = None, per_token: dict[int, float] | None = None,
-                  clear: bool = False) -> None:
+                  clear: bool = False, phases: TickPhases | None = None) -> None:
         if interval_ms is not None:
             self.interval = interval_ms / 1000.0
+        if phases is not None:
+            self.phases = phases
         if clear:
             self.tick_rate = self.ticks_per_second = None
             self.rate_by_token.clear()
@@ -62,24 +72,42 @@ class Engine:
             self.rate_by_token.update(per_token)
 
     def describe(self) -> dict:
-        return {"tick_interval_ms": self.interval * 1000, "tick_rate": self.tick_rate,
+        return {"tick_interval_ms": self.interval * 1000, "tick_phases": self.phases, "tick_rate": self.tick_rate,
                 "ticks_per_second": self.ticks_per_second, "drop_every_seconds": self.drop_every,
                 "rate_by_token": {str(k): v for k, v in self.rate_by_token.items()}}
 
     async def run(self) -> None:
-        """Tick until cancelled; a failing step is logged and the clock keeps going."""
+        """Tick until cancelled, waking between steps to send held frames when they are due; a
+        failing step is logged and the clock keeps going."""
         next_at = time.monotonic()
         while True:
-            try:
-                self.step(time.time(), time.monotonic())
-            except Exception:
-                log.exception("sim engine step failed")
-            next_at = max(next_at + self.interval, time.monotonic() - self.interval)
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            mono = time.monotonic()
+            if mono >= next_at:
+                try:
+                    self.step(time.time(), mono)
+                except Exception:
+                    log.exception("sim engine step failed")
+                next_at = max(next_at + self.interval, time.monotonic() - self.interval)
+            else:
+                try:
+                    self.release(mono)
+                except Exception:
+                    log.exception("sim engine release failed")
+            wake = min(next_at, self._next_release())
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+
+    def release(self, mono: float) -> None:
+        """Queue every held frame whose send time is `mono` or earlier."""
+        for conn in self.hub.conns.values():
+            conn.release(mono)
+
+    def _next_release(self) -> float:
+        return min((c.held[0][0] for c in self.hub.conns.values() if c.held), default=math.inf)
 
     # --- one step --------------------------------------------------------------------------------
     def step(self, now: float, mono: float) -> None:
         dt, self._last = mono - self._last, mono
+        self.release(mono)  # held frames now due go out before this step's
         self.market.step(now)
         self.orders.match(now)
         for hook in self.after_match:
@@ -87,9 +115,9 @@ class Engine:
         self._maybe_drop(mono)
         live = [c for c in self.hub.conns.values() if not c.stalled]
         if self.market.is_open(now):
-            self._tick(live, dt, now)
+            self._tick(live, dt, mono, now)
         for conn in live:
-            if not conn.frames and mono - conn.last_sent >= self.heartbeat:
+            if not conn.frames and not conn.held and mono - conn.last_sent >= self.heartbeat:
                 conn.push_frame(b"\x00")
                 conn.last_sent = mono
 
@@ -115,7 +143,26 @@ class Engine:
                 rates = [r * (self.ticks_per_second / total) for r in rates]
         return rates
 
-    def _tick(self, conns: list[TickerConn], dt: float, now: float) -> None:
+    def _send(self, conn: TickerConn, rows: np.ndarray, now: float, mono: float) -> None:
+        """Build `conn`'s frame of `rows` now, or hold it until its phase of the interval."""
+        tokens, modes = conn.tokens[rows], conn.modes[rows]
+        picked = conn.rows[rows]
+
+        def frame() -> bytes:
+            ticks = self.build(picked, tokens, modes, now)
+            out = encode(ticks)
+            if self.tap is not None:
+                self.tap(conn, ticks, out)
+            return out
+
+        if self.phases == "staggered" and conn.phase:
+            conn.hold_frame(frame, mono + conn.phase * self.interval)
+        elif conn.held:  # just aligned: behind the frames still held, never before them
+            conn.hold_frame(frame, conn.held[-1][0])
+        else:
+            conn.push_frame(frame())
+
+    def _tick(self, conns: list[TickerConn], dt: float, mono: float, now: float) -> None:
         conns = [c for c in conns if len(c.rows) and c.can_take_frame()]
         self.counters.frames_skipped += sum(
             1 for c in self.hub.conns.values() if len(c.rows) and not c.can_take_frame())
@@ -133,11 +180,7 @@ class Engine:
         self.market.trade(union, now)
         for c, mask in zip(conns, due, strict=True):
             if mask.any():
-                ticks = self.build(c.rows[mask], c.tokens[mask], c.modes[mask], now)
-                frame = encode(ticks)
-                if self.tap is not None:
-                    self.tap(c, ticks, frame)
-                c.push_frame(frame)
+                self._send(c, np.flatnonzero(mask), now, mono)
                 c.ticks_sent += int(mask.sum())
                 self.counters.frames_sent += 1
                 self.counters.ticks_sent += int(mask.sum())

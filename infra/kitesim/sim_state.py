@@ -69,7 +69,8 @@ class SimState:
         self.faults = Faults(config.seed, config.timeout_seconds, config.latency_ms, config.error_rate)
         self.limits = RateLimits(config.limit_settings())
         self.engine = Engine(self.market, self.orders, self.hub, self.counters, config.tick_interval_ms,
-                             config.tick_rate, config.ticks_per_second, config.heartbeat_seconds)
+                             config.tick_rate, config.ticks_per_second, config.heartbeat_seconds,
+                             config.tick_phases)
         self.engine.drop_every = config.drop_every_seconds
         self.gtts = GttBook(self.orders)
         self.engine.after_match.append(self.gtts.check)
@@ -229,7 +230,7 @@ class SimState:
         self.counters.reset()
         self.faults.reset()
         self.faults.latency_ms, self.faults.error_rate = c.latency_ms, c.error_rate
-        self.engine.set_rates(interval_ms=c.tick_interval_ms, clear=True)
+        self.engine.set_rates(interval_ms=c.tick_interval_ms, clear=True, phases=c.tick_phases)
         self.engine.set_rates(tick_rate=c.tick_rate, ticks_per_second=c.ticks_per_second)
         self.engine.drop_every = c.drop_every_seconds
         self.limits.configure(c.limit_settings())

@@ -3,7 +3,8 @@
 Upgrades are refused with 403 for bad credentials and 429 past `max_connections_per_key` live
 connections of one api_key. Clients send `{"a":"subscribe"|"unsubscribe","v":[tokens]}` and
 `{"a":"mode","v":[mode,[tokens]]}`; new subscriptions tick in `quote` mode. Each connection gets
-one binary frame per tick interval (built by `engine.py`), a 1-byte heartbeat when idle for
+one binary frame per tick interval (built by `engine.py`), sent at its own phase within the
+interval unless the engine aligns every connection's frames, a 1-byte heartbeat when idle for
 `heartbeat_seconds`, and order postbacks as text. Every connection has one writer task, owned
 and awaited by its handler; the engine never blocks on a slow client (it skips the client's
 frame instead, and counts it). `TickerHub.inject` sends arbitrary bytes (bad frames, for tests)
@@ -17,8 +18,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -54,6 +57,10 @@ class TickerConn:
         self.modes = np.empty(0, np.uint8)
         self.acc = np.empty(0, np.float64)  # tick-rate accumulators, one per subscription
         self.frames: deque[bytes] = deque()
+        # Frames due at a later moment of the interval (a staggered phase): when (monotonic), and
+        # how to build the frame then, so the work of building them is spread over the interval too.
+        self.held: deque[tuple[float, Callable[[], bytes]]] = deque()
+        self.phase = phase_of(self.id)
         self.texts: deque[str] = deque(maxlen=TEXT_BACKLOG)
         self.wake = asyncio.Event()
         self.unstalled = asyncio.Event()
@@ -111,11 +118,20 @@ class TickerConn:
 
     # --- output ----------------------------------------------------------------------------------
     def can_take_frame(self) -> bool:
-        return len(self.frames) < FRAME_BACKLOG
+        return len(self.frames) + len(self.held) < FRAME_BACKLOG
 
     def push_frame(self, frame: bytes) -> None:
         self.frames.append(frame)
         self.wake.set()
+
+    def hold_frame(self, build: Callable[[], bytes], send_at: float) -> None:
+        """Build and queue a frame once the monotonic clock reaches `send_at` (see `release`)."""
+        self.held.append((send_at, build))
+
+    def release(self, mono: float) -> None:
+        """Build and queue the held frames whose send time has come, in the order they were held."""
+        while self.held and self.held[0][0] <= mono:
+            self.push_frame(self.held.popleft()[1]())
 
     def push_text(self, text: str) -> None:
         self.texts.append(text)
@@ -161,7 +177,14 @@ class TickerConn:
         return {"id": self.id, "api_key": self.api_key, "subscriptions": len(self.subs),
                 "modes": {name: int(np.sum(self.modes == code)) for name, code in MODES.items()},
                 "stalled": self.stalled, "ticks_sent": self.ticks_sent,
-                "connected_at": self.connected_at}
+                "connected_at": self.connected_at, "phase": self.phase}
+
+
+def phase_of(conn_id: int) -> float:
+    """A stable pseudo-random fraction of the tick interval for the `conn_id`-th connection.
+    Kite's sockets are independent connections opened at different moments, so nothing lines
+    their frames up; spreading them keeps the stand-in from sending every socket's frame at once."""
+    return random.Random(conn_id).random()
 
 
 def error_text(message: str) -> str:

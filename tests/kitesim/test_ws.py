@@ -42,7 +42,11 @@ async def _next(ws, kind=aiohttp.WSMsgType.BINARY, min_len: int = 2):
 
 
 def _options(sim, n: int) -> list[int]:
-    uni = sim.state.universe
+    return _options_of(sim.state, n)
+
+
+def _options_of(state: SimState, n: int) -> list[int]:
+    uni = state.universe
     return [int(t) for t in uni.token[uni.kind == KIND_CE][:n]]
 
 
@@ -182,8 +186,9 @@ async def test_stall_goes_silent_while_others_tick(kitesim, session):
 
 def test_tick_rates_per_token_and_total_target():
     # The engine is stepped by hand, 1/16 s at a time (exact in binary): what ticks follows from the
-    # rates alone, not from how promptly a busy machine runs the stand-in's clock.
-    state = SimState(SimConfig(seed=7, tick_interval_ms=50))
+    # rates alone, not from how promptly a busy machine runs the stand-in's clock. Aligned phases:
+    # every frame is built at its step (staggered ones are built at their phase, between steps).
+    state = SimState(SimConfig(seed=7, tick_interval_ms=50, tick_phases="aligned"))
     conn = TickerConn("sim_api_key", None, None, state.universe, 3000)  # a client that takes every frame
     state.hub.conns[conn.id] = conn
     sent: list[list[int]] = []
@@ -218,6 +223,49 @@ def test_tick_rates_per_token_and_total_target():
     ticks = ticks_in(160)  # 200 a second, shared by the 100 subscriptions
     assert set(ticks) == set(opts) and set(ticks.values()) <= {20, 21}, ticks
     assert max(len(frame) for frame in sent) < len(opts)  # spread over the intervals, not in bursts
+
+
+def test_staggered_phases_send_each_connection_frames_at_its_own_offset():
+    # Stepped by hand on a made-up clock: when each frame leaves is the engine's own schedule.
+    state = SimState(SimConfig(seed=7, tick_interval_ms=100))
+    a, b = (TickerConn("sim_api_key", None, None, state.universe, 3000) for _ in range(2))
+    for conn in (a, b):
+        state.hub.conns[conn.id] = conn
+        conn.subscribe(_options_of(state, 3))
+    first, second = sorted((a, b), key=lambda c: c.phase)
+    assert 0 < first.phase < second.phase < 1 and state.engine.describe()["tick_phases"] == "staggered"
+    built: list[int] = []
+    state.engine.tap = lambda conn, _ticks, _frame: built.append(conn.id)
+    clock = float(int(time.monotonic()) + 1)
+    state.engine.step(time.time(), clock)
+    assert not a.frames and not b.frames and len(a.held) == len(b.held) == 1 and not built  # due later
+    between = clock + (first.phase + second.phase) / 2 * 0.1
+    state.engine.release(between)
+    assert len(first.frames) == 1 and not second.frames and built == [first.id]  # the earlier phase, alone
+    state.engine.release(clock + second.phase * 0.1)
+    assert len(second.frames) == 1 and not first.held and not second.held
+
+    state.set_ticks(phases="aligned")  # the worst case: every connection's frame at the step
+    state.engine.step(time.time(), clock + 0.1)
+    assert len(a.frames) == len(b.frames) == 2 and not a.held and not b.held
+    state.reset()
+    assert state.engine.phases == "staggered"
+
+
+async def test_connections_get_distinct_phases_and_the_admin_api_aligns_them(kitesim, session):
+    async with session.ws_connect(_url(kitesim)) as one, session.ws_connect(_url(kitesim)) as two:
+        for ws in (one, two):
+            await _send(ws, "subscribe", _options(kitesim, 2))
+            await _next(ws)
+        async with session.get(f"{kitesim.url}/_sim/ws/connections") as r:
+            phases = [c["phase"] for c in await r.json()]
+        assert len(set(phases)) == 2 and all(0 <= p < 1 for p in phases)
+        async with session.post(f"{kitesim.url}/_sim/ticks", json={"tick_phases": "aligned"}) as r:
+            assert (await r.json())["tick_phases"] == "aligned"
+        for ws in (one, two):
+            await _next(ws)  # aligned frames still arrive on both
+        async with session.post(f"{kitesim.url}/_sim/ticks", json={"tick_phases": "sideways"}) as r:
+            assert r.status == 400
 
 
 async def _wait_conns(sim, n: int) -> None:
