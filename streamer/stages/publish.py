@@ -12,14 +12,14 @@ postback and per chain, as before envelopes). HSETNX the day's opening OIs first
 each published chain's ATM IV as the day's (`<prefix>:atm_iv:<underlying>:<expiry>`). A failure or a
 flush slower than the publish timeout trips the breaker; while it is open flushes are dropped and
 counted, and it probes again by itself with growing, jittered, capped pauses. Outages are told to
-the shared `RedisLink` (logged once each way).
+the shared `RedisLink` (logged once each way). Nothing here ever raises into the outbox, not
+even an unexpected error of the Redis client (it is logged, and costs that flush).
 
 On a Redis Cluster (TICK_REDIS_CLUSTER) every message goes to its shard: ticks and chains to their
 underlying's channels (`Names.shard`, hash-tagged, so a shard's channel, history stream and
 sequence share one slot), order updates to the orders shard, by SPUBLISH; each shard in a flush is
 named in the directory (`tick_history.ANNOUNCE`); the flush is written as one pipeline per master
-(`redis_routes.ClusterRoute`), which follows a failover by reading the slot map again. Nothing here ever raises into the outbox, not
-even an unexpected error of the Redis client (it is logged, and costs that flush).
+(`redis_routes.ClusterRoute`), which follows a failover by reading the slot map again.
 """
 
 from __future__ import annotations
