@@ -251,7 +251,8 @@ async def _compare(http: aiohttp.ClientSession, sim: StandIn, dev: RunningDev, l
         return float(np.sum(np.where(is_call[usable], 1.0, -1.0) * gamma * open_interest[usable])) * f * f * 0.01
 
     gex = gex_at(fwd)
-    # What the forward's drift alone moves it by, plus 0.5% of it: the chain's gammas were taken at
-    # the freeze, these at the quote.
+    # What the forward's drift alone moves it by, plus 1% of it: the chain's gammas were taken at
+    # the freeze, these at the quote, and the stand-in's sockets tick at phases of their own, so
+    # the legs' last ticks (hence the chain's gammas) were taken at spots up to one interval apart.
     moved = max(abs(gex_at(fwd + drift) - gex), abs(gex_at(fwd - drift) - gex))
-    assert doc["gex_total"] == pytest.approx(gex, abs=moved + 0.005 * abs(gex))
+    assert doc["gex_total"] == pytest.approx(gex, abs=moved + 0.01 * abs(gex))
