@@ -19,7 +19,7 @@ from ticker.infra.runtime.settings import Settings
 DEV_FOLDER = ".ticker"
 DEV_FILE = "dev.json"
 # dev.json keys that are settings of the same name; the rest (health URLs, the example order) are not.
-SETTING_KEYS = ("redis_url", "tick_redis_url", "database_url", "api_key", "account_encryption_key", "redis_namespace",
+SETTING_KEYS = ("redis_url", "tick_redis_url", "tick_redis_cluster", "database_url", "api_key", "account_encryption_key", "redis_namespace",
                 "publish_channel_prefix")
 
 

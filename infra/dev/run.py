@@ -204,6 +204,8 @@ async def prepare(run: DevRun, args: argparse.Namespace) -> None:
     if s.tick_redis_url:  # the tick bus on a Redis of its own (never embedded: that one is REDIS_URL's)
         env["TICK_REDIS_URL"] = s.tick_redis_url
         run.info["tick_redis_url"] = s.tick_redis_url
+        if s.tick_redis_cluster:  # one-shot commands (ticker tail) read it from dev.json too
+            env["TICK_REDIS_CLUSTER"] = run.info["tick_redis_cluster"] = "true"
     if s.database_url:
         env["DATABASE_URL"] = s.database_url
     else:
@@ -315,7 +317,8 @@ def cli_env(run: DevRun, *names: str) -> str:
 
 def tick_bus_settings(run: DevRun) -> tuple[str, ...]:
     """What `ticker tail` needs: the tick bus's URL when it has one of its own."""
-    return ("redis_url", "tick_redis_url") if "tick_redis_url" in run.info else ("redis_url",)
+    names = ("redis_url", "tick_redis_url", "tick_redis_cluster")
+    return tuple(n for n in names if n in run.info)
 
 
 def tick_bus_line(run: DevRun) -> str:
