@@ -47,6 +47,19 @@ def unwrap(doc: Any) -> tuple[list, StreamPosition | None]:
     return [doc], None
 
 
+def shard_stream(kind: str, shard: str | None) -> str:
+    """A history stream's name as clients know it: its kind (`ticks`, `chain`, `orders`) alone, or
+    on a sharded tick bus `<kind>:<shard>` for a shard's ticks and chains (`ticks:NIFTY`), each with
+    offsets of its own; order updates are one stream there too."""
+    return kind if shard is None or kind == "orders" else f"{kind}:{shard}"
+
+
+def stream_parts(stream: str) -> tuple[str, str | None]:
+    """A stream's kind and shard (None off a sharded bus): `shard_stream` read back."""
+    kind, _, shard = stream.partition(":")
+    return kind, shard or None
+
+
 def offset_order(offset: str) -> tuple[int, int]:
     """A stream entry id as a sortable pair (`<ms>-<n>`); a malformed one raises ValueError."""
     ms, _, n = offset.partition("-")

@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ticker.core.contracts import ORDERS_SHARD, Names
-from ticker.core.tick_envelope import StreamPosition, offset_order, unwrap
+from ticker.core.tick_envelope import StreamPosition, offset_order, shard_stream, unwrap
 from ticker.http.dependency_watch import REDIS, Outages
 from ticker.http.middleware.observe import HttpMetrics
 from ticker.infra.stores import tick_history
@@ -79,12 +79,6 @@ def stamp_of(position: StreamPosition | None, stream: str = "") -> bytes:
         return b""
     doc = {"offset": position.offset, "epoch": position.epoch}
     return orjson.dumps({**doc, "stream": stream} if ":" in stream else doc)[1:-1]
-
-
-def shard_stream(kind: str, shard: str | None) -> str:
-    """The name of a kind's stream (TICKS, CHAIN, ORDERS): `kind` on one Redis, `kind:<shard>` for
-    a shard's ticks or chains on a sharded bus (order updates are one stream there too)."""
-    return kind if shard is None or kind == ORDERS else f"{kind}:{shard}"
 
 
 def stamped(data: bytes, cls: type[S], stream: str, position: StreamPosition | None, stamp: bytes,
@@ -486,10 +480,10 @@ class TickHub:
         subscriber = ShardSubscriber(url, [directory, *self.routes], name="ticker-web-hub")
         subscriber.start()
         try:
-            await _shards_ready(subscriber)
+            await subscriber.subscribed(SHARDS_READY_SECONDS)
             for shard in await self.redis.smembers(self.names.shards):
                 self._new_shard(subscriber, _text(shard))
-            await _shards_ready(subscriber)
+            await subscriber.subscribed(SHARDS_READY_SECONDS)
             await self._fill_in(set(self.routes.values()))
             self._ready.set()
             yield None
@@ -568,11 +562,6 @@ class TickHub:
 
 
 _ITEMS = {TICKS: b"ticks", CHAIN: b"chains", ORDERS: b"updates"}  # where an envelope keeps its items
-
-
-async def _shards_ready(subscriber: ShardSubscriber) -> None:
-    if not await subscriber.ready(SHARDS_READY_SECONDS):
-        raise ConnectionError("the tick bus cluster did not confirm the hub's subscriptions")
 
 
 def _head(data: bytes) -> StreamPosition | None:

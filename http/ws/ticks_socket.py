@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from ticker.core.clock import IST
-from ticker.core.tick_envelope import StreamPosition
+from ticker.core.tick_envelope import StreamPosition, stream_parts
 from ticker.http.chain_view import CHAIN_READER, ChainReader, Sources
 from ticker.http.inputs import QueryBool, read_query
 from ticker.http.keys import REQUEST_ID
@@ -81,7 +81,7 @@ class Since(BaseModel):
 
     @property
     def shard(self) -> str | None:
-        return self.stream.partition(":")[2] or None if self.stream else None
+        return stream_parts(self.stream)[1] if self.stream else None
 
     def position(self) -> StreamPosition:
         return StreamPosition(self.offset, self.epoch)

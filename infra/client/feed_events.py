@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ticker.core.tick_envelope import StreamPosition, offset_order
+from ticker.core.tick_envelope import StreamPosition, offset_order, stream_parts
 
 # The streams a feed follows, named as `/ws/ticks` names them in its `gap` messages.
 TICK_STREAM, CHAIN_STREAM, ORDER_STREAM = "ticks", "chain", "orders"
@@ -73,7 +73,7 @@ FeedEvent = TickBatch | OrderUpdates | ChainUpdates | StreamGap | Snapshot
 def stream_kind(stream: str) -> str:
     """TICK_STREAM, CHAIN_STREAM or ORDER_STREAM: a sharded tick bus names a shard's stream
     `<kind>:<shard>` (`ticks:NIFTY`), each with its own positions."""
-    return stream.partition(":")[0]
+    return stream_parts(stream)[0]
 
 
 def published(stream: str, items: list[dict[str, Any]], offset: str | None, epoch: str | None,

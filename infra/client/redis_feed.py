@@ -41,7 +41,7 @@ from ticker.client.feed_events import (
 )
 from ticker.core.backoff import jittered
 from ticker.core.contracts import ORDERS_SHARD, Names
-from ticker.core.tick_envelope import StreamPosition, unwrap
+from ticker.core.tick_envelope import StreamPosition, shard_stream, unwrap
 from ticker.infra.stores import tick_history
 from ticker.infra.stores.redis import connect
 from ticker.infra.stores.shard_subscriber import Resubscribed, ShardSubscriber
@@ -108,7 +108,7 @@ class RedisFeed:
                 kinds.append((ORDER_STREAM, n.orders_history, [n.orders]))
         for kind, key, channels in kinds:
             if kind in self.kinds:
-                stream = kind if shard in (None, ORDERS_SHARD) else f"{kind}:{shard}"
+                stream = shard_stream(kind, shard)
                 self.histories[stream] = _History(key, n)
                 self.streams.update(dict.fromkeys(channels, stream))
 
@@ -168,12 +168,12 @@ class RedisFeed:
         subscriber = ShardSubscriber(self.url, [directory, *self.streams], name=self.name)
         subscriber.start()
         try:
-            await _ready(subscriber)
+            await subscriber.subscribed(CONFIRM_SECONDS)
             for shard in sorted(_text(s) for s in await redis.smembers(self.names.shards)):
                 self._add_shard(shard, later=False)
             await self._start_positions(redis)
             subscriber.add(self.streams)
-            await _ready(subscriber)
+            await subscriber.subscribed(CONFIRM_SECONDS)
             for stream in list(self.histories):
                 async for event in self._catch_up(redis, stream):
                     yield event
@@ -186,7 +186,7 @@ class RedisFeed:
                 elif _text(message[0]) == directory:
                     streams = self._add_shard(_text(message[1]), later=True)
                     subscriber.add(self.streams)
-                    await _ready(subscriber)
+                    await subscriber.subscribed(CONFIRM_SECONDS)
                 else:
                     live = self._live(_text(message[0]), message[1])
                     if live is not None:
@@ -309,11 +309,6 @@ async def _subscribed(pubsub: PubSub, channels: list[str]) -> None:
             message = await pubsub.get_message(timeout=1.0)
             if message is not None and message["type"] == "subscribe":
                 pending.discard(_text(message["channel"]))
-
-
-async def _ready(subscriber: ShardSubscriber) -> None:
-    if not await subscriber.ready(CONFIRM_SECONDS):
-        raise ConnectionError("the Redis Cluster did not confirm the feed's subscriptions")
 
 
 def _items(data: bytes) -> list:

@@ -128,6 +128,12 @@ class ShardSubscriber:
                 await self._ready.wait()
         return self._ready.is_set()
 
+    async def subscribed(self, timeout: float) -> None:
+        """Wait until every channel is subscribed; ConnectionError (a Redis outage to its callers)
+        when the cluster has not confirmed them within `timeout` seconds."""
+        if not await self.ready(timeout):
+            raise ConnectionError("the Redis Cluster did not confirm the shard subscriptions")
+
     async def get_message(self, timeout: float | None = None) -> Event | None:
         """The next message or marker; None after `timeout` seconds without one, or once closed."""
         try:

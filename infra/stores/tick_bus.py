@@ -115,10 +115,10 @@ class BusListener:
         else:
             self._shards = ShardSubscriber(tick_bus_url(self.settings), [self.names.shard_directory], name=self.name)
             self._shards.start()
-            await self._confirmed(timeout)
+            await self._shards.subscribed(timeout)
             members = await self.client.smembers(self.names.shards)
             self._shards.add(self._channel(m.decode() if isinstance(m, bytes) else m) for m in members)
-        await self._confirmed(timeout)
+        await self._shards.subscribed(timeout)
 
     async def get(self, timeout: float) -> bytes | None:
         """The next message's data; None after `timeout` seconds without one."""
@@ -138,10 +138,6 @@ class BusListener:
     def _channel(self, shard: str) -> str:
         return getattr(self.names.shard(shard), self.kind)
 
-    async def _confirmed(self, timeout: float) -> None:
-        assert self._shards is not None
-        if not await self._shards.ready(timeout):
-            raise ConnectionError("the tick bus cluster did not confirm the subscription")
 
     async def close(self) -> None:
         if self._pubsub is not None:
